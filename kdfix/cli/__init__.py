@@ -1,0 +1,31 @@
+"""The ``kdfix`` command line: one module per command, joined here."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="kdfix",
+    help="Read, convert, generate, detect and fix Linux kernel crash dumps (KDUMP-compressed and ELF).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module defines ``register(app)``; add a command by adding its module name here.
+COMMAND_MODULES = ()
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"kdfix.cli.{name}").register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the ``kdfix`` script."""
+    app()

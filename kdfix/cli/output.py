@@ -1,0 +1,98 @@
+"""Shared CLI plumbing: JSON/human output, progress bars, and KdfixError → one stderr line + exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kdfix.errors import KdfixError
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_UNUSABLE = 2
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = EXIT_UNUSABLE) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    stderr.print(f"kdfix: {message}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Route KdfixError (and OSError) to one stderr line and exit 2; re-raise with KDFIX_DEBUG=1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KdfixError as exc:
+            if os.environ.get("KDFIX_DEBUG"):
+                raise
+            raise fail(str(exc)) from None
+        except OSError as exc:
+            if os.environ.get("KDFIX_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}") from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert records, bytes and enums into JSON-friendly values."""
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.split(b"\0", 1)[0].decode("latin-1")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress_bar(
+    description: str, total: int | None, *, bytes_mode: bool = False
+) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields a ``progress(done, total)`` callback. Hidden when stderr is not a TTY."""
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+    columns.append(DownloadColumn() if bytes_mode else TextColumn("{task.completed}/{task.total}"))
+    columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(done: int, new_total: int) -> None:
+            progress.update(task, completed=done, total=new_total)
+
+        yield update

@@ -1,0 +1,135 @@
+"""ELF note structures: Nhdr, x86_64/i386 elf_prstatus and QEMUCPUState (notes-and-vmcoreinfo.md §1-§3)."""
+
+from __future__ import annotations
+
+from kdfix.format.layout import Field, Layout
+
+NHDR = Layout("elf_nhdr", [Field("n_namesz", "u32"), Field("n_descsz", "u32"), Field("n_type", "u32")])
+NHDR_SIZE = 12
+
+X86_64_USER_REGS = Layout(
+    "user_regs_struct",
+    [
+        Field(name, "ulong")
+        for name in [
+            "r15",
+            "r14",
+            "r13",
+            "r12",
+            "rbp",
+            "rbx",
+            "r11",
+            "r10",
+            "r9",
+            "r8",
+            "rax",
+            "rcx",
+            "rdx",
+            "rsi",
+            "rdi",
+            "orig_rax",
+            "rip",
+            "cs",
+            "eflags",
+            "rsp",
+            "ss",
+            "fs_base",
+            "gs_base",
+            "ds",
+            "es",
+            "fs",
+            "gs",
+        ]
+    ],
+)
+I386_USER_REGS = Layout(
+    "user_regs_struct_i386",
+    [
+        Field(name, "ulong")
+        for name in [
+            "ebx",
+            "ecx",
+            "edx",
+            "esi",
+            "edi",
+            "ebp",
+            "eax",
+            "ds",
+            "es",
+            "fs",
+            "gs",
+            "orig_eax",
+            "eip",
+            "cs",
+            "eflags",
+            "esp",
+            "ss",
+        ]
+    ],
+)
+
+TIMEVAL_PR = Layout("pr_timeval", [Field("tv_sec", "long"), Field("tv_usec", "long")])
+
+
+def _prstatus(name: str, regs: Layout) -> Layout:
+    return Layout(
+        name,
+        [
+            Field("si_signo", "int"),
+            Field("si_code", "int"),
+            Field("si_errno", "int"),
+            Field("pr_cursig", "short"),
+            Field("pr_sigpend", "ulong"),
+            Field("pr_sighold", "ulong"),
+            Field("pr_pid", "int"),
+            Field("pr_ppid", "int"),
+            Field("pr_pgrp", "int"),
+            Field("pr_sid", "int"),
+            Field("pr_utime", TIMEVAL_PR),
+            Field("pr_stime", TIMEVAL_PR),
+            Field("pr_cutime", TIMEVAL_PR),
+            Field("pr_cstime", TIMEVAL_PR),
+            Field("pr_reg", regs),
+            Field("pr_fpvalid", "int"),
+        ],
+    )
+
+
+# Bind ELF_PRSTATUS_X86_64 to an LP64 ABI (336 bytes) and ELF_PRSTATUS_I386 to i386 (144 bytes).
+ELF_PRSTATUS_X86_64 = _prstatus("elf_prstatus", X86_64_USER_REGS)
+ELF_PRSTATUS_I386 = _prstatus("elf_prstatus_i386", I386_USER_REGS)
+
+QEMU_CPU_SEGMENT = Layout(
+    "QEMUCPUSegment",
+    [
+        Field("selector", "u32"),
+        Field("limit", "u32"),
+        Field("flags", "u32"),
+        Field("pad", "u32"),
+        Field("base", "u64"),
+    ],
+)
+QEMU_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt")
+QEMU_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", *(f"r{i}" for i in range(8, 16)))
+
+# Version 0 is the 432-byte QEMUCPUState (QEMU < 3.0), version 1 adds kernel_gs_base (440 bytes).
+QEMU_CPU_STATE = Layout(
+    "QEMUCPUState",
+    [
+        Field("version", "u32"),
+        Field("size", "u32"),
+        *(Field(r, "u64") for r in QEMU_GPRS),
+        Field("rip", "u64"),
+        Field("rflags", "u64"),
+        *(Field(s, QEMU_CPU_SEGMENT) for s in QEMU_SEGMENTS),
+        *(Field(f"cr{i}", "u64") for i in range(5)),
+        Field("kernel_gs_base", "u64", since=1),
+    ],
+)
+QEMU_CPU_STATE_SIZES = {1: 440, 0: 432}
+
+Nhdr = NHDR.record_type
+PrstatusX86_64 = ELF_PRSTATUS_X86_64.record_type
+PrstatusI386 = ELF_PRSTATUS_I386.record_type
+QemuCpuState = QEMU_CPU_STATE.record_type
+QemuCpuSegment = QEMU_CPU_SEGMENT.record_type

@@ -1,0 +1,1 @@
+"""ELF notes: framing, typed views (PRSTATUS, QEMU CPU state) and VMCOREINFO text."""

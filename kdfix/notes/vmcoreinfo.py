@@ -1,0 +1,107 @@
+"""VMCOREINFO text: ordered KEY=VALUE parsing and the value rules of each key (notes-and-vmcoreinfo.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdfix.units import to_u64
+
+
+@dataclass(frozen=True)
+class VmcoreInfo:
+    """Parsed VMCOREINFO: the raw bytes and the ordered key/value pairs (first occurrence wins)."""
+
+    raw: bytes
+    entries: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> VmcoreInfo:
+        text = raw.split(b"\0", 1)[0].decode("latin-1")
+        entries: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for line in text.split("\n"):
+            key, sep, value = line.partition("=")
+            if not sep or not key or key in seen:
+                continue
+            seen.add(key)
+            entries.append((key, value))
+        return cls(raw, tuple(entries))
+
+    @classmethod
+    def from_items(cls, items: list[tuple[str, str]]) -> VmcoreInfo:
+        raw = "".join(f"{k}={v}\n" for k, v in items).encode("latin-1")
+        return cls.parse(raw)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.entries)
+
+    def get(self, key: str) -> str | None:
+        for k, v in self.entries:
+            if k == key:
+                return v
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def symbol(self, name: str) -> int | None:
+        """``SYMBOL(name)``: hex without 0x."""
+        return parse_hex(self.get(f"SYMBOL({name})"))
+
+    def number(self, name: str) -> int | None:
+        """``NUMBER(name)``: signed decimal (or 0x-hex for the kernel's exceptions)."""
+        return parse_number(self.get(f"NUMBER({name})"))
+
+    def offset(self, name: str) -> int | None:
+        return parse_number(self.get(f"OFFSET({name})"))
+
+    def size(self, name: str) -> int | None:
+        return parse_number(self.get(f"SIZE({name})"))
+
+    @property
+    def osrelease(self) -> str | None:
+        return self.get("OSRELEASE")
+
+    @property
+    def page_size(self) -> int | None:
+        return parse_number(self.get("PAGESIZE"))
+
+    @property
+    def phys_base(self) -> int | None:
+        """``NUMBER(phys_base)`` as unsigned 64-bit two's complement, or None."""
+        value = self.number("phys_base")
+        return None if value is None else to_u64(value)
+
+    @property
+    def kernel_offset(self) -> int | None:
+        """``KERNELOFFSET`` (hex)."""
+        return parse_hex(self.get("KERNELOFFSET"))
+
+    @property
+    def crashtime(self) -> int | None:
+        return parse_number(self.get("CRASHTIME"))
+
+
+def parse_hex(value: str | None) -> int | None:
+    """Parse hex with or without 0x; None if absent or malformed."""
+    if value is None:
+        return None
+    try:
+        return int(value.strip(), 16)
+    except ValueError:
+        return None
+
+
+def parse_number(value: str | None) -> int | None:
+    """Parse a signed decimal, or 0x-prefixed hex; None if absent or malformed."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        sign = -1 if value.startswith("-") else 1
+        body = value.lstrip("+-")
+        if body.lower().startswith("0x"):
+            return sign * int(body, 16)
+        return sign * int(body, 10)
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Readers: containers (kdump, flattened, split, ELF) that expose one PhysicalMemory."""

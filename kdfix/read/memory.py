@@ -1,0 +1,112 @@
+"""The PhysicalMemory protocol every container exposes, and a dict-backed implementation for tests and generators."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol, runtime_checkable
+
+from kdfix.errors import AddressError
+from kdfix.format.bitmap import Bitmap
+
+
+@runtime_checkable
+class PhysicalMemory(Protocol):
+    """Physical memory of a dump, in pages of ``page_size`` bytes.
+
+    ``valid`` is the 1st bitmap (pfns that exist), ``dumped`` the 2nd (pfns with data);
+    ``max_pfn`` is the exclusive end (``max_mapnr``).
+    """
+
+    page_size: int
+    max_pfn: int
+
+    @property
+    def valid(self) -> Bitmap: ...
+
+    @property
+    def dumped(self) -> Bitmap: ...
+
+    def present(self, pfn: int) -> bool:
+        """True if the page has data in the dump."""
+        ...
+
+    def page(self, pfn: int) -> bytes:
+        """The decoded page; AddressError if it is not dumped, CodecError if it does not decode."""
+        ...
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Yield (pfn, page bytes) of dumped pages in ascending pfn order."""
+        ...
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        """Read a physical byte range; missing pages raise AddressError unless ``zero_fill``."""
+        ...
+
+
+def read_range(memory: PhysicalMemory, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+    """Shared implementation of ``PhysicalMemory.read`` on top of ``page()``."""
+    if size < 0 or paddr < 0:
+        raise AddressError(f"bad range {paddr:#x}+{size:#x}", paddr=paddr)
+    ps = memory.page_size
+    out = bytearray()
+    pos = paddr
+    end = paddr + size
+    while pos < end:
+        pfn, off = divmod(pos, ps)
+        take = min(ps - off, end - pos)
+        if memory.present(pfn):
+            out += memory.page(pfn)[off : off + take]
+        elif zero_fill:
+            out += bytes(take)
+        else:
+            raise AddressError(f"physical address {pos:#x} (pfn {pfn:#x}) is not in the dump", paddr=pos)
+        pos += take
+    return bytes(out)
+
+
+class DictMemory:
+    """PhysicalMemory over a {pfn: page bytes} mapping (generators, tests, fakes)."""
+
+    def __init__(
+        self,
+        pages: Mapping[int, bytes],
+        page_size: int = 4096,
+        max_pfn: int | None = None,
+        valid: Bitmap | None = None,
+    ) -> None:
+        self._pages = dict(pages)
+        for pfn, data in self._pages.items():
+            if len(data) != page_size:
+                raise ValueError(f"page {pfn:#x} is {len(data)} bytes, expected {page_size}")
+        self.page_size = page_size
+        top = max(self._pages, default=-1) + 1
+        self.max_pfn = top if max_pfn is None else max_pfn
+        if self.max_pfn < top:
+            raise ValueError("max_pfn below the highest page")
+        self._dumped = Bitmap.from_pfns(self._pages, self.max_pfn)
+        self._valid = valid if valid is not None else self._dumped
+
+    @property
+    def valid(self) -> Bitmap:
+        return self._valid
+
+    @property
+    def dumped(self) -> Bitmap:
+        return self._dumped
+
+    def present(self, pfn: int) -> bool:
+        return pfn in self._pages
+
+    def page(self, pfn: int) -> bytes:
+        try:
+            return self._pages[pfn]
+        except KeyError:
+            raise AddressError(f"pfn {pfn:#x} is not in the dump", paddr=pfn * self.page_size) from None
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        for pfn in sorted(self._pages):
+            if pfn >= start_pfn and (end_pfn is None or pfn < end_pfn):
+                yield pfn, self._pages[pfn]
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(self, paddr, size, zero_fill=zero_fill)
