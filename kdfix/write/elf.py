@@ -1,0 +1,214 @@
+"""The ELF vmcore writer: /proc/vmcore layout (Ehdr, Phdrs, one PT_NOTE with all notes, PT_LOADs, data).
+
+Notes follow the program headers; VMCOREINFO is a note (notes-and-vmcoreinfo.md §1), eraseinfo an
+``ERASEINFO`` note (kdump-format.md §10). One PT_LOAD per run of stored pfns (or per given segment,
+keeping its paddr/vaddr, for ELF → ELF); page data starts page-aligned and is streamed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from kdfix.errors import WriteError
+from kdfix.format.constants import (
+    ELF_INCOMPLETE_FLAG,
+    EM_386,
+    EM_ARM,
+    EM_PPC64,
+    EM_X86_64,
+    NOTE_NAME_ERASEINFO,
+    DumpFlag,
+)
+from kdfix.format.elf import (
+    ELF_EHDR,
+    ET_CORE,
+    EV_CURRENT,
+    PF_R,
+    PF_W,
+    PF_X,
+    PN_XNUM,
+    PT_LOAD,
+    PT_NOTE,
+    e_ident,
+    ehdr_layout,
+    phdr_layout,
+)
+from kdfix.model import DumpModel
+from kdfix.notes.framing import Note, pack_notes
+from kdfix.read.memory import PhysicalMemory
+from kdfix.units import align_up
+from kdfix.write.kdump import Progress, WriteResult, iter_set_bits, notes_to_write
+from kdfix.write.sink import FileSink, Sink
+
+COPY_PAGES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSegment:
+    """A PT_LOAD to write: physical and virtual start, size in bytes."""
+
+    paddr: int
+    vaddr: int
+    size: int
+
+
+def default_machine(model: DumpModel) -> int:
+    """e_machine: the model's, else guessed from the ABI (EM_X86_64 for LP64 LE)."""
+    if model.e_machine is not None:
+        return model.e_machine
+    abi = model.abi
+    if abi.is_64bit:
+        return EM_X86_64 if abi.byte_order == "<" else EM_PPC64
+    return EM_386 if abi.align64 == 4 else EM_ARM
+
+
+def elf_notes(model: DumpModel) -> tuple[Note, ...]:
+    """Notes of the PT_NOTE segment: the model's, plus VMCOREINFO and ERASEINFO notes when needed."""
+    notes = notes_to_write(model)
+    if model.eraseinfo and not any(n.name == NOTE_NAME_ERASEINFO for n in notes):
+        notes += (Note(NOTE_NAME_ERASEINFO, 0, model.eraseinfo),)
+    return notes
+
+
+def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False) -> list[LoadSegment]:
+    """One segment per run of stored pfns (p_vaddr = p_paddr); all-zero pages split runs with ``exclude_zero``."""
+    ps = memory.page_size
+    bitmap = memory.dumped.to_bytes()
+    if exclude_zero:
+        keep = bytearray(bitmap)
+        for pfn, page in memory.iter_pages():
+            if not any(page):
+                keep[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
+        bitmap = bytes(keep)
+    segments: list[LoadSegment] = []
+    start = prev = -2
+    for pfn in iter_set_bits(bitmap):
+        if pfn != prev + 1:
+            if start >= 0:
+                segments.append(LoadSegment(start * ps, start * ps, (prev + 1 - start) * ps))
+            start = pfn
+        prev = pfn
+    if start >= 0:
+        segments.append(LoadSegment(start * ps, start * ps, (prev + 1 - start) * ps))
+    return segments
+
+
+def write_elf(
+    target: str | os.PathLike[str] | Sink,
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    progress: Progress | None = None,
+    segments: Sequence[LoadSegment] | None = None,
+    exclude_zero: bool = False,
+) -> WriteResult:
+    """Write an ELF vmcore (Elf64, or Elf32 for 32-bit ABIs) of ``memory`` with ``model``'s notes."""
+    began = time.monotonic()
+    abi = model.abi
+    ps = memory.page_size
+    loads = list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero)
+    limit = (1 << (8 * abi.word_size)) - 1
+    for seg in loads:
+        if seg.paddr + seg.size - 1 > limit or seg.vaddr > limit:
+            raise WriteError(f"segment at {seg.paddr:#x} does not fit an Elf32 file", field="p_paddr")
+    phnum = 1 + len(loads)
+    if phnum >= PN_XNUM:
+        raise WriteError(f"{phnum} program headers exceed the ELF limit of {PN_XNUM - 1}", field="e_phnum")
+    ehdr = ehdr_layout(abi)
+    phdr = phdr_layout(abi)
+    blob = pack_notes(elf_notes(model), abi)
+    notes_offset = ehdr.size + phnum * phdr.size
+    data_offset = align_up(notes_offset + len(blob), ps)
+    header = ELF_EHDR.make(
+        e_ident=e_ident(abi),
+        e_type=ET_CORE,
+        e_machine=default_machine(model),
+        e_version=EV_CURRENT,
+        e_phoff=ehdr.size,
+        e_flags=ELF_INCOMPLETE_FLAG if model.status & DumpFlag.COMPRESSED_INCOMPLETE else 0,
+        e_ehsize=ehdr.size,
+        e_phentsize=phdr.size,
+        e_phnum=phnum,
+    )
+    record = phdr.layout.make  # ELF64_PHDR or ELF32_PHDR
+    phdrs = [phdr.pack(record(p_type=PT_NOTE, p_offset=notes_offset, p_filesz=len(blob)))]
+    pos = data_offset
+    placed: list[tuple[LoadSegment, int]] = []
+    for seg in loads:
+        phdrs.append(
+            phdr.pack(
+                record(
+                    p_type=PT_LOAD,
+                    p_flags=PF_R | PF_W | PF_X,
+                    p_offset=pos,
+                    p_vaddr=seg.vaddr,
+                    p_paddr=seg.paddr,
+                    p_filesz=seg.size,
+                    p_memsz=seg.size,
+                )
+            )
+        )
+        placed.append((seg, pos))
+        pos += seg.size
+    total = sum(seg.size for seg in loads)
+    own = not isinstance(target, Sink)
+    sink: Sink = target if isinstance(target, Sink) else FileSink(target)
+    pages = 0
+    try:
+        sink.write_at(0, ehdr.pack(header) + b"".join(phdrs))
+        sink.write_at(notes_offset, blob)
+        done = 0
+        for seg, offset in placed:
+            for chunk in _segment_chunks(memory, seg, ps):
+                sink.write_at(offset, chunk)
+                offset += len(chunk)
+                done += len(chunk)
+                pages += len(chunk) // ps
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        if own:
+            sink.close()
+    return WriteResult(
+        paths=(os.fspath(target),) if own else (),
+        size=max(pos, notes_offset + len(blob)),
+        pages=pages,
+        zero_pages=0,
+        raw_pages=pages,
+        compressed_pages=0,
+        seconds=time.monotonic() - began,
+    )
+
+
+def _segment_chunks(memory: PhysicalMemory, seg: LoadSegment, ps: int) -> Iterator[bytes]:
+    """The bytes of one segment in chunks; page-aligned runs stream pages, others read byte ranges."""
+    if seg.paddr % ps == 0 and seg.size % ps == 0:
+        first = seg.paddr // ps
+        end = first + seg.size // ps
+        buf = bytearray()
+        expect = first
+        for pfn, page in memory.iter_pages(first, end):
+            if pfn != expect:
+                buf += bytes((pfn - expect) * ps)  # pages missing inside a given segment read as zero
+            buf += page
+            expect = pfn + 1
+            if len(buf) >= COPY_PAGES * ps:
+                yield bytes(buf)
+                buf = bytearray()
+        if expect < end:
+            buf += bytes((end - expect) * ps)
+        if buf:
+            yield bytes(buf)
+        return
+    pos = seg.paddr
+    end = seg.paddr + seg.size
+    while pos < end:
+        take = min(COPY_PAGES * ps, end - pos)
+        yield memory.read(pos, take, zero_fill=True)
+        pos += take
+
+
+__all__ = ["LoadSegment", "default_machine", "elf_notes", "runs_of", "write_elf"]

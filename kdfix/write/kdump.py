@@ -1,0 +1,550 @@
+"""The KDUMP-compressed writer: model + physical memory → a file laid out as in kdump-format.md §1.
+
+Layout per kdump-format.md §1 (formulas), header fields per §3-§4, flags per §5, descriptors and the
+shared zero page per §6-§7, VMCOREINFO placement per notes-and-vmcoreinfo.md §5. Memory use does not
+grow with the dump: the descriptor table is reserved from the 2nd-bitmap count, page data is streamed
+and descriptors are written in batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from kdfix.codecs import codec_named
+from kdfix.errors import WriteError
+from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL
+from kdfix.format.layout import Abi, BoundLayout
+from kdfix.model import DumpModel
+from kdfix.notes.framing import Note, note_offsets, pack_notes
+from kdfix.read.memory import PhysicalMemory
+from kdfix.units import ceil_div
+from kdfix.write.encode import EncodedPage, encode_pages, is_zero_stored, pass_through_pages
+from kdfix.write.sink import FileSink, FlattenedSink, Sink
+
+Progress = Callable[[int, int], None]
+PageSource = Iterable[tuple[int, int, bytes]]
+
+U32_MAX = 0xFFFFFFFF
+DESC_BATCH = 4096  # descriptors per write
+DATA_BATCH = 1 << 20  # page-data bytes per write
+
+
+@dataclass(frozen=True)
+class KdumpLayout:
+    """Where everything goes in one KDUMP file (absolute file offsets; kdump-format.md §1)."""
+
+    abi: Abi
+    header_version: int
+    block_size: int
+    max_mapnr: int
+    sub_hdr_size: int  # blocks
+    bitmap_len: int  # bytes of one bitmap
+    bitmap_blocks: int  # both bitmaps
+    offset_note: int
+    size_note: int
+    offset_vmcoreinfo: int
+    size_vmcoreinfo: int
+    notes_blob: bytes  # bytes written at offset_note (notes, then a separate VMCOREINFO text if any)
+    notes: tuple[Note, ...]
+
+    @property
+    def main_header(self) -> BoundLayout:
+        return DISK_DUMP_HEADER.bind(self.abi)
+
+    @property
+    def sub_header(self) -> BoundLayout:
+        return KDUMP_SUB_HEADER.bind(self.abi, self.header_version)
+
+    @property
+    def bitmap1_offset(self) -> int:
+        return (1 + self.sub_hdr_size) * self.block_size
+
+    @property
+    def bitmap2_offset(self) -> int:
+        return self.bitmap1_offset + self.bitmap_len
+
+    @property
+    def data_offset(self) -> int:
+        """Start of the descriptor table."""
+        return (1 + self.sub_hdr_size + self.bitmap_blocks) * self.block_size
+
+    def desc_offset(self, index: int) -> int:
+        return self.data_offset + PAGE_DESC.bind(self.abi).size * index
+
+    def data_start(self, dumped: int) -> int:
+        """First page-data byte when the table holds ``dumped`` descriptors."""
+        return self.desc_offset(dumped)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a writer produced."""
+
+    paths: tuple[str, ...]
+    size: int  # bytes of output (flattened: stream bytes), summed over parts
+    pages: int  # pages stored (descriptors, or ELF pages)
+    zero_pages: int  # pages sharing the zero page
+    raw_pages: int  # pages stored uncompressed
+    compressed_pages: int
+    seconds: float
+    layout: KdumpLayout | None = None
+
+
+def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
+    """Compute the layout of a KDUMP file for ``model`` with ``max_mapnr`` pfns (no I/O)."""
+    version = model.header_version
+    if not 0 <= version <= KDUMP_HEADER_VERSION:
+        raise WriteError(f"header_version {version} is not 0..{KDUMP_HEADER_VERSION}", field="header_version")
+    bs = model.block_size
+    if bs <= 0 or bs & (bs - 1):
+        raise WriteError(f"block_size {bs} is not a power of two", field="block_size")
+    abi = model.abi
+    sub = KDUMP_SUB_HEADER.bind(abi, version)
+    offset_note = bs + sub.size
+    notes = notes_to_write(model) if version >= 4 else ()
+    blob = pack_notes(notes, abi)
+    size_note = len(blob)
+    off_vi = size_vi = 0
+    if version >= 3:
+        vmcoreinfo = model.vmcoreinfo
+        vi_note = next((n for n, _ in _with_offsets(notes) if n.name == b"VMCOREINFO"), None)
+        if vi_note is not None and (vmcoreinfo is None or vmcoreinfo == vi_note.desc):
+            note_off = dict((id(n), o) for n, o in _with_offsets(notes))[id(vi_note)]
+            off_vi = offset_note + note_off + vi_note.desc_offset
+            size_vi = len(vi_note.desc)
+        elif vmcoreinfo is not None:
+            # v3 (no notes), or a text that differs from the note: store it right after the notes.
+            off_vi = offset_note + len(blob)
+            size_vi = len(vmcoreinfo)
+            blob += vmcoreinfo
+    sub_hdr_size = ceil_div(sub.size + len(blob), bs)
+    bitmap_len = ceil_div(max_mapnr, 8 * bs) * bs
+    return KdumpLayout(
+        abi=abi,
+        header_version=version,
+        block_size=bs,
+        max_mapnr=max_mapnr,
+        sub_hdr_size=sub_hdr_size,
+        bitmap_len=bitmap_len,
+        bitmap_blocks=2 * bitmap_len // bs,
+        offset_note=offset_note if version >= 4 else 0,
+        size_note=size_note,
+        offset_vmcoreinfo=off_vi,
+        size_vmcoreinfo=size_vi,
+        notes_blob=blob,
+        notes=notes,
+    )
+
+
+def notes_to_write(model: DumpModel) -> tuple[Note, ...]:
+    notes = tuple(model.notes)
+    if model.vmcoreinfo is not None and model.vmcoreinfo_note() is None:
+        notes += (Note(b"VMCOREINFO", 0, model.vmcoreinfo),)
+    return notes
+
+
+def _with_offsets(notes: tuple[Note, ...]) -> list[tuple[Note, int]]:
+    return list(zip(notes, note_offsets(notes), strict=True))
+
+
+def header_phys_base(model: DumpModel, *, from_vmcoreinfo: bool = True) -> int:
+    """phys_base for the sub header: VMCOREINFO ``NUMBER(phys_base)`` when present, else the model's."""
+    if from_vmcoreinfo:
+        info = model.parsed_vmcoreinfo()
+        if info is not None and info.phys_base is not None:
+            return info.phys_base
+    return model.phys_base
+
+
+def pack_main_header(model: DumpModel, layout: KdumpLayout, codec_flag: int) -> bytes:
+    """The main header bytes (only ``sizeof(header)``; the rest of block 0 stays zero)."""
+    record = DISK_DUMP_HEADER.make(
+        signature=model.signature,
+        header_version=layout.header_version,
+        utsname=model.utsname,
+        timestamp=TIMEVAL.make(tv_sec=model.tv_sec, tv_usec=model.tv_usec),
+        status=codec_flag | (model.status & ~COMPRESSION_FLAGS),
+        block_size=layout.block_size,
+        sub_hdr_size=layout.sub_hdr_size,
+        bitmap_blocks=layout.bitmap_blocks,
+        max_mapnr=min(layout.max_mapnr, U32_MAX),
+        total_ram_blocks=model.total_ram_blocks,
+        device_blocks=model.device_blocks,
+        written_blocks=model.written_blocks,
+        current_cpu=model.current_cpu,
+        nr_cpus=model.nr_cpus,
+    )
+    return layout.main_header.pack(record)
+
+
+def pack_sub_header(
+    model: DumpModel,
+    layout: KdumpLayout,
+    *,
+    phys_base: int,
+    offset_eraseinfo: int,
+    split_range: tuple[int, int] | None = None,
+) -> bytes:
+    """The sub header bytes for ``layout.header_version`` (fields of later versions are not written)."""
+    word_mask = (1 << (8 * layout.abi.word_size)) - 1
+    start, end = split_range if split_range is not None else (0, 0)
+    with_erase = layout.header_version >= 5 and bool(model.eraseinfo)
+    record = KDUMP_SUB_HEADER.make(
+        phys_base=phys_base & word_mask,
+        dump_level=model.dump_level,
+        split=1 if split_range is not None else 0,
+        start_pfn=start & word_mask,
+        end_pfn=end & word_mask,
+        offset_vmcoreinfo=layout.offset_vmcoreinfo,
+        size_vmcoreinfo=layout.size_vmcoreinfo,
+        offset_note=layout.offset_note,
+        size_note=layout.size_note,
+        offset_eraseinfo=offset_eraseinfo if with_erase else 0,
+        size_eraseinfo=len(model.eraseinfo) if with_erase else 0,
+        start_pfn_64=start,
+        end_pfn_64=end,
+        max_mapnr_64=layout.max_mapnr,
+    )
+    return layout.sub_header.pack(record)
+
+
+def _or_bytes(a: bytes, b: bytes) -> bytes:
+    n = max(len(a), len(b))
+    return (int.from_bytes(a.ljust(n, b"\0"), "little") | int.from_bytes(b.ljust(n, b"\0"), "little")).to_bytes(
+        n, "little"
+    )
+
+
+def _andnot_bytes(a: bytes, b: bytes) -> bytes:
+    n = len(a)
+    return (int.from_bytes(a, "little") & ~int.from_bytes(b.ljust(n, b"\0")[:n], "little")).to_bytes(n, "little")
+
+
+def iter_set_bits(bitmap: bytes, start: int = 0, end: int | None = None) -> Iterator[int]:
+    """Set pfns of a raw LSB-first bitmap in ``[start, end)``, skipping zero bytes in C."""
+    end = len(bitmap) * 8 if end is None else min(end, len(bitmap) * 8)
+    byte = start >> 3
+    last = (end + 7) >> 3
+    while byte < last:
+        if not bitmap[byte]:
+            window = bitmap[byte : min(last, byte + 4096)]
+            byte += len(window) - len(window.lstrip(b"\0"))
+            continue
+        value = bitmap[byte]
+        base = byte << 3
+        while value:
+            low = value & -value
+            pfn = base + low.bit_length() - 1
+            if start <= pfn < end:
+                yield pfn
+            value ^= low
+        byte += 1
+
+
+def _popcount(bitmap: bytes, start: int = 0, end: int | None = None) -> int:
+    """Set bits of a raw bitmap in ``[start, end)``."""
+    end = len(bitmap) * 8 if end is None else min(end, len(bitmap) * 8)
+    if end <= start:
+        return 0
+    value = int.from_bytes(bitmap, "little") >> start
+    return (value & ((1 << (end - start)) - 1)).bit_count()
+
+
+@dataclass
+class Bitmaps:
+    """The 1st and 2nd bitmap bytes of a dump (``bitmap_len`` bytes each)."""
+
+    valid: bytes
+    dumped: bytes
+
+    def count(self, start: int = 0, end: int | None = None) -> int:
+        return _popcount(self.dumped, start, end)
+
+    def iter_dumped(self, start: int = 0, end: int | None = None) -> Iterator[int]:
+        return iter_set_bits(self.dumped, start, end)
+
+
+def build_bitmaps(memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: bool) -> Bitmaps:
+    """1st bitmap = valid pfns (plus dumped), 2nd = dumped pfns, minus all-zero pages with ``exclude_zero``."""
+    n = layout.bitmap_len
+    dumped = memory.dumped.to_bytes(n)
+    valid = _or_bytes(memory.valid.to_bytes(n), dumped)[:n]
+    if exclude_zero:
+        zero = bytearray(n)
+        for pfn, page in memory.iter_pages():
+            if not any(page):
+                zero[pfn >> 3] |= 1 << (pfn & 7)
+        dumped = _andnot_bytes(dumped, bytes(zero))
+    return Bitmaps(valid, dumped)
+
+
+def desc_packer(abi: Abi) -> struct.Struct:
+    """A struct.Struct equivalent to the page_desc layout (derived from it, checked against its size)."""
+    bound = PAGE_DESC.bind(abi)
+    packer = struct.Struct(abi.byte_order + "".join(code for _, _, code in _slot_codes(bound)))
+    if packer.size != bound.size:  # pragma: no cover - page_desc has no padding on any ABI
+        raise AssertionError("page_desc has padding")
+    return packer
+
+
+def _slot_codes(bound: BoundLayout) -> Iterator[tuple[str, int, str]]:
+    for slot in bound.slots:
+        yield slot.path, slot.offset, slot.code
+
+
+@dataclass
+class _Counts:
+    pages: int = 0
+    zero: int = 0
+    raw: int = 0
+    compressed: int = 0
+
+
+def write_page_area(
+    sink: Sink,
+    layout: KdumpLayout,
+    pages: Iterator[EncodedPage],
+    expected_pfns: Iterator[int],
+    total: int,
+    *,
+    data_start: int,
+    zero_page: bool,
+    progress: Progress | None = None,
+) -> tuple[int, _Counts]:
+    """Stream descriptors (from ``layout.data_offset``) and data (from ``data_start``); return the data end."""
+    bs = layout.block_size
+    packer = desc_packer(layout.abi)
+    desc_size = packer.size
+    counts = _Counts()
+    pos = data_start
+    zero_offset = None
+    if zero_page:
+        zero_offset = pos
+        sink.write_at(pos, bytes(bs))
+        pos += bs
+    desc_buf = bytearray()
+    desc_pos = layout.data_offset
+    data_buf = bytearray()
+    data_buf_start = pos
+    for index, (page, want) in enumerate(_zip_checked(pages, expected_pfns)):
+        if page.pfn != want:
+            raise WriteError(f"page source yields pfn {page.pfn:#x}, expected {want:#x}", field="page_source")
+        if page.zero:
+            assert zero_offset is not None
+            desc_buf += packer.pack(zero_offset, bs, 0, 0)
+            counts.zero += 1
+        else:
+            if len(page.data) > bs:
+                raise WriteError(f"stored page {page.pfn:#x} is {len(page.data)} bytes > {bs}", field="page_source")
+            desc_buf += packer.pack(pos, len(page.data), page.flags, 0)
+            data_buf += page.data
+            pos += len(page.data)
+            if page.flags:
+                counts.compressed += 1
+            else:
+                counts.raw += 1
+        counts.pages += 1
+        if len(data_buf) >= DATA_BATCH:
+            sink.write_at(data_buf_start, data_buf)
+            data_buf_start, data_buf = pos, bytearray()
+        if len(desc_buf) >= DESC_BATCH * desc_size:
+            sink.write_at(desc_pos, desc_buf)
+            desc_pos += len(desc_buf)
+            desc_buf = bytearray()
+            if progress is not None:
+                progress(index + 1, total)
+    if desc_buf:
+        sink.write_at(desc_pos, desc_buf)
+    if data_buf:
+        sink.write_at(data_buf_start, data_buf)
+    if counts.pages != total:
+        raise WriteError(f"page source ended after {counts.pages} of {total} pages", field="page_source")
+    if progress is not None:
+        progress(total, total)
+    return pos, counts
+
+
+def _zip_checked(pages: Iterator[EncodedPage], pfns: Iterator[int]) -> Iterator[tuple[EncodedPage, int]]:
+    for want in pfns:
+        page = next(pages, None)
+        if page is None:
+            return
+        yield page, want
+    extra = next(pages, None)
+    if extra is not None:
+        raise WriteError(f"page source yields pfn {extra.pfn:#x}, which is not dumped", field="page_source")
+
+
+def page_stream(
+    memory: PhysicalMemory,
+    bitmaps: Bitmaps,
+    codec_name: str,
+    *,
+    zero_page: bool,
+    workers: int,
+    page_source: PageSource | None,
+    start_pfn: int = 0,
+    end_pfn: int | None = None,
+) -> Iterator[EncodedPage]:
+    """Encoded pages of the 2nd bitmap in ``[start_pfn, end_pfn)``, from memory or passed through."""
+    if page_source is not None:
+        wanted = (
+            (pfn, flags, data)
+            for pfn, flags, data in page_source
+            if start_pfn <= pfn < (end_pfn if end_pfn is not None else pfn + 1) and _test(bitmaps.dumped, pfn)
+        )
+        return pass_through_pages(wanted, codec_name, memory.page_size, zero_page=zero_page)
+    raw = ((pfn, page) for pfn, page in memory.iter_pages(start_pfn, end_pfn) if _test(bitmaps.dumped, pfn))
+    return encode_pages(raw, codec_name, zero_page=zero_page, workers=workers)
+
+
+def _test(bitmap: bytes, pfn: int) -> bool:
+    byte = pfn >> 3
+    return byte < len(bitmap) and bool(bitmap[byte] >> (pfn & 7) & 1)
+
+
+def write_kdump(
+    target: str | os.PathLike[str] | Sink,
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    codec: str = "zlib",
+    flat: bool = False,
+    zero_page: bool = True,
+    exclude_zero: bool = False,
+    workers: int = 1,
+    progress: Progress | None = None,
+    page_source: PageSource | None = None,
+    phys_base_from_vmcoreinfo: bool = True,
+) -> WriteResult:
+    """Write ``model`` + ``memory`` as a KDUMP-compressed file (``flat``: a flattened stream) to a path or Sink.
+
+    ``exclude_zero`` drops all-zero pages from the 2nd bitmap (no shared zero page then);
+    ``page_source`` yields (pfn, flags, stored bytes) to pass stored pages through; ``workers``
+    compress in parallel processes with byte-identical output. ``phys_base_from_vmcoreinfo=False``
+    keeps ``model.phys_base`` even when VMCOREINFO has ``NUMBER(phys_base)`` (byte-exact rewrites).
+    """
+    began = time.monotonic()
+    the_codec = codec_named(codec)
+    if memory.page_size != model.block_size:
+        raise WriteError(
+            f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
+        )
+    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    zero_page = zero_page and not exclude_zero
+    bitmaps = build_bitmaps(memory, layout, exclude_zero=exclude_zero)
+    total = bitmaps.count()
+    own_sink = not isinstance(target, Sink)
+    sink: Sink
+    sink = target if isinstance(target, Sink) else FlattenedSink(target) if flat else FileSink(target)
+    try:
+        write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
+        pages = page_stream(memory, bitmaps, codec, zero_page=zero_page, workers=workers, page_source=page_source)
+        end, counts = write_page_area(
+            sink,
+            layout,
+            pages,
+            bitmaps.iter_dumped(),
+            total,
+            data_start=layout.data_start(total),
+            zero_page=zero_page,
+            progress=progress,
+        )
+        phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
+        end = write_tail(sink, model, layout, end, phys_base=phys_base)
+    finally:
+        if own_sink:
+            sink.close()
+    size = getattr(sink, "stream_size", None) or getattr(sink, "size", end)
+    paths = (os.fspath(target),) if own_sink else ((getattr(sink, "path", None) or "",))
+    return WriteResult(
+        paths=tuple(p for p in paths if p),
+        size=int(size),
+        pages=counts.pages,
+        zero_pages=counts.zero,
+        raw_pages=counts.raw,
+        compressed_pages=counts.compressed,
+        seconds=time.monotonic() - began,
+        layout=layout,
+    )
+
+
+def write_header_area(sink: Sink, model: DumpModel, layout: KdumpLayout, codec_flag: int, bitmaps: Bitmaps) -> None:
+    """Main header, notes area and both bitmaps (the sub header is written last, once offsets are known)."""
+    sink.write_at(0, pack_main_header(model, layout, codec_flag))
+    # The sub header needs offset_eraseinfo (the end of the page data), so write_tail writes it once, last.
+    if layout.notes_blob:
+        sink.write_at(layout.sub_header.size + layout.block_size, layout.notes_blob)
+    if layout.bitmap_len:
+        sink.write_at(layout.bitmap1_offset, bitmaps.valid)
+        sink.write_at(layout.bitmap2_offset, bitmaps.dumped)
+
+
+def write_tail(
+    sink: Sink,
+    model: DumpModel,
+    layout: KdumpLayout,
+    data_end: int,
+    *,
+    phys_base: int,
+    split_range: tuple[int, int] | None = None,
+) -> int:
+    """Eraseinfo after the page data, then the sub header; return the end of the file."""
+    end = data_end
+    offset_eraseinfo = 0
+    if layout.header_version >= 5 and model.eraseinfo:
+        offset_eraseinfo = data_end
+        sink.write_at(data_end, model.eraseinfo)
+        end += len(model.eraseinfo)
+    sink.write_at(
+        layout.block_size,
+        pack_sub_header(model, layout, phys_base=phys_base, offset_eraseinfo=offset_eraseinfo, split_range=split_range),
+    )
+    return end
+
+
+def normalized_model(model: DumpModel, memory: PhysicalMemory, *, codec: str = "zlib") -> DumpModel:
+    """The model a reader should report after ``write_kdump`` (what each header version can hold)."""
+    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    version = layout.header_version
+    changes: dict[str, object] = {
+        "max_mapnr": layout.max_mapnr,
+        "phys_base": header_phys_base(model) & ((1 << (8 * model.abi.word_size)) - 1),
+        "status": model.status & ~COMPRESSION_FLAGS,
+        "notes": layout.notes,
+        "vmcoreinfo": _written_vmcoreinfo(layout) if version >= 3 else None,
+        "eraseinfo": model.eraseinfo if version >= 5 else b"",
+        "dump_level": model.dump_level if version >= 1 else 0,
+    }
+    return dataclasses.replace(model, **changes)  # type: ignore[arg-type]
+
+
+def _written_vmcoreinfo(layout: KdumpLayout) -> bytes | None:
+    if not layout.size_vmcoreinfo:
+        return None
+    start = (
+        layout.offset_vmcoreinfo - layout.offset_note
+        if layout.header_version >= 4
+        else (layout.offset_vmcoreinfo - layout.block_size - layout.sub_header.size)
+    )
+    return layout.notes_blob[start : start + layout.size_vmcoreinfo]
+
+
+__all__ = [
+    "KdumpLayout",
+    "WriteResult",
+    "build_bitmaps",
+    "header_phys_base",
+    "is_zero_stored",
+    "normalized_model",
+    "pack_main_header",
+    "pack_sub_header",
+    "plan_kdump",
+    "write_kdump",
+]

@@ -1,0 +1,161 @@
+"""Split KDUMP output (makedumpfile ``--split``): one file per pfn range, kdump-format.md §9.
+
+Every part has the byte-identical main header, a sub header with ``split = 1`` and its range, the
+full bitmaps and notes, and descriptors + data for its own range only. Page data starts after room
+for the *global* dumped count, as makedumpfile lays it out (a hole in all but the last part).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+
+from kdfix.codecs import codec_named
+from kdfix.errors import WriteError
+from kdfix.model import DumpModel
+from kdfix.read.memory import PhysicalMemory
+from kdfix.write.kdump import (
+    Bitmaps,
+    PageSource,
+    Progress,
+    WriteResult,
+    build_bitmaps,
+    header_phys_base,
+    page_stream,
+    plan_kdump,
+    write_header_area,
+    write_page_area,
+    write_tail,
+)
+from kdfix.write.sink import FileSink, FlattenedSink, Sink
+
+
+def split_ranges(bitmaps: Bitmaps, max_mapnr: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``[0, max_mapnr)`` into ``parts`` ranges holding about equal numbers of dumped pages."""
+    if parts < 1:
+        raise WriteError("a split set needs at least one part", field="split")
+    total = bitmaps.count()
+    bounds = [0]
+    pfns = bitmaps.iter_dumped()
+    seen = 0
+    for k in range(1, parts):
+        goal = total * k // parts
+        cut = bounds[-1]
+        while seen < goal:
+            cut = next(pfns) + 1
+            seen += 1
+        bounds.append(max(cut, bounds[-1]))
+    bounds.append(max_mapnr)
+    return list(itertools.pairwise(bounds))
+
+
+def write_split(
+    targets: list[str | os.PathLike[str] | Sink],
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    codec: str = "zlib",
+    flat: bool = False,
+    zero_page: bool = True,
+    exclude_zero: bool = False,
+    workers: int = 1,
+    progress: Progress | None = None,
+    page_source: PageSource | None = None,
+    phys_base_from_vmcoreinfo: bool = True,
+) -> WriteResult:
+    """Write ``len(targets)`` split parts, balanced by dumped page count; returns totals over the parts.
+
+    ``page_source`` must yield pages in ascending pfn order (it is consumed across the parts).
+    """
+    began = time.monotonic()
+    the_codec = codec_named(codec)
+    if memory.page_size != model.block_size:
+        raise WriteError(
+            f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
+        )
+    if model.header_version < 2:
+        raise WriteError("split dumps need header_version >= 2", field="header_version")
+    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    zero_page = zero_page and not exclude_zero
+    bitmaps = build_bitmaps(memory, layout, exclude_zero=exclude_zero)
+    total = bitmaps.count()
+    ranges = split_ranges(bitmaps, layout.max_mapnr, len(targets))
+    phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
+    cursor = _PfnCursor(page_source) if page_source is not None else None
+    size = pages = zero = raw = compressed = 0
+    done = 0
+    paths: list[str] = []
+    for target, (start, end) in zip(targets, ranges, strict=True):
+        own = not isinstance(target, Sink)
+        sink: Sink = target if isinstance(target, Sink) else (FlattenedSink(target) if flat else FileSink(target))
+        part_total = bitmaps.count(start, end)
+
+        def part_progress(n: int, _t: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        try:
+            write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
+            stream = page_stream(
+                memory,
+                bitmaps,
+                codec,
+                zero_page=zero_page,
+                workers=workers,
+                page_source=cursor.take(start, end) if cursor is not None else None,
+                start_pfn=start,
+                end_pfn=end,
+            )
+            data_end, counts = write_page_area(
+                sink,
+                layout,
+                stream,
+                bitmaps.iter_dumped(start, end),
+                part_total,
+                data_start=layout.data_start(total),
+                zero_page=zero_page,
+                progress=part_progress,
+            )
+            write_tail(sink, model, layout, data_end, phys_base=phys_base, split_range=(start, end))
+        finally:
+            if own:
+                sink.close()
+        done += part_total
+        size += int(getattr(sink, "stream_size", None) or getattr(sink, "size", 0))
+        pages += counts.pages
+        zero += counts.zero
+        raw += counts.raw
+        compressed += counts.compressed
+        paths.append(os.fspath(target) if own else str(getattr(sink, "path", "") or ""))
+    return WriteResult(
+        paths=tuple(p for p in paths if p),
+        size=size,
+        pages=pages,
+        zero_pages=zero,
+        raw_pages=raw,
+        compressed_pages=compressed,
+        seconds=time.monotonic() - began,
+        layout=layout,
+    )
+
+
+class _PfnCursor:
+    """Hands out consecutive pfn ranges of one ascending (pfn, flags, data) iterator."""
+
+    def __init__(self, source: PageSource) -> None:
+        self._it = iter(source)
+        self._head: tuple[int, int, bytes] | None = None
+
+    def take(self, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+        while True:
+            item = self._head if self._head is not None else next(self._it, None)
+            self._head = None
+            if item is None:
+                return
+            if item[0] >= end:
+                self._head = item
+                return
+            if item[0] >= start:
+                yield item
