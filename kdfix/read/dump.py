@@ -1,0 +1,200 @@
+"""Dump: one opened crash dump (kdump, flattened, ELF or split set) with its model, notes and memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdfix.format.constants import (
+    COMPRESSION_FLAGS,
+    NOTE_NAME_ERASEINFO,
+    NOTE_NAME_VMCOREINFO,
+    DumpFlag,
+    NoteType,
+)
+from kdfix.format.layout import Abi
+from kdfix.model import DumpModel
+from kdfix.notes.framing import Note
+from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.read.elf import ElfContainer
+from kdfix.read.kdump import KdumpContainer, status_flag_names
+from kdfix.read.memory import PhysicalMemory
+from kdfix.read.source import Source
+from kdfix.read.split import SplitContainer
+
+CONTAINERS = ("kdump", "flattened", "elf", "split")
+
+
+class Dump:
+    """An opened dump. Use as a context manager, or call ``close()``.
+
+    ``container`` is "kdump", "flattened", "elf" or "split". ``kdump`` is the KdumpContainer (part 0 for
+    a split set, whose parts are in ``split.parts``); ``elf`` is the ElfContainer for ELF input.
+    """
+
+    def __init__(
+        self,
+        paths: tuple[str, ...],
+        container: str,
+        *,
+        kdump: KdumpContainer | None = None,
+        elf: ElfContainer | None = None,
+        split: SplitContainer | None = None,
+        file_sources: tuple[Source, ...] = (),
+        problems: list[str] | None = None,
+    ) -> None:
+        assert container in CONTAINERS
+        self.paths = paths
+        self.path = paths[0]
+        self.container = container
+        self.kdump = kdump
+        self.elf = elf
+        self.split = split
+        self.file_sources = file_sources
+        self.problems: list[str] = list(problems or [])
+        if split is not None:
+            self.problems.extend(split.problems)
+            self.kdump = kdump = split.first
+            self.memory: PhysicalMemory = split.memory
+        elif kdump is not None:
+            self.problems.extend(kdump.problems)
+            self.memory = kdump.memory
+        else:
+            assert elf is not None
+            self.problems.extend(elf.problems)
+            self.memory = elf.memory
+        self.vmcoreinfo: VmcoreInfo | None = None
+        self.model = self._build_model()
+
+    # ---- header views -------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> Source:
+        """Positional bytes of part 0 (for flattened input: the reassembled file)."""
+        if self.kdump is not None:
+            return self.kdump.source
+        assert self.elf is not None
+        return self.elf.source
+
+    @property
+    def signature(self) -> bytes | None:
+        return self.kdump.signature if self.kdump is not None else None
+
+    @property
+    def abi(self) -> Abi:
+        return self.kdump.abi if self.kdump is not None else self.elf.abi  # type: ignore[union-attr]
+
+    @property
+    def main_header(self) -> Any:
+        return self.kdump.main_header if self.kdump is not None else None
+
+    @property
+    def sub_header(self) -> Any:
+        return self.kdump.sub_header if self.kdump is not None else None
+
+    @property
+    def header_version(self) -> int | None:
+        return self.kdump.header_version if self.kdump is not None else None
+
+    @property
+    def compression(self) -> str:
+        """Codec named by the header status (zlib/lzo/snappy/zstd/none); "none" for ELF."""
+        return self.kdump.compression if self.kdump is not None else "none"
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        return self.model.notes
+
+    @property
+    def eraseinfo(self) -> bytes:
+        return self.model.eraseinfo
+
+    @property
+    def page_size(self) -> int:
+        return self.memory.page_size
+
+    @property
+    def status_flags(self) -> list[str]:
+        if self.kdump is not None:
+            return status_flag_names(self.kdump.status, diskdump=self.kdump.is_diskdump)
+        assert self.elf is not None
+        return ["incomplete"] if self.elf.incomplete else []
+
+    @property
+    def incomplete(self) -> bool:
+        return self.kdump.incomplete if self.kdump is not None else bool(self.elf and self.elf.incomplete)
+
+    # ---- model ----------------------------------------------------------------------------------------
+
+    def _build_model(self) -> DumpModel:
+        if self.kdump is not None:
+            k = self.kdump
+            raw, problems = k.vmcoreinfo_text()
+            self.problems.extend(problems)
+            self.vmcoreinfo = VmcoreInfo.parse(raw) if raw is not None else None
+            mh = k.main_header
+            eraseinfo = k.eraseinfo
+            if self.split is not None:  # makedumpfile --reassemble concatenates eraseinfo (§9)
+                eraseinfo = b"".join(p.eraseinfo for p in self.split.parts)
+            status = mh.status if k.is_diskdump else mh.status & ~COMPRESSION_FLAGS
+            if self.split is not None and any(p.incomplete for p in self.split.parts):
+                status |= DumpFlag.COMPRESSED_INCOMPLETE
+            return DumpModel(
+                abi=k.abi,
+                signature=mh.signature,
+                header_version=mh.header_version,
+                utsname=mh.utsname,
+                tv_sec=mh.timestamp.tv_sec,
+                tv_usec=mh.timestamp.tv_usec,
+                status=int(status),
+                block_size=k.block_size,
+                max_mapnr=k.max_mapnr,
+                total_ram_blocks=mh.total_ram_blocks,
+                device_blocks=mh.device_blocks,
+                written_blocks=mh.written_blocks,
+                current_cpu=mh.current_cpu,
+                nr_cpus=mh.nr_cpus,
+                phys_base=k.phys_base,
+                dump_level=k.dump_level,
+                notes=k.notes,
+                vmcoreinfo=k.vmcoreinfo_raw,
+                eraseinfo=eraseinfo,
+            )
+        e = self.elf
+        assert e is not None
+        note = next((n for n in e.notes if n.name == NOTE_NAME_VMCOREINFO), None)
+        self.vmcoreinfo = VmcoreInfo.parse(note.desc) if note is not None else None
+        erase = next((n for n in e.notes if n.name == NOTE_NAME_ERASEINFO), None)
+        phys_base = self.vmcoreinfo.phys_base if self.vmcoreinfo is not None else None
+        return DumpModel(
+            abi=e.abi,
+            status=int(DumpFlag.COMPRESSED_INCOMPLETE) if e.incomplete else 0,
+            block_size=e.page_size,
+            max_mapnr=e.max_pfn,
+            nr_cpus=sum(1 for n in e.notes if n.type == NoteType.NT_PRSTATUS),
+            phys_base=phys_base or 0,
+            notes=e.notes,
+            vmcoreinfo=note.desc if note is not None else None,
+            eraseinfo=erase.desc if erase is not None else b"",
+            e_machine=e.e_machine,
+        )
+
+    # ---- lifetime -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.split is not None:
+            self.split.close()
+        elif self.kdump is not None:
+            self.kdump.close()
+        elif self.elf is not None:
+            self.elf.close()
+        for src in self.file_sources:
+            src.close()
+
+    def __enter__(self) -> Dump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Dump({self.path!r}, container={self.container!r})"

@@ -1,0 +1,325 @@
+"""ElfContainer: ELF vmcores (/proc/vmcore style, makedumpfile ELF, QEMU ELF) as PhysicalMemory.
+
+Structure comes from pyelftools; notes from PT_NOTE, pages from PT_LOAD (qemu-dumps.md §6.3 for QEMU's
+layout: section headers at 64, phdrs at 192, e_ehsize 8). A page only partly covered by segments is
+zero-filled, and the ``memsz > filesz`` tail of a segment reads as zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kdfix.errors import AddressError, FormatError, KdfixError, TruncatedError
+from kdfix.format.bitmap import Bitmap
+from kdfix.format.constants import ELF_INCOMPLETE_FLAG
+from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi
+from kdfix.notes.framing import Note, iter_notes
+from kdfix.read.memory import read_range
+from kdfix.read.source import Source, read_exact, source_path
+from kdfix.units import ceil_div
+
+ELF_MAGIC = b"\x7fELF"
+PT_LOAD = 1
+PT_NOTE = 4
+_EHDR_SIZE = {1: 52, 2: 64}
+_CHUNK_PAGES = 256  # pages read per pread when streaming a segment
+_MIN_BITMAP_LIMIT = 1 << 20
+
+
+def probe_elf(head: bytes) -> bool:
+    """True if ``head`` starts with an ELF identification of a known class and data encoding."""
+    return len(head) >= 16 and head[:4] == ELF_MAGIC and head[4] in (1, 2) and head[5] in (1, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ElfSegment:
+    """One PT_LOAD: physical address, file offset, bytes in the file, bytes in memory, virtual address."""
+
+    paddr: int
+    file_offset: int
+    filesz: int
+    memsz: int
+    vaddr: int
+
+    @property
+    def end(self) -> int:
+        return self.paddr + self.memsz
+
+
+class _SourceIO(io.RawIOBase):
+    """A read-only, seekable file object over a Source, for pyelftools."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._source.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._source.read_at(self._pos, len(buffer))
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+class ElfContainer:
+    """An ELF core file: PT_NOTE notes and PT_LOAD memory."""
+
+    def __init__(self, source: Source, *, page_size: int = 4096) -> None:
+        self.source = source
+        self.path = source_path(source)
+        self.problems: list[str] = []
+        self.page_size = page_size
+        try:
+            self._parse()
+        except KdfixError as exc:
+            raise exc.with_context(path=self.path) from None
+
+    def _parse(self) -> None:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        src = self.source
+        head = src.read_at(0, 64)
+        if not probe_elf(head):
+            raise FormatError("not an ELF file of class 32/64", field="e_ident", offset=0)
+        self.ei_class = head[4]
+        byte_order = "<" if head[5] == 1 else ">"
+        self.abi: Abi = {(2, "<"): LP64_LE, (2, ">"): LP64_BE, (1, "<"): I386_LE, (1, ">"): I386_BE}[
+            (self.ei_class, byte_order)
+        ]
+        ehdr_size = _EHDR_SIZE[self.ei_class]
+        if len(head) < ehdr_size:
+            raise TruncatedError("file ends inside the ELF header", field="elf_header", offset=0)
+        self.e_machine = struct.unpack_from(byte_order + "H", head, 18)[0]
+        try:
+            elf = ELFFile(_SourceIO(src))
+            hdr = elf.header
+            self.e_flags = int(hdr["e_flags"])
+            self.e_type = hdr["e_type"]
+            self.e_phoff = int(hdr["e_phoff"])
+            self.e_ehsize = int(hdr["e_ehsize"])
+            phnum = elf.num_segments()
+            phentsize = int(hdr["e_phentsize"])
+            if phnum and self.e_phoff + phnum * phentsize > src.size:
+                raise TruncatedError(
+                    f"{phnum} program headers of {phentsize} bytes end past the end of the file ({src.size:#x})",
+                    field="elf_header.e_phnum", offset=self.e_phoff,
+                )  # fmt: skip
+            phdrs = [elf.get_segment(i).header for i in range(phnum)]
+        except KdfixError:
+            raise
+        except (ELFError, struct.error, ValueError, KeyError, OSError) as exc:
+            raise FormatError(f"unreadable ELF structure: {exc}", field="elf_header", offset=0) from exc
+        except Exception as exc:  # pyelftools raises construct errors of many kinds on garbage
+            raise FormatError(f"unreadable ELF structure: {exc}", field="elf_header", offset=0) from exc
+        self.phdrs_follow_ehdr = self.e_phoff == ehdr_size
+        self.incomplete = bool(self.e_flags & ELF_INCOMPLETE_FLAG)
+        if self.incomplete:
+            self.problems.append("e_flags has DUMP_ELF_INCOMPLETE: the dump was not completely written")
+
+        segments: list[ElfSegment] = []
+        notes: list[Note] = []
+        self.note_segments: list[tuple[int, int]] = []
+        for i, ph in enumerate(phdrs):
+            ptype = ph["p_type"]
+            offset, filesz, memsz = int(ph["p_offset"]), int(ph["p_filesz"]), int(ph["p_memsz"])
+            if ptype in ("PT_NOTE", PT_NOTE):
+                self.note_segments.append((offset, filesz))
+                avail = max(0, min(filesz, src.size - offset))
+                if avail < filesz:
+                    self.problems.append(f"PT_NOTE {i} ({filesz:#x} bytes at {offset:#x}) is cut by the end of file")
+                blob = src.read_at(offset, avail) if avail else b""
+                try:
+                    for note in iter_notes(blob, self.abi, base_offset=offset):
+                        notes.append(note)
+                except KdfixError as exc:
+                    self.problems.append(f"notes: {exc}")
+            elif ptype in ("PT_LOAD", PT_LOAD):
+                if memsz < filesz:
+                    raise FormatError(f"PT_LOAD {i}: p_filesz {filesz:#x} > p_memsz {memsz:#x}",
+                                      field=f"phdr[{i}].p_filesz", offset=self.e_phoff + i * phentsize)  # fmt: skip
+                if offset + filesz > src.size:
+                    self.problems.append(f"PT_LOAD {i} (paddr {int(ph['p_paddr']):#x}) ends past the end of the file "
+                                         "(truncated)")  # fmt: skip
+                if memsz:
+                    segments.append(ElfSegment(int(ph["p_paddr"]), offset, filesz, memsz, int(ph["p_vaddr"])))
+        segments.sort(key=lambda s: s.paddr)
+        self.segments: tuple[ElfSegment, ...] = tuple(segments)
+        self._starts = [s.paddr for s in segments]
+        self.notes: tuple[Note, ...] = tuple(notes)
+        self.page_size = _vmcoreinfo_page_size(self.notes) or self.page_size
+        self.notes_offset, self.notes_size = self.note_segments[0] if self.note_segments else (0, 0)
+        end = max((s.end for s in segments), default=0)
+        self.max_pfn = ceil_div(end, self.page_size)
+        limit = max(src.size, _MIN_BITMAP_LIMIT)
+        if self.max_pfn // 8 > limit:
+            raise FormatError(f"PT_LOAD segments reach paddr {end:#x}: a bitmap for that is larger than the file",
+                              field="phdr.p_paddr", offset=self.e_phoff)  # fmt: skip
+        self._bitmap: Bitmap | None = None
+
+    # ---- memory --------------------------------------------------------------------------------------
+
+    def _pfn_runs(self) -> list[tuple[int, int]]:
+        """Merged pfn ranges touched by segments."""
+        ps = self.page_size
+        runs: list[tuple[int, int]] = []
+        for s in self.segments:
+            a, b = s.paddr // ps, ceil_div(s.end, ps)
+            if runs and a <= runs[-1][1]:
+                runs[-1] = (runs[-1][0], max(runs[-1][1], b))
+            else:
+                runs.append((a, b))
+        return runs
+
+    @property
+    def dumped(self) -> Bitmap:
+        if self._bitmap is None:
+            buf = bytearray(ceil_div(self.max_pfn, 8))
+            for a, b in self._pfn_runs():
+                for pfn in range(a, b):
+                    buf[pfn >> 3] |= 1 << (pfn & 7)
+            self._bitmap = Bitmap(bytes(buf), self.max_pfn)
+        return self._bitmap
+
+    def _segments_for(self, paddr: int, end: int) -> list[ElfSegment]:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        i = max(i, 0)
+        # segments may overlap in odd files: scan back while earlier ones still reach paddr
+        while i > 0 and self.segments[i - 1].end > paddr:
+            i -= 1
+        out = []
+        for s in self.segments[i:]:
+            if s.paddr >= end:
+                break
+            if s.end > paddr:
+                out.append(s)
+        return out
+
+    def present(self, pfn: int) -> bool:
+        ps = self.page_size
+        return 0 <= pfn < self.max_pfn and bool(self._segments_for(pfn * ps, pfn * ps + ps))
+
+    def _fill(self, paddr: int, size: int, segs: list[ElfSegment]) -> bytes:
+        end = paddr + size
+        if len(segs) == 1:
+            s = segs[0]
+            if s.paddr <= paddr and end <= s.paddr + s.filesz:
+                off = s.file_offset + paddr - s.paddr
+                return read_exact(self.source, off, size, field=f"PT_LOAD data at paddr {paddr:#x}")
+        buf = bytearray(size)
+        for s in segs:
+            a = max(paddr, s.paddr)
+            b = min(end, s.paddr + s.filesz)
+            if a < b:
+                data = read_exact(self.source, s.file_offset + a - s.paddr, b - a,
+                                  field=f"PT_LOAD data at paddr {a:#x}")  # fmt: skip
+                buf[a - paddr : b - paddr] = data
+        return bytes(buf)
+
+    def page(self, pfn: int) -> bytes:
+        """One page; parts not covered by a segment's file data are zero."""
+        ps = self.page_size
+        paddr = pfn * ps
+        segs = self._segments_for(paddr, paddr + ps) if 0 <= pfn < self.max_pfn else []
+        if not segs:
+            raise AddressError(f"pfn {pfn:#x} is not in any PT_LOAD segment", paddr=paddr, path=self.path)
+        try:
+            return self._fill(paddr, ps, segs)
+        except KdfixError as exc:
+            raise exc.with_context(path=self.path) from None
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(pfn, page) in ascending order, reading up to 256 pages per pread inside a segment."""
+        ps = self.page_size
+        end_pfn = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
+        for a, b in self._pfn_runs():
+            a, b = max(a, start_pfn), min(b, end_pfn)
+            pfn = a
+            while pfn < b:
+                stop = min(b, pfn + _CHUNK_PAGES)
+                segs = self._segments_for(pfn * ps, stop * ps)
+                if len(segs) == 1 and segs[0].paddr <= pfn * ps and stop * ps <= segs[0].paddr + segs[0].filesz:
+                    data = self.page_chunk(pfn, stop, segs)
+                    for i in range(stop - pfn):
+                        yield pfn + i, data[i * ps : (i + 1) * ps]
+                else:
+                    for p in range(pfn, stop):
+                        yield p, self.page(p)
+                pfn = stop
+
+    def page_chunk(self, start_pfn: int, end_pfn: int, segs: list[ElfSegment]) -> bytes:
+        ps = self.page_size
+        try:
+            return self._fill(start_pfn * ps, (end_pfn - start_pfn) * ps, segs)
+        except KdfixError as exc:
+            raise exc.with_context(path=self.path) from None
+
+    @property
+    def memory(self) -> ElfMemory:
+        return ElfMemory(self)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _vmcoreinfo_page_size(notes: tuple[Note, ...]) -> int | None:
+    """PAGESIZE from a VMCOREINFO note, if it is a sane power of two."""
+    from kdfix.format.constants import NOTE_NAME_VMCOREINFO
+    from kdfix.notes.vmcoreinfo import VmcoreInfo
+
+    for note in notes:
+        if note.name == NOTE_NAME_VMCOREINFO:
+            size = VmcoreInfo.parse(note.desc).page_size
+            if size and 4096 <= size <= 1 << 18 and not size & (size - 1):
+                return size
+    return None
+
+
+class ElfMemory:
+    """PhysicalMemory of an ELF core: every page touched by a PT_LOAD is valid and dumped."""
+
+    def __init__(self, container: ElfContainer) -> None:
+        self.container = container
+        self.page_size = container.page_size
+        self.max_pfn = container.max_pfn
+
+    @property
+    def valid(self) -> Bitmap:
+        return self.container.dumped
+
+    @property
+    def dumped(self) -> Bitmap:
+        return self.container.dumped
+
+    def present(self, pfn: int) -> bool:
+        return self.container.present(pfn)
+
+    def page(self, pfn: int) -> bytes:
+        return self.container.page(pfn)
+
+    def is_zero_page(self, pfn: int) -> bool:
+        """ELF has no shared zero page; the hint is always False."""
+        return False
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.container.iter_pages(start_pfn, end_pfn)
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(self, paddr, size, zero_fill=zero_fill)

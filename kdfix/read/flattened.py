@@ -1,0 +1,190 @@
+"""FlattenedSource: serves the reassembled file of a makedumpfile flattened stream (kdump-format.md §11).
+
+One pass over the record headers builds a sorted, non-overlapping extent index (last write wins, as
+``makedumpfile -R`` replays the records); reads are answered from it, holes read as zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import struct
+from array import array
+
+from kdfix.errors import FormatError
+from kdfix.format.constants import FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
+from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_SIZE
+from kdfix.read.source import Source, read_exact, source_path
+
+_RECORD = struct.Struct(">qq")
+_HEADER_BATCH = 1 << 20  # bytes of stream read at once while scanning small records
+MAX_LOGICAL_SIZE = 1 << 62  # offset + size beyond this cannot be a real file
+
+
+def probe_flattened(head: bytes) -> bool:
+    """True if ``head`` starts with the flattened signature and type 1 (crash's strncmp of 13 bytes)."""
+    if len(head) < FLAT_HEADER_BOUND.size:
+        return False
+    if head[:13] != FLAT_SIGNATURE + b"\0":
+        return False
+    return FLAT_HEADER_BOUND.unpack(head).type == FLAT_TYPE
+
+
+class FlattenedSource:
+    """A Source answering reads of the reassembled file from the records of a flattened stream.
+
+    ``problems`` lists what is wrong but survivable (missing end marker, last record cut short).
+    Memory use is proportional to the number of records, not to the file size.
+    """
+
+    def __init__(self, stream: Source) -> None:
+        self.stream = stream
+        self.path = source_path(stream)
+        self.problems: list[str] = []
+        self.record_count = 0
+        self.end_marker = False
+        self._starts = array("q")
+        self._ends = array("q")
+        self._src = array("q")
+        self._index()
+
+    def _index(self) -> None:
+        head = read_exact(self.stream, 0, FLAT_HEADER_BOUND.size, field="flat_header")
+        if head[:13] != FLAT_SIGNATURE + b"\0":
+            raise FormatError("not a flattened stream (no makedumpfile signature)", field="flat_header.signature",
+                              offset=0)  # fmt: skip
+        hdr = FLAT_HEADER_BOUND.unpack(head)
+        if hdr.type != FLAT_TYPE:
+            raise FormatError(f"type {hdr.type} is not {FLAT_TYPE}", field="flat_header.type",
+                              offset=FLAT_HEADER_BOUND.offset_of("type"))  # fmt: skip
+        records: list[tuple[int, int, int]] = []  # (logical start, size, stream offset of payload)
+        size = self.stream.size
+        pos = FLAT_HEADER_SIZE
+        buf = b""
+        buf_start = pos
+        while True:
+            if pos + FLAT_RECORD_SIZE > size:
+                if pos < size:
+                    self.problems.append(f"flattened stream truncated inside a record header at {pos:#x}")
+                self.problems.append("flattened stream has no end marker (truncated)")
+                break
+            rel = pos - buf_start
+            if rel < 0 or rel + FLAT_RECORD_SIZE > len(buf):
+                buf_start = pos
+                buf = self.stream.read_at(pos, _HEADER_BATCH)
+                rel = 0
+            offset, buf_size = _RECORD.unpack_from(buf, rel)
+            if offset == -1 and buf_size == -1:
+                self.end_marker = True
+                if pos + FLAT_RECORD_SIZE < size:
+                    self.problems.append(
+                        f"{size - pos - FLAT_RECORD_SIZE:#x} bytes after the end marker at {pos:#x} ignored"
+                    )
+                break
+            if offset < 0:
+                raise FormatError(f"negative record offset {offset}", field="flat_record.offset", offset=pos)
+            if buf_size <= 0:
+                raise FormatError(f"record size {buf_size} is not positive", field="flat_record.buf_size",
+                                  offset=pos + 8)  # fmt: skip
+            if offset + buf_size > MAX_LOGICAL_SIZE:
+                raise FormatError(f"record {offset:#x}+{buf_size:#x} is beyond any file size",
+                                  field="flat_record.buf_size", offset=pos + 8)  # fmt: skip
+            payload = pos + FLAT_RECORD_SIZE
+            if payload + buf_size > size:
+                avail = size - payload
+                self.problems.append(
+                    f"flattened stream truncated: record at {pos:#x} declares {buf_size:#x} bytes, "
+                    f"{max(avail, 0):#x} present; no end marker"
+                )
+                if avail > 0:
+                    records.append((offset, avail, payload))
+                break
+            records.append((offset, buf_size, payload))
+            pos = payload + buf_size
+        self.record_count = len(records)
+        self._build(records)
+
+    def _build(self, records: list[tuple[int, int, int]]) -> None:
+        starts, ends, srcs = self._starts, self._ends, self._src
+        # Fast path: records in ascending, non-overlapping order (QEMU streams are nearly so).
+        ordered = sorted(range(len(records)), key=lambda i: records[i][0])
+        overlap = any(
+            records[a][0] + records[a][1] > records[b][0] for a, b in itertools.pairwise(ordered)
+        )
+        if not overlap:
+            for i in ordered:
+                start, length, src = records[i]
+                starts.append(start)
+                ends.append(start + length)
+                srcs.append(src)
+            self.size = max(ends, default=0)
+            return
+        # Painter's algorithm from the last record backwards: a byte belongs to the last write covering it.
+        cov_starts: list[int] = []
+        cov_ends: list[int] = []
+        pieces: list[tuple[int, int, int]] = []
+        for start, length, src in reversed(records):
+            end = start + length
+            i = bisect.bisect_right(cov_ends, start)
+            pos = start
+            j = i
+            while j < len(cov_starts) and cov_starts[j] < end:
+                if cov_starts[j] > pos:
+                    pieces.append((pos, cov_starts[j], src + (pos - start)))
+                pos = max(pos, cov_ends[j])
+                j += 1
+            if pos < end:
+                pieces.append((pos, end, src + (pos - start)))
+            # merge [start, end) into the covered set
+            new_start = min(start, cov_starts[i]) if i < j else start
+            new_end = max(end, cov_ends[j - 1]) if i < j else end
+            cov_starts[i:j] = [new_start]
+            cov_ends[i:j] = [new_end]
+        pieces.sort()
+        for start, end, src in pieces:
+            starts.append(start)
+            ends.append(end)
+            srcs.append(src)
+        self.size = max(ends, default=0)
+
+    @property
+    def extent_count(self) -> int:
+        return len(self._starts)
+
+    def iter_extents(self) -> list[tuple[int, int, int]]:
+        """The index: (logical start, logical end, stream offset) in ascending order."""
+        return list(zip(self._starts, self._ends, self._src, strict=True))
+
+    def read_at(self, file_offset: int, length: int) -> bytes:
+        if file_offset < 0 or length < 0:
+            raise ValueError(f"bad read {file_offset:#x}+{length:#x}")
+        end = min(file_offset + length, self.size)
+        if end <= file_offset:
+            return b""
+        starts, ends, srcs = self._starts, self._ends, self._src
+        i = bisect.bisect_right(ends, file_offset)
+        # Single-extent reads are the common case.
+        if i < len(starts) and starts[i] <= file_offset and end <= ends[i]:
+            data = self.stream.read_at(srcs[i] + file_offset - starts[i], end - file_offset)
+            return data if len(data) == end - file_offset else data.ljust(end - file_offset, b"\0")
+        out = bytearray()
+        pos = file_offset
+        while pos < end:
+            if i >= len(starts) or starts[i] >= end:
+                out += bytes(end - pos)
+                break
+            if starts[i] > pos:
+                out += bytes(starts[i] - pos)
+                pos = starts[i]
+            take = min(ends[i], end) - pos
+            data = self.stream.read_at(srcs[i] + pos - starts[i], take)
+            out += data.ljust(take, b"\0")
+            pos += take
+            i += 1
+        return bytes(out)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __repr__(self) -> str:
+        return f"FlattenedSource({self.path!r}, records={self.record_count}, size={self.size:#x})"

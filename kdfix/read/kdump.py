@@ -1,0 +1,534 @@
+"""KdumpContainer: KDUMP/DISKDUMP headers, bitmaps and the descriptor index, exposed as PhysicalMemory.
+
+Layout and lookup rules: kdump-format.md §1-§8. Every offset and size taken from the file is checked
+against the file size before it is used; nothing is allocated from an unchecked field.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kdfix.codecs.base import codec_for_flags, decode_page
+from kdfix.errors import AddressError, CodecError, FormatError, KdfixError, TruncatedError
+from kdfix.format.abi import choose_sub_header_abi, probe_abi
+from kdfix.format.bitmap import Bitmap
+from kdfix.format.constants import (
+    COMPRESSION_FLAGS,
+    DISKDUMP_SIGNATURE,
+    KDUMP_HEADER_VERSION,
+    NOTE_NAME_VMCOREINFO,
+    DumpFlag,
+)
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_SIZE, PageDesc
+from kdfix.format.layout import Abi
+from kdfix.notes.framing import Note, iter_notes
+from kdfix.read.memory import read_range
+from kdfix.read.source import Source, read_exact, source_path
+from kdfix.units import ceil_div
+
+log = logging.getLogger(__name__)
+
+_DESC_BATCH = 2048  # descriptors read per pread in the streaming path
+_DATA_SPAN = 8 << 20  # read a batch's page data in one pread when it spans at most this many bytes
+_DISKDUMP_COMPRESSED = 0x8  # legacy DISKDUMP status bits (kdump-format.md §2)
+_DISKDUMP_INCOMPLETE = 0x1
+
+
+@dataclass(frozen=True, slots=True)
+class PageLocation:
+    """Where one dumped page lives: its descriptor's file offset and the descriptor."""
+
+    pfn: int
+    descriptor_offset: int
+    desc: PageDesc
+
+
+def status_flag_names(status: int, *, diskdump: bool = False) -> list[str]:
+    """Names of the bits set in a header ``status`` (unknown bits as hex)."""
+    if diskdump:
+        names = []
+        if status & _DISKDUMP_INCOMPLETE:
+            names.append("INCOMPLETED")
+        if status & _DISKDUMP_COMPRESSED:
+            names.append("COMPRESSED")
+        rest = status & ~(_DISKDUMP_INCOMPLETE | _DISKDUMP_COMPRESSED)
+        return names + ([f"{rest:#x}"] if rest else [])
+    names = [f.name for f in DumpFlag if status & f and f.name]
+    rest = status & ~sum(DumpFlag)
+    return [n.lower() for n in names] + ([f"{rest:#x}"] if rest else [])
+
+
+class KdumpContainer:
+    """A KDUMP-compressed (or DISKDUMP) file over a Source: headers, notes, bitmaps, descriptors, pages.
+
+    For a part of a split set, only pfns in ``[start_pfn, end_pfn)`` have descriptors here.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.path = source_path(source)
+        self.problems: list[str] = []
+        try:
+            self._parse()
+        except KdfixError as exc:
+            raise exc.with_context(path=self.path) from None
+
+    # ---- parsing ---------------------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        src = self.source
+        head = src.read_at(0, 512)
+        abi = probe_abi(head)
+        if abi is None:
+            if head[:8] not in (b"KDUMP   ", DISKDUMP_SIGNATURE):
+                raise FormatError("no KDUMP or DISKDUMP signature", field="main_header.signature", offset=0)
+            if len(head) < DISK_DUMP_HEADER.bind(abi or _LP64).size:
+                raise TruncatedError("file ends inside the main header", field="main_header", offset=0)
+            raise FormatError(
+                "no plausible ABI: block_size is not a power of two in [4096, 262144] or the bitmap is too small "
+                "for max_mapnr", field="main_header.block_size", offset=0,
+            )  # fmt: skip
+        self.abi: Abi = abi
+        main = DISK_DUMP_HEADER.bind(abi)
+        self._main_layout = main
+        self.main_header = main.unpack(head, what="main_header")
+        mh = self.main_header
+        self.signature: bytes = mh.signature
+        self.is_diskdump = mh.signature == DISKDUMP_SIGNATURE
+        self.header_version: int = mh.header_version
+        self.block_size = bs = mh.block_size
+        if self.header_version > KDUMP_HEADER_VERSION:
+            self.problems.append(f"header_version {self.header_version} is newer than {KDUMP_HEADER_VERSION}; "
+                                 "read as version 6")  # fmt: skip
+        version = min(self.header_version, KDUMP_HEADER_VERSION)
+        if mh.sub_hdr_size < 0 or (1 + mh.sub_hdr_size) * bs > src.size:
+            raise FormatError(f"sub_hdr_size {mh.sub_hdr_size} blocks does not fit the file ({src.size:#x} bytes)",
+                              field="main_header.sub_hdr_size", offset=main.offset_of("sub_hdr_size"))  # fmt: skip
+
+        # Sub header (kdump-format.md §4); DISKDUMP has none (§2).
+        self.sub_header = None
+        self.sub_abi = abi
+        if not self.is_diskdump:
+            sub_block = src.read_at(bs, 512)
+            self.sub_abi = choose_sub_header_abi(abi, version, sub_block, bs, mh.sub_hdr_size)
+            sub = KDUMP_SUB_HEADER.bind(self.sub_abi, version)
+            self._sub_layout = sub
+            if len(sub_block) < sub.size:
+                raise TruncatedError("file ends inside the sub header", field="sub_header", offset=bs)
+            self.sub_header = sub.unpack(sub_block, what="sub_header")
+        sh = self.sub_header
+        self.phys_base = getattr(sh, "phys_base", 0) if sh is not None else 0
+        self.dump_level = getattr(sh, "dump_level", 0) if sh is not None else 0
+
+        # max_mapnr: 64-bit field from v6 (§4).
+        self.max_mapnr = mh.max_mapnr
+        if sh is not None and version >= 6:
+            if sh.max_mapnr_64:
+                self.max_mapnr = sh.max_mapnr_64
+                if mh.max_mapnr != min(sh.max_mapnr_64, 0xFFFFFFFF):
+                    self.problems.append(f"main_header.max_mapnr {mh.max_mapnr:#x} disagrees with "
+                                         f"sub_header.max_mapnr_64 {sh.max_mapnr_64:#x}")  # fmt: skip
+            else:
+                self.problems.append("sub_header.max_mapnr_64 is 0; using the 32-bit max_mapnr")
+
+        # Bitmaps (§1, §7): two halves, or one bitmap for old diskdump files.
+        total = mh.bitmap_blocks * bs
+        self.bitmap1_offset = (1 + mh.sub_hdr_size) * bs
+        if self.bitmap1_offset + total > src.size:
+            raise TruncatedError(
+                f"bitmaps ({mh.bitmap_blocks} blocks at {self.bitmap1_offset:#x}) end past the end of the file "
+                f"({src.size:#x})", field="main_header.bitmap_blocks", offset=main.offset_of("bitmap_blocks"),
+            )  # fmt: skip
+        len1 = ceil_div(ceil_div(self.max_mapnr, 8), bs) * bs
+        self.single_bitmap = mh.bitmap_blocks * bs < 2 * len1
+        if self.single_bitmap:
+            self.bitmap_len = total
+            self.bitmap2_offset = self.bitmap1_offset
+            self.problems.append("bitmap_blocks is too small for two bitmaps: read as a single bitmap (old diskdump)")
+        else:
+            self.bitmap_len = total // 2
+            self.bitmap2_offset = self.bitmap1_offset + self.bitmap_len
+        if self.max_mapnr > self.bitmap_len * 8:
+            self.problems.append(f"max_mapnr {self.max_mapnr:#x} exceeds the bitmap ({self.bitmap_len * 8:#x} bits)")
+        nbits = min(self.max_mapnr, self.bitmap_len * 8)
+        raw1 = read_exact(src, self.bitmap1_offset, self.bitmap_len, field="bitmap1")
+        raw2 = raw1 if self.single_bitmap else read_exact(src, self.bitmap2_offset, self.bitmap_len, field="bitmap2")
+        self.valid = Bitmap(raw1, nbits)
+        self.dumped = Bitmap(raw2, nbits)
+        self.data_offset = (1 + mh.sub_hdr_size + mh.bitmap_blocks) * bs
+
+        # Split range (§9).
+        self.split = bool(sh is not None and version >= 2 and sh.split)
+        self.start_pfn, self.end_pfn = 0, nbits
+        if self.split:
+            assert sh is not None
+            start, end = (sh.start_pfn_64, sh.end_pfn_64) if version >= 6 else (sh.start_pfn, sh.end_pfn)
+            if not 0 <= start <= end <= max(nbits, self.max_mapnr):
+                raise FormatError(f"split range [{start:#x}, {end:#x}) is not within [0, max_mapnr {nbits:#x})",
+                                  field="sub_header.start_pfn_64", offset=bs + self._sub_layout.offset_of(
+                                      "start_pfn_64" if version >= 6 else "start_pfn"))  # fmt: skip
+            self.start_pfn, self.end_pfn = start, min(end, nbits)
+        self._rank_base = self.dumped.rank(self.start_pfn)
+        self.num_dumped = self.dumped.count(self.start_pfn, self.end_pfn)
+        self.descriptors_end = self.data_offset + PAGE_DESC_SIZE * self.num_dumped
+        if self.descriptors_end > src.size:
+            self.problems.append(
+                f"descriptor table ends at {self.descriptors_end:#x}, past the end of the file ({src.size:#x}): "
+                "truncated"
+            )
+        self._zero_candidates = {self.descriptors_end, self.data_offset + PAGE_DESC_SIZE * self.dumped.count()}
+        self._zero_offsets: set[int] | None = None
+
+        # Status (§5, §8).
+        self.status = mh.status
+        if self.is_diskdump:
+            self.compression = "zlib" if mh.status & _DISKDUMP_COMPRESSED else "none"
+            self.incomplete = bool(mh.status & _DISKDUMP_INCOMPLETE)
+        else:
+            try:
+                self.compression = codec_for_flags(mh.status).name
+            except CodecError:
+                self.compression = "invalid"
+                self.problems.append(f"status {mh.status:#x} names more than one compression method")
+            self.incomplete = bool(mh.status & DumpFlag.COMPRESSED_INCOMPLETE)
+        if self.incomplete:
+            self.problems.append("status flag INCOMPLETE: the dump was not completely written")
+        if mh.block_size != bs:  # pragma: no cover - same value
+            pass
+
+        self._read_notes(version)
+
+    def _sub_field(self, name: str) -> tuple[str, int]:
+        return f"sub_header.{name}", self.block_size + self._sub_layout.offset_of(name)
+
+    def _blob(self, offset: int, size: int, offset_name: str, size_name: str) -> bytes:
+        """Read a blob referenced by a sub-header (offset, size) pair, checking both against the file."""
+        if offset < 0 or offset > self.source.size:
+            field, at = self._sub_field(offset_name)
+            raise FormatError(f"{offset:#x} is outside the file ({self.source.size:#x} bytes)", field=field, offset=at)
+        if size < 0 or offset + size > self.source.size:
+            field, at = self._sub_field(size_name)
+            raise FormatError(f"{size:#x} bytes at {offset:#x} exceed the file size {self.source.size:#x}",
+                              field=field, offset=at)  # fmt: skip
+        return read_exact(self.source, offset, size, field=size_name)
+
+    def _read_notes(self, version: int) -> None:
+        sh = self.sub_header
+        self.notes_offset = 0
+        self.notes_size = 0
+        self.notes: tuple[Note, ...] = ()
+        self.vmcoreinfo_raw: bytes | None = None  # text at offset_vmcoreinfo
+        self.vmcoreinfo_source: str | None = None
+        self.eraseinfo = b""
+        if sh is None:
+            return
+        if version >= 4 and sh.size_note:
+            self.notes_offset, self.notes_size = sh.offset_note, sh.size_note
+            blob = self._blob(sh.offset_note, sh.size_note, "offset_note", "size_note")
+            notes: list[Note] = []
+            try:
+                for note in iter_notes(blob, self.abi, base_offset=sh.offset_note):
+                    notes.append(note)
+            except KdfixError as exc:
+                self.problems.append(f"notes: {exc}")
+            self.notes = tuple(notes)
+        if version >= 3 and (sh.offset_vmcoreinfo or sh.size_vmcoreinfo):
+            try:
+                self.vmcoreinfo_raw = self._blob(
+                    sh.offset_vmcoreinfo, sh.size_vmcoreinfo, "offset_vmcoreinfo", "size_vmcoreinfo"
+                )
+            except KdfixError as exc:
+                if version < 4:
+                    raise
+                self.problems.append(f"vmcoreinfo pointer: {exc}")
+        if version >= 5 and (sh.offset_eraseinfo or sh.size_eraseinfo):
+            self.eraseinfo = self._blob(sh.offset_eraseinfo, sh.size_eraseinfo, "offset_eraseinfo", "size_eraseinfo")
+
+    def vmcoreinfo_text(self) -> tuple[bytes | None, list[str]]:
+        """VMCOREINFO as the readers find it (notes-and-vmcoreinfo.md §5) and the problems seen on the way."""
+        problems: list[str] = []
+        note = next((n for n in self.notes if n.name == NOTE_NAME_VMCOREINFO), None)
+        pointer = self.vmcoreinfo_raw
+        if self.header_version >= 4 and not self.is_diskdump:
+            if note is not None:
+                if pointer is not None and pointer != note.desc:
+                    problems.append("offset_vmcoreinfo/size_vmcoreinfo do not reference the VMCOREINFO note's text")
+                elif pointer is None:
+                    problems.append("VMCOREINFO note present but offset_vmcoreinfo is 0 (crash and makedumpfile "
+                                    "will not find it)")  # fmt: skip
+                return note.desc, problems
+            if pointer is not None:
+                problems.append("VMCOREINFO only at offset_vmcoreinfo, no note (libkdumpfile/drgn will not find it)")
+            return pointer, problems
+        return pointer, problems
+
+    # ---- descriptors -------------------------------------------------------------------------------------
+
+    def _check_pfn(self, pfn: int) -> None:
+        if not 0 <= pfn < self.max_mapnr or not self.valid.test(pfn):
+            raise AddressError(f"pfn {pfn:#x} does not exist in the dump", paddr=pfn * self.block_size)
+        if not self.dumped.test(pfn):
+            raise AddressError(f"pfn {pfn:#x} is excluded from the dump", paddr=pfn * self.block_size)
+        if not self.start_pfn <= pfn < self.end_pfn:
+            raise AddressError(
+                f"pfn {pfn:#x} is outside this part's range [{self.start_pfn:#x}, {self.end_pfn:#x})",
+                paddr=pfn * self.block_size,
+            )
+
+    def descriptor_offset(self, pfn: int) -> int:
+        """File offset of the page descriptor of a dumped pfn (rank in the 2nd bitmap, §7)."""
+        self._check_pfn(pfn)
+        return self.data_offset + PAGE_DESC_SIZE * (self.dumped.rank(pfn) - self._rank_base)
+
+    def descriptor(self, pfn: int) -> PageDesc:
+        """The page descriptor of a dumped pfn."""
+        off = self.descriptor_offset(pfn)
+        raw = read_exact(self.source, off, PAGE_DESC_SIZE, field=f"page_desc[pfn {pfn:#x}]")
+        return PAGE_DESC.bind(self.abi).unpack(raw)
+
+    def iter_dumped_pfns(self, start: int = 0, end: int | None = None) -> Iterator[int]:
+        """Dumped pfns of this container in ascending order."""
+        start = max(start, self.start_pfn)
+        end = self.end_pfn if end is None else min(end, self.end_pfn)
+        yield from iter_set_bits(self.dumped, start, end)
+
+    def iter_locations(self, start: int = 0, end: int | None = None) -> Iterator[PageLocation]:
+        """(pfn, descriptor offset, descriptor) of dumped pages in order, reading descriptors in batches."""
+        start = max(start, self.start_pfn)
+        end = self.end_pfn if end is None else min(end, self.end_pfn)
+        if start >= end:
+            return
+        unpack = struct.Struct(self.abi.byte_order + "qIIQ").iter_unpack
+        make = PageDesc
+        index = self.dumped.rank(start) - self._rank_base
+        pfns = self.iter_dumped_pfns(start, end)
+        src = self.source
+        while True:
+            batch = [p for _, p in zip(range(_DESC_BATCH), pfns, strict=False)]
+            if not batch:
+                return
+            off = self.data_offset + PAGE_DESC_SIZE * index
+            raw = src.read_at(off, PAGE_DESC_SIZE * len(batch)) if off < src.size else b""
+            have = len(raw) // PAGE_DESC_SIZE
+            for i, values in enumerate(unpack(raw[: have * PAGE_DESC_SIZE])):
+                yield PageLocation(batch[i], off + PAGE_DESC_SIZE * i, make(*values))
+            if have < len(batch):
+                raise TruncatedError(f"descriptor of pfn {batch[have]:#x} is past the end of the file",
+                                     field="page_desc", offset=off + PAGE_DESC_SIZE * have, path=self.path)  # fmt: skip
+            index += len(batch)
+
+    def iter_descriptors(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, PageDesc]]:
+        """(pfn, descriptor) of dumped pages in ascending pfn order."""
+        for loc in self.iter_locations(start, end):
+            yield loc.pfn, loc.desc
+
+    # ---- pages -------------------------------------------------------------------------------------------
+
+    def _check_desc(self, pfn: int, desc_off: int, desc: PageDesc) -> None:
+        """Validate a descriptor in crash's order (§7 steps 3-4) and against the file size."""
+        if desc.size > self.block_size:
+            raise FormatError(f"pfn {pfn:#x}: stored size {desc.size:#x} exceeds block_size {self.block_size:#x}",
+                              field="page_desc.size", offset=desc_off + 8, path=self.path)  # fmt: skip
+        if desc.offset == 0:
+            raise FormatError(f"pfn {pfn:#x}: page incomplete (descriptor offset 0)", field="page_desc.offset",
+                              offset=desc_off, path=self.path)  # fmt: skip
+        if desc.offset < 0 or desc.offset + desc.size > self.source.size:
+            raise TruncatedError(
+                f"pfn {pfn:#x}: data {desc.offset:#x}+{desc.size:#x} is outside the file ({self.source.size:#x})",
+                field="page_desc.offset", offset=desc_off, path=self.path,
+            )  # fmt: skip
+
+    def raw_page(self, pfn: int) -> tuple[int, bytes]:
+        """(flags, stored bytes) of a dumped page, without decoding (writers pass them through)."""
+        off = self.descriptor_offset(pfn)
+        desc = self.descriptor(pfn)
+        self._check_desc(pfn, off, desc)
+        return desc.flags, read_exact(self.source, desc.offset, desc.size, field=f"page data of pfn {pfn:#x}")
+
+    def page(self, pfn: int) -> bytes:
+        """The decoded page (§7 crash order); AddressError, FormatError or CodecError otherwise."""
+        flags, data = self.raw_page(pfn)
+        try:
+            return decode_page(data, flags, self.block_size, pfn=pfn)
+        except KdfixError as exc:
+            raise exc.with_context(path=self.path) from None
+
+    def _zero_page_offsets(self) -> set[int]:
+        """Offsets of the shared zero page (§7): candidate positions whose bs bytes are all zero."""
+        if self._zero_offsets is None:
+            found = set()
+            for off in self._zero_candidates:
+                if off + self.block_size <= self.source.size:
+                    data = self.source.read_at(off, self.block_size)
+                    if not any(data):
+                        found.add(off)
+            self._zero_offsets = found
+        return self._zero_offsets
+
+    def is_zero_page(self, pfn: int) -> bool:
+        """Cheap hint: the page's descriptor points at the shared zero page (only the descriptor is read)."""
+        try:
+            desc = self.descriptor(pfn)
+        except KdfixError:
+            return False
+        return self._desc_is_zero(desc)
+
+    def _desc_is_zero(self, desc: PageDesc) -> bool:
+        return (
+            desc.size == self.block_size
+            and not desc.flags & COMPRESSION_FLAGS
+            and desc.offset in self._zero_page_offsets()
+        )
+
+    def iter_page_results(
+        self, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[PageLocation | int, bytes | KdfixError]]:
+        """Decode dumped pages in pfn order; yield (location, page) or (location, error) without stopping.
+
+        If the descriptor table itself ends early, one (pfn, TruncatedError) is yielded for the first
+        missing descriptor and the iteration ends.
+        """
+        bs = self.block_size
+        zero_offsets = self._zero_page_offsets()
+        zero = bytes(bs)
+        src = self.source
+        locations = self.iter_locations(start, end)
+        while True:
+            batch: list[PageLocation] = []
+            try:
+                for loc in locations:
+                    batch.append(loc)
+                    if len(batch) >= _DESC_BATCH:
+                        break
+            except TruncatedError as exc:
+                trunc: KdfixError | None = exc
+            else:
+                trunc = None
+            if not batch and trunc is None:
+                return
+            # One read for the batch's page data when it is compact (QEMU and makedumpfile write in pfn order).
+            lo, hi = None, 0
+            for loc in batch:
+                d = loc.desc
+                if d.offset > 0 and d.size <= bs and d.offset not in zero_offsets:
+                    lo = d.offset if lo is None else min(lo, d.offset)
+                    hi = max(hi, d.offset + d.size)
+            span = b""
+            if lo is not None and hi - lo <= _DATA_SPAN and hi <= src.size:
+                span = src.read_at(lo, hi - lo)
+            else:
+                lo = None
+            for loc in batch:
+                d = loc.desc
+                pfn = loc.pfn
+                if d.offset in zero_offsets and d.size == bs and not d.flags & COMPRESSION_FLAGS:
+                    yield loc, zero
+                    continue
+                try:
+                    self._check_desc(pfn, loc.descriptor_offset, d)
+                    if lo is not None:
+                        data = span[d.offset - lo : d.offset - lo + d.size]
+                    else:
+                        data = read_exact(src, d.offset, d.size, field=f"page data of pfn {pfn:#x}")
+                    yield loc, decode_page(data, d.flags, bs, pfn=pfn)
+                except KdfixError as exc:
+                    yield loc, exc.with_context(path=self.path, offset=d.offset)
+            if trunc is not None:
+                missing = next(self.iter_dumped_pfns(batch[-1].pfn + 1 if batch else start, end), None)
+                yield (missing if missing is not None else -1), trunc
+                return
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(pfn, page) of dumped pages in ascending order; raises at the first page that cannot be read."""
+        for loc, result in self.iter_page_results(start_pfn, end_pfn):
+            if isinstance(result, KdfixError):
+                raise result
+            yield loc.pfn, result  # type: ignore[union-attr]
+
+    @property
+    def memory(self) -> KdumpMemory:
+        return KdumpMemory(self)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class KdumpMemory:
+    """PhysicalMemory of one KDUMP container."""
+
+    def __init__(self, container: KdumpContainer) -> None:
+        self.container = container
+        self.page_size = container.block_size
+        self.max_pfn = container.max_mapnr
+
+    @property
+    def valid(self) -> Bitmap:
+        return self.container.valid
+
+    @property
+    def dumped(self) -> Bitmap:
+        return self.container.dumped
+
+    def present(self, pfn: int) -> bool:
+        c = self.container
+        return c.start_pfn <= pfn < c.end_pfn and c.dumped.test(pfn)
+
+    def page(self, pfn: int) -> bytes:
+        return self.container.page(pfn)
+
+    def is_zero_page(self, pfn: int) -> bool:
+        return self.container.is_zero_page(pfn)
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.container.iter_pages(start_pfn, end_pfn)
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(self, paddr, size, zero_fill=zero_fill)
+
+
+# 256-entry table: the set bit positions of each byte value.
+_BITS = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))
+_CHUNK = 4096
+
+
+def iter_set_bits(bitmap: Bitmap, start: int, end: int) -> Iterator[int]:
+    """Set pfns of ``bitmap`` in ``[start, end)`` ascending; skips zero and full chunks quickly."""
+    end = min(end, bitmap.nbits)
+    if start >= end:
+        return
+    data = bitmap._data
+    pfn = start
+    while pfn < end and pfn & 7:
+        if data[pfn >> 3] >> (pfn & 7) & 1:
+            yield pfn
+        pfn += 1
+    byte = pfn >> 3
+    end_byte = end >> 3
+    while byte < end_byte:
+        stop = min(byte + _CHUNK, end_byte)
+        chunk = bytes(data[byte:stop])
+        if not chunk.strip(b"\0"):
+            byte = stop
+            continue
+        if not chunk.strip(b"\xff"):
+            yield from range(byte * 8, stop * 8)
+            byte = stop
+            continue
+        base = byte * 8
+        for i, value in enumerate(chunk):
+            if value:
+                b8 = base + 8 * i
+                for bit in _BITS[value]:
+                    yield b8 + bit
+        byte = stop
+    pfn = max(pfn, end_byte * 8)
+    while pfn < end:
+        if data[pfn >> 3] >> (pfn & 7) & 1:
+            yield pfn
+        pfn += 1
+
+
+from kdfix.format.layout import LP64_LE as _LP64  # noqa: E402

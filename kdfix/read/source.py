@@ -1,0 +1,101 @@
+"""Positional byte sources: the Source protocol and FileSource (pread, no shared seek state)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from kdfix.errors import TruncatedError
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Positional bytes of "the file"; ``read_at`` returns short only at EOF."""
+
+    size: int
+
+    def read_at(self, file_offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A regular file read with ``os.pread``: safe to share between threads, never seeks."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self.size = os.fstat(self._fd).st_size
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def read_at(self, file_offset: int, length: int) -> bytes:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        if file_offset < 0 or length < 0:
+            raise ValueError(f"bad read {file_offset:#x}+{length:#x}")
+        length = max(0, min(length, self.size - file_offset))
+        if length == 0:
+            return b""
+        data = os.pread(self._fd, length, file_offset)
+        while len(data) < length:  # pread may return short on some filesystems
+            more = os.pread(self._fd, length - len(data), file_offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FileSource({self.path!r}, size={self.size:#x})"
+
+
+class BytesSource:
+    """A Source over an in-memory buffer (tests, small synthetic inputs)."""
+
+    def __init__(self, data: bytes, path: str = "<bytes>") -> None:
+        self._data = bytes(data)
+        self.size = len(self._data)
+        self.path = path
+
+    def read_at(self, file_offset: int, length: int) -> bytes:
+        if file_offset < 0 or length < 0:
+            raise ValueError(f"bad read {file_offset:#x}+{length:#x}")
+        return self._data[file_offset : file_offset + length]
+
+    def close(self) -> None:
+        pass
+
+
+def source_path(source: Source) -> str | None:
+    """The file name behind a source, if it has one."""
+    return getattr(source, "path", None)
+
+
+def read_exact(source: Source, file_offset: int, length: int, *, field: str) -> bytes:
+    """Read exactly ``length`` bytes or raise TruncatedError naming ``field`` and its offset."""
+    if file_offset < 0 or length < 0 or file_offset + length > source.size:
+        raise TruncatedError(
+            f"{length:#x} bytes needed, file ends at {source.size:#x}", field=field, offset=file_offset
+        )
+    data = source.read_at(file_offset, length)
+    if len(data) != length:
+        raise TruncatedError(f"short read ({len(data):#x} of {length:#x} bytes)", field=field, offset=file_offset)
+    return data
+
+
+def open_source(path: str | Path) -> FileSource:
+    return FileSource(path)
