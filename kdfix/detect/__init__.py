@@ -1,0 +1,156 @@
+"""Recover phys_base and KERNELOFFSET of an x86_64 dump: one strategy per module, validated and cross-checked.
+
+Each strategy is ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known) -> Candidate | None``
+(phys-base-and-kaslr.md §2-§3); ``validate.py`` turns candidates into Checks (§4); ``detect()`` combines them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from kdfix.detect.banner import find_by_banner
+from kdfix.detect.candidate import Candidate, Check, Confidence, DetectResult, miss
+from kdfix.detect.cr3_walk import find_by_cr3_walk
+from kdfix.detect.elf_text_load import find_by_elf_text_load
+from kdfix.detect.idt_gate import find_by_idt_gate
+from kdfix.detect.validate import accepted, confirmed, validate_candidate
+from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note, qemu_misparse, unmisparse_qemu_phys_base
+from kdfix.detect.vmcoreinfo_scan import find_by_vmcoreinfo_scan
+from kdfix.errors import KdfixError
+from kdfix.model import DumpModel
+from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.read.memory import PhysicalMemory
+
+
+class Strategy(Protocol):
+    def __call__(
+        self,
+        model: DumpModel,
+        memory: PhysicalMemory,
+        *,
+        vmlinux_symbols: Mapping[str, int] | None = None,
+        log: list[str] | None = None,
+        known: Sequence[Candidate] = (),
+    ) -> Candidate | None: ...
+
+
+# In order of preference when validated candidates disagree (the running kernel's CR3 before a memory scan).
+STRATEGIES: tuple[tuple[str, Strategy], ...] = (
+    ("vmcoreinfo_note", find_by_vmcoreinfo_note),
+    ("cr3_walk", find_by_cr3_walk),
+    ("vmcoreinfo_scan", find_by_vmcoreinfo_scan),
+    ("idt_gate", find_by_idt_gate),
+    ("elf_text_load", find_by_elf_text_load),
+    ("banner", find_by_banner),
+)
+
+
+def _reference_vmcoreinfo(candidate: Candidate, found: Sequence[Candidate]) -> VmcoreInfo | None:
+    """The VMCOREINFO to check a candidate against: its own, else the first one another method found."""
+    for source in (candidate, *found):
+        if source.vmcoreinfo is not None:
+            return VmcoreInfo.parse(source.vmcoreinfo)
+    return None
+
+
+def _agrees(a: Candidate, b: Candidate) -> bool:
+    if a.phys_base != b.phys_base:
+        return False
+    return a.kernel_offset is None or b.kernel_offset is None or a.kernel_offset == b.kernel_offset
+
+
+def detect(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    vmlinux_symbols: Mapping[str, int] | None = None,
+    strategies: Sequence[tuple[str, Strategy]] = STRATEGIES,
+    progress: Callable[[int, int], None] | None = None,
+) -> DetectResult:
+    """Run every strategy, validate each candidate (§4), and pick the best-supported value.
+
+    Confidence: high = two or more methods agree and a decisive check (utsname, page-table translation,
+    banner, KERNELOFFSET) passed; medium = only one of those; low = one unconfirmed method; none = nothing.
+    """
+    log: list[str] = []
+    found: list[Candidate] = []
+    for index, (name, strategy) in enumerate(strategies):
+        if progress is not None:
+            progress(index, len(strategies))
+        try:
+            candidate = strategy(model, memory, vmlinux_symbols=vmlinux_symbols, log=log, known=tuple(found))
+        except KdfixError as exc:  # a strategy should not raise on foreign data; keep going if one does
+            miss(log, name, f"failed: {exc}")
+            continue
+        if candidate is not None:
+            found.append(candidate)
+    if progress is not None:
+        progress(len(strategies), len(strategies))
+
+    evidence = list(log)
+    verdicts: list[tuple[Candidate, tuple[Check, ...]]] = []
+    for candidate in found:
+        checks = validate_candidate(
+            candidate, memory, vmcoreinfo=_reference_vmcoreinfo(candidate, found), vmlinux_symbols=vmlinux_symbols
+        )
+        verdicts.append((candidate, checks))
+        evidence.extend(f"{candidate.method}: {line}" for line in candidate.evidence)
+        evidence.extend(f"{candidate.method}: {check}" for check in checks if check.passed is not None)
+    good = [(c, checks) for c, checks in verdicts if accepted(checks)]
+    for candidate, _ in verdicts:
+        if all(candidate is not c for c, _ in good):
+            evidence.append(f"{candidate.method}: rejected phys_base {candidate.phys_base:#x}")
+    if not good:
+        return DetectResult(None, None, "none", "none", evidence, None, found)
+
+    order = {name: i for i, (name, _) in enumerate(strategies)}
+    groups: list[list[tuple[Candidate, tuple[Check, ...]]]] = []
+    for item in good:
+        for group in groups:
+            if all(_agrees(item[0], other) for other, _ in group):
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    groups.sort(key=lambda g: (-len({c.method for c, _ in g}), min(order.get(c.method, 99) for c, _ in g)))
+    best = groups[0]
+    best.sort(key=lambda item: order.get(item[0].method, 99))
+    lead = best[0][0]
+    methods = [c.method for c, _ in best]
+    kernel_offset = next((c.kernel_offset for c, _ in best if c.kernel_offset is not None), None)
+    vmcoreinfo = next((c.vmcoreinfo for c, _ in best if c.vmcoreinfo is not None), None)
+    is_confirmed = any(confirmed(checks) for _, checks in best)
+    confidence: Confidence
+    if len(set(methods)) >= 2 and is_confirmed:
+        confidence = "high"
+    elif len(set(methods)) >= 2 or is_confirmed:
+        confidence = "medium"
+    else:
+        confidence = "low"
+    if len(groups) > 1:
+        evidence.append(
+            "validated candidates disagree: "
+            + "; ".join(f"{g[0][0].method} {g[0][0].phys_base:#x}" for g in groups[1:])
+        )
+        if confidence == "high":
+            confidence = "medium"
+    evidence.append(f"agreeing methods: {', '.join(methods)}")
+    return DetectResult(lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found)
+
+
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "Check",
+    "DetectResult",
+    "detect",
+    "find_by_banner",
+    "find_by_cr3_walk",
+    "find_by_elf_text_load",
+    "find_by_idt_gate",
+    "find_by_vmcoreinfo_note",
+    "find_by_vmcoreinfo_scan",
+    "qemu_misparse",
+    "unmisparse_qemu_phys_base",
+]

@@ -1,0 +1,50 @@
+"""Method F: the kernel-text PT_LOAD of an ELF vmcore (makedumpfile get_phys_base_x86_64, §3F)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kdfix.detect.candidate import Candidate, miss
+from kdfix.format.constants import START_KERNEL_MAP
+from kdfix.model import DumpModel
+from kdfix.read.memory import PhysicalMemory
+from kdfix.units import U64_MASK
+
+METHOD = "elf_text_load"
+
+
+def _segments(model: DumpModel, memory: PhysicalMemory) -> Iterable[Any] | None:
+    for owner in (memory, model):
+        for name in ("segments", "load_segments"):
+            value = getattr(owner, name, None)
+            if value is not None and not callable(value):
+                return value
+    return None
+
+
+def _field(segment: Any, name: str) -> int | None:
+    value = segment.get(name) if isinstance(segment, Mapping) else getattr(segment, name, None)
+    return value if isinstance(value, int) else None
+
+
+def find_by_elf_text_load(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    vmlinux_symbols: Mapping[str, int] | None = None,
+    log: list[str] | None = None,
+    known: Sequence[Candidate] = (),
+) -> Candidate | None:
+    """phys_base = p_paddr - (p_vaddr - __START_KERNEL_map) of the first PT_LOAD with a kernel-image p_vaddr."""
+    segments = _segments(model, memory)
+    if segments is None:
+        return miss(log, METHOD, "no ELF PT_LOAD segments exposed (not an ELF vmcore)")
+    for segment in segments:
+        vaddr, paddr = _field(segment, "p_vaddr"), _field(segment, "p_paddr")
+        if vaddr is None or paddr is None or vaddr < START_KERNEL_MAP:
+            continue
+        phys_base = (paddr - (vaddr - START_KERNEL_MAP)) & U64_MASK
+        evidence = (f"PT_LOAD p_vaddr {vaddr:#x} p_paddr {paddr:#x}",)
+        return Candidate(METHOD, phys_base, None, None, evidence)
+    return miss(log, METHOD, "no PT_LOAD with p_vaddr in the kernel image (QEMU ELF without paging?)")

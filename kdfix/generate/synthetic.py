@@ -1,0 +1,587 @@
+"""A synthetic x86_64 Linux-like memory image with QEMU-style notes, for tests, benchmarks and oracles.
+
+The image follows the identities of phys-base-and-kaslr.md §1: ``VA(_text) = 0xffffffff81000000 + kaslr_offset``,
+``PA(_text) = 0x1000000 + phys_base + kaslr_offset``. It holds what tools look for: kernel page tables at
+``init_top_pgt`` (kernel image in 2 MiB pages from ``_text`` up, direct map at PAGE_OFFSET, IDT alias in the
+cpu-entry-area), ``linux_banner``, ``init_uts_ns`` (notes-and-vmcoreinfo.md §6), the kernel's VMCOREINFO text page
+and note buffer (notes-and-vmcoreinfo.md §4), and per-CPU CORE/QEMU notes as QEMU writes them (qemu-dumps.md §4).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from kdfix.format.bitmap import Bitmap
+from kdfix.format.constants import (
+    DEFAULT_LINK_TEXT,
+    EM_X86_64,
+    NOTE_NAME_CORE,
+    NOTE_NAME_QEMU,
+    NOTE_NAME_VMCOREINFO,
+    NOTE_TYPE_QEMU,
+    NOTE_TYPE_VMCOREINFO,
+    QEMU_CPU_STATE_VERSION,
+    NoteType,
+)
+from kdfix.format.layout import LP64_LE
+from kdfix.format.notes import (
+    ELF_PRSTATUS_X86_64,
+    QEMU_CPU_SEGMENT,
+    QEMU_CPU_STATE,
+    QEMU_CPU_STATE_SIZES,
+    X86_64_USER_REGS,
+)
+from kdfix.generate.pagetables import (
+    KERNEL_DATA_LARGE,
+    KERNEL_RO_4K,
+    KERNEL_TEXT_LARGE,
+    SIZE_2M,
+    PageTableBuilder,
+    pack_u64,
+)
+from kdfix.model import DumpModel, make_utsname
+from kdfix.notes.framing import Note, pack_note
+from kdfix.read.memory import read_range
+from kdfix.units import to_s64, to_u64
+
+PAGE_SIZE = 4096
+MiB = 1 << 20
+PAGE_OFFSET = 0xFFFF888000000000  # direct map base without memory KASLR
+CPU_ENTRY_AREA = 0xFFFFFE0000000000  # IDT alias (notes-and-vmcoreinfo.md §3 sample)
+LINK_PHYS_START = 0x1000000  # CONFIG_PHYSICAL_START
+KERNEL_IMAGE_SIZE = 1 << 30  # with KASLR configured (phys-base-and-kaslr.md §1)
+DEFAULT_RELEASE = "6.1.0-kdfix-synthetic"
+DEFAULT_MEMORY = 96 * MiB
+
+# The synthetic kernel image, as offsets from _text. Text in the first 2 MiB page, data in the second.
+IMAGE_SIZE = 4 * MiB
+OFF_DIVIDE_ERROR = 0x100990  # asm_exc_divide_error; gate n points at OFF_DIVIDE_ERROR + 0x20 * n
+OFF_BANNER = 0x200100  # linux_banner (rodata)
+OFF_INIT_UTS_NS = 0x212B60  # init_uts_ns; uts_namespace.name at offset 0
+OFF_IDT_TABLE = 0x214000  # idt_table, page aligned
+OFF_INIT_TOP_PGT = 0x220000  # init_top_pgt == swapper_pg_dir, 8 KiB aligned (PTI pair)
+OFF_TABLES = 0x222000  # level3/level2 tables and direct-map tables, bump-allocated
+OFF_TABLES_END = 0x300000
+TEXT_PAGES = 16  # pseudo-code pages at _text
+
+UTS_NODENAME = "kdfix-synthetic"
+UTS_VERSION = "#1 SMP PREEMPT_DYNAMIC kdfix synthetic"
+UTS_DOMAINNAME = "(none)"
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """Ground truth of a synthetic image: what detection must recover (addresses are VAs unless named paddr)."""
+
+    phys_base: int  # u64 two's complement
+    kaslr_offset: int
+    text_paddr: int
+    text_vaddr: int
+    init_uts_ns: int
+    swapper_pg_dir: int
+    linux_banner: int
+    idt_table: int
+    pgd_paddr: int
+    idt_paddr: int
+    vmcoreinfo_note_paddr: int
+    vmcoreinfo_data_paddr: int
+    release: str
+    vmcoreinfo: bytes
+    vmlinux_symbols: Mapping[str, int] = field(default_factory=dict)  # link-time (unrelocated) addresses
+
+    @property
+    def phys_base_signed(self) -> int:
+        return to_s64(self.phys_base)
+
+
+class SparseMemory:
+    """PhysicalMemory with every pfn in ``[0, max_pfn)`` valid and dumped; only non-zero pages are stored."""
+
+    def __init__(self, pages: Mapping[int, bytes], max_pfn: int, page_size: int = PAGE_SIZE) -> None:
+        self.page_size = page_size
+        self.max_pfn = max_pfn
+        self._zero = bytes(page_size)
+        self._pages: dict[int, bytes] = {}
+        for pfn, data in pages.items():
+            if not 0 <= pfn < max_pfn:
+                raise ValueError(f"pfn {pfn:#x} outside [0, {max_pfn:#x})")
+            if len(data) != page_size:
+                raise ValueError(f"page {pfn:#x} is {len(data)} bytes, expected {page_size}")
+            if any(data):
+                self._pages[pfn] = bytes(data)
+        full = bytearray(b"\xff" * ((max_pfn + 7) // 8))
+        if max_pfn % 8:
+            full[-1] = (1 << (max_pfn % 8)) - 1
+        self._bitmap = Bitmap(bytes(full), max_pfn)
+
+    @property
+    def valid(self) -> Bitmap:
+        return self._bitmap
+
+    @property
+    def dumped(self) -> Bitmap:
+        return self._bitmap
+
+    @property
+    def nonzero_pfns(self) -> list[int]:
+        return sorted(self._pages)
+
+    def present(self, pfn: int) -> bool:
+        return 0 <= pfn < self.max_pfn
+
+    def is_zero_page(self, pfn: int) -> bool:
+        return pfn not in self._pages
+
+    def page(self, pfn: int) -> bytes:
+        if not 0 <= pfn < self.max_pfn:
+            from kdfix.errors import AddressError
+
+            raise AddressError(f"pfn {pfn:#x} is not in the dump", paddr=pfn * self.page_size)
+        return self._pages.get(pfn, self._zero)
+
+    def page_head(self, pfn: int, size: int) -> bytes:
+        """The first ``size`` bytes of a page."""
+        return self.page(pfn)[:size]
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        end = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
+        for pfn in range(max(0, start_pfn), end):
+            yield pfn, self._pages.get(pfn, self._zero)
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(self, paddr, size, zero_fill=zero_fill)
+
+
+class _PageStore:
+    """Mutable pages during the build."""
+
+    def __init__(self, max_pfn: int) -> None:
+        self.max_pfn = max_pfn
+        self.pages: dict[int, bytearray] = {}
+
+    def write(self, paddr: int, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            pfn, off = divmod(paddr + pos, PAGE_SIZE)
+            if not 0 <= pfn < self.max_pfn:
+                raise ValueError(f"write at {paddr + pos:#x} outside memory")
+            take = min(PAGE_SIZE - off, len(data) - pos)
+            page = self.pages.setdefault(pfn, bytearray(PAGE_SIZE))
+            page[off : off + take] = data[pos : pos + take]
+            pos += take
+
+    def write_u64(self, paddr: int, value: int) -> None:
+        self.write(paddr, pack_u64(value))
+
+
+def _parse_phys_base(phys_base: int) -> int:
+    if not -(1 << 63) <= phys_base < (1 << 64):
+        raise ValueError(f"phys_base {phys_base:#x} is not a 64-bit value")
+    return to_s64(phys_base)
+
+
+def _code_page(rng: random.Random) -> bytes:
+    """Bytes with the skew of x86 machine code: common opcodes, small immediates, some random bytes."""
+    alphabet = b"\x48\x89\x8b\xe8\x0f\x85\x84\x74\x75\xc3\x31\xc0\x83\xec\x55\x41\x5d\xff\x00\x00\x00\x01\x24\x44"
+    body = bytearray(rng.choices(alphabet, k=PAGE_SIZE))
+    for _ in range(64):
+        pos = rng.randrange(PAGE_SIZE - 4)
+        body[pos : pos + 4] = rng.randbytes(4)
+    return bytes(body)
+
+
+_WORDS = tuple(
+    [
+        "kernel",
+        "pci",
+        "usb",
+        "memory",
+        "page",
+        "cache",
+        "device",
+        "driver",
+        "irq",
+        "acpi",
+        "cpu",
+        "node",
+        "zone",
+        "dma",
+        "timer",
+        "clock",
+        "sched",
+        "task",
+        "inode",
+        "dentry",
+        "ext4",
+        "mount",
+        "block",
+        "queue",
+        "request",
+        "buffer",
+        "net",
+        "eth0",
+        "link",
+        "up",
+        "down",
+        "tcp",
+        "socket",
+        "alloc",
+        "free",
+        "mapping",
+        "virtual",
+        "physical",
+        "address",
+        "region",
+        "reserved",
+        "e820",
+        "bios",
+        "firmware",
+        "console",
+        "tty",
+        "init",
+        "systemd",
+    ]
+)
+
+
+def _text_corpus(rng: random.Random, size: int = 96 * 1024) -> bytes:
+    """Log-like text, sliced into text pages."""
+    lines: list[str] = []
+    total = 0
+    stamp = 0.0
+    while total < size:
+        stamp += rng.random() / 7
+        words = " ".join(rng.choices(_WORDS, k=rng.randrange(4, 14)))
+        line = f"[{stamp:12.6f}] {words} 0x{rng.getrandbits(32):08x}\n"
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()
+
+
+def _filler_page(rng: random.Random, kind: int, corpus: bytes) -> bytes:
+    if kind == 0:  # incompressible
+        return rng.randbytes(PAGE_SIZE)
+    if kind == 1:  # a partly used page: some random bytes, then zeros
+        used = rng.randrange(64, PAGE_SIZE // 2)
+        return rng.randbytes(used) + bytes(PAGE_SIZE - used)
+    start = rng.randrange(len(corpus) - PAGE_SIZE)
+    return corpus[start : start + PAGE_SIZE]
+
+
+def _utsname_block(release: str) -> bytes:
+    """``struct new_utsname`` (6 x char[65]) as the kernel keeps it in init_uts_ns."""
+    fields = ("Linux", UTS_NODENAME, release, UTS_VERSION, "x86_64", UTS_DOMAINNAME)
+    return b"".join(f.encode().ljust(65, b"\0") for f in fields)
+
+
+def _idt_page(text_vaddr: int) -> bytes:
+    """256 interrupt gates (16 bytes each) pointing into kernel text (phys-base-and-kaslr.md §3D step 3)."""
+    out = bytearray()
+    for vector in range(256):
+        handler = text_vaddr + OFF_DIVIDE_ERROR + 0x20 * vector
+        out += struct.pack(
+            "<HHBBHII",
+            handler & 0xFFFF,
+            0x10,  # __KERNEL_CS
+            0,  # ist
+            0x8E,  # present, DPL 0, interrupt gate
+            (handler >> 16) & 0xFFFF,
+            handler >> 32,
+            0,
+        )
+    return bytes(out)
+
+
+def _vmcoreinfo_text(
+    *, release: str, build_id: str, syms: Mapping[str, int], phys_base: int, kaslr_offset: int
+) -> bytes:
+    """The kernel's VMCOREINFO text, keys in kernel order (notes-and-vmcoreinfo.md §4)."""
+    lines = [
+        f"OSRELEASE={release}",
+        f"BUILD-ID={build_id}",
+        f"PAGESIZE={PAGE_SIZE}",
+        f"SYMBOL(init_uts_ns)={syms['init_uts_ns']:x}",
+        "OFFSET(uts_namespace.name)=0",
+        f"SYMBOL(swapper_pg_dir)={syms['swapper_pg_dir']:x}",
+        f"SYMBOL(_stext)={syms['_stext']:x}",
+        "SIZE(page)=64",
+        "SIZE(list_head)=16",
+        "OFFSET(page.flags)=0",
+        "OFFSET(page.lru)=8",
+        "OFFSET(page.mapping)=24",
+        "OFFSET(list_head.next)=0",
+        "OFFSET(list_head.prev)=8",
+        "NUMBER(PG_lru)=4",
+        "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129",
+        f"NUMBER(phys_base)={to_s64(phys_base)}",
+        f"SYMBOL(init_top_pgt)={syms['init_top_pgt']:x}",
+        "NUMBER(pgtable_l5_enabled)=0",
+        f"KERNELOFFSET={kaslr_offset:x}",
+        f"NUMBER(KERNEL_IMAGE_SIZE)={KERNEL_IMAGE_SIZE}",
+        "NUMBER(sme_mask)=0",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _pick_vmcoreinfo_pfns(rng: random.Random, max_pfn: int, reserved: range) -> tuple[int, int]:
+    """Text page and note page (two pages apart, as measured in phys-base-and-kaslr.md §3B)."""
+    low = min(0x100, max_pfn // 4)
+    for _ in range(10_000):
+        text_pfn = rng.randrange(low, max_pfn - 2)
+        if text_pfn not in reserved and text_pfn + 2 not in reserved:
+            return text_pfn, text_pfn + 2
+    raise ValueError("no room for the VMCOREINFO pages")
+
+
+def _cpu_notes(cpus: int, *, text_vaddr: int, cr3: int, cr4: int, memory_size: int) -> tuple[list[Note], list[Note]]:
+    """Per-CPU CORE/NT_PRSTATUS and QEMU notes, as QEMU writes them (qemu-dumps.md §4)."""
+    prstatus = ELF_PRSTATUS_X86_64.bind(LP64_LE)
+    qemu = QEMU_CPU_STATE.bind(LP64_LE, QEMU_CPU_STATE_VERSION)
+    seg = QEMU_CPU_SEGMENT.make
+    core_notes, qemu_notes = [], []
+    for cpu in range(cpus):
+        rip = text_vaddr + 0x3A2E + 0x40 * cpu  # somewhere in the idle loop
+        rsp = 0xFFFFC90000013E90 + 0x4000 * cpu
+        gs_base = PAGE_OFFSET + memory_size - (cpus - cpu) * 0x40000
+        gprs = {"rax": 0, "rbx": cpu, "rcx": 1, "rdx": 0, "rsi": 0, "rdi": 0, "rbp": rsp + 0x40, "rsp": rsp}
+        regs = X86_64_USER_REGS.make(
+            **{k: v for k, v in gprs.items()},
+            rip=rip,
+            cs=0x10,
+            eflags=0x246,
+            ss=0x18,
+            gs_base=gs_base,
+        )
+        core_notes.append(
+            Note(
+                NOTE_NAME_CORE,
+                NoteType.NT_PRSTATUS,
+                prstatus.pack(ELF_PRSTATUS_X86_64.make(pr_pid=cpu + 1, pr_reg=regs)),
+            )
+        )
+        state = QEMU_CPU_STATE.make(
+            version=QEMU_CPU_STATE_VERSION,
+            size=QEMU_CPU_STATE_SIZES[QEMU_CPU_STATE_VERSION],
+            **gprs,
+            **{f"r{i}": 0 for i in range(8, 16)},
+            rip=rip,
+            rflags=0x246,
+            cs=seg(selector=0x10, limit=0xFFFFFFFF, flags=0x00AF9B00),
+            ds=seg(selector=0x18, limit=0xFFFFFFFF, flags=0x00CF9300),
+            es=seg(selector=0x18, limit=0xFFFFFFFF, flags=0x00CF9300),
+            ss=seg(selector=0x18, limit=0xFFFFFFFF, flags=0x00CF9300),
+            fs=seg(),
+            gs=seg(base=gs_base),
+            ldt=seg(),
+            tr=seg(selector=0x40, limit=0x206F, flags=0x8B00, base=CPU_ENTRY_AREA + 0x3000 + 0x3B000 * cpu),
+            gdt=seg(limit=0x7F, base=CPU_ENTRY_AREA + 0x1000 + 0x3B000 * cpu),
+            idt=seg(limit=0xFFF, base=CPU_ENTRY_AREA),
+            cr0=0x80050033,
+            cr2=0,
+            cr3=cr3,
+            cr4=cr4,
+            kernel_gs_base=0,
+        )
+        qemu_notes.append(Note(NOTE_NAME_QEMU, NOTE_TYPE_QEMU, qemu.pack(state)))
+    return core_notes, qemu_notes
+
+
+def build_linux_image(
+    *,
+    memory_size: int = DEFAULT_MEMORY,
+    cpus: int = 1,
+    phys_base: int = 0,
+    kaslr_offset: int = 0,
+    release: str = DEFAULT_RELEASE,
+    seed: int = 0,
+    vmcoreinfo_in_notes: bool = True,
+    pti: bool = False,
+    filler_fraction: float = 0.15,
+    qemu_header_bug: bool = False,
+) -> tuple[DumpModel, SparseMemory, SyntheticTruth]:
+    """Build a Linux-like x86_64 memory image of ``memory_size`` bytes and its QEMU-style DumpModel.
+
+    ``phys_base`` is signed or u64 two's complement; it and ``kaslr_offset`` must be multiples of 2 MiB, and
+    ``PA(_text) = 0x1000000 + phys_base + kaslr_offset`` must leave the 4 MiB image inside memory.
+    ``pti`` points every CPU's CR3 at the user half of the PGD pair (bit 12 set, PCID bits, CR4.PCIDE).
+    ``qemu_header_bug`` stores QEMU's hex misparse of ``NUMBER(phys_base)`` in the header (qemu-dumps.md §6).
+    """
+    if memory_size <= 0 or memory_size % PAGE_SIZE:
+        raise ValueError(f"memory size {memory_size:#x} must be a positive multiple of {PAGE_SIZE}")
+    if memory_size < 8 * MiB:
+        raise ValueError("memory size must be at least 8 MiB")
+    if not 1 <= cpus <= 1024:
+        raise ValueError(f"cpus must be 1..1024, got {cpus}")
+    if len(release.encode()) > 64 or not release:
+        raise ValueError("release must be 1..64 bytes")
+    pb = _parse_phys_base(phys_base)
+    if pb % SIZE_2M:
+        raise ValueError(f"phys_base {pb:#x} is not a multiple of 2 MiB")
+    if kaslr_offset % SIZE_2M or not 0 <= kaslr_offset < KERNEL_IMAGE_SIZE - IMAGE_SIZE - LINK_PHYS_START:
+        raise ValueError(
+            f"kaslr_offset {kaslr_offset:#x} must be a multiple of 2 MiB in "
+            f"[0, {KERNEL_IMAGE_SIZE - IMAGE_SIZE - LINK_PHYS_START:#x})"
+        )
+    text_paddr = LINK_PHYS_START + pb + kaslr_offset
+    if text_paddr < 0 or text_paddr + IMAGE_SIZE > memory_size:
+        raise ValueError(
+            f"kernel image at PA {text_paddr:#x} (0x1000000 + phys_base {pb:#x} + kaslr_offset {kaslr_offset:#x}) "
+            f"does not fit in {memory_size:#x} bytes of memory"
+        )
+
+    rng = random.Random(seed)
+    max_pfn = memory_size // PAGE_SIZE
+    text_vaddr = DEFAULT_LINK_TEXT + kaslr_offset
+    store = _PageStore(max_pfn)
+
+    def kva(off: int) -> int:
+        return text_vaddr + off
+
+    def kpa(off: int) -> int:
+        return text_paddr + off
+
+    link_syms = {
+        "_text": DEFAULT_LINK_TEXT,
+        "_stext": DEFAULT_LINK_TEXT,
+        "asm_exc_divide_error": DEFAULT_LINK_TEXT + OFF_DIVIDE_ERROR,
+        "linux_banner": DEFAULT_LINK_TEXT + OFF_BANNER,
+        "init_uts_ns": DEFAULT_LINK_TEXT + OFF_INIT_UTS_NS,
+        "idt_table": DEFAULT_LINK_TEXT + OFF_IDT_TABLE,
+        "init_top_pgt": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
+        "swapper_pg_dir": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
+    }
+    syms = {name: va + kaslr_offset for name, va in link_syms.items()}
+
+    # Kernel text, handlers, banner, utsname, IDT.
+    for i in range(TEXT_PAGES):
+        store.write(kpa(i * PAGE_SIZE), _code_page(rng))
+    for i in range(3):
+        store.write(kpa((OFF_DIVIDE_ERROR & ~0xFFF) + i * PAGE_SIZE), _code_page(rng))
+    for vector in range(256):  # endbr64; push $-1; jmp — recognisable handler heads
+        store.write(kpa(OFF_DIVIDE_ERROR + 0x20 * vector), b"\xf3\x0f\x1e\xfa\x6a\xff\xe9" + bytes(4))
+    banner = (
+        f"Linux version {release} (kdfix@synthetic) (gcc (Debian 12.2.0-14) 12.2.0, "
+        f"GNU ld (GNU Binutils for Debian) 2.40) {UTS_VERSION}\n\0"
+    ).encode()
+    store.write(kpa(OFF_BANNER), banner)
+    store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(release))
+    store.write(kpa(OFF_IDT_TABLE), _idt_page(text_vaddr))
+
+    # Page tables (phys-base-and-kaslr.md §3C): image in 2 MiB pages from _text, direct map, cpu-entry-area IDT.
+    next_table = [kpa(OFF_TABLES)]
+
+    def alloc() -> int:
+        paddr = next_table[0]
+        if paddr >= kpa(OFF_TABLES_END):
+            raise ValueError("memory too large for the synthetic page-table area")
+        next_table[0] += PAGE_SIZE
+        store.write(paddr, bytes(PAGE_SIZE))
+        return paddr
+
+    pgd_paddr = kpa(OFF_INIT_TOP_PGT)
+    store.write(pgd_paddr, bytes(2 * PAGE_SIZE))
+    tables = PageTableBuilder(pgd_paddr, alloc, store.write_u64)
+    for off in range(0, IMAGE_SIZE, SIZE_2M):
+        flags = KERNEL_TEXT_LARGE if off < SIZE_2M else KERNEL_DATA_LARGE
+        tables.map_2m(kva(off), kpa(off), flags)
+    for paddr in range(0, memory_size, SIZE_2M):
+        tables.map_2m(PAGE_OFFSET + paddr, paddr, KERNEL_DATA_LARGE)
+    tables.map_4k(CPU_ENTRY_AREA, kpa(OFF_IDT_TABLE), KERNEL_RO_4K)
+    cr3, cr4 = pgd_paddr, 0x6B0
+    if pti:  # user PGD = kernel PGD + 4 KiB; only the cpu-entry-area is shared
+        cea_index = (CPU_ENTRY_AREA >> 39) & 511
+        entry = bytes(store.pages[pgd_paddr // PAGE_SIZE][8 * cea_index : 8 * cea_index + 8])
+        store.write(pgd_paddr + PAGE_SIZE + 8 * cea_index, entry)
+        cr3 = pgd_paddr | 0x1000 | 0x801
+        cr4 |= 1 << 17
+
+    # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
+    image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
+    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, max_pfn, image_pfns)
+    build_id = rng.randbytes(20).hex()
+    text = _vmcoreinfo_text(
+        release=release, build_id=build_id, syms=syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset
+    )
+    if len(text) >= PAGE_SIZE:
+        raise ValueError("VMCOREINFO text does not fit in one page")
+    store.write(data_pfn * PAGE_SIZE, text)
+    vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
+    store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, LP64_LE) + bytes(12))
+
+    # Filler: zero pages mostly, some random and text-like pages.
+    corpus = _text_corpus(rng)
+    reserved = set(image_pfns) | {data_pfn, note_pfn}
+    for pfn in rng.sample(range(max_pfn), int(max_pfn * filler_fraction)):
+        if pfn not in reserved and pfn not in store.pages:
+            store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
+
+    memory = SparseMemory({pfn: bytes(page) for pfn, page in store.pages.items()}, max_pfn)
+
+    core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
+    notes = [*core_notes, *qemu_notes]
+    if vmcoreinfo_in_notes:
+        notes.append(vmcoreinfo_note)
+        utsname = make_utsname(
+            sysname="Linux",
+            nodename=UTS_NODENAME,
+            release=release,
+            version=UTS_VERSION,
+            machine="x86_64",
+            domainname=UTS_DOMAINNAME,
+        )
+        header_pb = to_u64(pb)
+        if qemu_header_bug:
+            from kdfix.detect.vmcoreinfo_note import qemu_misparse
+
+            header_pb = qemu_misparse(str(pb))
+    else:
+        utsname = make_utsname(machine="x86_64")
+        header_pb = 0
+    model = DumpModel(
+        utsname=utsname,
+        block_size=PAGE_SIZE,
+        max_mapnr=max_pfn,
+        nr_cpus=cpus,
+        phys_base=header_pb,
+        dump_level=1,
+        notes=tuple(notes),
+        vmcoreinfo=text if vmcoreinfo_in_notes else None,
+        e_machine=EM_X86_64,
+    )
+    truth = SyntheticTruth(
+        phys_base=to_u64(pb),
+        kaslr_offset=kaslr_offset,
+        text_paddr=text_paddr,
+        text_vaddr=text_vaddr,
+        init_uts_ns=syms["init_uts_ns"],
+        swapper_pg_dir=syms["swapper_pg_dir"],
+        linux_banner=syms["linux_banner"],
+        idt_table=syms["idt_table"],
+        pgd_paddr=pgd_paddr,
+        idt_paddr=kpa(OFF_IDT_TABLE),
+        vmcoreinfo_note_paddr=note_pfn * PAGE_SIZE,
+        vmcoreinfo_data_paddr=data_pfn * PAGE_SIZE,
+        release=release,
+        vmcoreinfo=text,
+        vmlinux_symbols=dict(link_syms),
+    )
+    return model, memory, truth
+
+
+def kernel_text_paddr(phys_base: int, kaslr_offset: int) -> int:
+    """PA(_text) for a phys_base (signed or u64) and KASLR offset (phys-base-and-kaslr.md §1)."""
+    return LINK_PHYS_START + to_s64(phys_base) + kaslr_offset
+
+
+__all__ = [
+    "CPU_ENTRY_AREA",
+    "IMAGE_SIZE",
+    "PAGE_OFFSET",
+    "SparseMemory",
+    "SyntheticTruth",
+    "build_linux_image",
+    "kernel_text_paddr",
+]
