@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from kdfix.errors import KdfixError
 from kdfix.format.constants import (
     COMPRESSION_FLAGS,
     NOTE_NAME_ERASEINFO,
@@ -16,6 +19,7 @@ from kdfix.model import DumpModel
 from kdfix.notes.framing import Note
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.elf import ElfContainer
+from kdfix.read.flattened import FlattenedSource
 from kdfix.read.kdump import KdumpContainer, status_flag_names
 from kdfix.read.memory import PhysicalMemory
 from kdfix.read.source import Source
@@ -198,3 +202,101 @@ class Dump:
 
     def __repr__(self) -> str:
         return f"Dump({self.path!r}, container={self.container!r})"
+
+
+# ---- verification -------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_dump`: ``ok`` only if no error and no bad page was found."""
+
+    format: str
+    pages_checked: int = 0
+    bad_pages: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.bad_pages
+
+
+def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
+    """The 2nd bitmap must be a subset of the 1st, and no bit may be set at or above max_mapnr (§7)."""
+    errors: list[str] = []
+    if part.single_bitmap:
+        return errors
+    b1 = part.valid.to_bytes()
+    b2 = part.dumped.to_bytes()
+    extra = int.from_bytes(b2, "little") & ~int.from_bytes(b1, "little")
+    if extra:
+        pfns = []
+        while extra and len(pfns) < limit:
+            low = extra & -extra
+            pfns.append(low.bit_length() - 1)
+            extra ^= low
+        more = f" and {extra.bit_count()} more" if extra else ""
+        errors.append(f"{part.path}: 2nd bitmap has pfns missing from the 1st: {', '.join(hex(p) for p in pfns)}{more}")
+    raw2 = part.source.read_at(part.bitmap2_offset, part.bitmap_len)
+    nbits = part.dumped.nbits
+    tail = int.from_bytes(raw2, "little") >> nbits
+    if tail:
+        errors.append(f"{part.path}: 2nd bitmap has {tail.bit_count()} bits set at or above max_mapnr {nbits:#x}")
+    return errors
+
+
+def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Decode every dumped page and check the structure; every bad page is reported, not only the first."""
+    report = VerifyReport(format=dump.container)
+    report.warnings.extend(dump.problems)
+    if dump.kdump is not None:
+        parts = dump.split.parts if dump.split is not None else (dump.kdump,)
+        total = sum(p.num_dumped for p in parts)
+        for part in parts:
+            if part.incomplete:
+                report.errors.append(f"{part.path}: status INCOMPLETE is set")
+            if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
+                report.errors.append(f"{part.path}: flattened stream has no end marker (truncated)")
+            if part.descriptors_end > part.source.size:
+                report.errors.append(f"{part.path}: descriptor table ends past the end of the file")
+            report.errors.extend(_bitmap_subset_errors(part))
+        done = 0
+        for part in parts:
+            for loc, result in part.iter_page_results():
+                done += 1
+                if isinstance(result, KdfixError):
+                    pfn = loc if isinstance(loc, int) else loc.pfn
+                    report.bad_pages.append({"pfn": pfn, "error": str(result)})
+                if progress is not None and done % 4096 == 0:
+                    progress(done, total)
+        report.pages_checked = done
+        if progress is not None:
+            progress(done, total)
+        return report
+    elf = dump.elf
+    assert elf is not None
+    if elf.incomplete:
+        report.errors.append("e_flags DUMP_ELF_INCOMPLETE is set")
+    for seg in elf.segments:
+        if seg.file_offset + seg.filesz > elf.source.size:
+            report.errors.append(f"PT_LOAD at paddr {seg.paddr:#x} ends past the end of the file")
+    total = dump.memory.dumped.count()
+    done = 0
+    for a, b in elf._pfn_runs():
+        pfn = a
+        while pfn < b:
+            try:
+                for _p, _page in elf.iter_pages(pfn, b):
+                    done += 1
+                    pfn = _p + 1
+                    if progress is not None and done % 4096 == 0:
+                        progress(done, total)
+            except KdfixError as exc:
+                report.bad_pages.append({"pfn": pfn, "error": str(exc)})
+                done += 1
+                pfn += 1
+    report.pages_checked = done
+    if progress is not None:
+        progress(done, total)
+    return report

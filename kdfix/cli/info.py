@@ -1,0 +1,162 @@
+"""``kdfix info``: header, notes and origin of a dump (human view like crash's ``help -n``, or JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout
+from kdfix.read.dump import Dump
+from kdfix.read.origin import identify_origin
+from kdfix.read.probe import open_dump
+from kdfix.units import cstr
+
+DumpPaths = Annotated[list[Path], typer.Argument(metavar="DUMP...", help="Dump file (several: a split set).")]
+
+
+def describe_dump(dump: Dump) -> dict[str, Any]:
+    """The facts ``kdfix info --json`` prints."""
+    model = dump.model
+    origin, evidence = identify_origin(dump)
+    k = dump.kdump
+    info: dict[str, Any] = {
+        "path": dump.path,
+        "paths": list(dump.paths),
+        "format": dump.container,
+        "signature": dump.signature.decode("latin-1") if dump.signature is not None else None,
+        "header_version": dump.header_version,
+        "abi": dump.abi.name,
+        "block_size": model.block_size,
+        "max_mapnr": model.max_mapnr,
+        "phys_base": model.phys_base,
+        "dump_level": model.dump_level,
+        "compression": dump.compression,
+        "status": k.status if k is not None else model.status,
+        "status_flags": dump.status_flags,
+        "utsname": {f: cstr(getattr(model.utsname, f)) for f in model.utsname.__dataclass_fields__},
+        "timestamp": {"tv_sec": model.tv_sec, "tv_usec": model.tv_usec},
+        "nr_cpus": model.nr_cpus,
+        "dumped_pages": dump.memory.dumped.count(),
+        "notes": [{"name": n.name.decode("latin-1"), "type": n.type, "size": len(n.desc)} for n in dump.notes],
+        "vmcoreinfo": dump.vmcoreinfo is not None,
+        "osrelease": dump.vmcoreinfo.osrelease if dump.vmcoreinfo is not None else None,
+        "eraseinfo": dump.eraseinfo.decode("latin-1") if dump.eraseinfo else None,
+        "origin": {"name": origin, "evidence": evidence},
+        "problems": list(dump.problems),
+    }
+    if k is not None:
+        mh = k.main_header
+        info["kdump"] = {
+            "sub_hdr_size": mh.sub_hdr_size,
+            "bitmap_blocks": mh.bitmap_blocks,
+            "max_mapnr_32": mh.max_mapnr,
+            "total_ram_blocks": mh.total_ram_blocks,
+            "device_blocks": mh.device_blocks,
+            "written_blocks": mh.written_blocks,
+            "current_cpu": mh.current_cpu,
+            "bitmap1_offset": k.bitmap1_offset,
+            "bitmap2_offset": k.bitmap2_offset,
+            "bitmap_len": k.bitmap_len,
+            "data_offset": k.data_offset,
+            "notes_offset": k.notes_offset,
+            "notes_size": k.notes_size,
+            "sub_header": None if k.sub_header is None else dict(_fields(k.sub_header)),
+        }
+        if dump.split is not None:
+            info["kdump"]["parts"] = [
+                {"path": p.path, "start_pfn": p.start_pfn, "end_pfn": p.end_pfn} for p in dump.split.parts
+            ]
+    if dump.elf is not None:
+        e = dump.elf
+        info["elf"] = {
+            "ei_class": e.ei_class,
+            "e_machine": e.e_machine,
+            "e_flags": e.e_flags,
+            "incomplete": e.incomplete,
+            "phdrs_follow_ehdr": e.phdrs_follow_ehdr,
+            "notes_offset": e.notes_offset,
+            "notes_size": e.notes_size,
+            "segments": [
+                {"paddr": s.paddr, "offset": s.file_offset, "filesz": s.filesz, "memsz": s.memsz, "vaddr": s.vaddr}
+                for s in e.segments
+            ],
+        }
+    return info
+
+
+def _fields(record: Any) -> list[tuple[str, Any]]:
+    return [(name, getattr(record, name)) for name in record.__dataclass_fields__]
+
+
+def _hex(value: Any) -> str:
+    return f"{value:#x}" if isinstance(value, int) else str(value)
+
+
+def render_info(info: dict[str, Any]) -> str:
+    """A ``help -n``-like text view."""
+    lines = [f"{info['path']}:  {info['format']}"]
+    if info["format"] != "elf":
+        lines.append("header:")
+        lines.append(f'      signature: "{info["signature"]}"')
+        lines.append(f"  header_version: {info['header_version']}")
+        lines.append("        utsname:")
+        for name, value in info["utsname"].items():
+            lines.append(f"{name:>18}: {value}")
+        ts = info["timestamp"]
+        lines.append(f"      timestamp: tv_sec {ts['tv_sec']}  tv_usec {ts['tv_usec']}")
+        flags = " | ".join(info["status_flags"]) or "0"
+        lines.append(f"         status: {info['status']:#x} ({flags})")
+        lines.append(f"     block_size: {info['block_size']}")
+        kd = info["kdump"]
+        for key in ("sub_hdr_size", "bitmap_blocks"):
+            lines.append(f"{key:>15}: {kd[key]}")
+        lines.append(f"      max_mapnr: {info['max_mapnr']} ({info['max_mapnr']:#x})")
+        for key in ("total_ram_blocks", "device_blocks", "written_blocks", "current_cpu"):
+            lines.append(f"{key:>15}: {kd[key]}")
+        lines.append(f"        nr_cpus: {info['nr_cpus']}")
+        if kd["sub_header"] is not None:
+            lines.append("sub header:")
+            for name, value in kd["sub_header"].items():
+                lines.append(f"{name:>18}: {_hex(value) if name != 'dump_level' else value}")
+        lines.append(f"   bitmap1 at {kd['bitmap1_offset']:#x}, bitmap2 at {kd['bitmap2_offset']:#x}, "
+                     f"{kd['bitmap_len']:#x} bytes each; descriptors at {kd['data_offset']:#x}")  # fmt: skip
+        for part in kd.get("parts", []):
+            lines.append(f"   part {part['path']}: pfns [{part['start_pfn']:#x}, {part['end_pfn']:#x})")
+    else:
+        e = info["elf"]
+        lines.append(f"   ELF class {e['ei_class'] * 32}, e_machine {e['e_machine']}, e_flags {e['e_flags']:#x}"
+                     f"{' (INCOMPLETE)' if e['incomplete'] else ''}")  # fmt: skip
+        lines.append(f"   phdrs follow ehdr: {e['phdrs_follow_ehdr']}; page size {info['block_size']}")
+        for s in e["segments"]:
+            lines.append(f"   PT_LOAD paddr {s['paddr']:#014x} memsz {s['memsz']:#x} filesz {s['filesz']:#x} "
+                         f"at {s['offset']:#x}")  # fmt: skip
+        lines.append(f"   nr_cpus (NT_PRSTATUS notes): {info['nr_cpus']}")
+    lines.append(f"compression: {info['compression']}    dumped pages: {info['dumped_pages']}")
+    lines.append(f"phys_base: {info['phys_base']:#x}    dump_level: {info['dump_level']}")
+    notes = ", ".join(f"{n['name']}/{n['type']:#x}({n['size']})" for n in info["notes"]) or "none"
+    lines.append(f"notes: {notes}")
+    lines.append(f"vmcoreinfo: {'yes' if info['vmcoreinfo'] else 'no'}"
+                 f"{'  OSRELEASE=' + info['osrelease'] if info['osrelease'] else ''}")  # fmt: skip
+    if info["eraseinfo"]:
+        lines.append("eraseinfo:")
+        lines.extend(f"   {line}" for line in info["eraseinfo"].splitlines())
+    origin = info["origin"]
+    lines.append(f"origin: {origin['name']}" + (f" ({'; '.join(origin['evidence'])})" if origin["evidence"] else ""))
+    for problem in info["problems"]:
+        lines.append(f"problem: {problem}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("info")
+    @handle_errors
+    def info_command(dumps: DumpPaths, as_json: JsonFlag = False) -> None:
+        """Show the headers, notes, origin and problems of a dump."""
+        with open_dump(*dumps) as dump:
+            info = describe_dump(dump)
+        if as_json:
+            print_json(info)
+        else:
+            stdout.print(render_info(info), markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,61 @@
+"""``kdfix read-mem``: raw physical bytes of a dump to stdout or a file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+
+from kdfix.cli.output import EXIT_UNUSABLE, fail, handle_errors
+from kdfix.errors import AddressError
+from kdfix.read.probe import open_dump
+
+
+def parse_int(text: str, what: str) -> int:
+    """Decimal or 0x-hex; a usage error (exit 2) otherwise."""
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise fail(f"{what} {text!r} is not a decimal or 0x-hex number", EXIT_UNUSABLE) from None
+    if value < 0:
+        raise fail(f"{what} {text!r} is negative", EXIT_UNUSABLE)
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("read-mem")
+    @handle_errors
+    def read_mem_command(
+        args: Annotated[list[str], typer.Argument(metavar="DUMP... ADDR LENGTH", help="Dump file(s), ADDR, LENGTH.")],
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE, not stdout.")] = None,
+        zero_fill: Annotated[bool, typer.Option("--zero-fill", help="Read missing pages as zeros.")] = False,
+    ) -> None:
+        """Write LENGTH raw physical bytes starting at ADDR (decimal or 0x-hex)."""
+        if len(args) < 3:
+            raise fail("usage: kdfix read-mem DUMP... ADDR LENGTH", EXIT_UNUSABLE)
+        *paths, addr_text, length_text = args
+        paddr = parse_int(addr_text, "ADDR")
+        length = parse_int(length_text, "LENGTH")
+        with open_dump(*paths) as dump:
+            mem = dump.memory
+            ps = mem.page_size
+            if not zero_fill:  # fail before writing anything
+                for pfn in range(paddr // ps, (paddr + length + ps - 1) // ps):
+                    if not mem.present(pfn):
+                        what = "excluded from" if mem.valid.test(pfn) else "not in"
+                        raise AddressError(f"physical address {max(paddr, pfn * ps):#x} (pfn {pfn:#x}) is {what} "
+                                           "the dump; use --zero-fill to read zeros", paddr=pfn * ps)  # fmt: skip
+            out: BinaryIO = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
+            try:
+                pos, end = paddr, paddr + length
+                while pos < end:
+                    take = min(end - pos, (1 << 20) - pos % ps)
+                    out.write(mem.read(pos, take, zero_fill=zero_fill))
+                    pos += take
+            finally:
+                if output is not None:
+                    out.close()
+                else:
+                    out.flush()
