@@ -15,7 +15,7 @@ METHOD = "elf_text_load"
 
 
 def _segments(model: DumpModel, memory: PhysicalMemory) -> Iterable[Any] | None:
-    for owner in (memory, model):
+    for owner in (memory, model, getattr(memory, "container", None)):
         for name in ("segments", "load_segments"):
             value = getattr(owner, name, None)
             if value is not None and not callable(value):
@@ -24,8 +24,12 @@ def _segments(model: DumpModel, memory: PhysicalMemory) -> Iterable[Any] | None:
 
 
 def _field(segment: Any, name: str) -> int | None:
-    value = segment.get(name) if isinstance(segment, Mapping) else getattr(segment, name, None)
-    return value if isinstance(value, int) else None
+    """``p_vaddr``/``p_paddr`` of a segment object or mapping (kdfix.read.elf names them ``vaddr``/``paddr``)."""
+    for key in (name, name.removeprefix("p_")):
+        value = segment.get(key) if isinstance(segment, Mapping) else getattr(segment, key, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def find_by_elf_text_load(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kdfix.detect.candidate import Candidate, miss
 from kdfix.detect.validate import confirmed, validate_candidate
-from kdfix.errors import KdfixError
+from kdfix.errors import CodecError, KdfixError
+from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
 from kdfix.model import DumpModel
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
@@ -18,6 +21,7 @@ METHOD = "vmcoreinfo_scan"
 TEXT_MAGIC = b"OSRELEASE="
 NOTE_NAME = b"VMCOREINFO\0\0"
 HEAD_SIZE = 24  # Nhdr (12) + padded name (12); also covers TEXT_MAGIC
+ZLIB_PREFIX = 512  # compressed bytes read first; enough to inflate a head in practice
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +33,31 @@ class VmcoreinfoHit:
     text: bytes
 
 
-def _head_reader(memory: PhysicalMemory) -> Callable[[int], bytes]:
+def head_reader(memory: PhysicalMemory, size: int = HEAD_SIZE) -> Callable[[int], bytes]:
+    """A function returning the first ``size`` bytes of a page as cheaply as the memory object allows.
+
+    Uses ``memory.page_head(pfn, n)`` when offered; for a KDUMP container exposing ``raw_page`` it inflates
+    only the head of zlib pages and slices raw ones; otherwise it decodes the whole page.
+    """
     page_head = getattr(memory, "page_head", None)
     if callable(page_head):
-        return lambda pfn: page_head(pfn, HEAD_SIZE)
-    return lambda pfn: memory.page(pfn)[:HEAD_SIZE]
+        return lambda pfn: page_head(pfn, size)
+    raw_page = getattr(getattr(memory, "container", None), "raw_page", None)
+    if not callable(raw_page):
+        return lambda pfn: memory.page(pfn)[:size]
+
+    def head(pfn: int) -> bytes:
+        flags, data = raw_page(pfn)
+        if flags & DumpFlag.COMPRESSED_ZLIB:
+            try:
+                return zlib.decompressobj().decompress(data, size)
+            except zlib.error as exc:
+                raise CodecError(f"zlib: {exc}", pfn=pfn) from exc
+        if not flags & COMPRESSION_FLAGS and len(data) == memory.page_size:
+            return data[:size]
+        return memory.page(pfn)[:size]
+
+    return head
 
 
 def match_head(head: bytes, page_size: int) -> str | None:
@@ -47,24 +71,71 @@ def match_head(head: bytes, page_size: int) -> str | None:
     return None
 
 
-def iter_vmcoreinfo_pages(
-    memory: PhysicalMemory, *, progress: Callable[[int, int], None] | None = None
-) -> Iterator[VmcoreinfoHit]:
-    """Yield pages whose head looks like VMCOREINFO, in pfn order; zero and undecodable pages are skipped."""
+def _iter_heads_generic(memory: PhysicalMemory) -> Iterator[tuple[int, bytes]]:
+    """(pfn, head) of dumped pages, skipping zero pages when ``is_zero_page`` says so cheaply."""
     is_zero = getattr(memory, "is_zero_page", None)
-    head_of = _head_reader(memory)
-    ps = memory.page_size
-    total = memory.dumped.count() if progress else 0
-    for done, pfn in enumerate(memory.dumped.iter_set()):
-        if progress and done % 4096 == 0:
-            progress(done, total)
+    head_of = head_reader(memory)
+    for pfn in memory.dumped.iter_set():
         if is_zero is not None and is_zero(pfn):
             continue
         try:
-            head = head_of(pfn)
-            form = match_head(head, ps)
-            if form is None:
+            yield pfn, head_of(pfn)
+        except KdfixError:
+            continue
+
+
+def _iter_heads_kdump(container: Any, page_size: int) -> Iterator[tuple[int, bytes]]:
+    """(pfn, head) from a KDUMP container's batched descriptors: zlib heads inflated from a prefix, raw pages
+    read for HEAD_SIZE bytes (the shared zero page once), other codecs decoded in full."""
+    src = container.source
+    raw_heads: dict[int, bytes] = {}
+    for loc in container.iter_locations():
+        desc = loc.desc
+        try:
+            if desc.offset <= 0 or desc.size <= 0 or desc.size > page_size:
                 continue
+            if not desc.flags & COMPRESSION_FLAGS:
+                if desc.size != page_size:
+                    continue
+                head = raw_heads.get(desc.offset)
+                if head is None:
+                    head = raw_heads[desc.offset] = src.read_at(desc.offset, HEAD_SIZE)
+            elif desc.flags & DumpFlag.COMPRESSED_ZLIB:
+                inflater = zlib.decompressobj()
+                head = inflater.decompress(src.read_at(desc.offset, min(desc.size, ZLIB_PREFIX)), HEAD_SIZE)
+                if len(head) < HEAD_SIZE and desc.size > ZLIB_PREFIX:
+                    head = zlib.decompressobj().decompress(src.read_at(desc.offset, desc.size), HEAD_SIZE)
+            else:
+                head = container.page(loc.pfn)[:HEAD_SIZE]
+        except (KdfixError, zlib.error):
+            continue
+        yield loc.pfn, head
+
+
+def iter_page_heads(memory: PhysicalMemory) -> Iterator[tuple[int, bytes]]:
+    """(pfn, first HEAD_SIZE bytes) of every dumped, non-zero page in ascending pfn order (undecodable skipped)."""
+    container = getattr(memory, "container", None)
+    if (
+        not callable(getattr(memory, "page_head", None))
+        and callable(getattr(container, "iter_locations", None))
+        and hasattr(container, "source")
+    ):
+        try:
+            yield from _iter_heads_kdump(container, memory.page_size)
+            return
+        except KdfixError:  # a truncated descriptor table: fall back to per-page reads
+            pass
+    yield from _iter_heads_generic(memory)
+
+
+def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
+    """Yield pages whose head looks like VMCOREINFO, in pfn order (phys-base-and-kaslr.md §3B steps 1-3)."""
+    ps = memory.page_size
+    for pfn, head in iter_page_heads(memory):
+        form = match_head(head, ps)
+        if form is None:
+            continue
+        try:
             if form == "text":
                 text = memory.page(pfn).split(b"\0", 1)[0]
             else:
@@ -73,8 +144,6 @@ def iter_vmcoreinfo_pages(
         except KdfixError:
             continue
         yield VmcoreinfoHit(pfn, form, text)
-    if progress:
-        progress(total, total)
 
 
 def find_by_vmcoreinfo_scan(

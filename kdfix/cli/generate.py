@@ -1,0 +1,192 @@
+"""``kdfix generate``: write a synthetic dump (``--style linux``: a Linux-like x86_64 image with QEMU-style notes)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kdfix import __version__
+from kdfix.cli.output import EXIT_UNUSABLE, JsonFlag, fail, handle_errors, print_json, stdout
+from kdfix.format.constants import NOTE_NAME_KDFIX, NOTE_TYPE_KDFIX
+from kdfix.notes.framing import Note
+from kdfix.units import to_s64
+
+CODEC_CHOICES = ("zlib", "lzo", "snappy", "zstd", "none")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``96M``, ``1G``, ``65536``, ``128MiB`` → bytes (binary units)."""
+    m = _SIZE.match(text)
+    if m is None:
+        raise ValueError(f"bad size {text!r} (use e.g. 96M, 1G or a byte count)")
+    return int(m[1]) * _UNITS[m[2].lower()]
+
+
+def parse_signed_u64(text: str) -> int:
+    """A signed value from decimal or 0x-hex, negative allowed; 64-bit two's complement is read as negative."""
+    try:
+        value = int(text.strip().replace("_", ""), 0)
+    except ValueError:
+        raise ValueError(f"bad number {text!r}") from None
+    if not -(1 << 63) <= value < (1 << 64):
+        raise ValueError(f"{text!r} is not a 64-bit value")
+    return to_s64(value)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What the command line asked for (shared by every style)."""
+
+    output: Path
+    memory_size: int
+    cpus: int
+    phys_base: int
+    kaslr_offset: int
+    release: str
+    codec: str
+    flat: bool
+    vmcoreinfo: bool
+    seed: int
+    mark: bool
+
+
+def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
+    """The KDFIX note that makes ``kdfix info`` report origin kdfix."""
+    text = f"kdfix {__version__} generate --style {style} seed={opts.seed}\n"
+    return Note(NOTE_NAME_KDFIX, NOTE_TYPE_KDFIX, text.encode())
+
+
+def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
+    """Build the synthetic Linux image and write it with the KDUMP writer (atomic output)."""
+    import dataclasses
+
+    from kdfix.generate.synthetic import build_linux_image
+    from kdfix.write import atomic_output, write_kdump
+
+    try:
+        model, memory, truth = build_linux_image(
+            memory_size=opts.memory_size,
+            cpus=opts.cpus,
+            phys_base=opts.phys_base,
+            kaslr_offset=opts.kaslr_offset,
+            release=opts.release,
+            seed=opts.seed,
+            vmcoreinfo_in_notes=opts.vmcoreinfo,
+        )
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    if opts.mark:
+        model = dataclasses.replace(model, notes=(*model.notes, kdfix_mark_note("linux", opts)))
+    with atomic_output(opts.output) as tmp:
+        result = write_kdump(tmp, model, memory, codec=opts.codec, flat=opts.flat, phys_base_from_vmcoreinfo=False)
+    return {
+        "path": str(opts.output),
+        "style": "linux",
+        "size": result.size,
+        "pages": result.pages,
+        "zero_pages": result.zero_pages,
+        "compressed_pages": result.compressed_pages,
+        "raw_pages": result.raw_pages,
+        "codec": opts.codec,
+        "flat": opts.flat,
+        "cpus": opts.cpus,
+        "memory_size": opts.memory_size,
+        "release": truth.release,
+        "vmcoreinfo_in_notes": opts.vmcoreinfo,
+        "phys_base": truth.phys_base,
+        "phys_base_signed": truth.phys_base_signed,
+        "header_phys_base": model.phys_base,
+        "kernel_offset": truth.kaslr_offset,
+        "text_paddr": truth.text_paddr,
+        "text_vaddr": truth.text_vaddr,
+        "init_uts_ns": truth.init_uts_ns,
+        "swapper_pg_dir": truth.swapper_pg_dir,
+        "linux_banner": truth.linux_banner,
+        "vmcoreinfo_note_paddr": truth.vmcoreinfo_note_paddr,
+        "vmcoreinfo_data_paddr": truth.vmcoreinfo_data_paddr,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def generate_qemu(opts: GenerateOptions) -> dict[str, Any]:
+    """``--style qemu`` (kdfix.generate.qemu) is wired by its owner; until then it is refused."""
+    raise fail("style qemu not available", EXIT_UNUSABLE)
+
+
+# --style NAME → handler; add a style by adding a row.
+STYLES: dict[str, Callable[[GenerateOptions], dict[str, Any]]] = {
+    "linux": generate_linux,
+    "qemu": generate_qemu,
+}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generate")
+    @handle_errors
+    def generate_command(
+        output: Annotated[Path, typer.Option("-o", "--output", help="Output dump path (written atomically).")],
+        style: Annotated[str, typer.Option("--style", help="linux (synthetic Linux image) or qemu.")] = "linux",
+        memory: Annotated[str, typer.Option("--memory", help="Guest memory size, e.g. 96M, 1G.")] = "96M",
+        cpus: Annotated[int, typer.Option("--cpus", min=1, max=1024, help="Number of vCPUs.")] = 1,
+        phys_base: Annotated[
+            str, typer.Option("--phys-base", help="phys_base: decimal or 0x-hex, negative or u64 two's complement.")
+        ] = "0",
+        kaslr_offset: Annotated[str, typer.Option("--kaslr-offset", help="KERNELOFFSET (2 MiB multiple).")] = "0",
+        release: Annotated[str, typer.Option("--release", help="OSRELEASE / utsname release.")] = (
+            "6.1.0-kdfix-synthetic"
+        ),
+        compress: Annotated[str, typer.Option("--compress", help="zlib, lzo, snappy, zstd or none.")] = "zlib",
+        flat: Annotated[bool, typer.Option("--flat", help="Write a flattened (makedumpfile -F) stream.")] = False,
+        no_vmcoreinfo: Annotated[
+            bool, typer.Option("--no-vmcoreinfo", help="Omit the VMCOREINFO note (QEMU without the device).")
+        ] = False,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the page contents.")] = 0,
+        mark: Annotated[bool, typer.Option("--mark", help="Add a KDFIX note (kdfix info reports origin kdfix).")] = (
+            False
+        ),
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Generate a dump; without --mark a --style linux dump looks QEMU-made (it carries QEMU notes)."""
+        if style not in STYLES:
+            raise fail(f"unknown style {style!r} (choose from {', '.join(STYLES)})", EXIT_UNUSABLE)
+        if compress not in CODEC_CHOICES:
+            raise fail(f"unknown codec {compress!r} (choose from {', '.join(CODEC_CHOICES)})", EXIT_UNUSABLE)
+        try:
+            opts = GenerateOptions(
+                output=output,
+                memory_size=parse_size(memory),
+                cpus=cpus,
+                phys_base=parse_signed_u64(phys_base),
+                kaslr_offset=parse_signed_u64(kaslr_offset),
+                release=release,
+                codec=compress,
+                flat=flat,
+                vmcoreinfo=not no_vmcoreinfo,
+                seed=seed,
+                mark=mark,
+            )
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_UNUSABLE) from None
+        info = STYLES[style](opts)
+        if as_json:
+            print_json(info)
+        else:
+            stdout.print(
+                f"wrote {info['path']} ({info['size']} bytes, {info['pages']} pages, {info.get('codec', '')})",
+                markup=False,
+                soft_wrap=True,
+            )
+            if "phys_base" in info:
+                stdout.print(
+                    f"phys_base {info['phys_base']:#x} ({info['phys_base_signed']}), "
+                    f"kernel_offset {info['kernel_offset']:#x}, _text at PA {info['text_paddr']:#x}",
+                    markup=False,
+                    soft_wrap=True,
+                )
