@@ -8,6 +8,7 @@ Written from that description; no QEMU code is used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
@@ -558,10 +559,14 @@ def generate_qemu(
         raise UnsupportedError(f"kdump-raw-* formats exist from QEMU 8.2, not {version}", field="raw")
     if os.path.exists(out_path) and os.path.samefile(source, out_path):
         raise UnsupportedError("the output would overwrite the source", field="output", path=os.fspath(out_path))
+    from kdfix.write.atomic import atomic_output
+
     guest = guest_from_path(source)
     try:
-        return write_qemu_kdump(
-            guest, out_path, compress=compress, raw=raw, qemu_version=version, workers=workers, mark=mark
-        )
+        with atomic_output(out_path) as tmp:
+            result = write_qemu_kdump(
+                guest, tmp, compress=compress, raw=raw, qemu_version=version, workers=workers, mark=mark
+            )
     finally:
         guest.close()
+    return dataclasses.replace(result, path=os.fspath(out_path))
