@@ -55,6 +55,10 @@ class GenerateOptions:
     vmcoreinfo: bool
     seed: int
     mark: bool
+    source: Path | None = None  # --style qemu
+    raw: bool = False  # --style qemu
+    qemu_version: str = "7.2"  # --style qemu
+    workers: int = 1  # --style qemu
 
 
 def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
@@ -116,8 +120,18 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
 
 
 def generate_qemu(opts: GenerateOptions) -> dict[str, Any]:
-    """``--style qemu`` (kdfix.generate.qemu) is wired by its owner; until then it is refused."""
-    raise fail("style qemu not available", EXIT_UNUSABLE)
+    """``--style qemu --from SOURCE``: QEMU's own kdump output for SOURCE (kdfix.cli.generate_qemu)."""
+    from kdfix.cli.generate_qemu import generate_qemu_style
+
+    return generate_qemu_style(
+        source=opts.source,
+        output=opts.output,
+        compress=opts.codec,
+        raw=opts.raw,
+        qemu_version=opts.qemu_version,
+        workers=opts.workers,
+        mark=opts.mark,
+    )
 
 
 # --style NAME → handler; add a style by adding a row.
@@ -151,6 +165,14 @@ def register(app: typer.Typer) -> None:
         mark: Annotated[bool, typer.Option("--mark", help="Add a KDFIX note (kdfix info reports origin kdfix).")] = (
             False
         ),
+        source: Annotated[
+            Path | None, typer.Option("--from", help="--style qemu: the dump (ideally QEMU's ELF) to re-emit.")
+        ] = None,
+        raw: Annotated[bool, typer.Option("--raw", help="--style qemu: kdump-raw-* layout (QEMU >= 8.2).")] = False,
+        qemu_version: Annotated[
+            str, typer.Option("--qemu-version", help="--style qemu: QEMU release to imitate (default 7.2).")
+        ] = "7.2",
+        workers: Annotated[int, typer.Option("--workers", min=1, help="--style qemu: compression processes.")] = 1,
         as_json: JsonFlag = False,
     ) -> None:
         """Generate a dump; without --mark a --style linux dump looks QEMU-made (it carries QEMU notes)."""
@@ -171,6 +193,10 @@ def register(app: typer.Typer) -> None:
                 vmcoreinfo=not no_vmcoreinfo,
                 seed=seed,
                 mark=mark,
+                source=source,
+                raw=raw,
+                qemu_version=qemu_version,
+                workers=workers,
             )
         except ValueError as exc:
             raise fail(str(exc), EXIT_UNUSABLE) from None
