@@ -6,6 +6,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ("tests.oracle.fixtures",)
+
 # "ci" keeps .ci/run within its time budget; "dev" is the default locally; "fuzz" is for long runs.
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

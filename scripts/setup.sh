@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (as root) for kdfix's test suite. Idempotent: re-running is cheap.
+#   - apt packages: QEMU, OVMF, the oracles (crash, makedumpfile), busybox-static for the guest initramfs, ...
+#   - pip install -e '.[test]'
+#   - warm the guest-kernel cache (cache_dir(): $KDFIX_CACHE or ~/.cache/kdfix, outside the repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+APT_PACKAGES=(qemu-system-x86 ovmf crash makedumpfile busybox-static liblzo2-dev cpio xz-utils zstd gzip
+              dpkg-dev ca-certificates)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# apt metadata is needed both to install and to resolve the guest kernel (apt-cache depends linux-image-cloud-amd64)
+if [[ ${#missing[@]} -gt 0 ]] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+    log "apt-get update"
+    apt-get update -qq
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "apt packages already installed"
+fi
+
+PY=${PYTHON:-python3}
+if "$PY" -c 'import kdfix, pytest, hypothesis, drgn' >/dev/null 2>&1 && command -v ruff >/dev/null; then
+    log "python packages already installed; refreshing the editable install"
+    "$PY" -m pip install -q --no-deps -e . >/dev/null
+else
+    log "pip install -e '.[test]'"
+    "$PY" -m pip install -q -e '.[test]'
+fi
+
+log "warming the guest kernel cache"
+"$PY" -c 'from tests.oracle.guest import cache_dir, kernel_artifacts; k = kernel_artifacts(); print(cache_dir(), k.release)' >&2
+log "done"

@@ -1,0 +1,146 @@
+"""Session-scoped pytest fixtures for real-guest dumps and oracle tools (loaded from tests/conftest.py).
+
+Guests boot lazily: only when a test requests their fixture, and at most once per cache (see guest.cached_guest_dumps;
+a second session reuses cache_dir()/dumps). Tests that use these fixtures are marked ``oracle`` automatically
+(``debug_vmlinux`` also ``slow``). Returned dump paths are in the shared cache: copy them before modifying anything.
+
+``require_tool(name)`` skips when a tool is missing, but fails when env CI=true (CONTRIBUTING-helpers.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.oracle import guest as _guest
+from tests.oracle.tools import have_tool
+
+__all__ = [
+    "FIXTURES_DIR",
+    "GUEST_CONFIGS",
+    "in_ci",
+    "repo_fixture",
+    "require_tool",
+]
+
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
+
+GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
+    "guest_seabios_kaslr": _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=False),
+    "guest_seabios_kaslr_vmcoreinfo": _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=True),
+    "guest_ovmf_nokaslr": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=False),
+    "guest_ovmf_nokaslr_vmcoreinfo": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=True),
+}
+_QEMU_FIXTURES = {*GUEST_CONFIGS, "kernel", "debug_vmlinux", "firmware_dumps", "firmware_dumps_vmcoreinfo"}
+_SLOW_FIXTURES = {"debug_vmlinux"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str) -> None:
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: oracle prerequisites are mandatory)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> None:
+    """Skip the test when ``name`` (executable, or "drgn") is missing; fail instead when CI=true."""
+    if not have_tool(name):
+        _unavailable(f"oracle tool {name!r} is not installed")
+
+
+def repo_fixture(name: str) -> Path:
+    """Path of a committed file under fixtures/ (skip/fail like require_tool when it is absent)."""
+    path = FIXTURES_DIR / name
+    if not path.is_file():
+        _unavailable(f"fixture {path} is missing (run scripts/make_fixtures.py)")
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _QEMU_FIXTURES:
+            item.add_marker(pytest.mark.oracle)
+        if names & _SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
+def _require_qemu() -> None:
+    require_tool(_guest.QEMU)
+
+
+def _kernel_or_skip() -> _guest.KernelArtifacts:
+    _require_qemu()
+    require_tool("busybox")
+    try:
+        return _guest.kernel_artifacts()
+    except _guest.GuestError as exc:  # typically: no network / no apt metadata
+        _unavailable(f"guest kernel unavailable: {exc}")
+        raise  # unreachable
+
+
+@pytest.fixture(scope="session")
+def kernel() -> _guest.KernelArtifacts:
+    """The Debian cloud kernel (vmlinuz, uncompressed qemu_fw_cfg.ko, release)."""
+    return _kernel_or_skip()
+
+
+@pytest.fixture(scope="session")
+def debug_vmlinux(kernel: _guest.KernelArtifacts) -> Path:
+    """vmlinux with debug info matching ``kernel`` (first use downloads ~283 MB into the cache)."""
+    try:
+        return _guest.debug_vmlinux()
+    except _guest.GuestError as exc:
+        _unavailable(f"debug vmlinux unavailable: {exc}")
+        raise
+
+
+def _guest_fixture(name: str, config: _guest.GuestConfig) -> object:
+    def fixture(kernel: _guest.KernelArtifacts) -> _guest.GuestDumps:
+        return _guest.cached_guest_dumps(config)
+
+    fixture.__name__ = name
+    fixture.__doc__ = f"GuestDumps of {config.name} (ELF + kdump-zlib + ground truth), booted once and cached."
+    return pytest.fixture(scope="session", name=name)(fixture)
+
+
+guest_seabios_kaslr = _guest_fixture("guest_seabios_kaslr", GUEST_CONFIGS["guest_seabios_kaslr"])
+guest_seabios_kaslr_vmcoreinfo = _guest_fixture(
+    "guest_seabios_kaslr_vmcoreinfo", GUEST_CONFIGS["guest_seabios_kaslr_vmcoreinfo"]
+)
+guest_ovmf_nokaslr = _guest_fixture("guest_ovmf_nokaslr", GUEST_CONFIGS["guest_ovmf_nokaslr"])
+guest_ovmf_nokaslr_vmcoreinfo = _guest_fixture(
+    "guest_ovmf_nokaslr_vmcoreinfo", GUEST_CONFIGS["guest_ovmf_nokaslr_vmcoreinfo"]
+)
+
+
+@pytest.fixture(scope="session")
+def firmware_dumps() -> _guest.FirmwareDumps:
+    """Live QEMU dumps (cached) of a 16 MiB guest stopped at reset, no vmcoreinfo device."""
+    _require_qemu()
+    return _guest.cached_firmware_only_dumps(16, vmcoreinfo_device=False)
+
+
+@pytest.fixture(scope="session")
+def firmware_dumps_vmcoreinfo() -> _guest.FirmwareDumps:
+    """As firmware_dumps, with -device vmcoreinfo (no guest driver ran, so no VMCOREINFO note)."""
+    _require_qemu()
+    return _guest.cached_firmware_only_dumps(16, vmcoreinfo_device=True)
+
+
+@pytest.fixture(scope="session")
+def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed fixtures/firmware-16m.elf.gz, gunzipped once per session (QEMU 7.2 ELF, mode 0400)."""
+    src = repo_fixture("firmware-16m.elf.gz")
+    dst = tmp_path_factory.mktemp("firmware-elf") / "firmware-16m.elf"
+    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    dst.chmod(0o400)
+    return dst

@@ -1,0 +1,849 @@
+"""Boot a tiny Debian Linux guest under QEMU (TCG) and dump it over QMP: the real-guest oracle.
+
+Reference: qemu-dumps.md §1 (formats, QMP), §5 (pages), §7 (vmcoreinfo device); tools-and-oracles.md §5
+(guest recipe); phys-base-and-kaslr.md §1 (phys_base identity used for the ground truth).
+
+Everything downloaded or booted is cached under :func:`cache_dir` (outside the repo, so CI's fresh clones reuse it).
+Cached dump files are QEMU's own output, mode 0400: tests must copy them before modifying anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "START_KERNEL_MAP",
+    "FirmwareDumps",
+    "GroundTruth",
+    "GuestConfig",
+    "GuestDumps",
+    "GuestError",
+    "KernelArtifacts",
+    "boot_and_dump",
+    "build_initramfs",
+    "cache_dir",
+    "cached_firmware_only_dumps",
+    "cached_guest_dumps",
+    "debug_vmlinux",
+    "firmware_only_dumps",
+    "kernel_artifacts",
+    "qemu_version",
+]
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+U64 = (1 << 64) - 1
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+META_PACKAGE = "linux-image-cloud-amd64"
+BOOT_TIMEOUT_S = float(os.environ.get("KDFIX_BOOT_TIMEOUT", "90"))
+TRUTH_BEGIN = "KDFIX-TRUTH-BEGIN"
+TRUTH_END = "KDFIX-TRUTH-END"
+READY = "KDFIX-READY"
+_TRUTH_RE = re.compile(r"KDFIX:([a-z_]+)=(.*?)\s*$")
+
+
+class GuestError(RuntimeError):
+    """The guest could not be prepared, booted or dumped (message includes the serial log tail when useful)."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# cache and locking
+
+
+def cache_dir() -> Path:
+    """Return the download/dump cache: env KDFIX_CACHE or ~/.cache/kdfix (created)."""
+    root = Path(os.environ.get("KDFIX_CACHE") or Path.home() / ".cache" / "kdfix")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Hold an exclusive flock on cache_dir()/locks/<name>.lock (parallel pytest processes wait, not race)."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree even when it holds QEMU's 0400 files (and read-only dirs)."""
+
+    def onerror(func: Any, p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+        func(p)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)
+
+
+def _run(cmd: list[str], *, timeout: float = 600, cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise GuestError(f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kernel artifacts
+
+
+@dataclass(frozen=True)
+class KernelArtifacts:
+    """The Debian cloud kernel used by the guest: compressed image, uncompressed fw_cfg module, release string."""
+
+    vmlinuz: Path
+    fw_cfg_ko: Path
+    release: str
+    package: str = ""  # e.g. linux-image-6.1.0-56-cloud-amd64
+    version: str = ""  # Debian version, e.g. 6.1.192-2
+    config: Path | None = None  # boot/config-<release>
+
+    def config_value(self, name: str) -> str | None:
+        """Value of CONFIG_<name> from the kernel's config file (None when absent or unset)."""
+        if self.config is None:
+            return None
+        m = re.search(rf"^CONFIG_{re.escape(name)}=(.*)$", self.config.read_text(), re.M)
+        return m.group(1) if m else None
+
+    def link_stext(self) -> int | None:
+        """Link-time VA of _stext (== _text on x86_64): __START_KERNEL_map + ALIGN(PHYSICAL_START, PHYSICAL_ALIGN).
+
+        Debian ships a placeholder System.map, so this is derived from the config (inference; the oracle test
+        checks it against VMCOREINFO's KERNELOFFSET).
+        """
+        start, align = self.config_value("PHYSICAL_START"), self.config_value("PHYSICAL_ALIGN")
+        if start is None or align is None:
+            return None
+        a = int(align, 0)
+        return START_KERNEL_MAP + (int(start, 0) + a - 1) // a * a
+
+
+def _resolve_kernel_package() -> tuple[str, str]:
+    """(package, version) of the linux-image-<ver>-cloud-amd64 that the meta package depends on."""
+    out = _run(["apt-cache", "depends", META_PACKAGE], timeout=60)
+    m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\b", out)
+    if not m:
+        raise GuestError(f"cannot resolve {META_PACKAGE} dependency from apt-cache: {out[:500]}")
+    pkg = m.group(1)
+    policy = _run(["apt-cache", "policy", pkg], timeout=60)
+    vm = re.search(r"Candidate:\s*(\S+)", policy)
+    if not vm or vm.group(1) == "(none)":
+        raise GuestError(f"no candidate version for {pkg}: {policy[:500]}")
+    return pkg, vm.group(1)
+
+
+def _kernel_root() -> Path:
+    root = cache_dir() / "kernel"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def _load_kernel_dir(d: Path) -> KernelArtifacts | None:
+    meta_path = d / "kernel.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    cfg = d / meta["config"] if meta.get("config") else None
+    return KernelArtifacts(
+        vmlinuz=d / meta["vmlinuz"],
+        fw_cfg_ko=d / meta["fw_cfg_ko"],
+        release=meta["release"],
+        package=meta["package"],
+        version=meta["version"],
+        config=cfg,
+    )
+
+
+def _apt_download(spec: str, into: Path) -> Path:
+    """`apt-get download spec` into ``into``; return the .deb path."""
+    _run(["apt-get", "download", "-q", spec], cwd=into, timeout=1800)
+    debs = sorted(into.glob("*.deb"))
+    if len(debs) != 1:
+        raise GuestError(f"apt-get download {spec}: expected one .deb, found {debs}")
+    return debs[0]
+
+
+@functools.cache
+def kernel_artifacts() -> KernelArtifacts:
+    """Download (once, cached, locked) and unpack the Debian cloud kernel and its qemu_fw_cfg module.
+
+    Resolution uses apt metadata; when apt cannot answer (offline, no lists) the newest cached kernel is used.
+    """
+    try:
+        pkg, ver = _resolve_kernel_package()
+    except (GuestError, OSError, subprocess.SubprocessError) as exc:
+        cached = sorted(p for p in _kernel_root().iterdir() if (p / "kernel.json").is_file())
+        if not cached:
+            raise GuestError(f"no cached kernel and apt cannot resolve one: {exc}") from exc
+        art = _load_kernel_dir(cached[-1])
+        assert art is not None
+        return art
+    final = _kernel_root() / f"{pkg}_{ver}"
+    with _locked("kernel"):
+        art = _load_kernel_dir(final)
+        if art is not None:
+            return art
+        work = Path(tempfile.mkdtemp(prefix=".tmp-kernel-", dir=_kernel_root()))
+        try:
+            deb = _apt_download(f"{pkg}={ver}", work)
+            tree = work / "tree"
+            _run(["dpkg-deb", "-x", str(deb), str(tree)], timeout=600)
+            vmlinuz = sorted((tree / "boot").glob("vmlinuz-*"))
+            if not vmlinuz:
+                raise GuestError(f"{deb.name}: no boot/vmlinuz-*")
+            release = vmlinuz[0].name.removeprefix("vmlinuz-")
+            kos = sorted((tree / "lib" / "modules" / release).rglob("qemu_fw_cfg.ko*"))
+            if not kos:
+                raise GuestError(f"{deb.name}: no qemu_fw_cfg.ko(.xz) (is CONFIG_FW_CFG_SYSFS built in?)")
+            out = work / "out"
+            out.mkdir()
+            shutil.copy2(vmlinuz[0], out / vmlinuz[0].name)
+            ko = kos[0]
+            if ko.name.endswith(".xz"):  # busybox insmod cannot decompress: do it here
+                (out / "qemu_fw_cfg.ko").write_bytes(lzma.decompress(ko.read_bytes()))
+            elif ko.name.endswith(".zst"):
+                _run(["zstd", "-q", "-d", str(ko), "-o", str(out / "qemu_fw_cfg.ko")])
+            else:
+                shutil.copy2(ko, out / "qemu_fw_cfg.ko")
+            cfg = tree / "boot" / f"config-{release}"
+            if cfg.is_file():
+                shutil.copy2(cfg, out / cfg.name)
+            meta = {
+                "package": pkg,
+                "version": ver,
+                "release": release,
+                "vmlinuz": vmlinuz[0].name,
+                "fw_cfg_ko": "qemu_fw_cfg.ko",
+                "fw_cfg_source": str(ko.relative_to(tree)),
+                "config": cfg.name if cfg.is_file() else None,
+            }
+            (out / "kernel.json").write_text(json.dumps(meta, indent=2))
+            os.rename(out, final)
+        finally:
+            _rmtree(work)
+        art = _load_kernel_dir(final)
+        assert art is not None
+        return art
+
+
+@functools.cache
+def debug_vmlinux() -> Path:
+    """The matching vmlinux with debug info from linux-image-<ver>-cloud-amd64-dbg (~283 MB download, cached)."""
+    k = kernel_artifacts()
+    kdir = k.vmlinuz.parent
+    final = kdir / f"vmlinux-{k.release}"
+    with _locked("debug-vmlinux"):
+        if final.is_file():
+            return final
+        work = Path(tempfile.mkdtemp(prefix=".tmp-dbg-", dir=_kernel_root()))
+        try:
+            spec = f"{k.package}-dbg={k.version}" if k.package else f"linux-image-{k.release}-dbg"
+            deb = _apt_download(spec, work)
+            tree = work / "tree"
+            tree.mkdir()
+            with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as dd:
+                tar = subprocess.run(
+                    ["tar", "-x", "-C", str(tree), "--wildcards", "*boot/vmlinux*"],
+                    stdin=dd.stdout,
+                    capture_output=True,
+                    timeout=1200,
+                    check=False,
+                )
+                assert dd.stdout is not None
+                dd.stdout.close()
+            if dd.returncode != 0 or tar.returncode != 0:
+                raise GuestError(f"extracting vmlinux from {deb.name} failed: {tar.stderr[-1000:]!r}")
+            found = [p for p in tree.rglob("vmlinux*") if p.is_file()]
+            if not found:
+                raise GuestError(f"{deb.name}: no boot/vmlinux*")
+            tmp = kdir / f".{final.name}.tmp"
+            shutil.move(str(found[0]), tmp)
+            os.rename(tmp, final)
+        finally:
+            _rmtree(work)
+        return final
+
+
+# --------------------------------------------------------------------------------------------------------------
+# initramfs
+
+
+def _cpio_entry(name: str, mode: int, data: bytes = b"", *, ino: int, rdev: tuple[int, int] = (0, 0)) -> bytes:
+    """One cpio 'newc' record (uid/gid 0, mtime 0, so the archive is reproducible)."""
+    nameb = name.encode() + b"\0"
+    nlink = 2 if stat.S_ISDIR(mode) else 1
+    fields = [ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(nameb), 0]
+    hdr = b"070701" + b"".join(b"%08X" % f for f in fields)
+    out = hdr + nameb
+    out += b"\0" * (-len(out) % 4)
+    out += data + b"\0" * (-len(data) % 4)
+    return out
+
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo 0 > /proc/sys/kernel/kptr_restrict
+echo 1 > /proc/sys/kernel/printk 2>/dev/null
+FW=absent
+if [ "@VMCOREINFO@" = 1 ]; then
+    insmod /qemu_fw_cfg.ko && FW=loaded || FW=failed
+fi
+echo @BEGIN@
+echo "KDFIX:fw_cfg=$FW"
+echo "KDFIX:iomem_code=$(grep -m1 'Kernel code' /proc/iomem)"
+for s in _text _stext init_uts_ns linux_banner; do
+    echo "KDFIX:kallsyms=$(grep -m1 " $s\$" /proc/kallsyms)"
+done
+echo "KDFIX:vmcoreinfo=$(cat /sys/kernel/vmcoreinfo)"
+echo "KDFIX:osrelease=$(cat /proc/sys/kernel/osrelease)"
+echo "KDFIX:uname=$(uname -a)"
+echo "KDFIX:cmdline=$(cat /proc/cmdline)"
+echo "KDFIX:marker=@MARKER@"
+echo @END@
+echo "@MARKER@" > /dev/kmsg
+sync
+echo @READY@
+while true; do sleep 3600; done
+"""
+
+
+def build_initramfs(kernel: KernelArtifacts, out_path: Path, *, marker: str, load_fw_cfg: bool = True) -> Path:
+    """Write a gzip'd newc cpio: busybox-static, qemu_fw_cfg.ko and an /init that prints the ground truth.
+
+    The /init prints ``KDFIX:key=value`` lines between TRUTH_BEGIN/END markers, writes ``marker`` into the kernel
+    log via /dev/kmsg, prints READY and sleeps. /dev/console is a device node in the archive, so the script has a
+    console before devtmpfs is mounted.
+    """
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    if not busybox.is_file():
+        raise GuestError("busybox not found (apt-get install busybox-static)")
+    script = (
+        INIT_SCRIPT.replace("@BEGIN@", TRUTH_BEGIN)
+        .replace("@END@", TRUTH_END)
+        .replace("@READY@", READY)
+        .replace("@MARKER@", marker)
+        .replace("@VMCOREINFO@", "1" if load_fw_cfg else "0")
+    )
+    d, f, c = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFCHR | 0o600
+    entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
+        (".", d, b"", (0, 0)),
+        ("bin", d, b"", (0, 0)),
+        ("dev", d, b"", (0, 0)),
+        ("dev/console", c, b"", (5, 1)),
+        ("dev/null", stat.S_IFCHR | 0o666, b"", (1, 3)),
+        ("proc", d, b"", (0, 0)),
+        ("sys", d, b"", (0, 0)),
+        ("tmp", d, b"", (0, 0)),
+        ("bin/busybox", f | 0o755, busybox.read_bytes(), (0, 0)),
+        ("init", f | 0o755, script.encode(), (0, 0)),
+        ("qemu_fw_cfg.ko", f | 0o644, kernel.fw_cfg_ko.read_bytes(), (0, 0)),
+    ]
+    blob = b"".join(_cpio_entry(n, m, data, ino=i + 1, rdev=r) for i, (n, m, data, r) in enumerate(entries))
+    blob += _cpio_entry("TRAILER!!!", 0, ino=0)
+    blob += b"\0" * (-len(blob) % 512)
+    out_path.write_bytes(gzip.compress(blob, mtime=0))
+    return out_path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ground truth
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the running guest said about itself (root in /init). All addresses are ints; phys_base is u64."""
+
+    phys_base: int
+    kernel_code_start: int
+    text_va: int
+    stext_va: int
+    init_uts_ns_va: int
+    linux_banner_va: int
+    vmcoreinfo_paddr: int
+    vmcoreinfo_size: int
+    osrelease: str
+    marker: str
+    uname: str
+    fw_cfg: str = ""  # "loaded" / "absent" / "failed"
+    cmdline: str = ""
+    kernel_offset: int | None = None  # runtime _stext - link-time _stext (KernelArtifacts.link_stext); u64
+
+    @property
+    def phys_base_signed(self) -> int:
+        return self.phys_base - (1 << 64) if self.phys_base >> 63 else self.phys_base
+
+    def pa_of_kernel_va(self, va: int) -> int:
+        """Physical address of a kernel-image VA (phys-base-and-kaslr.md §1)."""
+        return (va - START_KERNEL_MAP + self.phys_base) & U64
+
+    @classmethod
+    def parse(cls, serial_text: str, *, link_stext: int | None = None) -> GroundTruth:
+        """Parse the ``KDFIX:key=value`` block of a serial log."""
+        start = serial_text.find(TRUTH_BEGIN)
+        end = serial_text.find(TRUTH_END, start + 1)
+        if start < 0 or end < 0:
+            raise GuestError("serial log has no complete ground-truth block")
+        values: dict[str, list[str]] = {}
+        for line in serial_text[start:end].splitlines():
+            m = _TRUTH_RE.search(line)
+            if m:
+                values.setdefault(m.group(1), []).append(m.group(2).strip())
+
+        def one(key: str) -> str:
+            if key not in values:
+                raise GuestError(f"ground truth lacks {key!r}")
+            return values[key][0]
+
+        code = re.match(r"([0-9a-f]+)-([0-9a-f]+) : Kernel code", one("iomem_code"))
+        if not code:
+            raise GuestError(f"bad iomem line {one('iomem_code')!r}")
+        syms: dict[str, int] = {}
+        for line in values.get("kallsyms", []):
+            parts = line.split()
+            if len(parts) >= 3:
+                syms[parts[2]] = int(parts[0], 16)
+        for need in ("_text", "_stext", "init_uts_ns", "linux_banner"):
+            if not syms.get(need):
+                raise GuestError(f"kallsyms lacks {need} (or shows 0: kptr_restrict?)")
+        vmci = one("vmcoreinfo").split()
+        code_start = int(code.group(1), 16)
+        phys_base = (code_start - (syms["_text"] - START_KERNEL_MAP)) & U64
+        return cls(
+            phys_base=phys_base,
+            kernel_code_start=code_start,
+            text_va=syms["_text"],
+            stext_va=syms["_stext"],
+            init_uts_ns_va=syms["init_uts_ns"],
+            linux_banner_va=syms["linux_banner"],
+            vmcoreinfo_paddr=int(vmci[0], 16),
+            vmcoreinfo_size=int(vmci[1], 16),
+            osrelease=one("osrelease"),
+            marker=one("marker"),
+            uname=one("uname"),
+            fw_cfg=values.get("fw_cfg", [""])[0],
+            cmdline=values.get("cmdline", [""])[0],
+            kernel_offset=(syms["_stext"] - link_stext) & U64 if link_stext is not None else None,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# QEMU + QMP
+
+
+@functools.cache
+def qemu_version() -> str:
+    """e.g. '7.2.22' (from ``qemu-system-x86_64 --version``)."""
+    out = _run([QEMU, "--version"], timeout=30)
+    m = re.search(r"version (\d+\.\d+\.\d+)", out)
+    if not m:
+        raise GuestError(f"cannot parse QEMU version: {out!r}")
+    return m.group(1)
+
+
+class Qmp:
+    """Minimal QMP client over a unix socket (JSON lines; events are collected, not dropped)."""
+
+    def __init__(self, path: Path, *, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"QMP socket {path} did not come up") from None
+                time.sleep(0.05)
+        self.file = self.sock.makefile("rwb")
+        self.events: list[dict[str, Any]] = []
+        self.greeting = self._read()
+        self.execute("qmp_capabilities")
+
+    def _read(self, timeout: float = 600) -> dict[str, Any]:
+        self.sock.settimeout(timeout)
+        line = self.file.readline()
+        if not line:
+            raise GuestError("QMP connection closed")
+        return json.loads(line)
+
+    def execute(self, cmd: str, timeout: float = 600, **arguments: Any) -> Any:
+        msg: dict[str, Any] = {"execute": cmd}
+        if arguments:
+            msg["arguments"] = arguments
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            resp = self._read(timeout)
+            if "event" in resp:
+                self.events.append(resp)
+                continue
+            if "error" in resp:
+                raise GuestError(f"QMP {cmd} failed: {resp['error']}")
+            return resp.get("return")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+            self.sock.close()
+
+
+def _dump(qmp: Qmp, path: Path, fmt: str) -> float:
+    t0 = time.monotonic()
+    args: dict[str, Any] = {"paging": False, "protocol": f"file:{path.resolve()}", "format": fmt}
+    qmp.execute("dump-guest-memory", **args)
+    status = qmp.execute("query-dump")
+    if status.get("status") != "completed":
+        raise GuestError(f"dump {fmt} -> {path}: status {status}")
+    return time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def _qemu(argv: list[str], workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Qmp]]:
+    # unix socket paths are limited to 107 bytes: keep the socket in a short private dir, not in workdir
+    sockdir = Path(tempfile.mkdtemp(prefix="kdfix-qmp-"))
+    sock = sockdir / "qmp.sock"
+    full = [*argv, "-qmp", f"unix:{sock},server=on,wait=off"]
+    (workdir / "qemu.cmd").write_text(" ".join(full) + "\n")
+    stderr = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir)
+    qmp: Qmp | None = None
+    try:
+        qmp = Qmp(sock)
+        yield proc, qmp
+    finally:
+        if qmp is not None:
+            with contextlib.suppress(GuestError, OSError):
+                qmp.execute("quit", timeout=10)
+            qmp.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Linux guest
+
+
+Firmware = Literal["seabios", "ovmf"]
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """One guest setup. OVMF guests get at least 256 MiB (tools-and-oracles.md §5); ``vga`` adds -device VGA,
+    whose 16 MiB VRAM at 0xfd000000 appears in the dump as in the reference measurement (qemu-dumps.md §5)."""
+
+    firmware: Firmware
+    kaslr: bool
+    vmcoreinfo: bool
+    memory_mib: int = 128
+    cpus: int = 2
+    vga: bool = True
+
+    def __post_init__(self) -> None:
+        if self.firmware not in ("seabios", "ovmf"):
+            raise ValueError(f"firmware must be seabios or ovmf, not {self.firmware!r}")
+        if self.firmware == "ovmf" and self.memory_mib < 256:
+            object.__setattr__(self, "memory_mib", 256)
+
+    @property
+    def name(self) -> str:
+        parts = [self.firmware, "kaslr" if self.kaslr else "nokaslr"]
+        if self.vmcoreinfo:
+            parts.append("vmcoreinfo")
+        parts += [f"{self.memory_mib}m", f"{self.cpus}c"]
+        if not self.vga:
+            parts.append("novga")
+        return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class GuestDumps:
+    """Dumps of one stopped guest: QEMU ELF (paging=false) and flattened kdump-zlib, plus what the guest said."""
+
+    config: GuestConfig
+    elf: Path
+    kdump_zlib: Path
+    truth: GroundTruth
+    serial_log: Path
+    qemu_version: str
+    kernel_release: str = ""
+    boot_seconds: float = 0.0
+    dump_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    qemu_command: str = ""
+
+
+def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, serial: Path, work: Path) -> list[str]:
+    append = "console=ttyS0 quiet panic=-1" + ("" if config.kaslr else " nokaslr")
+    argv = [
+        QEMU,
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        str(config.memory_mib),
+        "-smp",
+        str(config.cpus),
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(kernel.vmlinuz),
+        "-initrd",
+        str(initrd),
+        "-append",
+        append,
+        "-serial",
+        f"file:{serial}",
+    ]
+    if config.vga:
+        argv += ["-device", "VGA"]
+    if config.vmcoreinfo:
+        argv += ["-device", "vmcoreinfo"]
+    if config.firmware == "ovmf":
+        vars_copy = work / "OVMF_VARS_4M.fd"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        vars_copy.chmod(0o600)
+        argv += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]
+    return argv
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float) -> float:
+    t0 = time.monotonic()
+    while True:
+        text = serial.read_text(errors="replace") if serial.exists() else ""
+        if READY in text.replace(f"echo {READY}", ""):
+            return time.monotonic() - t0
+        if proc.poll() is not None:
+            raise GuestError(f"QEMU exited ({proc.returncode}) before ready; serial tail:\n{text[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            raise GuestError(f"guest not ready after {timeout:.0f}s; serial tail:\n{text[-3000:]}")
+        time.sleep(0.2)
+
+
+def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float = BOOT_TIMEOUT_S) -> GuestDumps:
+    """Boot ``config``, wait for READY, stop the vCPUs, dump ELF then kdump-zlib from the same stopped guest, quit.
+
+    Writes vmcore.elf, vmcore.kdump-zlib, serial.log, qemu.cmd, qemu.stderr and guest.json into ``out_dir``.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kernel = kernel_artifacts()
+    marker = f"KDFIX-MARKER-{secrets.token_hex(8)}"
+    initrd = build_initramfs(kernel, out_dir / "initramfs.cpio.gz", marker=marker, load_fw_cfg=config.vmcoreinfo)
+    serial = out_dir / "serial.log"
+    argv = _guest_argv(config, kernel, initrd, serial, out_dir)
+    elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
+    with _qemu(argv, out_dir) as (proc, qmp):
+        boot_s = _wait_ready(proc, serial, timeout)
+        qmp.execute("stop")
+        time.sleep(0.1)
+        dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
+    truth = GroundTruth.parse(serial.read_text(errors="replace"), link_stext=kernel.link_stext())
+    if truth.marker != marker:
+        raise GuestError(f"marker mismatch: guest printed {truth.marker!r}, expected {marker!r}")
+    if config.vmcoreinfo and truth.fw_cfg != "loaded":
+        raise GuestError(f"qemu_fw_cfg.ko did not load ({truth.fw_cfg}); see {serial}")
+    version = qemu_version()
+    dumps = GuestDumps(
+        config=config,
+        elf=elf,
+        kdump_zlib=kdump,
+        truth=truth,
+        serial_log=serial,
+        qemu_version=version,
+        kernel_release=kernel.release,
+        boot_seconds=round(boot_s, 2),
+        dump_seconds={k: round(v, 2) for k, v in dump_s.items()},
+        qemu_command=" ".join(argv).replace(str(out_dir), "$OUT"),
+    )
+    _write_meta(dumps, out_dir)
+    return dumps
+
+
+def _stamp(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _write_meta(d: GuestDumps, out_dir: Path) -> None:
+    meta = {
+        "config": dataclasses.asdict(d.config),
+        "truth": dataclasses.asdict(d.truth),
+        "qemu_version": d.qemu_version,
+        "kernel_release": d.kernel_release,
+        "boot_seconds": d.boot_seconds,
+        "dump_seconds": d.dump_seconds,
+        "qemu_command": d.qemu_command,
+        "stamps": {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib)},
+    }
+    (out_dir / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _load_meta(dir_: Path) -> GuestDumps | None:
+    """Load a cached guest dir; None if incomplete or a dump file changed since it was written."""
+    try:
+        meta = json.loads((dir_ / "guest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    elf, kdump = dir_ / "vmcore.elf", dir_ / "vmcore.kdump-zlib"
+    try:
+        if any(_stamp(dir_ / n) != s for n, s in meta["stamps"].items()):
+            return None
+    except OSError:
+        return None
+    return GuestDumps(
+        config=GuestConfig(**meta["config"]),
+        elf=elf,
+        kdump_zlib=kdump,
+        truth=GroundTruth(**meta["truth"]),
+        serial_log=dir_ / "serial.log",
+        qemu_version=meta["qemu_version"],
+        kernel_release=meta["kernel_release"],
+        boot_seconds=meta["boot_seconds"],
+        dump_seconds=meta["dump_seconds"],
+        qemu_command=meta["qemu_command"],
+    )
+
+
+def _cached(key: str, produce: Any, load: Any) -> Any:
+    """Return load(cache_dir()/dumps/key), producing it first (into a temp dir, renamed atomically) if needed."""
+    root = cache_dir() / "dumps"
+    root.mkdir(exist_ok=True)
+    final = root / key
+    with _locked(f"dumps-{hashlib.sha1(key.encode()).hexdigest()[:16]}"):
+        hit = load(final)
+        if hit is not None:
+            return hit
+        if final.exists():  # stale or tampered: rebuild
+            _rmtree(final)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+        try:
+            produce(work)
+            os.rename(work, final)
+        except BaseException:
+            _rmtree(work)
+            raise
+        hit = load(final)
+        if hit is None:
+            raise GuestError(f"cache entry {final} unreadable right after creation")
+        return hit
+
+
+def cached_guest_dumps(config: GuestConfig) -> GuestDumps:
+    """boot_and_dump(config) cached under cache_dir()/dumps/<qemu version>-<kernel release>-<config name>.
+
+    The returned paths live in the cache: copy before modifying. A cache entry whose dump files changed
+    (size or mtime) is discarded and rebuilt.
+    """
+    key = f"{qemu_version()}-{kernel_artifacts().release}-{config.name}"
+    return _cached(key, lambda work: boot_and_dump(config, work), _load_meta)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# firmware-only guest
+
+
+@dataclass(frozen=True)
+class FirmwareDumps:
+    """Dumps of a guest stopped at reset (-S): no OS, real-mode vCPUs (qemu-dumps.md §3, tools-and-oracles.md §5)."""
+
+    elf: Path
+    kdump_zlib: Path
+    qemu_version: str
+    memory_mib: int
+    vmcoreinfo_device: bool
+    qemu_command: str
+    qmp_commands: tuple[str, ...]
+
+
+def _fw_qmp(path: Path, fmt: str) -> str:
+    return json.dumps(
+        {"execute": "dump-guest-memory", "arguments": {"paging": False, "protocol": f"file:{path}", "format": fmt}}
+    )
+
+
+def firmware_only_dumps(
+    out_dir: Path, memory_mib: int = 16, *, vmcoreinfo_device: bool = False, cpus: int = 2
+) -> FirmwareDumps:
+    """Start q35 with -S (vCPUs at reset, no kernel) and dump ELF + kdump-zlib into ``out_dir``."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [QEMU, "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", str(cpus)]
+    argv += ["-S", "-nographic", "-nodefaults"]
+    if vmcoreinfo_device:
+        argv += ["-device", "vmcoreinfo"]
+    elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
+    with _qemu(argv, out_dir) as (_proc, qmp):
+        _dump(qmp, elf, "elf")
+        _dump(qmp, kdump, "kdump-zlib")
+    shown = " ".join(argv) + " -qmp unix:SOCK,server=on,wait=off"
+    qmp_cmds = ('{"execute": "qmp_capabilities"}', _fw_qmp(Path("ELF"), "elf"), _fw_qmp(Path("KDUMP"), "kdump-zlib"))
+    return FirmwareDumps(elf, kdump, qemu_version(), memory_mib, vmcoreinfo_device, shown, qmp_cmds)
+
+
+def cached_firmware_only_dumps(memory_mib: int = 16, *, vmcoreinfo_device: bool = False) -> FirmwareDumps:
+    """firmware_only_dumps cached under cache_dir()/dumps/<qemu version>-firmware-<mem>m[-vmcoreinfo]."""
+    key = f"{qemu_version()}-firmware-{memory_mib}m{'-vmcoreinfo' if vmcoreinfo_device else ''}"
+
+    def produce(work: Path) -> None:
+        d = firmware_only_dumps(work, memory_mib, vmcoreinfo_device=vmcoreinfo_device)
+        meta = dataclasses.asdict(d) | {"elf": d.elf.name, "kdump_zlib": d.kdump_zlib.name}
+        meta["stamps"] = {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib)}
+        (work / "firmware.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def load(dir_: Path) -> FirmwareDumps | None:
+        try:
+            meta = json.loads((dir_ / "firmware.json").read_text())
+            if any(_stamp(dir_ / n) != s for n, s in meta.pop("stamps").items()):
+                return None
+        except (OSError, ValueError, KeyError):
+            return None
+        meta["elf"], meta["kdump_zlib"] = dir_ / meta["elf"], dir_ / meta["kdump_zlib"]
+        meta["qmp_commands"] = tuple(meta["qmp_commands"])
+        return FirmwareDumps(**meta)
+
+    return _cached(key, produce, load)
