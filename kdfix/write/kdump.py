@@ -526,7 +526,7 @@ def normalized_model(model: DumpModel, memory: PhysicalMemory, *, codec: str = "
 
 
 def _written_vmcoreinfo(layout: KdumpLayout) -> bytes | None:
-    if not layout.size_vmcoreinfo:
+    if not layout.offset_vmcoreinfo:
         return None
     start = (
         layout.offset_vmcoreinfo - layout.offset_note

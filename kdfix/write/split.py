@@ -7,6 +7,7 @@ for the *global* dumped count, as makedumpfile lays it out (a hole in all but th
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -33,20 +34,23 @@ from kdfix.write.sink import FileSink, FlattenedSink, Sink
 
 
 def split_ranges(bitmaps: Bitmaps, max_mapnr: int, parts: int) -> list[tuple[int, int]]:
-    """Split ``[0, max_mapnr)`` into ``parts`` ranges holding about equal numbers of dumped pages."""
+    """Split ``[0, max_mapnr)`` into ``parts`` non-empty ranges holding about equal numbers of dumped pages."""
     if parts < 1:
         raise WriteError("a split set needs at least one part", field="split")
+    if max_mapnr < parts:
+        raise WriteError(f"cannot split {max_mapnr} pfns into {parts} parts", field="split")
     total = bitmaps.count()
     bounds = [0]
     pfns = bitmaps.iter_dumped()
     seen = 0
+    cut = 0
     for k in range(1, parts):
         goal = total * k // parts
-        cut = bounds[-1]
         while seen < goal:
             cut = next(pfns) + 1
             seen += 1
-        bounds.append(max(cut, bounds[-1]))
+        # every range non-empty, and room left for the remaining parts
+        bounds.append(min(max(cut, bounds[-1] + 1), max_mapnr - (parts - k)))
     bounds.append(max_mapnr)
     return list(itertools.pairwise(bounds))
 
@@ -118,7 +122,9 @@ def write_split(
                 zero_page=zero_page,
                 progress=part_progress,
             )
-            write_tail(sink, model, layout, data_end, phys_base=phys_base, split_range=(start, end))
+            # eraseinfo goes into the first part only: readers concatenate the parts' texts (§9).
+            part_model = model if not paths else dataclasses.replace(model, eraseinfo=b"")
+            write_tail(sink, part_model, layout, data_end, phys_base=phys_base, split_range=(start, end))
         finally:
             if own:
                 sink.close()
