@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import kdfix
 from kdfix.format.constants import DumpFlag
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC
-from kdfix.format.layout import ARM32_BE, ARM32_LE, I386_LE, LP64_BE, LP64_LE
+from kdfix.format.layout import ARM32_BE, ARM32_LE, I386_LE, LP64_LE
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note
 from kdfix.read.memory import DictMemory
@@ -95,7 +95,7 @@ def test_header_fields_and_zero_page_layout() -> None:
     zero_at = layout.data_offset + 24 * n
     assert data[zero_at : zero_at + BS] == bytes(BS)
     seen = {"zero": 0, "raw": 0, "zlib": 0}
-    for i, (pfn, page) in enumerate(mem.iter_pages()):
+    for i, (_pfn, page) in enumerate(mem.iter_pages()):
         d = desc.unpack(data, layout.data_offset + 24 * i)
         assert d.page_flags == 0
         if not any(page):
