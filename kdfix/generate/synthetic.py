@@ -143,8 +143,10 @@ class SparseMemory:
         return self._pages.get(pfn, self._zero)
 
     def page_head(self, pfn: int, size: int) -> bytes:
-        """The first ``size`` bytes of a page."""
-        return self.page(pfn)[:size]
+        """The first ``size`` bytes of a page (no copy of the whole page)."""
+        if not 0 <= pfn < self.max_pfn:
+            return self.page(pfn)  # raises AddressError
+        return self._pages.get(pfn, self._zero)[:size]
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
         end = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
