@@ -109,7 +109,10 @@ def pass_through_pages(
         if zero_page and is_zero_stored(flags, data, page_size):
             yield EncodedPage(pfn, 0, b"", True)
             continue
-        if flags and flags != codec.flag:
+        if not flags and codec.flag and len(data) == page_size and not any(data):
+            # a shared zero page of the input: compress it now that it has its own data
+            flags, data, _ = encode_page(data, codec_name, zero_page=False)
+        elif flags and flags != codec.flag:
             page = decode_page(data, flags, page_size, pfn=pfn)
             flags, data, _ = encode_page(page, codec_name, zero_page=False)
         elif not flags and len(data) != page_size:

@@ -1,0 +1,68 @@
+"""``kdfix convert``: rewrite a dump as kdump / flattened / split / ELF, with another codec, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdfix.cli.output import JsonFlag, handle_errors, print_json, progress_bar, stdout
+from kdfix.write.convert import convert
+
+CODEC_NAMES = ("zlib", "lzo", "snappy", "zstd", "none")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("convert")
+    @handle_errors
+    def convert_command(
+        inputs: Annotated[list[Path], typer.Argument(metavar="IN...", help="Dump file; several = one split set.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="Output file (with --split: OUT.1..OUT.N).")],
+        to: Annotated[str | None, typer.Option("--to", help="kdump or elf (default: the input's kind).")] = None,
+        compress: Annotated[
+            str | None, typer.Option("--compress", help="zlib, lzo, snappy, zstd or none (default: the input's).")
+        ] = None,
+        flat: Annotated[
+            bool | None, typer.Option("--flat/--no-flat", help="Flattened stream (default: as the input).")
+        ] = None,
+        split: Annotated[int | None, typer.Option("--split", min=1, help="Write N split parts OUT.1..OUT.N.")] = None,
+        dump_level: Annotated[
+            int | None, typer.Option("--dump-level", min=0, max=31, help="0 or 1 (share/exclude zero pages).")
+        ] = None,
+        workers: Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")] = 1,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Convert IN... to OUT; with no options the output keeps the input's container and codec.
+
+        Pages are passed through undecoded when the codec is unchanged, so converting a flattened file
+        with --no-flat gives the bytes `makedumpfile -R` gives. The output is written to a temp file
+        beside OUT and renamed over it only when complete; it keeps the input's file mode.
+        """
+        if compress is not None and compress not in CODEC_NAMES:
+            raise typer.BadParameter(f"{compress!r} is not one of {', '.join(CODEC_NAMES)}", param_hint="--compress")
+        if to is not None and to not in ("kdump", "elf"):
+            raise typer.BadParameter(f"{to!r} is not kdump or elf", param_hint="--to")
+        with progress_bar("convert", None) as progress:
+            result = convert(
+                [str(p) for p in inputs],
+                output,
+                to=to,
+                codec=compress,
+                flat=flat,
+                split=split,
+                dump_level=dump_level,
+                workers=workers,
+                progress=progress,
+            )
+        if as_json:
+            print_json(result)
+        else:
+            outs = ", ".join(result.outputs)
+            stdout.print(
+                f"{outs}: {result.container} {result.codec}, {result.pages} pages "
+                f"({result.zero_pages} zero, {result.raw_pages} raw, {result.compressed_pages} compressed), "
+                f"{result.bytes} bytes in {result.seconds:.2f} s",
+                markup=False,
+                soft_wrap=True,
+            )

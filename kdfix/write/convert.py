@@ -1,0 +1,157 @@
+"""Convert between containers and codecs: kdump ↔ flattened ↔ split ↔ ELF, keeping every page.
+
+Defaults keep the input as it is: its container, codec, dump_level and shared-zero-page style, and its
+header phys_base. When the codec does not change, stored pages pass through undecoded, so a flattened
+file converted with ``flat=False`` is byte-identical to ``makedumpfile -R`` of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kdfix.errors import UnsupportedError
+from kdfix.format.constants import NOTE_NAME_ERASEINFO, DumpLevel
+from kdfix.model import DumpModel
+from kdfix.read.probe import open_dump
+from kdfix.write.atomic import atomic_output
+from kdfix.write.elf import LoadSegment, write_elf
+from kdfix.write.kdump import Progress, WriteResult, write_kdump
+from kdfix.write.passthrough import iter_stored_pages, kdump_parts
+from kdfix.write.split import write_split
+
+TARGETS = ("kdump", "elf")
+DEFAULT_CODEC = "zlib"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``convert`` did."""
+
+    inputs: tuple[str, ...]
+    input_container: str
+    outputs: tuple[str, ...]
+    container: str  # kdump, flattened, split, split-flattened or elf
+    codec: str  # "none" for ELF
+    bytes: int
+    pages: int
+    zero_pages: int
+    raw_pages: int
+    compressed_pages: int
+    passthrough: bool
+    seconds: float
+
+
+def split_names(output: str | os.PathLike[str], parts: int) -> list[str]:
+    """Names of the parts of a split output: OUT.1 … OUT.N."""
+    base = os.fspath(output)
+    return [f"{base}.{i}" for i in range(1, parts + 1)]
+
+
+def _uses_zero_page(dump: object) -> bool:
+    """True if any descriptor of the input points at a shared zero page (kdump-format.md §7)."""
+    return any(part._zero_page_offsets() for part in kdump_parts(dump))
+
+
+def convert(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    to: str | None = None,
+    codec: str | None = None,
+    flat: bool | None = None,
+    split: int | None = None,
+    dump_level: int | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """Convert the dump ``inputs`` (several = a split set) to ``output`` (``split``: OUT.1..OUT.N), atomically."""
+    began = time.monotonic()
+    paths = tuple(os.fspath(p) for p in inputs)
+    with open_dump(*paths) as dump:
+        in_kdump = dump.container != "elf"
+        to = to or ("kdump" if in_kdump else "elf")
+        if to not in TARGETS:
+            raise UnsupportedError(f"unknown output format {to!r}; choose kdump or elf")
+        if dump_level is not None and dump_level & ~DumpLevel.EXCLUDE_ZERO:
+            raise UnsupportedError(
+                f"dump level {dump_level}: only 0 and 1 are supported (excluding cache, user or free pages needs "
+                "the kernel's page structures)"
+            )
+        model: DumpModel = dump.model
+        if to == "elf":
+            if codec not in (None, "none") or flat or split:
+                raise UnsupportedError("ELF output has no compression, flattening or split")
+            exclude = bool(dump_level is not None and dump_level & DumpLevel.EXCLUDE_ZERO)
+            segments = None
+            if dump.elf is not None and not exclude:
+                segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
+            with atomic_output(output, mode_from=paths[0]) as tmp:
+                result = write_elf(tmp, model, dump.memory, progress=progress, segments=segments,
+                                   exclude_zero=exclude)  # fmt: skip
+            return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began)
+
+        in_codec = dump.compression if in_kdump else None
+        codec = codec or in_codec or DEFAULT_CODEC
+        flat = (dump.container == "flattened") if flat is None else flat
+        if in_kdump:
+            zero_page = _uses_zero_page(dump) if dump_level is None else bool(dump_level & DumpLevel.EXCLUDE_ZERO)
+            if dump_level is not None:
+                model = dataclasses.replace(model, dump_level=model.dump_level | dump_level)
+        else:
+            # ELF input: QEMU's choice (dump_level 1, zero pages kept and sharing the zero page).
+            level = DumpLevel.EXCLUDE_ZERO if dump_level is None else dump_level
+            zero_page = bool(level & DumpLevel.EXCLUDE_ZERO)
+            notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
+            model = dataclasses.replace(model, dump_level=int(level), notes=notes)
+        passthrough = in_kdump and codec == in_codec
+        options = dict(
+            codec=codec,
+            flat=flat,
+            zero_page=zero_page,
+            workers=workers,
+            progress=progress,
+            page_source=iter_stored_pages(dump) if passthrough else None,
+            phys_base_from_vmcoreinfo=not in_kdump,
+        )
+        if split:
+            names = split_names(output, split)
+            with contextlib.ExitStack() as stack:
+                tmps = [stack.enter_context(atomic_output(n, mode_from=paths[0])) for n in names]
+                result = write_split(tmps, model, dump.memory, **options)  # type: ignore[arg-type]
+            kind = "split-flattened" if flat else "split"
+            return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began)
+        with atomic_output(output, mode_from=paths[0]) as tmp:
+            result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
+        kind = "flattened" if flat else "kdump"
+        return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began)
+
+
+def _result(
+    inputs: tuple[str, ...],
+    input_container: str,
+    outputs: tuple[str, ...],
+    container: str,
+    codec: str,
+    result: WriteResult,
+    passthrough: bool,
+    began: float,
+) -> ConvertResult:
+    return ConvertResult(
+        inputs=inputs,
+        input_container=input_container,
+        outputs=outputs,
+        container=container,
+        codec=codec,
+        bytes=sum(os.path.getsize(p) for p in outputs),
+        pages=result.pages,
+        zero_pages=result.zero_pages,
+        raw_pages=result.raw_pages,
+        compressed_pages=result.compressed_pages,
+        passthrough=passthrough,
+        seconds=round(time.monotonic() - began, 3),
+    )
