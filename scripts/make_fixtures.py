@@ -22,11 +22,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.oracle.guest import QEMU, firmware_only_dumps, qemu_version  # noqa: E402
+from tests.oracle.guest import (  # noqa: E402
+    QEMU,
+    GuestConfig,
+    cached_guest_dumps,
+    firmware_only_dumps,
+    qemu_version,
+)
+from tests.oracle.tools import elf_read_phys  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 LIMIT = 1 << 20
 MEMORY_MIB = 16
+NOTE = "vmcoreinfo-note-linux-6.1.bin"
+
+
+def _guest_note() -> tuple[bytes, str]:
+    """The committed real VMCOREINFO note, or (first run) the one of a freshly booted Debian guest."""
+    path = FIXTURES / NOTE
+    if path.is_file():
+        return path.read_bytes(), f"committed {NOTE}"
+    d = cached_guest_dumps(GuestConfig("seabios", kaslr=True, vmcoreinfo=True))
+    raw = elf_read_phys(d.elf, d.truth.vmcoreinfo_paddr, d.truth.vmcoreinfo_size)
+    return raw, f"read at {d.truth.vmcoreinfo_paddr:#x} from the ELF dump of a {d.config.name} guest"
 
 
 def _qemu_package_version() -> str:
@@ -43,14 +61,39 @@ def generate(out: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     full_version = _qemu_package_version()
     with tempfile.TemporaryDirectory(prefix="kdfix-fixtures-") as tmp:
-        for device in (False, True):
-            work = Path(tmp) / ("vmcoreinfo" if device else "plain")
-            d = firmware_only_dumps(work, MEMORY_MIB, vmcoreinfo_device=device)
-            suffix = "-vmcoreinfo" if device else ""
+        note, note_origin = _guest_note()
+        (out / NOTE).write_bytes(note)
+        rows.append(
+            {
+                "name": NOTE,
+                "producer": f"Linux {note[24:].split(b'=', 1)[1].split(bytes([10]), 1)[0].decode()} VMCOREINFO ELF "
+                "note (vmcoreinfo_note), as the kernel exposes it at /sys/kernel/vmcoreinfo",
+                "version": "",
+                "package": "",
+                "command": note_origin,
+                "qmp": "",
+                "description": "input of firmware-16m-vmcoreinfo-note.*: a real kernel's note buffer",
+            }
+        )
+        for variant in ("", "-vmcoreinfo", "-vmcoreinfo-note"):
+            work = Path(tmp) / (variant or "plain")
+            d = firmware_only_dumps(
+                work,
+                MEMORY_MIB,
+                vmcoreinfo_device=bool(variant),
+                guest_note=note if variant == "-vmcoreinfo-note" else None,
+            )
             what = f"{MEMORY_MIB} MiB q35 guest, 2 vCPUs stopped at reset (-S), no kernel"
-            what += ", -device vmcoreinfo (no guest driver ran: no VMCOREINFO note)" if device else ""
-            name = f"firmware-{MEMORY_MIB}m{suffix}.kdump-zlib"
+            if variant == "-vmcoreinfo":
+                what += ", -device vmcoreinfo (no guest driver ran: no VMCOREINFO note; same bytes as without)"
+            if variant == "-vmcoreinfo-note":
+                what += (
+                    f", -device vmcoreinfo registered with {NOTE} at 0x100000 by patching a migration stream; "
+                    "real-mode vCPUs, so EM_386 notes and header phys_base 0 although the note says otherwise"
+                )
+            name = f"firmware-{MEMORY_MIB}m{variant}.kdump-zlib"
             shutil.copyfile(d.kdump_zlib, out / name)
+            kdump_qmp = "; ".join([*d.qmp_commands[:-2], d.qmp_commands[-1]]).replace("file:KDUMP", "file:OUT")
             rows.append(
                 {
                     "name": name,
@@ -58,18 +101,19 @@ def generate(out: Path) -> list[dict[str, object]]:
                     "version": qemu_version(),
                     "package": full_version,
                     "command": d.qemu_command,
-                    "qmp": d.qmp_commands[0] + "; " + d.qmp_commands[2].replace("file:KDUMP", "file:OUT"),
+                    "qmp": kdump_qmp,
                     "description": what,
                 }
             )
-            if not device:
-                gz = out / f"firmware-{MEMORY_MIB}m.elf.gz"
+            if variant != "-vmcoreinfo":
+                gz = out / f"firmware-{MEMORY_MIB}m{variant}.elf.gz"
                 with (
                     open(d.elf, "rb") as fin,
                     open(gz, "wb") as raw,
                     gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as fout,
                 ):
                     shutil.copyfileobj(fin, fout, 1 << 20)
+                elf_qmp = "; ".join([*d.qmp_commands[:-2], d.qmp_commands[-2]]).replace("file:ELF", "file:OUT")
                 rows.append(
                     {
                         "name": gz.name,
@@ -78,7 +122,7 @@ def generate(out: Path) -> list[dict[str, object]]:
                         "version": qemu_version(),
                         "package": full_version,
                         "command": d.qemu_command,
-                        "qmp": d.qmp_commands[0] + "; " + d.qmp_commands[1].replace("file:ELF", "file:OUT"),
+                        "qmp": elf_qmp,
                         "description": what + "; same QEMU process as " + name,
                     }
                 )

@@ -16,7 +16,9 @@ for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # apt metadata is needed both to install and to resolve the guest kernel (apt-cache depends linux-image-cloud-amd64)
-if [[ ${#missing[@]} -gt 0 ]] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+# ... and stale lists would name a kernel .deb the mirror no longer has: refresh lists older than a day
+fresh=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n1)
+if [[ ${#missing[@]} -gt 0 ]] || [[ -z "$fresh" ]] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
     log "apt-get update"
     apt-get update -qq
 fi
@@ -28,6 +30,7 @@ else
 fi
 
 PY=${PYTHON:-python3}
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 if "$PY" -c 'import kdfix, pytest, hypothesis, drgn' >/dev/null 2>&1 && command -v ruff >/dev/null; then
     log "python packages already installed; refreshing the editable install"
     "$PY" -m pip install -q --no-deps -e . >/dev/null

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import tempfile
 import time
@@ -806,23 +807,83 @@ def _fw_qmp(path: Path, fmt: str) -> str:
     )
 
 
+def _migrate_to_file(qmp: Qmp, path: Path, timeout: float = 60) -> None:
+    qmp.execute("migrate", uri=f"exec:cat > {path}")
+    _wait_migration(qmp, timeout)
+
+
+def _wait_migration(qmp: Qmp, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = qmp.execute("query-migrate").get("status")
+        if status == "completed":
+            return
+        if status == "failed" or time.monotonic() > deadline:
+            raise GuestError(f"migration did not complete: {status}")
+        time.sleep(0.05)
+
+
+def _patch_vmcoreinfo_state(stream: bytes, paddr: int, size: int) -> bytes:
+    """Set the vmcoreinfo device state in a QEMU migration stream as the guest driver would (qemu-dumps.md §7).
+
+    Section "vmcoreinfo" (version 1): has_vmcoreinfo (u8), host_format, guest_format (be16), size (be32),
+    paddr (be64), then the section footer 0x7e. Checked byte for byte against the reset state before patching.
+    """
+    at = stream.find(b"\x0avmcoreinfo")
+    if at < 0 or stream.find(b"\x0avmcoreinfo", at + 1) >= 0:
+        raise GuestError("migration stream: no unique vmcoreinfo section")
+    i = at + 11 + 8  # idstr, instance_id, version_id
+    reset = b"\x00" + struct.pack(">HHIQ", 1, 0, 0, 0)
+    if stream[i : i + 17] != reset or stream[i + 17] != 0x7E:
+        raise GuestError(f"migration stream: unexpected vmcoreinfo state {stream[i : i + 18].hex()}")
+    return stream[:i] + b"\x01" + struct.pack(">HHIQ", 1, 1, size, paddr) + stream[i + 17 :]
+
+
 def firmware_only_dumps(
-    out_dir: Path, memory_mib: int = 16, *, vmcoreinfo_device: bool = False, cpus: int = 2
+    out_dir: Path,
+    memory_mib: int = 16,
+    *,
+    vmcoreinfo_device: bool = False,
+    cpus: int = 2,
+    guest_note: bytes | None = None,
+    note_paddr: int = 0x100000,
 ) -> FirmwareDumps:
-    """Start q35 with -S (vCPUs at reset, no kernel) and dump ELF + kdump-zlib into ``out_dir``."""
+    """Start q35 with -S (vCPUs at reset, no kernel) and dump ELF + kdump-zlib into ``out_dir``.
+
+    ``guest_note`` (implies the vmcoreinfo device): an ELF note buffer (e.g. a real kernel's VMCOREINFO note) is
+    put at ``note_paddr`` with ``-device loader`` and registered as if the guest's qemu_fw_cfg driver had done it:
+    the stopped VM is migrated to a file, the device state is patched there (_patch_vmcoreinfo_state), and a
+    second QEMU started with ``-incoming`` writes the dumps. No guest code runs at any point, so the vCPUs stay in
+    real mode: EM_386 notes, and QEMU does not parse NUMBER(phys_base) (header phys_base stays 0).
+    """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [QEMU, "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", str(cpus)]
     argv += ["-S", "-nographic", "-nodefaults"]
-    if vmcoreinfo_device:
+    if vmcoreinfo_device or guest_note is not None:
         argv += ["-device", "vmcoreinfo"]
     elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
+    qmp_cmds = ['{"execute": "qmp_capabilities"}']
+    shown = ""
+    if guest_note is not None:
+        note_file, state, patched = out_dir / "guest-note.bin", out_dir / "state", out_dir / "state.patched"
+        note_file.write_bytes(guest_note)
+        first = [*argv, "-device", f"loader,file={note_file},addr={note_paddr:#x},force-raw=on"]
+        with _qemu(first, out_dir) as (_proc, qmp):
+            _migrate_to_file(qmp, state)
+        patched.write_bytes(_patch_vmcoreinfo_state(state.read_bytes(), note_paddr, len(guest_note)))
+        shown = " ".join(first).replace(str(out_dir), "$OUT") + " -qmp unix:SOCK,server=on,wait=off"
+        shown += " ; QMP migrate exec:cat > $OUT/state ; patch the vmcoreinfo section ; "
+        argv += ["-incoming", f"exec:cat {patched}"]
+        qmp_cmds.append('{"execute": "migrate", "arguments": {"uri": "exec:cat > STATE"}}')
     with _qemu(argv, out_dir) as (_proc, qmp):
+        if guest_note is not None:
+            _wait_migration(qmp, 60)
         _dump(qmp, elf, "elf")
         _dump(qmp, kdump, "kdump-zlib")
-    shown = " ".join(argv) + " -qmp unix:SOCK,server=on,wait=off"
-    qmp_cmds = ('{"execute": "qmp_capabilities"}', _fw_qmp(Path("ELF"), "elf"), _fw_qmp(Path("KDUMP"), "kdump-zlib"))
-    return FirmwareDumps(elf, kdump, qemu_version(), memory_mib, vmcoreinfo_device, shown, qmp_cmds)
+    shown += " ".join(argv).replace(str(out_dir), "$OUT") + " -qmp unix:SOCK,server=on,wait=off"
+    qmp_cmds += [_fw_qmp(Path("ELF"), "elf"), _fw_qmp(Path("KDUMP"), "kdump-zlib")]
+    return FirmwareDumps(elf, kdump, qemu_version(), memory_mib, "-device vmcoreinfo" in argv, shown, tuple(qmp_cmds))
 
 
 def cached_firmware_only_dumps(memory_mib: int = 16, *, vmcoreinfo_device: bool = False) -> FirmwareDumps:

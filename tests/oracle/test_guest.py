@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.oracle.tools import (
     ToolError,
     crash_debug_dump,
     crash_osrelease,
+    crash_with_vmlinux,
     drgn_read_phys,
     elf_find,
     elf_loads,
@@ -190,8 +192,10 @@ def test_committed_fixtures_match_manifest() -> None:
         assert hashlib.sha256(data).hexdigest() == f["sha256"]
         if f["name"].endswith(".gz"):
             data = gzip.decompress(data)
-        head = data[:16]
-        assert head.startswith(b"makedumpfile\0") or head.startswith(b"\x7fELF")
+        if f["name"].endswith(".bin"):
+            assert data[12:24] == b"VMCOREINFO\0\0"
+        else:
+            assert data.startswith(b"makedumpfile\0") or data.startswith(b"\x7fELF")
 
 
 def test_firmware_fixture_is_what_qemu_writes_now(firmware_dumps: object) -> None:
@@ -199,6 +203,40 @@ def test_firmware_fixture_is_what_qemu_writes_now(firmware_dumps: object) -> Non
     fresh = firmware_dumps.kdump_zlib.read_bytes()  # type: ignore[attr-defined]
     version = firmware_dumps.qemu_version  # type: ignore[attr-defined]
     committed = repo_fixture("firmware-16m.kdump-zlib").read_bytes()
-    if version != tomllib.loads(repo_fixture("MANIFEST.toml").read_text())["file"][0]["version"]:
+    rows = {f["name"]: f for f in tomllib.loads(repo_fixture("MANIFEST.toml").read_text())["file"]}
+    if version != rows["firmware-16m.kdump-zlib"]["version"]:
         pytest.skip(f"fixtures were written by another QEMU version than {version}")
     assert fresh == committed
+
+
+def test_crash_with_vmlinux_reads_marker_from_kdump(
+    guest_seabios_kaslr: GuestDumps, debug_vmlinux: Path, tmp_path: Path
+) -> None:
+    """crash + debug vmlinux on QEMU's kdump (header phys_base 0, KASLR guest): its kernel log holds the marker."""
+    require_tool("crash")
+    require_tool("makedumpfile")
+    d = guest_seabios_kaslr
+    raw = tmp_path / "raw.kdump"
+    assert makedumpfile_reassemble(d.kdump_zlib, raw).returncode == 0
+    rc, out = crash_with_vmlinux(debug_vmlinux, raw, ["sys", "log"])
+    assert rc == 0, out[-3000:]
+    assert "do not match" not in out
+    assert re.search(rf"RELEASE: {re.escape(d.truth.osrelease)}\b", out)
+    assert d.truth.marker in out
+
+
+def test_vmcoreinfo_note_fixture_is_referenced_by_header(tmp_path: Path) -> None:
+    """QEMU put the registered note into the notes and pointed offset_vmcoreinfo at it; phys_base stays 0 (EM_386)."""
+    require_tool("crash")
+    require_tool("makedumpfile")
+    note = repo_fixture("vmcoreinfo-note-linux-6.1.bin").read_bytes()
+    release = note[24:].split(b"\n", 1)[0].removeprefix(b"OSRELEASE=").decode()
+    raw = tmp_path / "raw.kdump"
+    assert makedumpfile_reassemble(repo_fixture("firmware-16m-vmcoreinfo-note.kdump-zlib"), raw).returncode == 0
+    rc, out = crash_osrelease(raw)
+    assert (rc, out.strip()) == (0, release)
+    fields = parse_crash_fields(crash_debug_dump(raw).output)
+    assert int(fields["phys_base"], 16) == 0
+    assert int(fields["size_vmcoreinfo"].split()[0]) == int.from_bytes(note[4:8], "little")
+    rc, out = crash_osrelease(repo_fixture("firmware-16m.kdump-zlib"))
+    assert (rc, out.strip()) == (1, "unknown")
