@@ -13,7 +13,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, WriteError
@@ -160,6 +160,16 @@ def fill_unit(source: PageSource, unit: Unit, page_size: int) -> bytes:
     return bytes(buf)
 
 
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zeros(size: int) -> bytes:
+    zeros = _ZEROS.get(size)
+    if zeros is None:
+        zeros = _ZEROS[size] = bytes(size)
+    return zeros
+
+
 def compress_pages(data: bytes, npages: int, page_size: int, compress: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
     """Compress ``npages`` pages as QEMU does (qemu-dumps.md §5).
 
@@ -167,8 +177,8 @@ def compress_pages(data: bytes, npages: int, page_size: int, compress: Callable[
     zero descriptor), the compressed size when smaller than a page, or ``page_size`` for a raw page;
     ``stored`` is the concatenation of the stored bytes of the non-zero pages.
     """
-    zero_page = bytes(page_size)
-    if data == bytes(len(data)):
+    zero_page = _zeros(page_size)
+    if data == _zeros(len(data)):
         return bytes(4 * npages), b""
     sizes = array("I", bytes(4 * npages))
     out: list[bytes] = []
@@ -186,6 +196,16 @@ def compress_pages(data: bytes, npages: int, page_size: int, compress: Callable[
     return sizes.tobytes(), b"".join(out)
 
 
+def page_compressor(codec: str) -> Callable[[bytes], bytes]:
+    """The codec's level-1 page compressor, bound once (no per-page module lookup on the hot path)."""
+    if codec == "zlib":
+        import functools
+        import zlib
+
+        return functools.partial(zlib.compress, level=1)  # compress2(..., Z_BEST_SPEED) as QEMU
+    return codec_named(codec).compress
+
+
 # Worker-process state: one open source per process, reused for every unit.
 _WORKER: dict[str, object] = {}
 
@@ -197,7 +217,7 @@ def _worker_init(kind: str, path: str, codec: str, page_size: int) -> None:
         from kdfix import open_dump  # type: ignore[attr-defined]
 
         _WORKER["source"] = MemorySource(open_dump(path).memory)
-    _WORKER["compress"] = codec_named(codec).compress
+    _WORKER["compress"] = page_compressor(codec)
     _WORKER["page_size"] = page_size
 
 
@@ -224,30 +244,51 @@ def compressed_units(
     page_size: int,
     workers: int,
 ) -> Iterator[tuple[Unit, bytes, bytes]]:
-    """Yield ``(unit, sizes, stored)`` in unit order; with ``workers > 1`` compression runs in processes.
+    """Yield ``(unit, sizes, stored)`` in unit order.
 
-    At most ``4 * workers`` units are in flight, so memory stays flat whatever the dump size.
+    With ``workers = N > 1`` the main process is one of the N compressors and N - 1 helper processes are the
+    others: units go to the helpers while they have fewer than two queued each, otherwise the main process
+    compresses the unit itself, and results are emitted strictly in unit order as they become ready. At most
+    ``8 * N`` units are held, so memory stays flat whatever the dump size; the output does not depend on N.
     """
+    compress = page_compressor(codec)
+
+    def inline(unit: Unit) -> tuple[bytes, bytes]:
+        return compress_pages(fill_unit(source, unit, page_size), unit.npages, page_size, compress)
+
     if workers <= 1 or spec is None:
-        compress = codec_named(codec).compress
         for unit in units:
-            data = fill_unit(source, unit, page_size)
-            sizes, stored = compress_pages(data, unit.npages, page_size, compress)
-            yield unit, sizes, stored
+            yield (unit, *inline(unit))
         return
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(spec.kind, spec.path, codec, page_size)) as pool:
-        window: deque[tuple[Unit, object]] = deque()
+    helpers = workers - 1
+    limit = 8 * workers
+    with ctx.Pool(helpers, initializer=_worker_init, initargs=(spec.kind, spec.path, codec, page_size)) as pool:
+        pending: deque[tuple[Unit, Any, tuple[bytes, bytes] | None]] = deque()
+        queued = 0  # units submitted to helpers and not yet emitted
+
+        def emit_left() -> tuple[Unit, bytes, bytes]:
+            nonlocal queued
+            unit, async_result, done = pending.popleft()
+            if done is None:
+                queued -= 1
+                done = async_result.get()
+            return (unit, *done)
+
         for unit in units:
-            window.append((unit, pool.apply_async(_worker_unit, (unit,))))
-            if len(window) >= 4 * workers:
-                done, result = window.popleft()
-                yield (done, *result.get())  # type: ignore[attr-defined]
-        while window:
-            done, result = window.popleft()
-            yield (done, *result.get())  # type: ignore[attr-defined]
+            while pending and (pending[0][2] is not None or pending[0][1].ready()):
+                yield emit_left()
+            if queued < 2 * helpers:
+                pending.append((unit, pool.apply_async(_worker_unit, (unit,)), None))
+                queued += 1
+            else:
+                pending.append((unit, None, inline(unit)))
+            while len(pending) >= limit:
+                yield emit_left()
+        while pending:
+            yield emit_left()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -309,3 +309,23 @@ def test_firmware_guest_byte_identical(
         out = tmp_path / f"gen{workers}"
         generate_qemu(src, out, workers=workers)
         assert out.read_bytes() == dumps.kdump_zlib.read_bytes(), f"workers={workers}"
+
+
+# --- committed QEMU 7.2 fixtures (fixtures/MANIFEST.toml): no QEMU needed ---------------------------------------
+
+
+@pytest.mark.parametrize("stem", ["firmware-16m", "firmware-16m-vmcoreinfo-note"])
+def test_committed_fixture_byte_identical(stem: str, tmp_path: Path) -> None:
+    """The ELF and kdump-zlib of one stopped QEMU 7.2 guest; the -note variant carries a guest VMCOREINFO note
+    with real-mode vCPUs (EM_386 notes, so QEMU does not parse phys_base)."""
+    import gzip
+
+    from tests.oracle.fixtures import repo_fixture
+
+    src = tmp_path / f"{stem}.elf"
+    with gzip.open(repo_fixture(f"{stem}.elf.gz"), "rb") as fin:
+        src.write_bytes(fin.read())
+    reference = repo_fixture(f"{stem}.kdump-zlib").read_bytes()
+    res = generate_qemu(src, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == reference
+    assert res.vmcoreinfo == stem.endswith("-note") and res.phys_base == 0
