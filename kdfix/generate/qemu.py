@@ -33,6 +33,7 @@ from kdfix.format.constants import (
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import I386_LE, LP64_LE, Abi
 from kdfix.format.notes import (
+    ELF_PRSTATUS_I386,
     ELF_PRSTATUS_X86_64,
     NHDR,
     NHDR_SIZE,
@@ -308,6 +309,15 @@ def guest_from_memory(
     return QemuGuest(blocks, e_machine, nr_cpus, cpu_notes, guest_note, MemorySource(memory))
 
 
+def _machine_from_prstatus(notes: list[Note]) -> int:
+    """A kdump file does not store e_machine; QEMU's prstatus size tells (336 bytes x86_64, 144 bytes EM_386)."""
+    i386 = ELF_PRSTATUS_I386.bind(I386_LE).size
+    for n in notes:
+        if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS:
+            return EM_386 if len(n.desc) == i386 else EM_X86_64
+    return EM_X86_64
+
+
 def guest_from_path(path: str | os.PathLike[str]) -> QemuGuest:
     """ELF dumps are read directly (file offsets, so workers can pread); anything else through kdfix.open_dump."""
     spath = os.fspath(path)
@@ -319,7 +329,7 @@ def guest_from_path(path: str | os.PathLike[str]) -> QemuGuest:
 
     dump = open_dump(spath)
     model = dump.model
-    e_machine = getattr(model, "e_machine", None) or EM_X86_64
+    e_machine = getattr(model, "e_machine", None) or _machine_from_prstatus(list(model.notes))
     guest = guest_from_memory(dump.memory, list(model.notes), e_machine=e_machine, vmcoreinfo=model.vmcoreinfo)
     guest.spec = SourceSpec("dump", spath)
     closer = getattr(dump, "close", None)

@@ -329,3 +329,44 @@ def test_committed_fixture_byte_identical(stem: str, tmp_path: Path) -> None:
     res = generate_qemu(src, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == reference
     assert res.vmcoreinfo == stem.endswith("-note") and res.phys_base == 0
+
+
+def test_kdump_source_through_open_dump(tmp_path: Path) -> None:
+    """A QEMU kdump read back through kdfix.open_dump regenerates to itself (pages, notes, guest note)."""
+    from tests.oracle.fixtures import repo_fixture
+
+    src = repo_fixture("firmware-16m-vmcoreinfo-note.kdump-zlib")
+    generate_qemu(src, tmp_path / "out", workers=2)
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+def test_non_qemu_notes_get_qemu_layout(tmp_path: Path) -> None:
+    """A /proc/vmcore-like ELF (CORE notes + VMCOREINFO, no QEMU notes): QEMU notes are made from prstatus."""
+    from typer.testing import CliRunner
+
+    from kdfix.cli import app
+
+    notes = b"".join(h.note(b"CORE", 1, h.prstatus_x86_64(100 + i, 0xFFFFFFFF81000000 + i)) for i in range(2))
+    notes += h.note(b"VMCOREINFO", 0, VMCI) + bytes(12)  # the kernel's terminating empty note
+    src = h.write_elf(tmp_path / "k.elf", [(0, bytes(PS) + b"\5" * PS)], notes)
+    out = tmp_path / "out"
+    res = generate_qemu(src, out)
+    kdump = h.reassemble(h.parse_flat(out.read_bytes()))
+    main, sub = h.headers(kdump)
+    blob = kdump[sub[7] : sub[7] + sub[8]]
+    assert main[-1] == 2 and res.nr_cpus == 2
+    pos, seen = 0, []
+    while pos < len(blob):
+        namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
+        name = blob[pos + 12 : pos + 12 + namesz - 1]
+        desc = blob[pos + 12 + (-(-namesz // 4) * 4) :][:descsz]
+        seen.append((name, ntype, descsz))
+        if name == b"QEMU":
+            assert struct.unpack_from("<II", desc) == (1, 440)
+            assert struct.unpack_from("<Q", desc, 136)[0] == 0xFFFFFFFF81000000 + len(seen) - 3  # rip
+        pos += 12 + (-(-namesz // 4) * 4) + (-(-descsz // 4) * 4)
+    assert seen == [(b"CORE", 1, 336)] * 2 + [(b"QEMU", 0, 440)] * 2 + [(b"VMCOREINFO", 0, len(VMCI))]
+    assert kdump[sub[5] : sub[5] + sub[6]] == VMCI and sub[0] == 0xFFFFFFF8EF6CBAD8
+    info = CliRunner().invoke(app, ["info", str(out), "--json"])
+    assert info.exit_code == 0, info.output
+    assert '"name": "qemu"' in info.stdout
