@@ -656,7 +656,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float) -> 
     t0 = time.monotonic()
     while True:
         text = serial.read_text(errors="replace") if serial.exists() else ""
-        if READY in text.replace(f"echo {READY}", ""):
+        if READY in text:
             return time.monotonic() - t0
         if proc.poll() is not None:
             raise GuestError(f"QEMU exited ({proc.returncode}) before ready; serial tail:\n{text[-3000:]}")
