@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 
 from kdfix.errors import KdfixError, WriteError
+from kdfix.faults import checkpoint
 
 DEFAULT_MODE = 0o644
 
@@ -59,13 +60,16 @@ def _reason(exc: OSError) -> str:
 
 
 def _finish(tmp: str, target: str, directory: str, mode: int) -> None:
+    checkpoint("atomic.before_fsync")
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     os.chmod(tmp, mode)
+    checkpoint("atomic.before_rename")
     os.replace(tmp, target)
+    checkpoint("atomic.after_rename")
     dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -40,6 +40,7 @@ from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import align_up
+from kdfix.write.encode import is_zero
 from kdfix.write.kdump import Progress, WriteResult, iter_set_bits, notes_to_write
 from kdfix.write.sink import FileSink, Sink
 
@@ -80,7 +81,7 @@ def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False) -> list[LoadS
     if exclude_zero:
         keep = bytearray(bitmap)
         for pfn, page in memory.iter_pages():
-            if not any(page):
+            if is_zero(page):
                 keep[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
         bitmap = bytes(keep)
     segments: list[LoadSegment] = []

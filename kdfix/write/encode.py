@@ -6,6 +6,7 @@ collected in pfn order through a bounded window, so memory stays flat whatever t
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,9 +30,19 @@ class EncodedPage:
     zero: bool = False
 
 
+@functools.cache
+def _zeros(size: int) -> bytes:
+    return bytes(size)
+
+
+def is_zero(page: bytes | memoryview) -> bool:
+    """True if every byte is zero (one C-level comparison, not a per-byte loop)."""
+    return page == _zeros(len(page))
+
+
 def encode_page(page: bytes, codec_name: str, *, zero_page: bool) -> tuple[int, bytes, bool]:
     """Return (flags, stored bytes, is_zero) of one page; compressed only if strictly smaller (kdump-format.md §5)."""
-    if zero_page and not any(page):
+    if zero_page and is_zero(page):
         return 0, b"", True
     codec = codec_named(codec_name)
     if codec.flag:
@@ -89,10 +100,10 @@ def _collect(item: tuple[list[int], Future[list[tuple[int, bytes, bool]]]]) -> I
 def is_zero_stored(flags: int, data: bytes, page_size: int) -> bool:
     """True if stored page bytes decode to an all-zero page (small compressed pages are decoded to check)."""
     if flags == 0:
-        return len(data) == page_size and not any(data)
+        return len(data) == page_size and is_zero(data)
     if len(data) > ZERO_PROBE_MAX:
         return False
-    return not any(decode_page(data, flags, page_size))
+    return is_zero(decode_page(data, flags, page_size))
 
 
 def pass_through_pages(
@@ -109,7 +120,7 @@ def pass_through_pages(
         if zero_page and is_zero_stored(flags, data, page_size):
             yield EncodedPage(pfn, 0, b"", True)
             continue
-        if not flags and codec.flag and len(data) == page_size and not any(data):
+        if not flags and codec.flag and len(data) == page_size and is_zero(data):
             # a shared zero page of the input: compress it now that it has its own data
             flags, data, _ = encode_page(data, codec_name, zero_page=False)
         elif flags and flags != codec.flag:

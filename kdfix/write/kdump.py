@@ -24,7 +24,7 @@ from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import ceil_div
-from kdfix.write.encode import EncodedPage, encode_pages, is_zero_stored, pass_through_pages
+from kdfix.write.encode import EncodedPage, encode_pages, is_zero, is_zero_stored, pass_through_pages
 from kdfix.write.sink import FileSink, FlattenedSink, Sink
 
 Progress = Callable[[int, int], None]
@@ -278,7 +278,7 @@ def build_bitmaps(memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: 
     if exclude_zero:
         zero = bytearray(n)
         for pfn, page in memory.iter_pages():
-            if not any(page):
+            if is_zero(page):
                 zero[pfn >> 3] |= 1 << (pfn & 7)
         dumped = _andnot_bytes(dumped, bytes(zero))
     return Bitmaps(valid, dumped)

@@ -6,6 +6,7 @@ import os
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from kdfix.errors import WriteError
+from kdfix.faults import checkpoint
 from kdfix.format.constants import FLAT_END_OFFSET, FLAT_END_SIZE, FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
 from kdfix.format.constants import FLAT_VERSION as FLAT_STREAM_VERSION
 from kdfix.format.flattened import FLAT_HEADER, FLAT_HEADER_BOUND, FLAT_RECORD, FLAT_RECORD_BOUND
@@ -61,6 +62,7 @@ class FileSink:
         view = memoryview(data)
         pos = 0
         try:
+            checkpoint("sink.write")
             while pos < len(view):
                 pos += os.pwrite(self._fd, view[pos:], file_offset + pos)
         except OSError as exc:
@@ -112,6 +114,7 @@ class FlattenedSink:
 
     def _emit(self, data: bytes | bytearray | memoryview) -> None:
         try:
+            checkpoint("sink.write")
             self._out.write(data)
         except OSError as exc:
             raise write_error(exc, self.path) from exc
