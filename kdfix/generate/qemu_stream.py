@@ -247,7 +247,7 @@ def compressed_units(
     """Yield ``(unit, sizes, stored)`` in unit order.
 
     With ``workers = N > 1`` the main process is one of the N compressors and N - 1 helper processes are the
-    others: units go to the helpers while they have fewer than two queued each, otherwise the main process
+    others: units go to the helpers while they have fewer than three queued each, otherwise the main process
     compresses the unit itself, and results are emitted strictly in unit order as they become ready. At most
     ``8 * N`` units are held, so memory stays flat whatever the dump size; the output does not depend on N.
     """
@@ -280,7 +280,7 @@ def compressed_units(
         for unit in units:
             while pending and (pending[0][2] is not None or pending[0][1].ready()):
                 yield emit_left()
-            if queued < 2 * helpers:
+            if queued < 3 * helpers:
                 pending.append((unit, pool.apply_async(_worker_unit, (unit,)), None))
                 queued += 1
             else:
