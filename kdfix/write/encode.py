@@ -80,21 +80,28 @@ def encode_pages(
     # fork: workers need nothing but the codec; forkserver/spawn would re-import the caller's __main__.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    window: deque[tuple[list[int], Future[list[tuple[int, bytes, bool]]]]] = deque()
+    window: deque[tuple[list[tuple[int, bool]], Future[list[tuple[int, bytes, bool]]]]] = deque()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         for chunk in iter_chunks(pages):
-            pfns = [pfn for pfn, _ in chunk]
-            window.append((pfns, pool.submit(_encode_chunk, codec_name, zero_page, [bytes(p) for _, p in chunk])))
+            # zero pages are recognised here and never shipped to a worker
+            marks = [(pfn, zero_page and is_zero(page)) for pfn, page in chunk]
+            todo = [bytes(page) for (_, page), (_, zero) in zip(chunk, marks, strict=True) if not zero]
+            window.append((marks, pool.submit(_encode_chunk, codec_name, False, todo)))
             if len(window) >= 2 * workers:
                 yield from _collect(window.popleft())
         while window:
             yield from _collect(window.popleft())
 
 
-def _collect(item: tuple[list[int], Future[list[tuple[int, bytes, bool]]]]) -> Iterator[EncodedPage]:
-    pfns, future = item
-    for pfn, (flags, data, zero) in zip(pfns, future.result(), strict=True):
-        yield EncodedPage(pfn, flags, data, zero)
+def _collect(item: tuple[list[tuple[int, bool]], Future[list[tuple[int, bytes, bool]]]]) -> Iterator[EncodedPage]:
+    marks, future = item
+    encoded = iter(future.result())
+    for pfn, zero in marks:
+        if zero:
+            yield EncodedPage(pfn, 0, b"", True)
+        else:
+            flags, data, _ = next(encoded)
+            yield EncodedPage(pfn, flags, data)
 
 
 def is_zero_stored(flags: int, data: bytes, page_size: int) -> bool:
