@@ -23,15 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_measured(argv: list[str]) -> dict[str, float]:
-    """Run a command; return wall seconds and the child's peak RSS (MiB) from wait4."""
+    """Run a command; return wall seconds and its peak RSS in MiB (GNU time's %M, else wait4's ru_maxrss)."""
+    gnu_time = shutil.which("time") if Path("/usr/bin/time").exists() else None
+    full = ["/usr/bin/time", "-f", "KDFIX-RSS-KB=%M", *argv] if gnu_time else argv
     began = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - began
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         raise SystemExit(f"{' '.join(argv)} failed: {err[-2000:]}")
-    return {"seconds": round(seconds, 3), "rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    rss_kb = float(usage.ru_maxrss)
+    for line in err.splitlines():
+        if line.startswith("KDFIX-RSS-KB="):
+            rss_kb = float(line.split("=", 1)[1])
+    return {"seconds": round(seconds, 3), "rss_mib": round(rss_kb / 1024, 1)}
 
 
 def boot_guest(memory_mib: int) -> tuple[Path, float | None]:
