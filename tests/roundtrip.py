@@ -35,11 +35,7 @@ def write_container(
 
 
 def abi_probes_back(model: DumpModel, memory: PhysicalMemory, codec: str = "zlib") -> bool:
-    """True if probe_abi recognises the main header's ABI.
-
-    A 32-bit header whose max_mapnr is a power of two in [4096, 262144] also passes the 64-bit sanity
-    check (block_size is read from max_mapnr), and kdfix.format.abi prefers 64-bit (kdump-format.md §12).
-    """
+    """True if probe_abi recognises the main header's ABI (word size and byte order)."""
     layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
     head = pack_main_header(model, layout, codec_named(codec).flag)
     abi = probe_abi(head.ljust(model.block_size, b"\0"))
