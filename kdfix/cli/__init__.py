@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
-COMMAND_MODULES = ("info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert")
+COMMAND_MODULES = ("info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert", "batch")
 
 
 def _register() -> None:
