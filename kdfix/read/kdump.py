@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _DESC_BATCH = 2048  # descriptors read per pread in the streaming path
 _DATA_SPAN = 8 << 20  # read a batch's page data in one pread when it spans at most this many bytes
+_COMPRESSION_MASK = int(COMPRESSION_FLAGS)
+_ZLIB = int(DumpFlag.COMPRESSED_ZLIB)
 _DISKDUMP_COMPRESSED = 0x8  # legacy DISKDUMP status bits (kdump-format.md §2)
 _DISKDUMP_INCOMPLETE = 0x1
 
@@ -424,7 +427,7 @@ class KdumpContainer:
             for loc in batch:
                 d = loc.desc
                 pfn = loc.pfn
-                if d.offset in zero_offsets and d.size == bs and not d.flags & COMPRESSION_FLAGS:
+                if d.offset in zero_offsets and d.size == bs and not d.flags & _COMPRESSION_MASK:
                     yield loc, zero
                     continue
                 try:
@@ -433,6 +436,12 @@ class KdumpContainer:
                         data = span[d.offset - lo : d.offset - lo + d.size]
                     else:
                         data = read_exact(src, d.offset, d.size, field=f"page data of pfn {pfn:#x}")
+                    if d.flags == _ZLIB:  # fast path; anything unusual goes through decode_page for its error
+                        z = zlib.decompressobj()
+                        page = z.decompress(data, bs)
+                        if len(page) == bs and z.eof:
+                            yield loc, page
+                            continue
                     yield loc, decode_page(data, d.flags, bs, pfn=pfn)
                 except KdfixError as exc:
                     yield loc, exc.with_context(path=self.path, offset=d.offset)
