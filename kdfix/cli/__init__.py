@@ -15,7 +15,9 @@ app = typer.Typer(
 )
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
-COMMAND_MODULES = ("info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert", "batch")
+COMMAND_MODULES = (
+    "info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert", "batch", "fix", "undo",
+)  # fmt: skip
 
 
 def _register() -> None:

@@ -1,0 +1,86 @@
+"""``kdfix fix``: diagnose → plan → apply → verify (``-o OUT`` or ``--in-place``), and ``--dry-run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, print_json, progress_bar, stdout
+from kdfix.fix import FixResult, fix_dump
+from kdfix.format.constants import STATUS_FLAG_NAMES
+
+
+def _show(result: FixResult) -> None:
+    out = stdout.print
+    mode = " (dry run)" if result.dry_run else ""
+    out(f"{result.path}: {result.container}, {result.status}{mode}", markup=False, soft_wrap=True)
+    if result.phys_base is not None:
+        out(f"  phys_base {result.phys_base}", markup=False)
+    for e in result.edits:
+        where = f"{e['file_offset']:#x}"
+        if e["dump_offset"] is not None and e["dump_offset"] != e["file_offset"]:
+            where += f" (dump offset {e['dump_offset']:#x})"
+        out(f"  {e['field']} @ {where}: {e['old']!r} → {e['new']!r}", markup=False, soft_wrap=True)
+    for line in result.messages + [f"missing: {m}" for m in result.missing]:
+        out(f"  {line}", markup=False, soft_wrap=True)
+    if result.output and not result.dry_run:
+        out(f"  written: {result.output} ({result.bytes_written} bytes)", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fix")
+    @handle_errors
+    def fix_command(
+        dump: Annotated[Path, typer.Argument(help="KDUMP, flattened or ELF dump.")],
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the fixed dump here.")] = None,
+        in_place: Annotated[
+            bool, typer.Option("--in-place", help="Patch DUMP itself (undo journal beside it).")
+        ] = False,
+        phys_base: Annotated[
+            str, typer.Option("--phys-base", help="auto (VMCOREINFO, else detection) or N (decimal, 0x-hex, negative).")
+        ] = "auto",
+        vmcoreinfo: Annotated[
+            str, typer.Option("--vmcoreinfo", help="auto (recover from memory), FILE, or none.")
+        ] = "auto",
+        utsname: Annotated[str, typer.Option("--utsname", help="auto or none.")] = "auto",
+        set_flag: Annotated[
+            list[str] | None, typer.Option("--set-flag", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}.")
+        ] = None,
+        clear_flag: Annotated[list[str] | None, typer.Option("--clear-flag", help="Clear a status flag.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Make DUMP readable by crash, makedumpfile, libkdumpfile and drgn.
+
+        Fixes the header phys_base, injects VMCOREINFO (note + header pointer), fills the utsname and the
+        timestamp, sets or clears status flags; an ELF dump gets a VMCOREINFO note and the /proc/vmcore layout.
+        Exit 0: fixed or already fine; 1: a needed value could not be determined (nothing written); 2: unusable.
+        """
+        if (output is None) == (not in_place) and not dry_run:
+            raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
+        if output is not None and in_place:
+            raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
+        for name in (set_flag or []) + (clear_flag or []):
+            if name.lower() not in STATUS_FLAG_NAMES:
+                raise typer.BadParameter(f"{name!r} is not one of {', '.join(STATUS_FLAG_NAMES)}", param_hint="flag")
+        with progress_bar("fix", None) as progress:
+            result = fix_dump(
+                dump,
+                output=output,
+                in_place=in_place,
+                phys_base=phys_base,
+                vmcoreinfo=vmcoreinfo,
+                utsname=utsname,
+                set_flags=tuple(set_flag or ()),
+                clear_flags=tuple(clear_flag or ()),
+                dry_run=dry_run,
+                progress=progress,
+            )
+        if as_json:
+            print_json(result.as_json())
+        else:
+            _show(result)
+        if result.status == "undetermined":
+            raise typer.Exit(EXIT_CHECK_FAILED)

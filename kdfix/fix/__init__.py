@@ -1,0 +1,204 @@
+"""Fix a dump so every reader accepts it: diagnose → plan → apply → re-read and verify.
+
+``fix_dump(path, output=OUT | in_place=True, ...)`` is the library entry point (the CLI's ``kdfix fix``);
+``kdfix.fix.journal.undo(path)`` reverts an in-place fix. Shapes: architecture-and-style.md §3 "Detect and fix".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.fix import journal
+from kdfix.fix.apply import PhysicalPlan, apply_in_place, copy_and_patch, physical_writes, rewrite_elf
+from kdfix.fix.diagnose import Diagnosis, FixOptions, diagnose, parse_phys_base
+from kdfix.fix.plan import Edit, Plan, plan
+from kdfix.read.flattened import FlattenedSource
+from kdfix.read.probe import open_dump
+from kdfix.write.atomic import atomic_output
+
+log = logging.getLogger(__name__)
+
+Status = Literal["fixed", "ok", "undetermined"]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class FixResult:
+    """Outcome of :func:`fix_dump`. ``edits`` are dicts {field, file_offset, dump_offset, old, new}."""
+
+    path: str
+    container: str
+    status: Status
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    phys_base: str | None = None
+    detect: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
+    messages: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    bytes_written: int = 0
+    journal: str | None = None
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "container": self.container,
+            "status": self.status,
+            "edits": self.edits,
+            "phys_base": self.phys_base,
+            "detect": self.detect,
+            "output": self.output,
+            "messages": self.messages,
+            "missing": self.missing,
+            "dry_run": self.dry_run,
+            "bytes_written": self.bytes_written,
+            "journal": self.journal,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def check_writable(path: str) -> None:
+    """Refuse in-place changes to a read-only file (QEMU creates dumps 0400), even for root."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsupportedError("not a regular file: cannot fix in place", path=path)
+    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+        raise UnsupportedError(
+            f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o}; QEMU creates dumps 0400): "
+            "use -o OUT, or make it writable (chmod u+w) to fix it in place",
+            path=path,
+        )
+
+
+def _edit_rows(p: Plan, physical: PhysicalPlan | None) -> list[dict[str, Any]]:
+    rows = []
+    offsets = physical.file_offsets if physical is not None else {}
+    for e in p.all_edits():
+        stream = e in p.stream_edits
+        file_offset = offsets.get(e.field, e.dump_offset)
+        dump_offset = None if stream else e.dump_offset
+        row = {"field": e.field, "file_offset": file_offset, "dump_offset": dump_offset}
+        rows.append(row | {"old": e.old_value, "new": e.new_value})
+    if p.rewrite_elf:
+        rows.append({"field": "elf", "file_offset": 0, "dump_offset": 0, "old": "QEMU/other layout",
+                     "new": p.rewrite_reason})  # fmt: skip
+    return rows
+
+
+def _verify(target: str, diag: Diagnosis, options: FixOptions) -> None:
+    """Re-read the result and diagnose it again with the values just written: nothing may be left to change."""
+    again = FixOptions(
+        phys_base=diag.phys_base if diag.phys_base is not None else "auto",
+        vmcoreinfo="auto" if diag.vmcoreinfo is not None else "none",
+        utsname=options.utsname,
+        set_flags=options.set_flags,
+        clear_flags=options.clear_flags,
+    )
+    with open_dump(target) as dump:
+        if isinstance(dump.source, FlattenedSource) and not dump.source.end_marker:
+            raise KdfixError("verification failed: the fixed stream has no end marker", path=target)
+        check = diagnose(dump, again)
+        if dump.container != "elf" and diag.vmcoreinfo is not None:
+            found, _ = dump.kdump.vmcoreinfo_text()  # type: ignore[union-attr]
+            if found is None or dump.vmcoreinfo is None:
+                raise KdfixError("verification failed: VMCOREINFO not found after the fix", path=target)
+    left = [f.message for f in check.findings if f.kind != "elf_rewrite" or diag.container == "elf"]
+    if left:
+        raise KdfixError("verification failed, still to fix: " + "; ".join(left), path=target)
+
+
+def fix_dump(
+    path: str | os.PathLike[str],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    in_place: bool = False,
+    phys_base: str | int = "auto",
+    vmcoreinfo: str = "auto",
+    utsname: str = "auto",
+    set_flags: Sequence[str] = (),
+    clear_flags: Sequence[str] = (),
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> FixResult:
+    """Diagnose, plan and apply the fix of one dump; ``output`` (keeps the container and mode) or ``in_place``.
+
+    Status "ok": nothing to change (with ``output``, the output is a plain copy); "fixed": edits applied (or,
+    with ``dry_run``, planned); "undetermined": a needed value could not be found (``missing`` says which) and
+    nothing was written.
+    """
+    began = time.monotonic()
+    path = os.fspath(path)
+    if (output is None) == (not in_place) and not dry_run:
+        raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
+    if output is not None and in_place:
+        raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
+    if utsname not in ("auto", "none"):
+        raise KdfixError(f"{utsname!r} is not auto or none", field="--utsname")
+    options = FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags))
+    if output is not None and os.path.abspath(os.fspath(output)) == os.path.abspath(path):
+        raise KdfixError("the output is the input; use --in-place", path=path)
+    if in_place and not dry_run:
+        check_writable(path)
+
+    with open_dump(path) as dump:
+        diag = diagnose(dump, options, progress=progress)
+        result = FixResult(path, dump.container, "ok", dry_run=dry_run, detect=diag.detect)
+        result.messages.extend(diag.messages)
+        result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
+        if diag.missing:
+            result.status = "undetermined"
+            result.missing = list(diag.missing)
+            result.messages.append("nothing written: " + "; ".join(diag.missing))
+            result.seconds = time.monotonic() - began
+            return result
+        the_plan = plan(diag)
+        physical = None
+        if not the_plan.empty and not the_plan.rewrite_elf:
+            physical = physical_writes(path, dump.container, the_plan)
+        result.edits = _edit_rows(the_plan, physical)
+        result.status = "ok" if the_plan.empty else "fixed"
+        if the_plan.empty:
+            result.messages.append("nothing to fix")
+        if dry_run:
+            result.messages.append("dry run: nothing written")
+            result.seconds = time.monotonic() - began
+            return result
+
+        if the_plan.rewrite_elf:
+            target = os.fspath(output) if output is not None else path
+            with atomic_output(target, mode_from=path) as tmp:
+                result.bytes_written = rewrite_elf(dump, the_plan, tmp, progress)
+                _verify(tmp, diag, options)
+            result.output = target
+            if in_place:
+                result.messages.append("ELF rewritten in place (atomic replace; no undo journal)")
+        elif output is not None:
+            with atomic_output(output, mode_from=path) as tmp:
+                result.bytes_written = copy_and_patch(path, tmp, physical or PhysicalPlan((), {}, 0), progress)
+                if physical is not None and physical.writes:
+                    _verify(tmp, diag, options)
+            result.output = os.fspath(output)
+    if in_place and not the_plan.rewrite_elf and physical is not None and physical.writes:
+        written, jpath = apply_in_place(path, physical)
+        result.bytes_written, result.journal, result.output = written, jpath, path
+        try:
+            _verify(path, diag, options)
+        except KdfixError:
+            journal.undo(path, force=True)
+            raise
+        result.messages.append(f"undo with: kdfix undo {path}")
+    elif in_place:
+        result.output = path
+    result.seconds = time.monotonic() - began
+    return result
+
+
+__all__ = ["Edit", "FixOptions", "FixResult", "Plan", "fix_dump", "journal"]

@@ -1,0 +1,230 @@
+"""Apply a Plan: positional writes to the file (journal first), a patched copy (-o), or an ELF rewrite.
+
+For a flattened stream (kdump-format.md §11) a header patch is applied inside the payload of *every* record that
+covers the patched bytes, so whichever copy a reader picks (crash's binary search, ``-R``'s last write) holds the
+new value; appended data becomes new records written over the end marker, followed by a new end marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
+from kdfix.fix import journal as _journal
+from kdfix.fix.journal import Write
+from kdfix.fix.plan import Edit, Plan
+from kdfix.format.constants import FLAT_HEADER_SIZE
+from kdfix.format.flattened import FLAT_RECORD_SIZE
+from kdfix.read.dump import Dump
+from kdfix.write.elf import LoadSegment, write_elf
+from kdfix.write.sink import flat_record_header
+
+Progress = Callable[[int, int], None]
+_END_MARKER = b"\xff" * FLAT_RECORD_SIZE
+_RECORD = struct.Struct(">qq")
+_SCAN = 1 << 20
+MAX_APPEND_RECORD = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FlatRecord:
+    header_offset: int  # stream offset of the 16-byte record header
+    dump_offset: int
+    size: int
+
+    @property
+    def payload(self) -> int:
+        return self.header_offset + FLAT_RECORD_SIZE
+
+
+def scan_flat_records(fd: int, size: int) -> tuple[list[FlatRecord], int | None]:
+    """Every record of a flattened stream in stream order, and the stream offset of the end marker (or None)."""
+    records: list[FlatRecord] = []
+    pos = FLAT_HEADER_SIZE
+    buf, buf_at = b"", pos
+    while pos + FLAT_RECORD_SIZE <= size:
+        rel = pos - buf_at
+        if rel < 0 or rel + FLAT_RECORD_SIZE > len(buf):
+            buf, buf_at, rel = os.pread(fd, _SCAN, pos), pos, 0
+            if len(buf) < FLAT_RECORD_SIZE:
+                break
+        offset, length = _RECORD.unpack_from(buf, rel)
+        if offset == -1 and length == -1:
+            return records, pos
+        if offset < 0 or length <= 0 or pos + FLAT_RECORD_SIZE + length > size:
+            break
+        records.append(FlatRecord(pos, offset, length))
+        pos += FLAT_RECORD_SIZE + length
+    return records, None
+
+
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    data = b""
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+@dataclass(frozen=True)
+class PhysicalPlan:
+    """The file writes of a plan, and for each edit the file offset where its first copy goes."""
+
+    writes: tuple[Write, ...]
+    file_offsets: dict[str, int]
+    original_size: int
+
+
+def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
+    """Map the plan's dump offsets to writes in the file (identity for a plain file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        writes: list[Write] = []
+        offsets: dict[str, int] = {}
+        if container == "kdump":
+            for e in plan.edits:
+                now = _pread(fd, e.dump_offset, len(e.old))
+                if now != e.old:
+                    raise FormatError("file changed while fixing", field=e.field, offset=e.dump_offset, path=path)
+                writes.append(Write(e.dump_offset, e.old, e.new))
+                offsets[e.field] = e.dump_offset
+            if plan.append is not None:
+                a = plan.append
+                writes.append(Write(a.dump_offset, b"", a.new))
+                offsets[a.field] = a.dump_offset
+            return PhysicalPlan(tuple(writes), offsets, size)
+        if container != "flattened":
+            raise UnsupportedError(f"no in-place patching for {container} files")
+        records, end_marker = scan_flat_records(fd, size)
+        if end_marker is None:
+            raise UnsupportedError("flattened stream has no end marker (truncated); convert it with -o first",
+                                   field="flat_record", path=path)  # fmt: skip
+        extra: list[tuple[int, bytes]] = []  # (dump offset, bytes) of uncovered patch bytes: new records
+        for e in plan.edits:
+            lo, hi = e.dump_offset, e.dump_offset + len(e.new)
+            covered = bytearray(hi - lo)
+            for r in records:
+                a, b = max(lo, r.dump_offset), min(hi, r.dump_offset + r.size)
+                if a >= b:
+                    continue
+                at = r.payload + (a - r.dump_offset)
+                old = _pread(fd, at, b - a)
+                writes.append(Write(at, old, e.new[a - lo : b - lo]))
+                offsets.setdefault(e.field, at)
+                covered[a - lo : b - lo] = b"\1" * (b - a)
+            start = None
+            for i in range(len(covered) + 1):
+                if i < len(covered) and not covered[i]:
+                    start = i if start is None else start
+                elif start is not None:
+                    extra.append((lo + start, e.new[start:i]))
+                    start = None
+        for e in plan.stream_edits:
+            now = _pread(fd, e.dump_offset, len(e.old))
+            if now != e.old:
+                raise FormatError("file changed while fixing", field=e.field, offset=e.dump_offset, path=path)
+            writes.append(Write(e.dump_offset, e.old, e.new))
+            offsets[e.field] = e.dump_offset
+        if plan.append is not None:
+            extra.append((plan.append.dump_offset, plan.append.new))
+        if extra:
+            tail = bytearray()
+            for dump_offset, data in extra:
+                for i in range(0, len(data), MAX_APPEND_RECORD):
+                    chunk = data[i : i + MAX_APPEND_RECORD]
+                    tail += flat_record_header(dump_offset + i, len(chunk)) + chunk
+            tail += _END_MARKER
+            old = _pread(fd, end_marker, min(len(tail), size - end_marker))
+            writes.append(Write(end_marker, old, bytes(tail)))
+            if plan.append is not None:
+                offsets.setdefault(plan.append.field, end_marker)
+        return PhysicalPlan(tuple(writes), offsets, size)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, writes: tuple[Write, ...]) -> int:
+    written = 0
+    for w in writes:
+        view = memoryview(w.new)
+        pos = 0
+        while pos < len(view):
+            n = os.pwrite(fd, view[pos:], w.file_offset + pos)
+            if n <= 0:
+                raise OSError("short write")
+            pos += n
+        written += len(w.new)
+    return written
+
+
+def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
+    """Journal the writes (fsynced), then write them and fsync; returns (bytes written, journal path)."""
+    if not physical.writes:
+        return 0, ""
+    journal = _journal.begin(path, physical.writes, physical.original_size)
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        raise WriteError(f"cannot open for writing: {exc.strerror or exc}", path=path) from exc
+    try:
+        written = _write_all(fd, physical.writes)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(JournalError):
+            _journal.undo(path, force=True)
+        raise WriteError(f"writing the fix failed ({exc.strerror or exc}); original bytes restored", path=path) from exc
+    os.close(fd)
+    return written, _journal.journal_path(journal.path)
+
+
+def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progress | None = None) -> int:
+    """Stream-copy ``src`` to ``dst`` (an open temp path), then apply the writes there; returns bytes written."""
+    size = os.path.getsize(src)
+    with open(src, "rb") as fin, open(dst, "r+b" if os.path.exists(dst) else "wb") as fout:
+        fout.truncate(0)
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), min(size - done, 64 << 20))
+                if n <= 0:
+                    break
+                done += n
+                if progress is not None:
+                    progress(done, size)
+        except OSError:
+            fin.seek(done)
+            fout.seek(done)
+            shutil.copyfileobj(fin, fout, 8 << 20)
+            done = size
+        fout.flush()
+        written = done + _write_all(fout.fileno(), physical.writes)
+        os.fsync(fout.fileno())
+    return written
+
+
+def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = None) -> int:
+    """Write the ELF vmcore anew (Ehdr, Phdrs, notes incl. VMCOREINFO, the same PT_LOADs) into ``tmp``."""
+    assert dump.elf is not None
+    model = dump.model
+    if plan.elf_vmcoreinfo is not None and model.vmcoreinfo is None:
+        model = dataclasses.replace(model, vmcoreinfo=plan.elf_vmcoreinfo)
+    segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
+    result = write_elf(tmp, model, dump.memory, segments=segments, progress=progress)
+    return result.size
+
+
+def describe(edit: Edit) -> str:
+    return f"{edit.field} @ {edit.dump_offset:#x}: {edit.old_value} → {edit.new_value}"
+
+
+__all__ = ["PhysicalPlan", "apply_in_place", "copy_and_patch", "physical_writes", "rewrite_elf", "scan_flat_records"]

@@ -1,0 +1,409 @@
+"""Diagnose what a dump needs so that crash, makedumpfile, libkdumpfile and drgn all read it.
+
+One Finding per problem (wrong phys_base, VMCOREINFO missing or not where readers look, insane utsname, zero
+timestamp with a CRASHTIME, requested status flags, ELF layout). Values come from the dump's VMCOREINFO when it
+has one, else from a file, else from memory through ``kdfix.detect`` (phys-base-and-kaslr.md §5 "Consequences").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kdfix.detect import detect
+from kdfix.detect.validate import validate_candidate
+from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
+from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.fix import utsname as uts
+from kdfix.format.constants import NOTE_NAME_VMCOREINFO, STATUS_FLAG_NAMES
+from kdfix.format.elf import ehdr_layout, phdr_layout
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
+from kdfix.format.layout import BoundLayout
+from kdfix.notes.framing import Note
+from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.read.dump import Dump
+from kdfix.units import cstr, to_s64, to_u64
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+FindingKind = Literal[
+    "phys_base",
+    "vmcoreinfo_note",
+    "vmcoreinfo_pointer",
+    "utsname",
+    "timestamp",
+    "status",
+    "elf_rewrite",
+    "flat_osrelease_hint",
+]
+MAX_VMCOREINFO_FILE = 1 << 20
+
+# crash --osrelease on a flattened stream reads no header: it takes `strings -n 10 FILE` and stops after about
+# 100 lines (measured with crash 8.0.2: a hit on line 91 is found, on line 100 not). The flattened file header's
+# padding (bytes 32..4095, zero, ignored by every reader, kdump-format.md §11) can carry an "OSRELEASE=" line.
+CRASH_STRINGS_MIN = 10
+CRASH_STRINGS_LINES = 90
+FLAT_HINT_OFFSET = 64
+FLAT_HINT_MAX = 1024
+_PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09}
+
+
+def early_strings(head: bytes, *, minimum: int = CRASH_STRINGS_MIN, lines: int = CRASH_STRINGS_LINES) -> list[bytes]:
+    """The first ``lines`` runs of at least ``minimum`` printable bytes, as ``strings -n`` prints them."""
+    out: list[bytes] = []
+    start = None
+    for i, b in enumerate(head):
+        if b in _PRINTABLE:
+            if start is None:
+                start = i
+            continue
+        if start is not None and i - start >= minimum:
+            out.append(head[start:i])
+            if len(out) >= lines:
+                break
+        start = None
+    return out
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    """What the user asked for: ``phys_base`` "auto" or a u64; ``vmcoreinfo`` "auto", "none" or a file path."""
+
+    phys_base: str | int = "auto"
+    vmcoreinfo: str = "auto"
+    utsname: str = "auto"
+    set_flags: tuple[str, ...] = ()
+    clear_flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing to change: ``value`` is the wanted value (kind-specific)."""
+
+    kind: FindingKind
+    message: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class KdumpFacts:
+    """Header facts of a KDUMP file that the planner needs (offsets are in the kdump file, not the stream)."""
+
+    main: BoundLayout
+    sub: BoundLayout  # bound at version 6: offsets of every field (fields only ever get appended)
+    block_size: int
+    header_version: int
+    main_header: Any
+    sub_header: Any
+    main_raw: bytes  # the main header's bytes as they are in the file
+    sub_raw: bytes  # sub.size bytes at block_size, as they are in the file (v6 extent, whatever the version)
+    file_size: int  # the (reassembled) kdump file's size
+    notes_offset: int
+    notes_raw: bytes  # the notes blob up to the end of its last note
+    vmcoreinfo_note: Note | None
+    max_mapnr: int
+
+
+@dataclass(frozen=True)
+class ElfFacts:
+    e_phoff: int
+    e_ehsize: int
+    e_shoff: int
+    e_shnum: int
+    notes_offset: int
+    expected_notes_offset: int
+
+
+@dataclass
+class Diagnosis:
+    """Findings, what could not be determined (``missing``), and the values the fix is based on."""
+
+    container: str
+    findings: list[Finding] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    phys_base: int | None = None
+    vmcoreinfo: bytes | None = None
+    detect: dict[str, Any] = field(default_factory=dict)
+    facts: KdumpFacts | ElfFacts | None = None
+
+    def finding(self, kind: str) -> Finding | None:
+        return next((f for f in self.findings if f.kind == kind), None)
+
+
+def parse_phys_base(text: str | int) -> str | int:
+    """``auto`` or a u64 from decimal, 0x-hex or a negative number."""
+    if isinstance(text, int):
+        return to_u64(text)
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    sign = -1 if value.startswith("-") else 1
+    body = value.lstrip("+-")
+    try:
+        number = int(body, 16) if body.startswith("0x") else int(body, 10)
+    except ValueError:
+        raise KdfixError(f"{text!r} is not auto, a decimal, 0x-hex or negative number", field="--phys-base") from None
+    if number >= 1 << 64:
+        raise KdfixError(f"{text!r} does not fit 64 bits", field="--phys-base")
+    return to_u64(sign * number)
+
+
+def status_mask(names: Sequence[str], option: str) -> int:
+    mask = 0
+    for name in names:
+        flag = STATUS_FLAG_NAMES.get(name.strip().lower())
+        if flag is None:
+            raise KdfixError(f"unknown flag {name!r}; known: {', '.join(STATUS_FLAG_NAMES)}", field=option)
+        mask |= int(flag)
+    return mask
+
+
+def read_vmcoreinfo_file(path: str) -> bytes:
+    """VMCOREINFO text from a file (``makedumpfile -g`` output or /sys/kernel/vmcoreinfo-style text)."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_VMCOREINFO_FILE:
+            raise KdfixError(f"{size} bytes is too large for VMCOREINFO", field="--vmcoreinfo", path=path)
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise KdfixError(f"cannot read: {exc.strerror or exc}", field="--vmcoreinfo", path=path) from exc
+    raw = raw.split(b"\0", 1)[0]
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    if not VmcoreInfo.parse(raw).osrelease:
+        raise KdfixError("no OSRELEASE= line: not a VMCOREINFO text", field="--vmcoreinfo", path=path)
+    return raw
+
+
+def _detect_summary(result: Any) -> dict[str, Any]:
+    return {
+        "method": result.method,
+        "confidence": result.confidence,
+        "phys_base": None if result.phys_base is None else f"{result.phys_base:#x}",
+        "kernel_offset": None if result.kernel_offset is None else f"{result.kernel_offset:#x}",
+        "evidence": list(result.evidence),
+    }
+
+
+def _quick_detect(dump: Dump) -> dict[str, Any] | None:
+    """Method A alone, validated (cheap: reads a few pages); None when it gives no candidate."""
+    evidence: list[str] = []
+    candidate = find_by_vmcoreinfo_note(dump.model, dump.memory, log=evidence)
+    if candidate is None:
+        return None
+    checks = validate_candidate(candidate, dump.memory, vmcoreinfo=VmcoreInfo.parse(candidate.vmcoreinfo or b""))
+    evidence += list(candidate.evidence) + [str(c) for c in checks if c.passed is not None]
+    return {
+        "method": candidate.method,
+        "confidence": "high" if any(c.passed and c.decisive for c in checks) else "low",
+        "phys_base": f"{candidate.phys_base:#x}",
+        "kernel_offset": None if candidate.kernel_offset is None else f"{candidate.kernel_offset:#x}",
+        "evidence": evidence,
+    }
+
+
+def _resolve_vmcoreinfo_and_phys_base(
+    dump: Dump, existing: bytes | None, options: FixOptions, diag: Diagnosis, progress: Progress | None
+) -> None:
+    """Fill diag.vmcoreinfo (final text) and diag.phys_base, running detect() only when needed."""
+    text = existing
+    if text is None and options.vmcoreinfo not in ("auto", "none"):
+        text = read_vmcoreinfo_file(options.vmcoreinfo)
+        diag.messages.append(f"VMCOREINFO from {options.vmcoreinfo}")
+    elif existing is not None and options.vmcoreinfo not in ("auto", "none"):
+        diag.messages.append(f"the dump already carries VMCOREINFO; {options.vmcoreinfo} not used")
+    info = VmcoreInfo.parse(text) if text is not None else None
+    want_text = text is None and options.vmcoreinfo == "auto"
+    want_pb = options.phys_base == "auto" and (info is None or info.phys_base is None)
+    result = None
+    if want_text or want_pb:
+        result = detect(dump.model, dump.memory, progress=progress)
+        diag.detect = _detect_summary(result)
+        if want_text:
+            if result.vmcoreinfo is not None and result.found:
+                text = result.vmcoreinfo
+                info = VmcoreInfo.parse(text)
+                diag.messages.append(f"VMCOREINFO recovered from memory ({result.method}, {result.confidence})")
+            else:
+                diag.missing.append(
+                    "VMCOREINFO: not in the dump and not found in memory (give --vmcoreinfo FILE, e.g. from "
+                    "`makedumpfile -g FILE -x vmlinux`, or --vmcoreinfo none)"
+                )
+    elif existing is not None:
+        diag.detect = _quick_detect(dump) or {}
+    diag.vmcoreinfo = text
+    if options.phys_base != "auto":
+        diag.phys_base = int(options.phys_base)
+        if info is not None and info.phys_base is not None and info.phys_base != diag.phys_base:
+            diag.messages.append(
+                f"--phys-base {diag.phys_base:#x} differs from VMCOREINFO NUMBER(phys_base) {info.phys_base:#x} "
+                "(crash, libkdumpfile and drgn use VMCOREINFO)"
+            )
+    elif info is not None and info.phys_base is not None:
+        diag.phys_base = info.phys_base
+    elif result is not None and result.found:
+        diag.phys_base = result.phys_base
+        if result.confidence == "low":
+            diag.messages.append(f"phys_base {result.phys_base:#x} from {result.method} alone (low confidence)")
+    else:
+        diag.missing.append("phys_base: no VMCOREINFO NUMBER(phys_base) and detection found no validated value "
+                            "(give --phys-base N)")  # fmt: skip
+
+
+def _kdump_facts(dump: Dump) -> KdumpFacts:
+    k = dump.kdump
+    assert k is not None
+    main = DISK_DUMP_HEADER.bind(k.abi)
+    sub = KDUMP_SUB_HEADER.bind(k.sub_abi, 6)
+    notes_raw = b""
+    vmci = None
+    if k.notes_size:
+        end = max((n.offset + n.packed_size for n in k.notes), default=k.notes_offset)
+        notes_raw = k.source.read_at(k.notes_offset, end - k.notes_offset)
+        vmci = next((n for n in k.notes if n.name == NOTE_NAME_VMCOREINFO), None)
+    return KdumpFacts(
+        main=main,
+        sub=sub,
+        block_size=k.block_size,
+        header_version=k.header_version,
+        main_header=k.main_header,
+        sub_header=k.sub_header,
+        main_raw=k.source.read_at(0, main.size),
+        sub_raw=k.source.read_at(k.block_size, sub.size),
+        file_size=k.source.size,
+        notes_offset=k.notes_offset,
+        notes_raw=notes_raw,
+        vmcoreinfo_note=vmci,
+        max_mapnr=k.max_mapnr,
+    )
+
+
+def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Progress | None) -> None:
+    k = dump.kdump
+    assert k is not None
+    if k.is_diskdump or k.sub_header is None:
+        raise UnsupportedError("legacy DISKDUMP files have no sub header to fix", field="main_header.signature",
+                               offset=0, path=dump.path)  # fmt: skip
+    facts = _kdump_facts(dump)
+    diag.facts = facts
+    existing, _problems = k.vmcoreinfo_text()
+    _resolve_vmcoreinfo_and_phys_base(dump, existing, options, diag, progress)
+    text = diag.vmcoreinfo
+    info = VmcoreInfo.parse(text) if text is not None else None
+
+    # phys_base (kdump-format.md §4; QEMU's misparse, qemu-dumps.md §6).
+    if diag.phys_base is not None and diag.phys_base != k.phys_base:
+        diag.findings.append(Finding("phys_base", f"header phys_base {k.phys_base:#x} → {diag.phys_base:#x} "
+                                     f"({to_s64(diag.phys_base)})", diag.phys_base))  # fmt: skip
+
+    # VMCOREINFO placement (notes-and-vmcoreinfo.md §5).
+    if text is not None:
+        note = facts.vmcoreinfo_note
+        version = facts.header_version
+        if note is not None and version >= 4:
+            desc_offset = note.offset + note.desc_offset
+            sh = facts.sub_header
+            if (sh.offset_vmcoreinfo, sh.size_vmcoreinfo) != (desc_offset, len(note.desc)):
+                diag.findings.append(Finding("vmcoreinfo_pointer", "offset_vmcoreinfo/size_vmcoreinfo do not point at "
+                                             "the VMCOREINFO note", (desc_offset, len(note.desc))))  # fmt: skip
+        elif version == 3 and existing is not None:
+            pass  # v3: every reader takes offset_vmcoreinfo
+        else:
+            why = "no VMCOREINFO note in the notes area" if version >= 4 else f"header_version {version} has no notes"
+            diag.findings.append(Finding("vmcoreinfo_note", f"{why}: append notes + VMCOREINFO note", text))
+
+    # utsname (notes-and-vmcoreinfo.md §6).
+    current = uts.utsname_fields(facts.main_header.utsname)
+    if options.utsname != "none" and not uts.is_sane(current):
+        wanted: dict[str, bytes] | None = None
+        source = "no VMCOREINFO"
+        if info is not None:
+            if diag.phys_base is not None:
+                wanted, source = uts.from_memory(dump.memory, info, diag.phys_base)
+                if wanted is None:
+                    diag.messages.append(f"utsname not taken from memory: {source}")
+            if wanted is None:
+                wanted, source = uts.from_vmcoreinfo(info, current, dump.abi)
+        if wanted is None:
+            diag.messages.append(f"header utsname is not sane and cannot be filled: {source}")
+        elif wanted != current:
+            diag.findings.append(Finding("utsname", f"header utsname filled from {source}", wanted))
+
+    # timestamp: CRASHTIME when the header has none; tv_usec is never written (kdump-format.md §12).
+    crashtime = info.crashtime if info is not None else None
+    if crashtime and facts.main_header.timestamp.tv_sec == 0 and crashtime > 0:
+        diag.findings.append(Finding("timestamp", f"timestamp.tv_sec 0 → CRASHTIME {crashtime}", crashtime))
+
+    # crash --osrelease of a flattened stream (see CRASH_STRINGS_LINES).
+    if dump.container == "flattened" and info is not None and info.osrelease:
+        stream = getattr(k.source, "stream", None)
+        head = stream.read_at(0, 1 << 20) if stream is not None else b""
+        if not any(b"OSRELEASE=" in line for line in early_strings(head)):
+            hint = f"OSRELEASE={info.osrelease}\n".encode("latin-1")
+            pad = head[FLAT_HINT_OFFSET : FLAT_HINT_OFFSET + FLAT_HINT_MAX]
+            if len(hint) < FLAT_HINT_MAX and not any(pad):
+                diag.findings.append(Finding("flat_osrelease_hint", "OSRELEASE line in the flattened header's padding "
+                                             "(crash --osrelease scans only the first strings)", hint))  # fmt: skip
+            else:
+                diag.messages.append("crash --osrelease will not find OSRELEASE in this flattened stream")
+
+    # status flags.
+    status = facts.main_header.status
+    new_status = (status | status_mask(options.set_flags, "--set-flag")) & ~status_mask(
+        options.clear_flags, "--clear-flag"
+    )
+    if new_status != status:
+        diag.findings.append(Finding("status", f"status {status:#x} → {new_status:#x}", new_status))
+
+
+def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Progress | None) -> None:
+    e = dump.elf
+    assert e is not None
+    eh = ehdr_layout(e.abi)
+    hdr = eh.unpack(e.source.read_at(0, eh.size))
+    phdr_size = phdr_layout(e.abi).size
+    facts = ElfFacts(hdr.e_phoff, hdr.e_ehsize, hdr.e_shoff, hdr.e_shnum, e.notes_offset,
+                     eh.size + hdr.e_phnum * phdr_size)  # fmt: skip
+    diag.facts = facts
+    note = next((n for n in e.notes if n.name == NOTE_NAME_VMCOREINFO), None)
+    existing = note.desc if note is not None else None
+    _resolve_vmcoreinfo_and_phys_base(dump, existing, options, diag, progress)
+    reasons = []
+    if existing is None and diag.vmcoreinfo is not None:
+        reasons.append("add a VMCOREINFO note")
+    if facts.e_phoff != eh.size or facts.e_ehsize != eh.size or facts.e_shoff or facts.e_shnum:
+        reasons.append(f"restore the /proc/vmcore layout (e_phoff {facts.e_phoff}, e_ehsize {facts.e_ehsize}, "
+                       f"e_shnum {facts.e_shnum})")  # fmt: skip
+    elif len(e.note_segments) > 1 or facts.notes_offset != facts.expected_notes_offset:
+        reasons.append("put the notes right after the program headers")
+    if reasons:
+        diag.findings.append(Finding("elf_rewrite", "rewrite the ELF: " + "; ".join(reasons), diag.vmcoreinfo))
+    if options.set_flags or options.clear_flags:
+        diag.messages.append("--set-flag/--clear-flag apply to KDUMP headers only; ignored for ELF")
+    if options.phys_base != "auto":
+        diag.messages.append("an ELF dump has no header phys_base; readers take NUMBER(phys_base) from VMCOREINFO")
+
+
+def diagnose(dump: Dump, options: FixOptions, *, progress: Progress | None = None) -> Diagnosis:
+    """Findings for an opened dump (kdump, flattened or ELF); split sets are not supported."""
+    if dump.container == "split":
+        raise UnsupportedError("fix works on one file; reassemble the split set first", path=dump.path)
+    diag = Diagnosis(container=dump.container)
+    if dump.container == "elf":
+        _diagnose_elf(dump, options, diag, progress)
+    else:
+        _diagnose_kdump(dump, options, diag, progress)
+    return diag
+
+
+def describe_utsname(fields: dict[str, bytes]) -> dict[str, str]:
+    return {name: cstr(raw) for name, raw in fields.items()}
+
+
+__all__ = ["Diagnosis", "ElfFacts", "Finding", "FixOptions", "KdumpFacts", "diagnose", "parse_phys_base"]

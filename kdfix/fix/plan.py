@@ -1,0 +1,163 @@
+"""Turn a Diagnosis into a Plan: header field patches (offsets from the layouts) and one appended notes blob.
+
+Pure: no I/O. Offsets are in the KDUMP file (for a flattened stream, the reassembled file); ``apply`` maps them
+to the stream. Relocating the notes blob to EOF follows notes-and-vmcoreinfo.md §5 option (b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdfix.fix.diagnose import FLAT_HINT_OFFSET, Diagnosis, KdumpFacts
+from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
+from kdfix.format.layout import BoundLayout
+from kdfix.notes.framing import Note, pack_note
+from kdfix.units import align_up, cstr
+
+APPEND_ALIGN = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One change: ``old`` are the bytes there now (empty for appended data), ``new`` what replaces them."""
+
+    field: str
+    dump_offset: int
+    old: bytes
+    new: bytes
+    old_value: str
+    new_value: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Patches of existing header bytes, an optional blob appended at ``append.dump_offset``, or an ELF rewrite."""
+
+    container: str
+    edits: tuple[Edit, ...] = ()
+    append: Edit | None = None
+    stream_edits: tuple[Edit, ...] = ()  # flattened only: ``dump_offset`` is the stream file offset
+    rewrite_elf: bool = False
+    elf_vmcoreinfo: bytes | None = None
+    rewrite_reason: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.edits and self.append is None and not self.rewrite_elf and not self.stream_edits
+
+    def all_edits(self) -> tuple[Edit, ...]:
+        return self.edits + ((self.append,) if self.append is not None else ()) + self.stream_edits
+
+
+class _Patcher:
+    """Collects field patches for one header (main or sub), the last value per field winning."""
+
+    def __init__(self, prefix: str, layout: BoundLayout, base: int, raw: bytes) -> None:
+        self.prefix, self.layout, self.base, self.raw = prefix, layout, base, raw
+        self.values: dict[str, tuple[bytes, str]] = {}
+
+    def set(self, path: str, value: int | bytes, shown: str | None = None) -> None:
+        if isinstance(value, int) and value < 0:
+            value &= (1 << (8 * self.layout.size_of(path))) - 1  # two's complement in an unsigned field
+        elif isinstance(value, int) and self.layout.size_of(path) < 8:
+            value &= (1 << (8 * self.layout.size_of(path))) - 1  # u64 phys_base in a 32-bit ulong
+        new = self.layout.pack_field(path, value)
+        self.values[path] = (new, shown if shown is not None else _show(value))
+
+    def edits(self) -> list[Edit]:
+        out = []
+        for path, (new, shown) in self.values.items():
+            off = self.layout.offset_of(path)
+            old = self.raw[off : off + len(new)].ljust(len(new), b"\0")
+            if old != new:
+                old_value = _raw_show(old, path, self.layout.abi.endian)
+                out.append(Edit(f"{self.prefix}.{path}", self.base + off, old, new, old_value, shown))
+        return out
+
+
+def _show(value: int | bytes) -> str:
+    return cstr(value) if isinstance(value, bytes) else f"{value:#x}"
+
+
+def _raw_show(raw: bytes, path: str, endian: str) -> str:
+    if path.startswith("utsname."):
+        return cstr(raw)
+    if path == "timestamp.tv_sec":
+        return str(int.from_bytes(raw, endian, signed=True))  # type: ignore[arg-type]
+    return f"{int.from_bytes(raw, endian):#x}"  # type: ignore[arg-type]
+
+
+def plan_kdump(diag: Diagnosis) -> Plan:
+    facts = diag.facts
+    assert isinstance(facts, KdumpFacts)
+    bs = facts.block_size
+    main = _Patcher("main_header", facts.main, 0, facts.main_raw)
+    sub = _Patcher("sub_header", facts.sub, bs, facts.sub_raw)
+    order = {"big": "big", "little": "little"}[facts.main.abi.endian]
+    append: Edit | None = None
+    stream: list[Edit] = []
+
+    def field_value(raw: bytes, layout: BoundLayout, path: str) -> int:
+        off = layout.offset_of(path)
+        size = layout.size_of(path)
+        return int.from_bytes(raw[off : off + size], order)
+
+    for f in diag.findings:
+        if f.kind == "phys_base":
+            sub.set("phys_base", f.value)
+        elif f.kind == "vmcoreinfo_pointer":
+            offset, size = f.value
+            sub.set("offset_vmcoreinfo", offset)
+            sub.set("size_vmcoreinfo", size)
+        elif f.kind == "vmcoreinfo_note":
+            version = facts.header_version
+            if version < 4:
+                # The upgraded header declares fields the old one did not have: give each a defined value.
+                main.set("header_version", KDUMP_HEADER_VERSION)
+                split = facts.sub_header.split if version >= 2 else 0
+                start = facts.sub_header.start_pfn if version >= 2 else 0
+                end = facts.sub_header.end_pfn if version >= 2 else 0
+                for path, value in (("split", split), ("start_pfn", start), ("end_pfn", end),
+                                    ("offset_eraseinfo", 0), ("size_eraseinfo", 0),
+                                    ("start_pfn_64", start if split else 0), ("end_pfn_64", end if split else 0),
+                                    ("max_mapnr_64", facts.max_mapnr)):  # fmt: skip
+                    if facts.sub.has(path) and (version < 2 or path not in ("split", "start_pfn", "end_pfn")):
+                        sub.set(path, value)
+            note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
+            blob = facts.notes_raw + pack_note(note, facts.main.abi)
+            at = align_up(facts.file_size, APPEND_ALIGN)
+            desc_at = at + len(facts.notes_raw) + note.desc_offset
+            old_note = field_value(facts.sub_raw, facts.sub, "size_note") if version >= 4 else 0
+            shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
+            append = Edit("notes", at, b"", blob, f"{old_note} bytes", shown)
+            sub.set("offset_note", at)
+            sub.set("size_note", len(blob))
+            sub.set("offset_vmcoreinfo", desc_at)
+            sub.set("size_vmcoreinfo", len(f.value))
+        elif f.kind == "utsname":
+            for name, raw in f.value.items():
+                main.set(f"utsname.{name}", raw)
+        elif f.kind == "timestamp":
+            main.set("timestamp.tv_sec", f.value, str(f.value))
+        elif f.kind == "status":
+            main.set("status", f.value)
+        elif f.kind == "flat_osrelease_hint":
+            stream.append(Edit("flat_header.osrelease_hint", FLAT_HINT_OFFSET, bytes(len(f.value)), f.value, "",
+                               f.value.decode("latin-1").strip()))  # fmt: skip
+    edits = sorted(main.edits() + sub.edits(), key=lambda e: e.dump_offset)
+    return Plan(diag.container, tuple(edits), append, tuple(stream))
+
+
+def plan_elf(diag: Diagnosis) -> Plan:
+    f = diag.finding("elf_rewrite")
+    if f is None:
+        return Plan(diag.container)
+    return Plan(diag.container, rewrite_elf=True, elf_vmcoreinfo=f.value, rewrite_reason=f.message)
+
+
+def plan(diag: Diagnosis) -> Plan:
+    """The Plan for a Diagnosis (an empty Plan when nothing needs changing)."""
+    return plan_elf(diag) if diag.container == "elf" else plan_kdump(diag)
+
+
+__all__ = ["APPEND_ALIGN", "Edit", "Plan", "plan"]
