@@ -287,6 +287,7 @@ def run_batch(
     if (out_dir is None) == (not in_place):
         raise KdfixError("give exactly one of --out-dir DIR and --in-place", field="out_dir")
     out_root = None
+    explicit_report = report is not None
     if out_dir is not None:
         out_root = os.path.realpath(os.fspath(out_dir))
         if any(root == out_root for root, _, _ in walk_roots(paths)):
@@ -330,8 +331,10 @@ def run_batch(
     if resume:
         _remove_stale_temps([p for j in jobs for p in (j.outputs or j.dump.files)])
 
-    writer = ReportWriter(report_path, append=resume) if report_path is not None and not (
-        dry_run and report is None) else None  # fmt: skip
+    # a dry run writes a report only when asked for one by name
+    writer = None
+    if report_path is not None and (explicit_report or not dry_run):
+        writer = ReportWriter(report_path, append=resume)
     total_bytes = sum(d.size_bytes for d in dumps)
     counters = {"files": 0, "bytes": 0}
 
@@ -404,9 +407,10 @@ def _job_with_dirs(job: Job) -> Job | Outcome:
 def _run_pool(
     jobs: Sequence[Job], workers: int, stop: _Stop, finished: Callable[[Job, Outcome], None], immediate: bool
 ) -> None:
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     queue = list(reversed(jobs))
     running: dict[Future[Outcome], Job] = {}
+    retried: set[str] = set()  # jobs already rerun once after their worker died
     forwarded = False
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(immediate,))  # fmt: skip
@@ -437,6 +441,10 @@ def _run_pool(
                 except BrokenProcessPool:
                     broken = True
                     if stop.requested:
+                        continue
+                    if job.dump.path not in retried:  # maybe another file's worker died: try once more
+                        retried.add(job.dump.path)
+                        queue.append(job)
                         continue
                     outcome = Outcome(path=job.dump.path, status="failed", kind=job.dump.kind,
                                       files=job.dump.rel_files, size_bytes=job.dump.size_bytes,
