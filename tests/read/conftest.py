@@ -1,36 +1,50 @@
-"""Fixtures for reader tests: real QEMU dumps of a stopped firmware-only guest, made once per session."""
+"""Fixtures for reader tests: committed QEMU fixtures, their ``makedumpfile -R`` reassembly, synthetic memory."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import random
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.read.qemu_quick import QuickDumps, make_quick_dumps, qemu_available
-
-
-def _need(tool_ok: bool, reason: str) -> None:
-    if not tool_ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (required in CI)")
-        pytest.skip(reason)
+from kdfix.read.memory import DictMemory
+from tests.oracle.fixtures import repo_fixture, require_tool
 
 
 @pytest.fixture(scope="session")
-def quick_dumps(tmp_path_factory: pytest.TempPathFactory) -> QuickDumps:
-    """ELF + kdump-zlib of the same stopped q35 guest (16 MiB, 2 vCPUs)."""
-    _need(qemu_available(), "qemu-system-x86_64 not installed")
-    return make_quick_dumps(tmp_path_factory.mktemp("qemu"), mem_mib=16, smp=2)
+def firmware_kdump() -> Path:
+    """fixtures/firmware-16m.kdump-zlib: QEMU 7.2 flattened kdump-zlib, 2 vCPUs at reset (same guest as the ELF)."""
+    return repo_fixture("firmware-16m.kdump-zlib")
 
 
-@pytest.fixture(scope="session")
-def reassembled(quick_dumps: QuickDumps, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``makedumpfile -R`` reassembly of the QEMU flattened kdump-zlib file."""
-    _need(shutil.which("makedumpfile") is not None, "makedumpfile not installed")
-    out = tmp_path_factory.mktemp("reassembled") / "guest.kdump"
-    with open(quick_dumps.kdump_zlib, "rb") as stream:
-        subprocess.run(["makedumpfile", "-R", str(out)], stdin=stream, check=True, capture_output=True, timeout=120)
+def reassemble_with_makedumpfile(flat: Path, out: Path) -> Path:
+    require_tool("makedumpfile")
+    with open(flat, "rb") as stream:
+        subprocess.run(["makedumpfile", "-R", str(out)], stdin=stream, check=True, capture_output=True, timeout=300)
     return out
+
+
+@pytest.fixture(scope="session")
+def firmware_reassembled(firmware_kdump: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``makedumpfile -R`` of firmware_kdump."""
+    return reassemble_with_makedumpfile(firmware_kdump, tmp_path_factory.mktemp("reassembled") / "firmware.kdump")
+
+
+def sample_pages(seed: int = 1) -> dict[int, bytes]:
+    """A few pages of each kind: compressible, random (stored raw), all-zero; with holes between them."""
+    rng = random.Random(seed)
+    pages: dict[int, bytes] = {}
+    for pfn in (0, 1, 2, 5, 6, 7, 100, 101, 300, 4095, 4096, 4100):
+        if pfn in (2, 101, 4096):
+            pages[pfn] = bytes(4096)
+        elif pfn in (7, 300):
+            pages[pfn] = rng.randbytes(4096)
+        else:
+            pages[pfn] = rng.randbytes(64) * 64
+    return pages
+
+
+@pytest.fixture
+def sample_memory() -> DictMemory:
+    return DictMemory(sample_pages(), max_pfn=0x2000)
