@@ -1,0 +1,201 @@
+"""fix_dump on synthetic QEMU-like dumps: exact phys_base, VMCOREINFO placement, idempotency, dry run, undo, modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kdfix import open_dump
+from kdfix.errors import KdfixError
+from kdfix.fix import fix_dump
+from kdfix.fix.diagnose import early_strings, parse_phys_base
+from kdfix.fix.journal import journal_path, undo
+from kdfix.fix.utsname import is_sane, utsname_fields
+from kdfix.format.constants import DumpFlag
+from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.units import cstr
+from kdfix.write import reassemble
+from tests.fix.conftest import MiB, file_state, make_dump
+
+
+def _copy(src: Path, dst: Path, mode: int = 0o644) -> Path:
+    shutil.copyfile(src, dst)
+    dst.chmod(mode)
+    return dst
+
+
+def _check_fixed(path: Path, truth) -> None:  # type: ignore[no-untyped-def]
+    """Header phys_base exact; VMCOREINFO note in the notes and the header pointer at its text; sane utsname."""
+    with open_dump(path) as dump:
+        assert dump.sub_header.phys_base == truth.phys_base
+        k = dump.kdump
+        text, problems = k.vmcoreinfo_text()
+        assert not problems
+        note = next(n for n in k.notes if n.name == b"VMCOREINFO")
+        assert k.vmcoreinfo_raw == note.desc == text
+        assert dump.sub_header.offset_vmcoreinfo == note.offset + 24
+        assert VmcoreInfo.parse(text).phys_base == truth.phys_base
+        fields = utsname_fields(dump.main_header.utsname)
+        assert is_sane(fields) and cstr(fields["release"]) == truth.release
+        assert dump.main_header.timestamp.tv_usec == 0
+
+
+@pytest.mark.parametrize("container", ["plain", "flat"])
+def test_in_place_fix_then_undo_restores_the_file(tmp_path: Path, synthetic_plain, synthetic_flat, container) -> None:  # type: ignore[no-untyped-def]
+    src, truth = synthetic_plain if container == "plain" else synthetic_flat
+    path = _copy(src, tmp_path / "d")
+    before = file_state(path)
+    result = fix_dump(path, in_place=True)
+    assert result.status == "fixed" and result.journal == journal_path(path)
+    assert result.phys_base == f"{truth.phys_base:#x}"
+    assert result.bytes_written < 64 * 1024
+    _check_fixed(path, truth)
+    undo(path)
+    assert file_state(path)[:2] == before[:2]
+    assert not Path(journal_path(path)).exists()
+
+
+def test_fix_of_a_fixed_file_is_ok_with_no_edits(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    path = _copy(synthetic_plain[0], tmp_path / "d")
+    assert fix_dump(path, in_place=True).status == "fixed"
+    state = file_state(path)
+    again = fix_dump(path, in_place=True)
+    assert (again.status, again.edits, again.bytes_written) == ("ok", [], 0)
+    assert "nothing to fix" in again.messages
+    assert file_state(path) == state
+
+
+def test_dry_run_changes_nothing_and_lists_the_edits(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
+    path = _copy(synthetic_flat[0], tmp_path / "d")
+    state = file_state(path)
+    result = fix_dump(path, in_place=True, dry_run=True)
+    assert result.status == "fixed" and result.dry_run
+    fields = {e["field"] for e in result.edits}
+    assert {"sub_header.phys_base", "sub_header.offset_note", "notes", "main_header.utsname.release"} <= fields
+    assert all(isinstance(e["file_offset"], int) for e in result.edits)
+    assert file_state(path) == state
+    assert not Path(journal_path(path)).exists()
+
+
+def test_output_keeps_container_and_mode_and_leaves_the_input(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
+    src, truth = synthetic_flat
+    path = _copy(src, tmp_path / "in", 0o400)
+    state = file_state(path)
+    out = tmp_path / "out"
+    result = fix_dump(path, output=out)
+    assert result.status == "fixed" and result.output == str(out)
+    assert file_state(path) == state
+    assert out.stat().st_mode & 0o777 == 0o400
+    with open_dump(out) as dump:
+        assert dump.container == "flattened"
+    _check_fixed(out, truth)
+
+
+def test_read_only_input_refuses_in_place(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    path = _copy(synthetic_plain[0], tmp_path / "d", 0o400)
+    with pytest.raises(KdfixError, match="read-only"):
+        fix_dump(path, in_place=True)
+
+
+def test_flattened_in_place_equals_fixing_the_reassembled_file(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
+    """-R(fix(flat)) == fix(-R(flat)) byte for byte (the OSRELEASE hint lives in the stream header only)."""
+    flat = _copy(synthetic_flat[0], tmp_path / "d.flat")
+    plain = tmp_path / "d.plain"
+    reassemble(flat, plain)
+    fix_dump(flat, in_place=True)
+    fix_dump(plain, in_place=True)
+    again = tmp_path / "again"
+    reassemble(flat, again)
+    assert again.read_bytes() == plain.read_bytes()
+    head = flat.read_bytes()[: 1 << 16]
+    assert any(b"OSRELEASE=" in s for s in early_strings(head))
+
+
+def test_explicit_phys_base_and_flags(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    path = _copy(synthetic_plain[0], tmp_path / "d")
+    result = fix_dump(path, in_place=True, phys_base="-0x400000", vmcoreinfo="none", utsname="none",
+                      set_flags=["incomplete"])  # fmt: skip
+    assert result.status == "fixed"
+    with open_dump(path) as dump:
+        assert dump.sub_header.phys_base == (1 << 64) - 0x400000
+        assert dump.main_header.status & DumpFlag.COMPRESSED_INCOMPLETE
+        assert dump.vmcoreinfo is None
+    cleared = fix_dump(path, in_place=True, phys_base="-4194304", vmcoreinfo="none", utsname="none",
+                       clear_flags=["incomplete"])  # fmt: skip
+    assert [e["field"] for e in cleared.edits] == ["main_header.status"]
+    undo(path)
+    assert file_state(path)[0] == file_state(synthetic_plain[0])[0]
+
+
+def test_vmcoreinfo_file_and_undetermined(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    src, truth = synthetic_plain
+    path = _copy(src, tmp_path / "d")
+    vmci = tmp_path / "vmcoreinfo.txt"
+    vmci.write_bytes(truth.vmcoreinfo)
+    result = fix_dump(path, output=tmp_path / "o", vmcoreinfo=str(vmci))
+    assert result.status == "fixed"
+    _check_fixed(tmp_path / "o", truth)
+    # A dump whose memory holds no kernel: nothing can be determined, nothing is written.
+    from kdfix.read.memory import DictMemory
+    from kdfix.write import write_kdump
+    from tests import strategies as S
+
+    empty = tmp_path / "empty"
+    write_kdump(empty, dataclasses.replace(S.drgn_model(), vmcoreinfo=None, notes=()),
+                DictMemory({i: bytes([i]) * 4096 for i in range(64)}, max_pfn=64))  # fmt: skip
+    state = file_state(empty)
+    res = fix_dump(empty, in_place=True)
+    assert res.status == "undetermined" and res.missing and res.edits == []
+    assert file_state(empty) == state
+
+
+def test_parse_phys_base() -> None:
+    assert parse_phys_base("auto") == "auto"
+    assert parse_phys_base("-840957952") == (1 << 64) - 840957952
+    assert parse_phys_base("0x6000000") == 0x6000000
+    assert parse_phys_base("12") == 12
+    with pytest.raises(KdfixError):
+        parse_phys_base("zz")
+
+
+def test_header_v1_is_upgraded_to_v6_with_defined_fields(tmp_path: Path) -> None:
+    path = tmp_path / "v1"
+    model, memory, truth = __import__("kdfix.generate.synthetic", fromlist=["x"]).build_linux_image(
+        memory_size=32 * MiB, phys_base=-6 * MiB, kaslr_offset=10 * MiB, vmcoreinfo_in_notes=False
+    )
+    from kdfix.write import write_kdump
+
+    write_kdump(path, dataclasses.replace(model, header_version=1), memory, phys_base_from_vmcoreinfo=False)
+    with open_dump(path) as dump:
+        assert dump.header_version == 1
+    result = fix_dump(path, in_place=True)
+    assert any(e["field"] == "main_header.header_version" for e in result.edits)
+    with open_dump(path) as dump:
+        assert dump.header_version == 6 and dump.sub_header.max_mapnr_64 == dump.kdump.max_mapnr
+    _check_fixed(path, truth)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    slot=st.integers(0, 12),
+    kaslr_slots=st.integers(0, 40),
+    flat=st.booleans(),
+)
+def test_synthetic_dumps_are_fixed_with_the_exact_phys_base(tmp_path_factory, slot, kaslr_slots, flat) -> None:  # type: ignore[no-untyped-def]
+    memory_size = 64 * MiB
+    kaslr = kaslr_slots * 2 * MiB if kaslr_slots % 3 else 0
+    text = slot * 2 * MiB
+    phys_base = text - 16 * MiB - kaslr
+    path = tmp_path_factory.mktemp("h") / "d"
+    truth = make_dump(path, flat=flat, memory_size=memory_size, phys_base=phys_base, kaslr_offset=kaslr,
+                      seed=slot)  # fmt: skip
+    os.chmod(path, 0o600)
+    result = fix_dump(path, in_place=True)
+    assert result.status == "fixed"
+    _check_fixed(path, truth)
