@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - before kdfix.fix lands
     JOURNAL_SUFFIX = ".kdfix-undo"
 
 HEAD_SIZE = 4096
+JOURNAL_REASON = "kdfix undo journal (its dump is gone)"
 TEMP_SUFFIX = ".kdfix-tmp"  # kdfix.write.atomic's temp files: ``.NAME.XXXXXXXX.kdfix-tmp``
 
 
@@ -126,7 +127,7 @@ def probe_file(path: str) -> Probed | str:
         kind = probe_container(head)
         if kind is None:
             if path.endswith(JOURNAL_SUFFIX) and head[:1] == b"{":
-                return "kdfix undo journal"
+                return JOURNAL_REASON
             return "not a dump (content not recognised)"
         if kind == "elf":
             return Probed("elf") if probe_elf_core(head) else "ELF file but not a core (e_type is not ET_CORE)"
@@ -237,6 +238,8 @@ def walk(
             except OSError as exc:
                 skipped.append(SkippedFile(rel, f"cannot read: {exc.strerror or exc}", st.st_size, failed=True))
                 continue
+            if probed == JOURNAL_REASON and os.path.exists(full[: -len(JOURNAL_SUFFIX)]):
+                continue  # the undo record of a dump fixed in place: part of that dump, not a file to report
             if isinstance(probed, str):
                 skipped.append(SkippedFile(rel, probed, st.st_size))
             elif probed.split is not None:

@@ -8,8 +8,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from kdfix.generate.synthetic import build_linux_image
 from kdfix.write import write_elf, write_kdump, write_split
 
@@ -29,9 +27,8 @@ class Templates:
     phys_base: int
 
 
-@pytest.fixture(scope="session")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
-    d = tmp_path_factory.mktemp("batch-templates")
+def make_templates(d: Path) -> Templates:
+    """Write the template dumps into directory ``d``."""
     model, mem, truth = build_linux_image(memory_size=32 * MiB, phys_base=PHYS_BASE, qemu_header_bug=True)
     assert model.phys_base != truth.phys_base  # the bug the fix must correct
     write_kdump(d / "broken.kdump", model, mem, phys_base_from_vmcoreinfo=False)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from kdfix.batch.walk import matches, probe_elf_core, walk
-from tests.batch.conftest import Templates, build_archive, put
+from tests.batch.synthetic import Templates, build_archive, put
 
 
 def test_archive_dumps_found_by_content(tmp_path: Path, templates: Templates) -> None:
