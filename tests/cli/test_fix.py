@@ -1,0 +1,93 @@
+"""``kdfix fix`` / ``kdfix undo`` through CliRunner: exit codes, --json, --dry-run, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kdfix.cli import app
+from tests.fix.conftest import file_state, make_dump
+
+
+@pytest.fixture(scope="module")
+def synthetic_plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("cli-fix") / "plain.kdump"
+    return path, make_dump(path)
+
+
+@pytest.fixture(scope="module")
+def synthetic_flat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("cli-fix") / "dump.flat"
+    return path, make_dump(path, flat=True)
+
+
+runner = CliRunner()
+
+
+def _run(*args: object) -> tuple[int, str, str]:
+    res = runner.invoke(app, [str(a) for a in args])
+    return res.exit_code, res.stdout, res.stderr if res.stderr_bytes is not None else ""
+
+
+def test_fix_json_then_ok_then_undo(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    src, truth = synthetic_plain
+    path = tmp_path / "d"
+    shutil.copyfile(src, path)
+    before = file_state(path)
+    code, out, _ = _run("fix", path, "--in-place", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["status"] == "fixed" and data["container"] == "kdump" and data["path"] == str(path)
+    assert data["phys_base"] == f"{truth.phys_base:#x}" and data["output"] == str(path)
+    assert {"field", "file_offset", "old", "new"} <= set(data["edits"][0])
+    assert data["detect"]["confidence"] in ("high", "medium")
+    code, out, _ = _run("fix", path, "--in-place", "--json")
+    assert code == 0 and json.loads(out)["status"] == "ok" and json.loads(out)["edits"] == []
+    code, out, _ = _run("undo", path)
+    assert code == 0 and "restored" in out
+    assert file_state(path)[:2] == before[:2]
+    code, _, err = _run("undo", path)
+    assert code == 2 and "no undo journal" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_prints_offsets_and_writes_nothing(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "d"
+    shutil.copyfile(synthetic_flat[0], path)
+    state = file_state(path)
+    code, out, _ = _run("fix", path, "--in-place", "--dry-run")
+    assert code == 0 and "dry run" in out and "sub_header.phys_base @ 0x" in out and "→" in out
+    assert file_state(path) == state
+
+
+def test_usage_errors_and_read_only(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "d"
+    shutil.copyfile(synthetic_plain[0], path)
+    path.chmod(0o400)
+    assert _run("fix", path)[0] == 2  # neither -o nor --in-place
+    assert _run("fix", path, "-o", tmp_path / "o", "--in-place")[0] == 2
+    assert _run("fix", path, "-o", tmp_path / "o", "--set-flag", "bogus")[0] == 2
+    code, _, err = _run("fix", path, "--in-place")
+    assert code == 2 and "read-only" in err
+    code, _, err = _run("fix", tmp_path / "missing", "-o", tmp_path / "o")
+    assert code == 2
+
+
+def test_undetermined_exits_1(tmp_path: Path) -> None:
+    import dataclasses
+
+    from kdfix.read.memory import DictMemory
+    from kdfix.write import write_kdump
+    from tests import strategies as S
+
+    path = tmp_path / "empty"
+    write_kdump(path, dataclasses.replace(S.drgn_model(), vmcoreinfo=None, notes=()),
+                DictMemory({i: bytes([i]) * 4096 for i in range(32)}, max_pfn=32))  # fmt: skip
+    code, out, _ = _run("fix", path, "-o", tmp_path / "o", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["status"] == "undetermined" and any("phys_base" in m for m in data["missing"])
+    assert not (tmp_path / "o").exists()
