@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,6 +164,8 @@ class ElfContainer:
         segments.sort(key=lambda s: s.paddr)
         self.segments: tuple[ElfSegment, ...] = tuple(segments)
         self._starts = [s.paddr for s in segments]
+        # _reach[i]: the highest end of segments[0..i] (overlapping segments in hostile files, see _segments_for).
+        self._reach = list(itertools.accumulate((s.end for s in segments), max))
         self.notes: tuple[Note, ...] = tuple(notes)
         self.page_size = _vmcoreinfo_page_size(self.notes) or self.page_size
         self.notes_offset, self.notes_size = self.note_segments[0] if self.note_segments else (0, 0)
@@ -193,16 +196,19 @@ class ElfContainer:
         if self._bitmap is None:
             buf = bytearray(ceil_div(self.max_pfn, 8))
             for a, b in self._pfn_runs():
-                for pfn in range(a, b):
+                head = min(b, ceil_div(a, 8) * 8)  # bits before the first whole byte
+                tail = max(head, b // 8 * 8)  # bits after the last whole byte
+                for pfn in (*range(a, head), *range(tail, b)):
                     buf[pfn >> 3] |= 1 << (pfn & 7)
+                buf[head >> 3 : tail >> 3] = b"\xff" * ((tail - head) >> 3)
             self._bitmap = Bitmap(bytes(buf), self.max_pfn)
         return self._bitmap
 
     def _segments_for(self, paddr: int, end: int) -> list[ElfSegment]:
         i = bisect.bisect_right(self._starts, paddr) - 1
         i = max(i, 0)
-        # segments may overlap in odd files: scan back while earlier ones still reach paddr
-        while i > 0 and self.segments[i - 1].end > paddr:
+        # segments may overlap in odd files: scan back while any earlier one still reaches paddr
+        while i > 0 and self._reach[i - 1] > paddr:
             i -= 1
         out = []
         for s in self.segments[i:]:

@@ -155,6 +155,18 @@ class FlattenedSource:
         """The index: (logical start, logical end, stream offset) in ascending order."""
         return list(zip(self._starts, self._ends, self._src, strict=True))
 
+    def hole_bytes(self, file_offset: int, length: int) -> int:
+        """How many bytes of ``[file_offset, file_offset + length)`` no record wrote (they read as zero)."""
+        end = min(file_offset + length, self.size)
+        if end <= file_offset:
+            return 0
+        covered = 0
+        i = bisect.bisect_right(self._ends, file_offset)
+        while i < len(self._starts) and self._starts[i] < end:
+            covered += min(self._ends[i], end) - max(self._starts[i], file_offset)
+            i += 1
+        return end - file_offset - covered
+
     def read_at(self, file_offset: int, length: int) -> bytes:
         if file_offset < 0 or length < 0:
             raise ValueError(f"bad read {file_offset:#x}+{length:#x}")

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 from kdfix.errors import TruncatedError
 
+MAX_HOLE_READ = 1 << 20  # unwritten bytes tolerated in one read_exact of a flattened stream
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -91,6 +93,12 @@ def read_exact(source: Source, file_offset: int, length: int, *, field: str) -> 
         raise TruncatedError(
             f"{length:#x} bytes needed, file ends at {source.size:#x}", field=field, offset=file_offset
         )
+    # A flattened stream's reassembled size comes from untrusted record offsets: never allocate a large
+    # read that is mostly bytes no record wrote (writers write every structure they reference).
+    hole_bytes = getattr(source, "hole_bytes", None)
+    if hole_bytes is not None and length > MAX_HOLE_READ and hole_bytes(file_offset, length) > MAX_HOLE_READ:
+        raise TruncatedError(f"{length:#x} bytes needed, more than {MAX_HOLE_READ:#x} of them never written in the "
+                             "flattened stream", field=field, offset=file_offset)  # fmt: skip
     data = source.read_at(file_offset, length)
     if len(data) != length:
         raise TruncatedError(f"short read ({len(data):#x} of {length:#x} bytes)", field=field, offset=file_offset)
