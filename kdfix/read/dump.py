@@ -143,7 +143,7 @@ class Dump:
             if self.split is not None and any(p.incomplete for p in self.split.parts):
                 status |= DumpFlag.COMPRESSED_INCOMPLETE
             return DumpModel(
-                abi=k.abi,
+                abi=k.sub_abi,  # i386 "pack" vs ARM32 "pad" (kdump-format.md §12)
                 signature=mh.signature,
                 header_version=mh.header_version,
                 utsname=mh.utsname,

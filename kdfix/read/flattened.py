@@ -108,9 +108,7 @@ class FlattenedSource:
         starts, ends, srcs = self._starts, self._ends, self._src
         # Fast path: records in ascending, non-overlapping order (QEMU streams are nearly so).
         ordered = sorted(range(len(records)), key=lambda i: records[i][0])
-        overlap = any(
-            records[a][0] + records[a][1] > records[b][0] for a, b in itertools.pairwise(ordered)
-        )
+        overlap = any(records[a][0] + records[a][1] > records[b][0] for a, b in itertools.pairwise(ordered))
         if not overlap:
             for i in ordered:
                 start, length, src = records[i]

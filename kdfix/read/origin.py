@@ -61,12 +61,19 @@ def identify_origin(dump: Dump) -> tuple[str, list[str]]:
         text = kdfix_notes[0].desc.split(b"\0", 1)[0].decode("latin-1", "replace").strip()
         return "kdfix", [f"note KDFIX present: {text[:80]!r}" if text else "note KDFIX present"]
     qemu = _qemu_evidence(dump)
+    k = dump.kdump
+    if qemu and k is not None and cstr(model.utsname.sysname) == "Linux" and cstr(model.utsname.release):
+        # QEMU never fills utsname (qemu-dumps.md §3): makedumpfile re-wrote a QEMU dump, keeping its notes
+        return "makedumpfile", [
+            f"full kernel utsname ({cstr(model.utsname.release)}), which QEMU never writes",
+            f"notes copied from a QEMU dump ({qemu[0]})",
+            f"dump_level {model.dump_level}",
+        ]
     if qemu:
         return "qemu", qemu
     ling = _kdumpling_evidence(dump)
     if len(ling) >= 2:
         return "kdumpling", ling
-    k = dump.kdump
     if k is not None and not k.is_diskdump:
         uts = model.utsname
         ev = []

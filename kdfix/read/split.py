@@ -49,8 +49,8 @@ class SplitContainer:
         expected = 0
         prev: KdumpContainer | None = None
         for part in ordered:
-            if part.end_pfn <= part.start_pfn:
-                raise FormatError(f"empty or inverted pfn range [{part.start_pfn:#x}, {part.end_pfn:#x})",
+            if part.end_pfn < part.start_pfn:  # empty parts are legal: makedumpfile --split writes them
+                raise FormatError(f"inverted pfn range [{part.start_pfn:#x}, {part.end_pfn:#x})",
                                   field="sub_header.end_pfn_64", path=part.path)  # fmt: skip
             if part.start_pfn < expected:
                 if prev is not None and part.start_pfn == prev.start_pfn and part.end_pfn == prev.end_pfn:
