@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
+from kdfix.faults import checkpoint
 from kdfix.fix import journal as _journal
 from kdfix.fix.journal import Write
 from kdfix.fix.plan import Edit, Plan
@@ -155,6 +156,7 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
 def _write_all(fd: int, writes: tuple[Write, ...]) -> int:
     written = 0
     for w in writes:
+        checkpoint("fix.patch")
         view = memoryview(w.new)
         pos = 0
         while pos < len(view):
@@ -171,13 +173,16 @@ def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
     if not physical.writes:
         return 0, ""
     journal = _journal.begin(path, physical.writes, physical.original_size)
+    checkpoint("fix.journal_saved")
     try:
         fd = os.open(path, os.O_WRONLY)
     except OSError as exc:
         raise WriteError(f"cannot open for writing: {exc.strerror or exc}", path=path) from exc
     try:
         written = _write_all(fd, physical.writes)
+        checkpoint("fix.before_fsync")
         os.fsync(fd)
+        checkpoint("fix.after_fsync")
     except OSError as exc:
         os.close(fd)
         with contextlib.suppress(JournalError):

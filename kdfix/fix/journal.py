@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kdfix.errors import JournalError
+from kdfix.faults import checkpoint
 
 JOURNAL_SUFFIX = ".kdfix-undo"
 JOURNAL_VERSION = 1
@@ -131,7 +132,9 @@ class Journal:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(self.to_json())
                 fh.flush()
+                checkpoint("journal.before_fsync")
                 os.fsync(fh.fileno())
+            checkpoint("journal.before_rename")
             os.replace(tmp, jpath)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -175,11 +178,17 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
         raise JournalError(f"cannot open the dump for writing: {exc.strerror or exc}", path=path) from exc
     try:
         if not force:
-            final = _final_bytes(journal.writes)
+            # A fix killed part-way leaves each byte original or written by one of the journal's writes.
+            allowed: dict[int, set[int]] = {}
+            for w in journal.writes:
+                for i, b in enumerate(w.old):
+                    allowed.setdefault(w.file_offset + i, set()).add(b)
+            for w in journal.writes:
+                for i, b in enumerate(w.new):
+                    allowed.setdefault(w.file_offset + i, set()).add(b)
             for w in journal.writes:
                 now = _read(fd, w.file_offset, len(w.new))
-                want = bytes(final[w.file_offset + i] for i in range(len(w.new)))
-                if now != want:
+                if any(b not in allowed[w.file_offset + i] for i, b in enumerate(now)):
                     raise JournalError(
                         "the file changed since the fix (bytes differ from what the fix wrote); not undoing",
                         offset=w.file_offset,
@@ -187,10 +196,12 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
                     )
         for w in reversed(journal.writes):
             if w.file_offset < journal.original_size:
+                checkpoint("undo.restore")
                 keep = w.old[: journal.original_size - w.file_offset]
                 os.pwrite(fd, keep, w.file_offset)
         os.ftruncate(fd, journal.original_size)
         os.fsync(fd)
+        checkpoint("undo.before_unlink")
         restored = original_bytes(journal.writes, journal.original_size)
         check: dict[int, int] = {}
         for w in journal.writes:
