@@ -33,11 +33,31 @@ from kdfix.generate.qemu import generate_qemu
 def hwm_kib():  # VmHWM of this process (ru_maxrss would include the parent's size carried across exec)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-t0 = time.perf_counter()
+import resource
+def cpu():
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+c0, t0 = cpu(), time.perf_counter()
 r = generate_qemu(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]))
-print(json.dumps({"seconds": time.perf_counter() - t0, "pages": r.pages, "zero_pages": r.zero_pages,
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": cpu() - c0, "pages": r.pages,
+                  "zero_pages": r.zero_pages,
                   "peak_rss_mib": hwm_kib() / 1024}))
 """
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(dump: Callable[[Path, str], float], pid: int) -> Callable[[Path, str], tuple[float, float]]:
+    def run(path: Path, fmt: str) -> tuple[float, float]:
+        c0 = _proc_cpu(pid)
+        wall = dump(path, fmt)
+        return wall, _proc_cpu(pid) - c0
+
+    return run
 
 
 class _FirmwareGuest:
@@ -86,8 +106,10 @@ class _FirmwareGuest:
 
 
 @contextlib.contextmanager
-def _guest(memory_mib: int, work: Path, firmware_only: bool) -> Iterator[tuple[str, str, Callable[[Path], float]]]:
-    """Yield (label, QEMU version, dump(path, fmt) -> seconds) for a stopped guest; QEMU stays up meanwhile."""
+def _guest(
+    memory_mib: int, work: Path, firmware_only: bool
+) -> Iterator[tuple[str, str, Callable[[Path, str], tuple[float, float]]]]:
+    """Yield (label, QEMU version, dump(path, fmt) -> (seconds, QEMU CPU seconds)) for a stopped guest."""
     if not firmware_only:
         try:
             from tests.oracle import guest as g
@@ -103,11 +125,11 @@ def _guest(memory_mib: int, work: Path, firmware_only: bool) -> Iterator[tuple[s
             with g._qemu(argv, work) as (proc, qmp):
                 g._wait_ready(proc, serial, g.BOOT_TIMEOUT_S)
                 qmp.execute("stop")
-                yield "linux", g.qemu_version(), lambda path, fmt: g._dump(qmp, path, fmt)
+                yield "linux", g.qemu_version(), _timed(lambda path, fmt: g._dump(qmp, path, fmt), proc.pid)
             return
     fw = _FirmwareGuest(memory_mib, work)
     try:
-        yield "firmware-only", fw.version, fw.dump
+        yield "firmware-only", fw.version, _timed(fw.dump, fw.proc.pid)
     finally:
         fw.close()
 
@@ -137,12 +159,14 @@ def main() -> None:
         with _guest(args.memory_mib, work, args.firmware_only) as (label, version, dump):
             elf, kdump = work / "vmcore.elf", work / "vmcore.kdump-zlib"
             dump(elf, "elf")
-            qemu_s = float("inf")
+            os.sync()
+            qemu_s = qemu_cpu = float("inf")
             results: dict[int, dict] = {}
             identical = True
             for _ in range(args.repeat):  # interleaved, best of each: the machine may be shared
                 kdump.unlink(missing_ok=True)
-                qemu_s = min(qemu_s, dump(kdump, "kdump-zlib"))
+                wall, cpu = dump(kdump, "kdump-zlib")
+                qemu_s, qemu_cpu = min(qemu_s, wall), min(qemu_cpu, cpu)
                 reference = kdump.read_bytes()
                 for workers in (1, 2):
                     out = work / f"kdfix-w{workers}.kdump-zlib"
@@ -150,7 +174,8 @@ def main() -> None:
                     identical &= out.read_bytes() == reference
                     out.unlink()
                     if workers not in results or info["seconds"] < results[workers]["seconds"]:
-                        results[workers] = info
+                        results[workers] = info | {"cpu_seconds": results.get(workers, info)["cpu_seconds"]}
+                    results[workers]["cpu_seconds"] = min(results[workers]["cpu_seconds"], info["cpu_seconds"])
         line = {
             "bench": "generate --style qemu",
             "guest": label,
@@ -161,6 +186,9 @@ def main() -> None:
             "qemu_kdump_zlib_s": round(qemu_s, 3),
             "kdfix_w1_s": round(results[1]["seconds"], 3),
             "kdfix_w2_s": round(results[2]["seconds"], 3),
+            "qemu_cpu_s": round(qemu_cpu, 3),
+            "kdfix_w1_cpu_s": round(results[1]["cpu_seconds"], 3),
+            "kdfix_w2_cpu_s": round(results[2]["cpu_seconds"], 3),
             "speedup_vs_qemu_w1": round(qemu_s / results[1]["seconds"], 2),
             "speedup_vs_qemu_w2": round(qemu_s / results[2]["seconds"], 2),
             "w2_over_w1": round(results[1]["seconds"] / results[2]["seconds"], 2),

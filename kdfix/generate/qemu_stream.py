@@ -135,6 +135,21 @@ class FileRangeSource:
             )
         return data
 
+    def read_into(self, view: memoryview, src: int) -> None:
+        got = os.preadv(self._fd, [view], src)
+        while 0 < got < len(view):  # preadv may return short on huge requests
+            more = os.preadv(self._fd, [view[got:]], src + got)
+            if more <= 0:
+                break
+            got += more
+        if got != len(view):
+            raise FormatError(
+                f"file ends inside a PT_LOAD segment (wanted {len(view)} bytes, got {got})",
+                field="PT_LOAD.p_filesz",
+                offset=src,
+                path=self.path,
+            )
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -149,15 +164,30 @@ class MemorySource:
         return self.memory.read(src, length)  # type: ignore[attr-defined,no-any-return]
 
 
-def fill_unit(source: PageSource, unit: Unit, page_size: int) -> bytes:
-    """The unit's page bytes: source pieces, zeros elsewhere."""
+_SCRATCH: dict[int, bytearray] = {}  # per-process unit buffers, reused (no allocation or page faults per unit)
+
+
+def fill_unit(source: PageSource, unit: Unit, page_size: int) -> bytes | bytearray:
+    """The unit's page bytes: source pieces, zeros elsewhere.
+
+    The result may be a reused buffer: it is valid until the next call in the same process.
+    """
     total = unit.npages * page_size
-    if len(unit.pieces) == 1 and unit.pieces[0].buf_offset == 0 and unit.pieces[0].length == total:
-        return source.read(unit.pieces[0].src, total)
-    buf = bytearray(total)
+    buf = _SCRATCH.get(total)
+    if buf is None:
+        buf = _SCRATCH[total] = bytearray(total)
+    whole = len(unit.pieces) == 1 and unit.pieces[0].buf_offset == 0 and unit.pieces[0].length == total
+    if not whole:
+        buf[:] = _zeros(total)
+    read_into = getattr(source, "read_into", None)
+    view = memoryview(buf)
     for p in unit.pieces:
-        buf[p.buf_offset : p.buf_offset + p.length] = source.read(p.src, p.length)
-    return bytes(buf)
+        if read_into is not None:
+            read_into(view[p.buf_offset : p.buf_offset + p.length], p.src)
+        else:
+            view[p.buf_offset : p.buf_offset + p.length] = source.read(p.src, p.length)
+    view.release()
+    return buf
 
 
 _ZEROS: dict[int, bytes] = {}
@@ -170,7 +200,9 @@ def _zeros(size: int) -> bytes:
     return zeros
 
 
-def compress_pages(data: bytes, npages: int, page_size: int, compress: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
+def compress_pages(
+    data: bytes | bytearray, npages: int, page_size: int, compress: Callable[[bytes], bytes]
+) -> tuple[bytes, bytes]:
     """Compress ``npages`` pages as QEMU does (qemu-dumps.md §5).
 
     Returns ``(sizes, stored)``: ``sizes`` is an ``array('I')`` as bytes with 0 for an all-zero page (shared
@@ -203,7 +235,8 @@ def page_compressor(codec: str) -> Callable[[bytes], bytes]:
         import zlib
 
         return functools.partial(zlib.compress, level=1)  # compress2(..., Z_BEST_SPEED) as QEMU
-    return codec_named(codec).compress
+    compress = codec_named(codec).compress
+    return lambda page: compress(bytes(page))  # python-lzo wants read-only bytes
 
 
 # Worker-process state: one open source per process, reused for every unit.
