@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kdfix.detect import detect
-from kdfix.detect.validate import validate_candidate
+from kdfix.detect.candidate import Candidate
+from kdfix.detect.cr3_walk import find_by_cr3_walk
+from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
+from kdfix.detect.vmcoreinfo_scan import iter_vmcoreinfo_pages
 from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.fix import utsname as uts
 from kdfix.format.constants import NOTE_NAME_VMCOREINFO, STATUS_FLAG_NAMES
@@ -208,6 +211,42 @@ def _quick_detect(dump: Dump) -> dict[str, Any] | None:
     }
 
 
+def recover_vmcoreinfo(dump: Dump) -> tuple[bytes, int, dict[str, Any]] | None:
+    """Fast path: the CR3 walk's (phys_base, KERNELOFFSET), then the first in-memory VMCOREINFO (pfn order) that
+    agrees with it and passes the utsname/page-table checks; stops there instead of scanning every page.
+
+    Two independent methods agree and a decisive check passed, so the result is "high" confidence
+    (phys-base-and-kaslr.md §3B, §3C, §4). None when either method finds nothing: run the full ``detect()``.
+    """
+    evidence: list[str] = []
+    walk = find_by_cr3_walk(dump.model, dump.memory, log=evidence)
+    if walk is None:
+        return None
+    evidence += [f"cr3_walk: {line}" for line in walk.evidence]
+    for hit in iter_vmcoreinfo_pages(dump.memory):
+        info = VmcoreInfo.parse(hit.text)
+        if not info.osrelease or info.phys_base != walk.phys_base:
+            continue
+        if walk.kernel_offset is not None and (info.kernel_offset or 0) != walk.kernel_offset:
+            continue
+        candidate = Candidate("vmcoreinfo_scan", walk.phys_base, info.kernel_offset, hit.text,
+                              (f"VMCOREINFO {hit.form} page at {hit.pfn * dump.page_size:#x}",))  # fmt: skip
+        checks = validate_candidate(candidate, dump.memory, vmcoreinfo=info)
+        if not confirmed(checks):
+            continue
+        evidence += list(candidate.evidence) + [f"vmcoreinfo_scan: {c}" for c in checks if c.passed is not None]
+        evidence.append("agreeing methods: cr3_walk, vmcoreinfo_scan (first validated copy; scan stopped there)")
+        summary = {
+            "method": "cr3_walk+vmcoreinfo_scan",
+            "confidence": "high",
+            "phys_base": f"{walk.phys_base:#x}",
+            "kernel_offset": None if info.kernel_offset is None else f"{info.kernel_offset:#x}",
+            "evidence": evidence,
+        }
+        return hit.text, walk.phys_base, summary
+    return None
+
+
 def _resolve_vmcoreinfo_and_phys_base(
     dump: Dump, existing: bytes | None, options: FixOptions, diag: Diagnosis, progress: Progress | None
 ) -> None:
@@ -222,7 +261,12 @@ def _resolve_vmcoreinfo_and_phys_base(
     want_text = text is None and options.vmcoreinfo == "auto"
     want_pb = options.phys_base == "auto" and (info is None or info.phys_base is None)
     result = None
-    if want_text or want_pb:
+    fast = recover_vmcoreinfo(dump) if want_text and options.phys_base == "auto" else None
+    if fast is not None:
+        text, _, diag.detect = fast
+        info = VmcoreInfo.parse(text)
+        diag.messages.append("VMCOREINFO recovered from memory (cr3_walk + vmcoreinfo_scan, high)")
+    elif want_text or want_pb:
         result = detect(dump.model, dump.memory, progress=progress)
         diag.detect = _detect_summary(result)
         if want_text:
