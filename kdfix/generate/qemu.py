@@ -573,7 +573,7 @@ def generate_qemu(
 
     guest = guest_from_path(source)
     try:
-        with atomic_output(out_path) as tmp:
+        with atomic_output(out_path, mode_from=source) as tmp:
             result = write_qemu_kdump(
                 guest, tmp, compress=compress, raw=raw, qemu_version=version, workers=workers, mark=mark
             )
