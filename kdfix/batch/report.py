@@ -132,6 +132,7 @@ class Summary:
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     resumed: int = 0
+    resumed_failed: int = 0
     interrupted: bool = False
     not_done: int = 0
     seconds: float = 0.0
@@ -155,6 +156,7 @@ class Summary:
             "reasons": [{"status": s, "reason": r, "count": n} for (s, r), n in sorted(self.reasons.items())],
             "failures": [{"path": p, "error": e} for p, e in self.failures],
             "resumed": self.resumed,
+            "resumed_failed": self.resumed_failed,
             "interrupted": self.interrupted,
             "not_done": self.not_done,
             "seconds": round(self.seconds, 3),

@@ -77,10 +77,10 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed, 1 when some file failed, 130 when interrupted."""
+        """0: nothing failed; 1: some file failed (in this run or, resumed, before); 130: interrupted."""
         if self.summary.interrupted:
             return 130
-        return 1 if self.summary.failed else 0
+        return 1 if self.summary.failed or self.summary.resumed_failed else 0
 
 
 # ---- the worker side ---------------------------------------------------------------------------------------
@@ -182,18 +182,14 @@ def process(job: Job) -> Outcome:
     _WorkerState.in_job, _WorkerState.raised = True, False
     try:
         checkpoint("batch.file.start")
-        results = []
-        outputs: list[str | None] = list(job.outputs) if job.outputs is not None else [None] * len(dump.files)
-        for src, out in zip(dump.files, outputs, strict=True):
-            results.append(_fix_one(src, out, job))
+        if dump.kind == "split":
+            from kdfix.batch.splitfix import fix_split_set
+
+            results = [fix_split_set(dump.files, outputs=job.outputs, dry_run=job.dry_run, **dict(job.fix_options))]
+        else:
+            results = [_fix_one(dump.files[0], None if job.outputs is None else job.outputs[0], job)]
         status, error = _status_of(results)
-        edits = []
-        for rel, r in zip(dump.rel_files, results, strict=True):
-            for e in getattr(r, "edits", ()) or ():
-                item = _jsonable(e)
-                if len(dump.files) > 1 and isinstance(item, dict):
-                    item = {"file": rel, **item}
-                edits.append(item)
+        edits = [_jsonable(e) for r in results for e in (getattr(r, "edits", ()) or ())]
         messages = tuple(str(m) for r in results for m in (getattr(r, "messages", ()) or ()))
         checkpoint("batch.file.done")
         out_rel = None
@@ -318,6 +314,7 @@ def run_batch(
     skipped = [s for s in found.skipped if shard is None or shard.holds(s.path)]
     done = read_report(report_path) if resume and report_path is not None else {}
     summary.resumed = sum(1 for d in dumps if d.path in done) + sum(1 for s in skipped if s.path in done)
+    summary.resumed_failed = sum(1 for x in [*dumps, *skipped] if done.get(x.path, {}).get("status") == "failed")
     dumps = [d for d in dumps if d.path not in done]
     skipped = [s for s in skipped if s.path not in done]
 

@@ -92,7 +92,8 @@ def test_resume_does_no_work(archive: Path, tmp_path: Path) -> None:
     text = report.read_text()
     again = run_batch([archive], out_dir=out, workers=1, resume=True)
     assert again.outcomes == [] and again.summary.resumed == len(EXPECTED)
-    assert report.read_text() == text and again.exit_code == 0
+    assert report.read_text() == text
+    assert again.exit_code == 1 and again.summary.resumed_failed == 1  # the truncated dump failed before
 
 
 def test_resume_after_cut_report_redoes_only_the_rest(archive: Path, tmp_path: Path) -> None:
