@@ -438,7 +438,10 @@ class KdumpContainer:
                         data = read_exact(src, d.offset, d.size, field=f"page data of pfn {pfn:#x}")
                     if d.flags == _ZLIB:  # fast path; anything unusual goes through decode_page for its error
                         z = zlib.decompressobj()
-                        page = z.decompress(data, bs)
+                        try:
+                            page = z.decompress(data, bs)
+                        except zlib.error:
+                            page = b""
                         if len(page) == bs and z.eof:
                             yield loc, page
                             continue
