@@ -70,23 +70,27 @@ def main() -> None:
     began = time.perf_counter()
     again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, check=False)
     resume_seconds = time.perf_counter() - began
-    print(json.dumps({
-        "bench": "batch --in-place",
-        "files": args.count,
-        "apparent_bytes_each": size,
-        "apparent_bytes_total": size * args.count,
-        "workers": args.workers,
-        "exit_code": proc.returncode,
-        "counts": summary.get("counts"),
-        "seconds": round(seconds, 3),
-        "files_per_second": round(args.count / seconds, 1),
-        "apparent_gib_per_second": round(size * args.count / seconds / (1 << 30), 1),
-        "open_read_4k_seconds": round(baseline, 3),
-        "ratio_vs_open_cost": round(seconds / baseline, 1) if baseline else None,
-        "resume_noop_seconds": round(resume_seconds, 3),
-        "resume_exit_code": again.returncode,
-        "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "batch --in-place",
+                "files": args.count,
+                "apparent_bytes_each": size,
+                "apparent_bytes_total": size * args.count,
+                "workers": args.workers,
+                "exit_code": proc.returncode,
+                "counts": summary.get("counts"),
+                "seconds": round(seconds, 3),
+                "files_per_second": round(args.count / seconds, 1),
+                "apparent_gib_per_second": round(size * args.count / seconds / (1 << 30), 1),
+                "open_read_4k_seconds": round(baseline, 3),
+                "ratio_vs_open_cost": round(seconds / baseline, 1) if baseline else None,
+                "resume_noop_seconds": round(resume_seconds, 3),
+                "resume_exit_code": again.returncode,
+                "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            }
+        )
+    )
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
 
