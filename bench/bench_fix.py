@@ -1,7 +1,8 @@
 """Benchmark ``kdfix fix --in-place``: bytes written and time; O(1) in the dump size; recovery vs inflating.
 
-Usage: ``python bench/bench_fix.py [--memory 160M] [--fill 0.3] [--runs 5]``. Builds two synthetic QEMU-style
-dumps (``build_linux_image``): one carrying VMCOREINFO (QEMU's misparsed phys_base, zero utsname), one without
+Usage: ``python bench/bench_fix.py [--memory 160M] [--fill 0.3] [--runs 5] [--real DUMP]...``.
+Builds two synthetic QEMU-style dumps (``build_linux_image``): one carrying VMCOREINFO (QEMU's misparsed
+phys_base), one without
 (VMCOREINFO must be recovered from memory). Prints one JSON line:
 
 - ``with_vmcoreinfo``: in-place fix of the dump, and of the same dump followed by a 32 GiB hole (sparse file):
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--memory", default="160M")
     ap.add_argument("--fill", type=float, default=0.3)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--real", action="append", default=[], help="Also time recovery on a copy of this dump.")
     args = ap.parse_args()
     memory_size = _size(args.memory)
     layout = {"memory_size": memory_size, "phys_base": -40 * MiB, "kaslr_offset": 60 * MiB, "seed": 7,
@@ -96,6 +98,19 @@ def main() -> None:
             began = time.perf_counter()
             pages = sum(1 for _ in dump.memory.iter_pages())
             inflate = time.perf_counter() - began
+        real = []
+        for src in args.real:
+            copy = d / "real"
+            shutil.copyfile(src, copy)
+            copy.chmod(0o600)
+            fixed = _fix_runs(copy, max(1, args.runs // 2))
+            with open_dump(copy) as dump:
+                began = time.perf_counter()
+                sum(1 for _ in dump.memory.iter_pages())
+                real_inflate = time.perf_counter() - began
+            ratio = round(fixed["seconds_median"] / real_inflate, 3)
+            real.append({"path": src, "fix": fixed, "inflate_seconds": round(real_inflate, 4), "ratio": ratio})
+            copy.unlink()
     out = {
         "bench": "fix",
         "memory": memory_size,
@@ -106,6 +121,7 @@ def main() -> None:
         "inflate_every_page_seconds": round(inflate, 4),
         "inflated_pages": pages,
         "recover_vs_inflate_ratio": round(recover["seconds_median"] / inflate, 3),
+        "real": real,
         "under_64KiB": plain["wchar_incl_journal"] < 64 * 1024 and sparse["wchar_incl_journal"] < 64 * 1024,
     }
     print(json.dumps(out))
