@@ -21,6 +21,7 @@ METHOD = "vmcoreinfo_scan"
 TEXT_MAGIC = b"OSRELEASE="
 NOTE_NAME = b"VMCOREINFO\0\0"
 HEAD_SIZE = 24  # Nhdr (12) + padded name (12); also covers TEXT_MAGIC
+_COMPRESSION, _ZLIB = int(COMPRESSION_FLAGS), int(DumpFlag.COMPRESSED_ZLIB)  # plain ints: IntFlag & is slow per page
 ZLIB_PREFIX = 512  # compressed bytes read first; enough to inflate a head in practice
 
 
@@ -94,13 +95,13 @@ def _iter_heads_kdump(container: Any, page_size: int) -> Iterator[tuple[int, byt
         try:
             if desc.offset <= 0 or desc.size <= 0 or desc.size > page_size:
                 continue
-            if not desc.flags & COMPRESSION_FLAGS:
+            if not desc.flags & _COMPRESSION:
                 if desc.size != page_size:
                     continue
                 head = raw_heads.get(desc.offset)
                 if head is None:
                     head = raw_heads[desc.offset] = src.read_at(desc.offset, HEAD_SIZE)
-            elif desc.flags & DumpFlag.COMPRESSED_ZLIB:
+            elif desc.flags & _ZLIB:
                 inflater = zlib.decompressobj()
                 head = inflater.decompress(src.read_at(desc.offset, min(desc.size, ZLIB_PREFIX)), HEAD_SIZE)
                 if len(head) < HEAD_SIZE and desc.size > ZLIB_PREFIX:
