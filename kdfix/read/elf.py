@@ -261,10 +261,15 @@ class ElfContainer:
             while pfn < b:
                 stop = min(b, pfn + _CHUNK_PAGES)
                 segs = self._segments_for(pfn * ps, stop * ps)
-                if len(segs) == 1 and segs[0].paddr <= pfn * ps and stop * ps <= segs[0].paddr + segs[0].filesz:
+                one = segs[0] if len(segs) == 1 else None
+                if one is not None and one.paddr <= pfn * ps and stop * ps <= one.paddr + one.filesz:
                     data = self.page_chunk(pfn, stop, segs)
                     for i in range(stop - pfn):
                         yield pfn + i, data[i * ps : (i + 1) * ps]
+                elif one is not None and one.paddr + one.filesz <= pfn * ps and stop * ps <= one.end:
+                    zero = bytes(ps)  # inside the memsz > filesz tail: nothing to read
+                    for p in range(pfn, stop):
+                        yield p, zero
                 else:
                     for p in range(pfn, stop):
                         yield p, self.page(p)
