@@ -140,3 +140,108 @@ def test_model_fields_from_headers(tmp_path):
         assert m.phys_base == 0x1000000 and m.status == 0
         assert d.main_header.status == 0x20 and d.compression == "zstd"
         assert d.vmcoreinfo.raw == VMCOREINFO
+
+
+# ---- quirks of real and broken writers ----------------------------------------------------------------
+
+
+def _write(tmp_path, **kw):
+    path = tmp_path / "q.kdump"
+    write_kdump(path, make_model(**kw), DictMemory(sample_pages(), max_pfn=0x2000), codec="zlib")
+    return path
+
+
+def _patch(path, offset: int, data: bytes) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + len(data)] = data
+    path.write_bytes(bytes(raw))
+
+
+def test_diskdump_signature_ignores_the_sub_header(tmp_path):
+    """DISKDUMP (kdump-format.md §2): no sub header semantics, status 8 = compressed, 32-bit max_mapnr."""
+    path = _write(tmp_path)
+    _patch(path, 0, b"DISKDUMP")
+    _patch(path, 0x1A8, (8).to_bytes(4, "little"))  # legacy DUMP_HEADER_COMPRESSED
+    with open_dump(path) as d:
+        assert d.signature == b"DISKDUMP" and d.sub_header is None and d.notes == ()
+        assert d.compression == "zlib" and d.status_flags == ["COMPRESSED"]
+        assert dict(d.memory.iter_pages()) == {p: b for p, b in sample_pages().items()}
+        assert d.model.phys_base == 0
+
+
+def test_vmcoreinfo_pointer_mismatch_is_a_problem(tmp_path):
+    from kdfix.format.kdump import KDUMP_SUB_HEADER
+
+    path = _write(tmp_path)
+    sub = KDUMP_SUB_HEADER.bind(LP64_LE)
+    with open_dump(path) as d:
+        note_desc = d.sub_header.offset_vmcoreinfo
+    _patch(path, 4096 + sub.offset_of("offset_vmcoreinfo"), (note_desc + 1).to_bytes(8, "little"))
+    with open_dump(path) as d:
+        assert d.vmcoreinfo.raw == VMCOREINFO  # v6: the note wins (libkdumpfile/drgn, §5)
+        assert any("do not reference the VMCOREINFO note" in p for p in d.problems)
+
+
+def test_v3_takes_vmcoreinfo_from_the_pointer(tmp_path):
+    path = _write(tmp_path, version=3, vmcoreinfo=VMCOREINFO)
+    with open_dump(path) as d:
+        if not d.sub_header.size_vmcoreinfo:
+            pytest.skip("writer emits no VMCOREINFO pointer for v3")
+        assert d.notes == () and d.vmcoreinfo.raw == VMCOREINFO
+
+
+def test_incomplete_dump(tmp_path):
+    """status INCOMPLETE and zeroed descriptors (§8): listed as problems; the zeroed page is 'page incomplete'."""
+    from kdfix.errors import FormatError
+    from kdfix.read.dump import verify_dump
+
+    path = _write(tmp_path)
+    with open_dump(path) as d:
+        desc_off = d.kdump.descriptor_offset(300)
+    _patch(path, 0x1A8, (1 | 8).to_bytes(4, "little"))
+    _patch(path, desc_off, bytes(24))
+    with open_dump(path) as d:
+        assert d.kdump.incomplete and "compressed_incomplete" in d.status_flags
+        assert d.model.status == 8
+        with pytest.raises(FormatError, match="page incomplete"):
+            d.memory.page(300)
+        assert d.memory.page(7) == sample_pages()[7]
+        report = verify_dump(d)
+        assert not report.ok and [b["pfn"] for b in report.bad_pages] == [300]
+
+
+def test_single_bitmap_when_bitmap_blocks_counts_one(tmp_path):
+    """bitmap_blocks counting one bitmap (kdumpling mistake 1) is read as a single bitmap, with a problem (§7)."""
+    path = _write(tmp_path)
+    with open_dump(path) as d:
+        blocks = d.main_header.bitmap_blocks
+    _patch(path, 0x1B4, (blocks // 2).to_bytes(4, "little"))
+    with open_dump(path) as d:
+        assert d.kdump.single_bitmap and d.kdump.bitmap1_offset == d.kdump.bitmap2_offset
+        assert any("single bitmap" in p for p in d.problems)
+
+
+def test_kdfix_note_marks_kdfix_output(tmp_path):
+    from kdfix.format.constants import NOTE_NAME_KDFIX
+    from kdfix.read.origin import identify_origin
+
+    path = tmp_path / "k.kdump"
+    notes = (Note(NOTE_NAME_KDFIX, 0, b"kdfix 0.1.0 convert"), Note(NOTE_NAME_VMCOREINFO, 0, VMCOREINFO))
+    write_kdump(path, make_model(notes=notes), DictMemory(sample_pages(), max_pfn=0x2000))
+    with open_dump(path) as d:
+        origin, evidence = identify_origin(d)
+        assert origin == "kdfix" and "kdfix 0.1.0" in evidence[0]
+
+
+def test_kdumpling_traits(tmp_path):
+    """kdumpling's header traits (tools-and-oracles.md §6) are recognised."""
+    from kdfix.read.origin import identify_origin
+
+    path = tmp_path / "l.kdump"
+    model = make_model(total_ram_blocks=12, written_blocks=12,
+                       utsname=make_utsname(sysname="Linux", nodename="synthetic", release="5.14.0-synthetic",
+                                            version="#1 SMP", machine="x86_64"))  # fmt: skip
+    write_kdump(path, model, DictMemory(sample_pages(), max_pfn=0x2000))
+    with open_dump(path) as d:
+        origin, evidence = identify_origin(d)
+        assert origin == "kdumpling" and len(evidence) >= 2

@@ -137,3 +137,21 @@ def test_linux_guest_with_vmcoreinfo(guest_seabios_kaslr_vmcoreinfo):
         assert e.elf.e_machine == EM_X86_64 and d.model.nr_cpus == e.model.nr_cpus == 2
         prs = decode_note(d.notes[0], d.abi)
         assert prs.pr_reg.rip != 0 and prs.pr_pid == 1
+
+
+def test_pages_match_drgn(guest_seabios_kaslr_vmcoreinfo):
+    """drgn (libkdumpfile) reads the same physical bytes as kdfix from the same kdump file (oracle)."""
+    from tests.oracle.fixtures import require_tool
+
+    require_tool("drgn")
+    import drgn
+
+    path = guest_seabios_kaslr_vmcoreinfo.kdump_zlib
+    plat = drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    prog = drgn.Program(plat)
+    prog.set_core_dump(str(path))
+    with open_dump(path) as d:
+        pfns = [pfn for _, pfn in zip(range(4000), d.memory.dumped.iter_set(), strict=False)]
+        pfns += [pfn for pfn in range(0x1000, 0x8000, 37) if d.memory.present(pfn)]
+        for pfn in pfns:
+            assert prog.read(pfn * 4096, 4096, True) == d.memory.page(pfn), f"pfn {pfn:#x}"
