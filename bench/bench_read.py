@@ -13,7 +13,6 @@ import resource
 import sys
 import time
 
-
 # notes-and-vmcoreinfo.md §4: enough for libkdumpfile to open and read physical memory.
 _MIN_VMCOREINFO = (
     b"OSRELEASE=0.0.0-bench\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82000000\n"
@@ -65,9 +64,7 @@ def _drgn(path: str, pfns: list[int], page_size: int, q: mp.Queue) -> None:
 
     rss0 = _rss_mib()
     t0 = time.perf_counter()
-    plat = drgn.Platform(
-        drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-    )
+    plat = drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     try:
         prog = drgn.Program(plat)
         prog.set_core_dump(path)

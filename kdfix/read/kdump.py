@@ -24,7 +24,7 @@ from kdfix.format.constants import (
     DumpFlag,
 )
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_SIZE, PageDesc
-from kdfix.format.layout import Abi
+from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, iter_notes
 from kdfix.read.memory import read_range
 from kdfix.read.source import Source, read_exact, source_path
@@ -88,7 +88,7 @@ class KdumpContainer:
         if abi is None:
             if head[:8] not in (b"KDUMP   ", DISKDUMP_SIGNATURE):
                 raise FormatError("no KDUMP or DISKDUMP signature", field="main_header.signature", offset=0)
-            if len(head) < DISK_DUMP_HEADER.bind(abi or _LP64).size:
+            if len(head) < DISK_DUMP_HEADER.bind(LP64_LE).size:
                 raise TruncatedError("file ends inside the main header", field="main_header", offset=0)
             raise FormatError(
                 "no plausible ABI: block_size is not a power of two in [4096, 262144] or the bitmap is too small "
@@ -541,6 +541,3 @@ def iter_set_bits(bitmap: Bitmap, start: int, end: int) -> Iterator[int]:
         if data[pfn >> 3] >> (pfn & 7) & 1:
             yield pfn
         pfn += 1
-
-
-from kdfix.format.layout import LP64_LE as _LP64  # noqa: E402
