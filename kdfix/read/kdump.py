@@ -155,7 +155,9 @@ class KdumpContainer:
             self.bitmap_len = total // 2
             self.bitmap2_offset = self.bitmap1_offset + self.bitmap_len
         if self.max_mapnr > self.bitmap_len * 8:
-            self.problems.append(f"max_mapnr {self.max_mapnr:#x} exceeds the bitmap ({self.bitmap_len * 8:#x} bits)")
+            self.problems.append(f"max_mapnr {self.max_mapnr:#x} exceeds the bitmap ({self.bitmap_len * 8:#x} bits); "
+                                 "using the bitmap's size")  # fmt: skip
+            self.max_mapnr = self.bitmap_len * 8  # no pfn past the bitmap can exist; never size buffers by it
         nbits = min(self.max_mapnr, self.bitmap_len * 8)
         raw1 = read_exact(src, self.bitmap1_offset, self.bitmap_len, field="bitmap1")
         raw2 = raw1 if self.single_bitmap else read_exact(src, self.bitmap2_offset, self.bitmap_len, field="bitmap2")

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 
 from kdfix.errors import FormatError, KdfixError
-from kdfix.format.constants import KDUMP_SIGNATURES
+from kdfix.format.constants import FLAT_SIGNATURE, KDUMP_SIGNATURES
 from kdfix.read.dump import Dump
 from kdfix.read.elf import ElfContainer, probe_elf
 from kdfix.read.flattened import FlattenedSource, probe_flattened
@@ -83,7 +83,12 @@ def open_dump(path: str | os.PathLike[str], *more_parts: str | os.PathLike[str])
             return Dump(paths, "elf", elf=ElfContainer(src))
         if src.size == 0:
             raise FormatError("empty file", path=paths[0])
+        if src.read_at(0, 13) == FLAT_SIGNATURE + b"\0":  # flattened signature, bad header: name the field
+            FlattenedSource(src)
         raise FormatError("not a KDUMP, flattened or ELF dump", field="signature", offset=0, path=paths[0])
+    except KdfixError as exc:
+        src.close()
+        raise exc.with_context(path=paths[0]) from None
     except BaseException:
         src.close()
         raise

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import QEMU_FIXTURES, fixture_bytes, synthetic_seeds
+from tests.reliability.harness import QEMU_FIXTURES, REPO, fixture_bytes, synthetic_seeds
 
 MEMORY_LIMIT = 1 << 30  # RLIMIT_AS of every CLI subprocess: an allocation sized by a hostile field fails
 CLI_TIMEOUT = 60  # seconds; a hang is a failure
@@ -39,6 +39,7 @@ def run_kdfix(*args: object, env: dict[str, str] | None = None, timeout: float =
         text=True,
         timeout=timeout,
         env=full_env,
+        cwd=REPO,  # ``python -c`` imports kdfix from the working directory first: this tree
         preexec_fn=_limits,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
