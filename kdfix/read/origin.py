@@ -63,12 +63,17 @@ def identify_origin(dump: Dump) -> tuple[str, list[str]]:
     qemu = _qemu_evidence(dump)
     k = dump.kdump
     if qemu and k is not None and cstr(model.utsname.sysname) == "Linux" and cstr(model.utsname.release):
-        # QEMU never fills utsname (qemu-dumps.md §3): makedumpfile re-wrote a QEMU dump, keeping its notes
-        return "makedumpfile", [
-            f"full kernel utsname ({cstr(model.utsname.release)}), which QEMU never writes",
-            f"notes copied from a QEMU dump ({qemu[0]})",
-            f"dump_level {model.dump_level}",
-        ]
+        # QEMU never fills utsname (qemu-dumps.md §3).  Either makedumpfile re-filtered a QEMU dump, keeping its
+        # notes (then dump_level > 1 excluded pages, or it stamped the time), or a fixer filled the header in.
+        info = model.parsed_vmcoreinfo()
+        stamped = model.tv_sec != 0 and (info is None or info.crashtime != model.tv_sec)  # not CRASHTIME
+        if model.dump_level != 1 or k.valid != k.dumped or stamped:
+            return "makedumpfile", [
+                f"full kernel utsname ({cstr(model.utsname.release)}), which QEMU never writes",
+                f"notes copied from a QEMU dump ({qemu[0]})",
+                f"dump_level {model.dump_level}" + (", bitmaps differ" if k.valid != k.dumped else ""),
+            ]
+        qemu = [*qemu, f"utsname filled in after the dump ({cstr(model.utsname.release)}); both bitmaps identical"]
     if qemu:
         return "qemu", qemu
     ling = _kdumpling_evidence(dump)

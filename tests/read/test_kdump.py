@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kdfix import open_dump
@@ -245,3 +247,21 @@ def test_kdumpling_traits(tmp_path):
     with open_dump(path) as d:
         origin, evidence = identify_origin(d)
         assert origin == "kdumpling" and len(evidence) >= 2
+
+
+@pytest.mark.parametrize(
+    ("dump_level", "tv_sec", "expected"),
+    [(1, 0, "qemu"), (31, 0, "makedumpfile"), (1, 1700000000, "makedumpfile")],
+    ids=["filled-in-by-a-fixer", "refiltered", "stamped-by-makedumpfile"],
+)
+def test_qemu_notes_with_full_utsname(tmp_path, dump_level, tv_sec, expected):
+    """QEMU notes + a kernel utsname: a fixed QEMU dump stays qemu; a makedumpfile rewrite is makedumpfile."""
+    from kdfix.generate.synthetic import build_linux_image
+    from kdfix.read.origin import identify_origin
+
+    model, memory, _ = build_linux_image(memory_size=64 << 20, cpus=2)
+    model = dataclasses.replace(model, dump_level=dump_level, tv_sec=tv_sec)
+    path = tmp_path / "q.kdump"
+    write_kdump(path, model, memory)
+    with open_dump(path) as d:
+        assert identify_origin(d)[0] == expected
