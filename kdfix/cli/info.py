@@ -43,7 +43,8 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "vmcoreinfo": dump.vmcoreinfo is not None,
         "osrelease": dump.vmcoreinfo.osrelease if dump.vmcoreinfo is not None else None,
         "eraseinfo": dump.eraseinfo.decode("latin-1") if dump.eraseinfo else None,
-        "origin": {"name": origin, "evidence": evidence},
+        "origin": origin,
+        "origin_evidence": evidence,
         "problems": list(dump.problems),
     }
     if k is not None:
@@ -142,8 +143,8 @@ def render_info(info: dict[str, Any]) -> str:
     if info["eraseinfo"]:
         lines.append("eraseinfo:")
         lines.extend(f"   {line}" for line in info["eraseinfo"].splitlines())
-    origin = info["origin"]
-    lines.append(f"origin: {origin['name']}" + (f" ({'; '.join(origin['evidence'])})" if origin["evidence"] else ""))
+    evidence = info["origin_evidence"]
+    lines.append(f"origin: {info['origin']}" + (f" ({'; '.join(evidence)})" if evidence else ""))
     for problem in info["problems"]:
         lines.append(f"problem: {problem}")
     return "\n".join(lines)
