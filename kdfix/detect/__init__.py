@@ -1,16 +1,16 @@
 """Recover phys_base and KERNELOFFSET of an x86_64 dump: one strategy per module, validated and cross-checked.
 
 Each strategy is ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known) -> Candidate | None``
-(phys-base-and-kaslr.md §2-§3); ``validate.py`` turns candidates into Checks (§4); ``detect()`` combines them.
+(phys-base-and-kaslr.md §2-§3), written as a ``@strategy(METHOD)`` body over an Attempt (candidate.py);
+``validate.py`` turns candidates into Checks (§4); ``detect()`` combines them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 
 from kdfix.detect.banner import find_by_banner
-from kdfix.detect.candidate import Candidate, Check, Confidence, DetectResult, miss
+from kdfix.detect.candidate import Candidate, Check, Confidence, DetectResult, Strategy, miss
 from kdfix.detect.cr3_walk import find_by_cr3_walk
 from kdfix.detect.elf_text_load import find_by_elf_text_load
 from kdfix.detect.idt_gate import find_by_idt_gate
@@ -21,19 +21,6 @@ from kdfix.errors import KdfixError
 from kdfix.model import DumpModel
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
-
-
-class Strategy(Protocol):
-    def __call__(
-        self,
-        model: DumpModel,
-        memory: PhysicalMemory,
-        *,
-        vmlinux_symbols: Mapping[str, int] | None = None,
-        log: list[str] | None = None,
-        known: Sequence[Candidate] = (),
-    ) -> Candidate | None: ...
-
 
 # In order of preference when validated candidates disagree (the running kernel's CR3 before a memory scan).
 STRATEGIES: tuple[tuple[str, Strategy], ...] = (
@@ -144,6 +131,7 @@ __all__ = [
     "Candidate",
     "Check",
     "DetectResult",
+    "Strategy",
     "detect",
     "find_by_banner",
     "find_by_cr3_walk",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 
-from kdfix.detect.candidate import Candidate, miss
+from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.errors import KdfixError
 from kdfix.format.constants import START_KERNEL_MAP
-from kdfix.model import DumpModel
-from kdfix.read.memory import PhysicalMemory
 from kdfix.units import U64_MASK
 
 METHOD = "banner"
@@ -26,22 +24,17 @@ def _probe_values(header_phys_base: int) -> Iterator[int]:
         cand += MiB
 
 
-def find_by_banner(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_banner(run: Attempt) -> Candidate | None:
     """First phys_base for which kphys(linux_banner + KERNELOFFSET) reads ``Linux version`` (needs the symbol)."""
-    if not vmlinux_symbols or "linux_banner" not in vmlinux_symbols:
-        return miss(log, METHOD, "needs the vmlinux symbol linux_banner")
-    kernel_offset = next((c.kernel_offset for c in known if c.kernel_offset is not None), None)
+    symbols, memory = run.vmlinux_symbols, run.memory
+    if not symbols or "linux_banner" not in symbols:
+        return run.miss("needs the vmlinux symbol linux_banner")
+    kernel_offset = next((c.kernel_offset for c in run.known if c.kernel_offset is not None), None)
     assumed = "" if kernel_offset is not None else " (KERNELOFFSET unknown, assumed 0)"
-    lb = vmlinux_symbols["linux_banner"] + (kernel_offset or 0) - START_KERNEL_MAP
+    lb = symbols["linux_banner"] + (kernel_offset or 0) - START_KERNEL_MAP
     limit = memory.max_pfn * memory.page_size
-    for index, cand in enumerate(_probe_values(model.phys_base)):
+    for index, cand in enumerate(_probe_values(run.model.phys_base)):
         paddr = (lb + cand) & U64_MASK
         if paddr >= limit:
             if index > 0 and cand < (1 << 63):
@@ -54,6 +47,6 @@ def find_by_banner(
         except KdfixError:
             continue
         if raw == BANNER_PREFIX:
-            evidence = (f"'Linux version' at PA {paddr:#x} with phys_base {cand:#x}{assumed}",)
-            return Candidate(METHOD, cand, kernel_offset, None, evidence)
-    return miss(log, METHOD, f"no 'Linux version' at linux_banner for any phys_base probed{assumed}")
+            run.evidence.append(f"'Linux version' at PA {paddr:#x} with phys_base {cand:#x}{assumed}")
+            return run.candidate(cand, kernel_offset)
+    return run.miss(f"no 'Linux version' at linux_banner for any phys_base probed{assumed}")

@@ -1,10 +1,16 @@
-"""Detection values: Candidate (one strategy's answer), Check (one validation rule's verdict), DetectResult."""
+"""Detection values: Candidate (one strategy's answer), Check (one validation rule's verdict), DetectResult;
+the Strategy signature and the ``@strategy`` decorator that gives a strategy body that signature."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from kdfix.model import DumpModel
+    from kdfix.read.memory import PhysicalMemory
 
 Confidence = Literal["high", "medium", "low", "none"]
 
@@ -63,3 +69,62 @@ def miss(log: list[str] | None, method: str, reason: str) -> None:
     logger.info(message)
     if log is not None:
         log.append(message)
+
+
+class Strategy(Protocol):
+    def __call__(
+        self,
+        model: DumpModel,
+        memory: PhysicalMemory,
+        *,
+        vmlinux_symbols: Mapping[str, int] | None = None,
+        log: list[str] | None = None,
+        known: Sequence[Candidate] = (),
+    ) -> Candidate | None: ...
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One strategy run: its inputs, the evidence gathered so far, and the two ways it ends (a miss or a Candidate)."""
+
+    method: str
+    model: DumpModel
+    memory: PhysicalMemory
+    vmlinux_symbols: Mapping[str, int] | None
+    log: list[str] | None
+    known: Sequence[Candidate]
+    evidence: list[str] = field(default_factory=list)
+
+    def miss(self, reason: str, *, details: Iterable[str] = ()) -> None:
+        """Log each of ``details``, then ``reason``, as why this method found nothing; returns None."""
+        for line in details:
+            miss(self.log, self.method, line)
+        return miss(self.log, self.method, reason)
+
+    def candidate(self, phys_base: int, kernel_offset: int | None = None, vmcoreinfo: bytes | None = None) -> Candidate:
+        """This method's Candidate, with the evidence gathered so far."""
+        return Candidate(self.method, phys_base, kernel_offset, vmcoreinfo, tuple(self.evidence))
+
+
+def strategy(method: str) -> Callable[[Callable[[Attempt], Candidate | None]], Strategy]:
+    """Turn ``body(attempt)`` into ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known)``.
+
+    The returned function keeps the body's name, docstring and module.
+    """
+
+    def wrap(body: Callable[[Attempt], Candidate | None]) -> Strategy:
+        def find(
+            model: DumpModel,
+            memory: PhysicalMemory,
+            *,
+            vmlinux_symbols: Mapping[str, int] | None = None,
+            log: list[str] | None = None,
+            known: Sequence[Candidate] = (),
+        ) -> Candidate | None:
+            return body(Attempt(method, model, memory, vmlinux_symbols, log, known))
+
+        find.__name__, find.__qualname__ = body.__name__, body.__qualname__
+        find.__doc__, find.__module__ = body.__doc__, body.__module__
+        return find
+
+    return wrap

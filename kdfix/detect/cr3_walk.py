@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from kdfix.detect.candidate import Candidate, miss
+from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.paging import CR0_PG, CR4_LA57, WalkBudgetExceeded, find_first_mapping
 from kdfix.errors import KdfixError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, NOTE_NAME_QEMU, START_KERNEL_MAP
@@ -31,6 +31,16 @@ class CpuState:
     idt_base: int
     rip: int
 
+    @property
+    def paging(self) -> bool:
+        """Paging is on (CR0.PG) and CR3 is set."""
+        return self.cr3 != 0 and bool(self.cr0 & CR0_PG)
+
+    @property
+    def levels(self) -> int:
+        """Page-table levels: 5 with CR4.LA57, else 4."""
+        return 5 if self.cr4 & CR4_LA57 else 4
+
 
 def iter_qemu_cpu_states(model: DumpModel) -> Iterator[CpuState]:
     """Yield each QEMU note's registers, in note order; notes of unknown size are skipped."""
@@ -50,6 +60,12 @@ def iter_qemu_cpu_states(model: DumpModel) -> Iterator[CpuState]:
         cpu += 1
 
 
+def sme_mask_of(model: DumpModel) -> int:
+    """VMCOREINFO's NUMBER(sme_mask), or 0 (page-table entries carry it on SME guests)."""
+    info = model.parsed_vmcoreinfo()
+    return (info.number("sme_mask") if info is not None else None) or 0
+
+
 def pgd_choices(cr3: int) -> list[int]:
     """``cr3 & ~0xFFF`` first, then with bit 12 cleared (the kernel half of a PTI pair)."""
     first = cr3 & ~0xFFF & U64_MASK
@@ -59,7 +75,7 @@ def pgd_choices(cr3: int) -> list[int]:
 
 def _walk_cpu(memory: PhysicalMemory, cpu: CpuState, sme_mask: int, evidence: list[str]) -> tuple[int, int] | None:
     """(runtime _text VA, its PA) for one vCPU, or None."""
-    levels = 5 if cpu.cr4 & CR4_LA57 else 4
+    levels = cpu.levels
     for pgd in pgd_choices(cpu.cr3):
         skipped: list[str] = []
         try:
@@ -82,33 +98,24 @@ def _walk_cpu(memory: PhysicalMemory, cpu: CpuState, sme_mask: int, evidence: li
     return None
 
 
-def find_by_cr3_walk(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_cr3_walk(run: Attempt) -> Candidate | None:
     """phys_base and KERNELOFFSET from the lowest kernel-image mapping seen by the vCPUs' page tables."""
-    info = model.parsed_vmcoreinfo()
-    sme_mask = (info.number("sme_mask") if info is not None else None) or 0
-    evidence: list[str] = []
+    sme_mask = sme_mask_of(run.model)
+    evidence = run.evidence
     results: list[tuple[int, int]] = []
-    cpus = list(iter_qemu_cpu_states(model))
+    cpus = list(iter_qemu_cpu_states(run.model))
     if not cpus:
-        return miss(log, METHOD, "no QEMU CPU notes")
+        return run.miss("no QEMU CPU notes")
     for cpu in cpus:
-        if cpu.cr3 == 0 or not cpu.cr0 & CR0_PG:
+        if not cpu.paging:
             evidence.append(f"cpu{cpu.cpu}: paging off or CR3 0 (CR0={cpu.cr0:#x}, CR3={cpu.cr3:#x})")
             continue
-        found = _walk_cpu(memory, cpu, sme_mask, evidence)
+        found = _walk_cpu(run.memory, cpu, sme_mask, evidence)
         if found is not None:
             results.append(found)
     if not results:
-        for line in evidence:
-            miss(log, METHOD, line)
-        return miss(log, METHOD, "no vCPU page table maps the kernel image")
+        return run.miss("no vCPU page table maps the kernel image", details=evidence)
     derived = [((pa - (va - START_KERNEL_MAP)) & U64_MASK, va) for va, pa in results]
     (phys_base, text_vaddr), votes = Counter(derived).most_common(1)[0]
     if votes != len(derived):
@@ -117,4 +124,4 @@ def find_by_cr3_walk(
         evidence.append(f"{votes} vCPU(s) agree")
     offset = text_vaddr - DEFAULT_LINK_TEXT
     kernel_offset = offset if 0 <= offset < KERNEL_IMAGE_MAX else None
-    return Candidate(METHOD, phys_base, kernel_offset, None, tuple(evidence))
+    return run.candidate(phys_base, kernel_offset)

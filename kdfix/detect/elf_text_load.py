@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kdfix.detect.candidate import Candidate, miss
+from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.format.constants import START_KERNEL_MAP
 from kdfix.model import DumpModel
 from kdfix.read.memory import PhysicalMemory
@@ -32,23 +32,17 @@ def _field(segment: Any, name: str) -> int | None:
     return None
 
 
-def find_by_elf_text_load(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_elf_text_load(run: Attempt) -> Candidate | None:
     """phys_base = p_paddr - (p_vaddr - __START_KERNEL_map) of the first PT_LOAD with a kernel-image p_vaddr."""
-    segments = _segments(model, memory)
+    segments = _segments(run.model, run.memory)
     if segments is None:
-        return miss(log, METHOD, "no ELF PT_LOAD segments exposed (not an ELF vmcore)")
+        return run.miss("no ELF PT_LOAD segments exposed (not an ELF vmcore)")
     for segment in segments:
         vaddr, paddr = _field(segment, "p_vaddr"), _field(segment, "p_paddr")
         if vaddr is None or paddr is None or vaddr < START_KERNEL_MAP:
             continue
         phys_base = (paddr - (vaddr - START_KERNEL_MAP)) & U64_MASK
-        evidence = (f"PT_LOAD p_vaddr {vaddr:#x} p_paddr {paddr:#x}",)
-        return Candidate(METHOD, phys_base, None, None, evidence)
-    return miss(log, METHOD, "no PT_LOAD with p_vaddr in the kernel image (QEMU ELF without paging?)")
+        run.evidence.append(f"PT_LOAD p_vaddr {vaddr:#x} p_paddr {paddr:#x}")
+        return run.candidate(phys_base)
+    return run.miss("no PT_LOAD with p_vaddr in the kernel image (QEMU ELF without paging?)")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
 
-from kdfix.detect.candidate import Candidate, miss
-from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
-from kdfix.detect.paging import CR0_PG, CR4_LA57, translate
+from kdfix.detect.candidate import Attempt, Candidate, strategy
+from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices, sme_mask_of
+from kdfix.detect.paging import translate
 from kdfix.errors import KdfixError
 from kdfix.format.constants import START_KERNEL_MAP
-from kdfix.model import DumpModel
-from kdfix.read.memory import PhysicalMemory
 from kdfix.units import U64_MASK
 
 METHOD = "idt_gate"
@@ -24,39 +21,31 @@ def gate_handler(gate: bytes) -> int:
     return off_hi << 32 | off_mid << 16 | off_lo
 
 
-def find_by_idt_gate(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_idt_gate(run: Attempt) -> Candidate | None:
     """KERNELOFFSET = gate-0 handler - divide_error, phys_base from idt_table's physical address (needs vmlinux)."""
-    sme_mask = 0
-    info = model.parsed_vmcoreinfo()
-    if info is not None:
-        sme_mask = info.number("sme_mask") or 0
-    for cpu in iter_qemu_cpu_states(model):
-        if cpu.cr3 == 0 or not cpu.cr0 & CR0_PG or cpu.idt_base == 0:
+    sme_mask = sme_mask_of(run.model)
+    memory = run.memory
+    for cpu in iter_qemu_cpu_states(run.model):
+        if not cpu.paging or cpu.idt_base == 0:
             continue
-        levels = 5 if cpu.cr4 & CR4_LA57 else 4
         for pgd in pgd_choices(cpu.cr3):
             try:
-                idt_pa = translate(memory.read, pgd, cpu.idt_base, levels=levels, sme_mask=sme_mask)
+                idt_pa = translate(memory.read, pgd, cpu.idt_base, levels=cpu.levels, sme_mask=sme_mask)
                 if idt_pa is None:
                     continue
                 handler = gate_handler(memory.read(idt_pa, 16))
             except KdfixError:
                 continue
-            evidence = [f"cpu{cpu.cpu} IDTR {cpu.idt_base:#x} → PA {idt_pa:#x}, gate 0 handler {handler:#x}"]
-            symbols = vmlinux_symbols or {}
+            evidence = run.evidence
+            evidence.append(f"cpu{cpu.cpu} IDTR {cpu.idt_base:#x} → PA {idt_pa:#x}, gate 0 handler {handler:#x}")
+            symbols = run.vmlinux_symbols or {}
             divide = next((symbols[n] for n in DIVIDE_ERROR_NAMES if n in symbols), None)
             idt_table = symbols.get("idt_table")
             if divide is None or idt_table is None:
-                return miss(log, METHOD, evidence[0] + " (needs vmlinux symbols idt_table and asm_exc_divide_error)")
+                return run.miss(evidence[0] + " (needs vmlinux symbols idt_table and asm_exc_divide_error)")
             kernel_offset = (handler - divide) & U64_MASK
             phys_base = (idt_pa - (idt_table + kernel_offset - START_KERNEL_MAP)) & U64_MASK
             evidence.append(f"KERNELOFFSET = {handler:#x} - divide_error {divide:#x} = {kernel_offset:#x}")
-            return Candidate(METHOD, phys_base, kernel_offset, None, tuple(evidence))
-    return miss(log, METHOD, "no vCPU with paging whose IDT base translates")
+            return run.candidate(phys_base, kernel_offset)
+    return run.miss("no vCPU with paging whose IDT base translates")

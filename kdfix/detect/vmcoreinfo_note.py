@@ -5,13 +5,9 @@ phys-base-and-kaslr.md §3A; the misparse is qemu-dumps.md §6 bug 1.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-from kdfix.detect.candidate import Candidate, miss
+from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.format.constants import DEFAULT_LINK_TEXT
-from kdfix.model import DumpModel
 from kdfix.notes.vmcoreinfo import VmcoreInfo
-from kdfix.read.memory import PhysicalMemory
 from kdfix.units import U64_MASK, to_s64, to_u64
 
 METHOD = "vmcoreinfo_note"
@@ -60,28 +56,22 @@ def header_evidence(header_phys_base: int, info: VmcoreInfo) -> str:
     return f"header phys_base {header_phys_base:#x} disagrees with NUMBER(phys_base) {true:#x}"
 
 
-def find_by_vmcoreinfo_note(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_vmcoreinfo_note(run: Attempt) -> Candidate | None:
     """phys_base and KERNELOFFSET from the VMCOREINFO the dump carries (header pointer, else note)."""
-    note = model.vmcoreinfo_note()
-    pointed = model.vmcoreinfo
-    evidence: list[str] = []
+    note = run.model.vmcoreinfo_note()
+    pointed = run.model.vmcoreinfo
+    evidence = run.evidence
     if pointed is not None and note is not None and pointed != note.desc:
         evidence.append("VMCOREINFO at offset_vmcoreinfo differs from the VMCOREINFO note")
     raw = pointed if pointed is not None else (note.desc if note is not None else None)
     if raw is None:
-        return miss(log, METHOD, "no VMCOREINFO in the dump (header pointer 0 and no VMCOREINFO note)")
+        return run.miss("no VMCOREINFO in the dump (header pointer 0 and no VMCOREINFO note)")
     info = VmcoreInfo.parse(raw)
     source = "header pointer" if pointed is not None else "note"
     phys_base = info.phys_base
     if phys_base is None:
-        return miss(log, METHOD, f"VMCOREINFO ({source}) lacks a parsable NUMBER(phys_base) (kernel < 4.10?)")
+        return run.miss(f"VMCOREINFO ({source}) lacks a parsable NUMBER(phys_base) (kernel < 4.10?)")
     kernel_offset = info.kernel_offset
     evidence.append(f"VMCOREINFO from {source}: NUMBER(phys_base)={to_s64(phys_base)} → {phys_base:#x}")
     if kernel_offset is not None:
@@ -91,5 +81,5 @@ def find_by_vmcoreinfo_note(
             link = (stext - kernel_offset) & U64_MASK
             note_text = "default link address" if link == DEFAULT_LINK_TEXT else "not the default 0xffffffff81000000"
             evidence.append(f"SYMBOL(_stext) - KERNELOFFSET = {link:#x} ({note_text})")
-    evidence.append(header_evidence(model.phys_base, info))
-    return Candidate(METHOD, phys_base, kernel_offset, raw, tuple(evidence))
+    evidence.append(header_evidence(run.model.phys_base, info))
+    return run.candidate(phys_base, kernel_offset, raw)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kdfix.detect.candidate import Candidate, miss
+from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.errors import CodecError, KdfixError
 from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
-from kdfix.model import DumpModel
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import to_s64
@@ -147,20 +146,15 @@ def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
         yield VmcoreinfoHit(pfn, form, text)
 
 
-def find_by_vmcoreinfo_scan(
-    model: DumpModel,
-    memory: PhysicalMemory,
-    *,
-    vmlinux_symbols: Mapping[str, int] | None = None,
-    log: list[str] | None = None,
-    known: Sequence[Candidate] = (),
-) -> Candidate | None:
+@strategy(METHOD)
+def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
     """The first in-memory VMCOREINFO whose values pass the utsname/page-table checks (the live copy)."""
+    memory = run.memory
     by_text: dict[bytes, list[VmcoreinfoHit]] = {}
     for hit in iter_vmcoreinfo_pages(memory):
         by_text.setdefault(hit.text, []).append(hit)
     if not by_text:
-        return miss(log, METHOD, "no page starts with a VMCOREINFO note or OSRELEASE= text")
+        return run.miss("no page starts with a VMCOREINFO note or OSRELEASE= text")
     rejected: list[str] = []
     chosen: Candidate | None = None
     others: list[str] = []
@@ -176,7 +170,7 @@ def find_by_vmcoreinfo_scan(
             f"OSRELEASE={info.osrelease} NUMBER(phys_base)={to_s64(phys_base)} KERNELOFFSET={kernel_offset or 0:x}",
         )
         candidate = Candidate(METHOD, phys_base, kernel_offset, text, evidence)
-        checks = validate_candidate(candidate, memory, vmlinux_symbols=vmlinux_symbols)
+        checks = validate_candidate(candidate, memory, vmlinux_symbols=run.vmlinux_symbols)
         if not confirmed(checks):
             failed = "; ".join(str(c) for c in checks if c.passed is False) or "no decisive check passed"
             rejected.append(f"{where}: stale or foreign copy ({failed})")
@@ -185,8 +179,6 @@ def find_by_vmcoreinfo_scan(
         elif (phys_base, kernel_offset) != (chosen.phys_base, chosen.kernel_offset):
             others.append(f"another validated VMCOREINFO at {where} (phys_base {phys_base:#x}): two kernels?")
     if chosen is None:
-        for line in rejected:
-            miss(log, METHOD, line)
-        return miss(log, METHOD, f"{len(by_text)} VMCOREINFO copies found, none validated")
+        return run.miss(f"{len(by_text)} VMCOREINFO copies found, none validated", details=rejected)
     extra = tuple(f"ignored {line}" for line in rejected) + tuple(others)
     return Candidate(METHOD, chosen.phys_base, chosen.kernel_offset, chosen.vmcoreinfo, chosen.evidence + extra)
