@@ -19,7 +19,7 @@ from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import ELF_INCOMPLETE_FLAG
 from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi
 from kdfix.notes.framing import Note, iter_notes
-from kdfix.read.memory import read_range
+from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import ceil_div
 
@@ -303,34 +303,21 @@ def _vmcoreinfo_page_size(notes: tuple[Note, ...]) -> int | None:
     return None
 
 
-class ElfMemory:
+class ElfMemory(ContainerMemory):
     """PhysicalMemory of an ELF core: every page touched by a PT_LOAD is valid and dumped."""
 
+    container: ElfContainer
+
     def __init__(self, container: ElfContainer) -> None:
-        self.container = container
-        self.page_size = container.page_size
-        self.max_pfn = container.max_pfn
+        super().__init__(container, container.page_size, container.max_pfn)
 
     @property
     def valid(self) -> Bitmap:
         return self.container.dumped
 
-    @property
-    def dumped(self) -> Bitmap:
-        return self.container.dumped
-
     def present(self, pfn: int) -> bool:
         return self.container.present(pfn)
-
-    def page(self, pfn: int) -> bytes:
-        return self.container.page(pfn)
 
     def is_zero_page(self, pfn: int) -> bool:
         """ELF has no shared zero page; the hint is always False."""
         return False
-
-    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return self.container.iter_pages(start_pfn, end_pfn)
-
-    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
-        return read_range(self, paddr, size, zero_fill=zero_fill)

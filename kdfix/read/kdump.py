@@ -26,7 +26,7 @@ from kdfix.format.constants import (
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_SIZE, PageDesc
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, iter_notes
-from kdfix.read.memory import read_range
+from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import ceil_div
 
@@ -470,37 +470,24 @@ class KdumpContainer:
         self.source.close()
 
 
-class KdumpMemory:
+class KdumpMemory(ContainerMemory):
     """PhysicalMemory of one KDUMP container."""
 
+    container: KdumpContainer
+
     def __init__(self, container: KdumpContainer) -> None:
-        self.container = container
-        self.page_size = container.block_size
-        self.max_pfn = container.max_mapnr
+        super().__init__(container, container.block_size, container.max_mapnr)
 
     @property
     def valid(self) -> Bitmap:
         return self.container.valid
 
-    @property
-    def dumped(self) -> Bitmap:
-        return self.container.dumped
-
     def present(self, pfn: int) -> bool:
         c = self.container
         return c.start_pfn <= pfn < c.end_pfn and c.dumped.test(pfn)
 
-    def page(self, pfn: int) -> bytes:
-        return self.container.page(pfn)
-
     def is_zero_page(self, pfn: int) -> bool:
         return self.container.is_zero_page(pfn)
-
-    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return self.container.iter_pages(start_pfn, end_pfn)
-
-    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
-        return read_range(self, paddr, size, zero_fill=zero_fill)
 
 
 # 256-entry table: the set bit positions of each byte value.

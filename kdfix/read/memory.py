@@ -110,3 +110,39 @@ class DictMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
+
+
+class PageContainer(Protocol):
+    """What ContainerMemory needs of a container: its dumped bitmap and page reads."""
+
+    @property
+    def dumped(self) -> Bitmap: ...
+
+    def page(self, pfn: int) -> bytes: ...
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+
+class ContainerMemory:
+    """PhysicalMemory of one container: ``dumped``, ``page`` and ``iter_pages`` are the container's.
+
+    Subclasses add ``valid``, ``present`` and ``is_zero_page``, which differ by format.
+    """
+
+    def __init__(self, container: PageContainer, page_size: int, max_pfn: int) -> None:
+        self.container = container
+        self.page_size = page_size
+        self.max_pfn = max_pfn
+
+    @property
+    def dumped(self) -> Bitmap:
+        return self.container.dumped
+
+    def page(self, pfn: int) -> bytes:
+        return self.container.page(pfn)
+
+    def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.container.iter_pages(start_pfn, end_pfn)
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(self, paddr, size, zero_fill=zero_fill)  # type: ignore[arg-type]
