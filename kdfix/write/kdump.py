@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from kdfix.codecs import codec_named
+from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
 from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL
@@ -409,6 +409,28 @@ def _test(bitmap: bytes, pfn: int) -> bool:
     return byte < len(bitmap) and bool(bitmap[byte] >> (pfn & 7) & 1)
 
 
+def prepare_kdump(
+    model: DumpModel, memory: PhysicalMemory, codec: str, *, exclude_zero: bool, split: bool = False
+) -> tuple[Codec, KdumpLayout, Bitmaps]:
+    """The codec, layout and bitmaps of a KDUMP output (``split``: a split set, which needs header_version >= 2)."""
+    the_codec = codec_named(codec)
+    if memory.page_size != model.block_size:
+        raise WriteError(
+            f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
+        )
+    if split and model.header_version < 2:
+        raise WriteError("split dumps need header_version >= 2", field="header_version")
+    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    return the_codec, layout, build_bitmaps(memory, layout, exclude_zero=exclude_zero)
+
+
+def open_sink(target: str | os.PathLike[str] | Sink, *, flat: bool) -> Sink:
+    """``target`` itself when it is a Sink, else a new FlattenedSink (``flat``) or FileSink on the path."""
+    if isinstance(target, Sink):
+        return target
+    return FlattenedSink(target) if flat else FileSink(target)
+
+
 def write_kdump(
     target: str | os.PathLike[str] | Sink,
     model: DumpModel,
@@ -431,18 +453,11 @@ def write_kdump(
     keeps ``model.phys_base`` even when VMCOREINFO has ``NUMBER(phys_base)`` (byte-exact rewrites).
     """
     began = time.monotonic()
-    the_codec = codec_named(codec)
-    if memory.page_size != model.block_size:
-        raise WriteError(
-            f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
-        )
-    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero)
     zero_page = zero_page and not exclude_zero
-    bitmaps = build_bitmaps(memory, layout, exclude_zero=exclude_zero)
     total = bitmaps.count()
     own_sink = not isinstance(target, Sink)
-    sink: Sink
-    sink = target if isinstance(target, Sink) else FlattenedSink(target) if flat else FileSink(target)
+    sink = open_sink(target, flat=flat)
     try:
         write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
         pages = page_stream(memory, bitmaps, codec, zero_page=zero_page, workers=workers, page_source=page_source)

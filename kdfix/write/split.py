@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Iterator
 
-from kdfix.codecs import codec_named
 from kdfix.errors import WriteError
 from kdfix.model import DumpModel
 from kdfix.read.memory import PhysicalMemory
@@ -22,15 +21,15 @@ from kdfix.write.kdump import (
     PageSource,
     Progress,
     WriteResult,
-    build_bitmaps,
     header_phys_base,
+    open_sink,
     page_stream,
-    plan_kdump,
+    prepare_kdump,
     write_header_area,
     write_page_area,
     write_tail,
 )
-from kdfix.write.sink import FileSink, FlattenedSink, Sink
+from kdfix.write.sink import Sink
 
 
 def split_ranges(bitmaps: Bitmaps, max_mapnr: int, parts: int) -> list[tuple[int, int]]:
@@ -74,16 +73,8 @@ def write_split(
     ``page_source`` must yield pages in ascending pfn order (it is consumed across the parts).
     """
     began = time.monotonic()
-    the_codec = codec_named(codec)
-    if memory.page_size != model.block_size:
-        raise WriteError(
-            f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
-        )
-    if model.header_version < 2:
-        raise WriteError("split dumps need header_version >= 2", field="header_version")
-    layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
+    the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero, split=True)
     zero_page = zero_page and not exclude_zero
-    bitmaps = build_bitmaps(memory, layout, exclude_zero=exclude_zero)
     total = bitmaps.count()
     ranges = split_ranges(bitmaps, layout.max_mapnr, len(targets))
     phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
@@ -93,7 +84,7 @@ def write_split(
     paths: list[str] = []
     for target, (start, end) in zip(targets, ranges, strict=True):
         own = not isinstance(target, Sink)
-        sink: Sink = target if isinstance(target, Sink) else (FlattenedSink(target) if flat else FileSink(target))
+        sink = open_sink(target, flat=flat)
         part_total = bitmaps.count(start, end)
 
         def part_progress(n: int, _t: int, base: int = done) -> None:
