@@ -2,7 +2,9 @@
 # Prepare a fresh Debian 12 machine (as root) for kdfix's test suite. Idempotent: re-running is cheap.
 #   - apt packages: QEMU, OVMF, the oracles (crash, makedumpfile), busybox-static for the guest initramfs, ...
 #   - pip install -e '.[test]'
-#   - warm the guest-kernel cache (cache_dir(): $KDFIX_CACHE or ~/.cache/kdfix, outside the repo)
+#   - a bookworm-backports apt source (priority 100: nothing upgrades from it by itself) for QEMU 10.0, which the
+#     oracle tests unpack into the cache and never install (tests/oracle/qemu_versions.py)
+#   - warm the guest-kernel and QEMU 10.0 caches (cache_dir(): $KDFIX_CACHE or ~/.cache/kdfix, outside the repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +17,27 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# bookworm-backports carries QEMU 10.0 (a second real QEMU for tests/oracle/test_qemu10.py); add it unless some
+# source already names it. Debian's own mirror, like the bookworm sources; backports default to priority 100.
+BACKPORTS_LIST=/etc/apt/sources.list.d/bookworm-backports.sources
+need_update=0
+if ! grep -rqsE --include='*.list' --include='*.sources' '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding $BACKPORTS_LIST"
+    cat >"$BACKPORTS_LIST" <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    need_update=1
+fi
 # apt metadata is needed both to install and to resolve the guest kernel (apt-cache depends linux-image-cloud-amd64)
 # ... and stale lists would name a kernel .deb the mirror no longer has: refresh lists older than a day
 fresh=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n1)
-if [[ ${#missing[@]} -gt 0 ]] || [[ -z "$fresh" ]] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+if [[ ${#missing[@]} -gt 0 ]] || [[ -z "$fresh" ]] || [[ $need_update -eq 1 ]] \
+   || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 \
+   || ! apt-cache policy qemu-system-x86 2>/dev/null | grep 'bookworm-backports' >/dev/null; then
     log "apt-get update"
     apt-get update -qq
 fi
@@ -41,4 +60,6 @@ fi
 
 log "warming the guest kernel cache"
 "$PY" -c 'from tests.oracle.guest import cache_dir, kernel_artifacts; k = kernel_artifacts(); print(cache_dir(), k.release)' >&2
+log "warming the QEMU 10.0 cache (bookworm-backports, unpacked into the cache, not installed)"
+"$PY" -c 'from tests.oracle.qemu_versions import qemu_install; q = qemu_install("10.0"); print(q.version, q.binary)' >&2
 log "done"

@@ -22,6 +22,7 @@ from tests.oracle.tools import have_tool
 __all__ = [
     "FIXTURES_DIR",
     "GUEST_CONFIGS",
+    "QEMU10_GUEST",
     "in_ci",
     "repo_fixture",
     "require_tool",
@@ -35,7 +36,18 @@ GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
     "guest_ovmf_nokaslr": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=False),
     "guest_ovmf_nokaslr_vmcoreinfo": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=True),
 }
-_QEMU_FIXTURES = {*GUEST_CONFIGS, "kernel", "debug_vmlinux", "firmware_dumps", "firmware_dumps_vmcoreinfo"}
+# the one guest booted under bookworm-backports' QEMU 10.0 (qemu_versions.py); dumps elf, kdump-zlib, kdump-raw-zlib
+QEMU10_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=True, qemu="10.0")
+_QEMU_FIXTURES = {
+    *GUEST_CONFIGS,
+    "kernel",
+    "debug_vmlinux",
+    "firmware_dumps",
+    "firmware_dumps_vmcoreinfo",
+    "qemu10",
+    "guest_qemu10",
+    "firmware_dumps_qemu10",
+}
 _SLOW_FIXTURES = {"debug_vmlinux"}
 
 
@@ -133,6 +145,34 @@ def firmware_dumps_vmcoreinfo() -> _guest.FirmwareDumps:
     """As firmware_dumps, with -device vmcoreinfo (no guest driver ran, so no VMCOREINFO note)."""
     _require_qemu()
     return _guest.cached_firmware_only_dumps(16, vmcoreinfo_device=True)
+
+
+@pytest.fixture(scope="session")
+def qemu10() -> object:
+    """The QemuInstall of QEMU 10.0 from bookworm-backports (downloaded and unpacked once into cache_dir()).
+
+    Skips when it cannot be obtained (no backports source, offline); fails instead when CI=true.
+    """
+    from tests.oracle.qemu_versions import qemu_install
+
+    _require_qemu()
+    try:
+        return qemu_install("10.0")
+    except _guest.GuestError as exc:
+        _unavailable(f"QEMU 10.0 from bookworm-backports unavailable: {exc}")
+        raise  # unreachable
+
+
+@pytest.fixture(scope="session")
+def guest_qemu10(qemu10: object, kernel: _guest.KernelArtifacts) -> _guest.GuestDumps:
+    """GuestDumps of QEMU10_GUEST (SeaBIOS, KASLR, -device vmcoreinfo; .kdump_raw_zlib set), booted once, cached."""
+    return _guest.cached_guest_dumps(QEMU10_GUEST)
+
+
+@pytest.fixture(scope="session")
+def firmware_dumps_qemu10(qemu10: object) -> _guest.FirmwareDumps:
+    """QEMU 10.0 dumps (elf, kdump-zlib, kdump-raw-zlib; cached) of a 16 MiB guest stopped at reset."""
+    return _guest.cached_firmware_only_dumps(16, vmcoreinfo_device=False, qemu="10.0")
 
 
 @pytest.fixture(scope="session")

@@ -464,13 +464,29 @@ class GroundTruth:
 
 
 @functools.cache
-def qemu_version() -> str:
-    """e.g. '7.2.22' (from ``qemu-system-x86_64 --version``)."""
+def qemu_version(qemu: str | None = None) -> str:
+    """e.g. '7.2.22' (from ``qemu-system-x86_64 --version``); ``qemu``: "7.2"/"10.0" (qemu_versions.py), None = PATH."""
+    if qemu is not None:
+        return _qemu_install(qemu).version
     out = _run([QEMU, "--version"], timeout=30)
     m = re.search(r"version (\d+\.\d+\.\d+)", out)
     if not m:
         raise GuestError(f"cannot parse QEMU version: {out!r}")
     return m.group(1)
+
+
+def _qemu_install(qemu: str) -> Any:
+    from tests.oracle.qemu_versions import qemu_install  # imports this module
+
+    return qemu_install(qemu)
+
+
+def _qemu_prefix(qemu: str | None) -> tuple[list[str], dict[str, str] | None]:
+    """argv[0] (+ -L firmware dirs) and environment of the QEMU build ``qemu`` (None: qemu-system-x86_64 on PATH)."""
+    if qemu is None:
+        return [QEMU], None
+    inst = _qemu_install(qemu)
+    return inst.argv_prefix, inst.environ()
 
 
 class Qmp:
@@ -521,6 +537,14 @@ class Qmp:
             self.sock.close()
 
 
+RAW_FORMAT = "kdump-raw-zlib"
+RAW_NAME = f"vmcore.{RAW_FORMAT}"
+
+
+def _dump_formats(qmp: Qmp) -> list[str]:
+    return list(qmp.execute("query-dump-guest-memory-capability").get("formats", []))
+
+
 def _dump(qmp: Qmp, path: Path, fmt: str) -> float:
     t0 = time.monotonic()
     args: dict[str, Any] = {"paging": False, "protocol": f"file:{path.resolve()}", "format": fmt}
@@ -532,14 +556,16 @@ def _dump(qmp: Qmp, path: Path, fmt: str) -> float:
 
 
 @contextlib.contextmanager
-def _qemu(argv: list[str], workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Qmp]]:
+def _qemu(
+    argv: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Qmp]]:
     # unix socket paths are limited to 107 bytes: keep the socket in a short private dir, not in workdir
     sockdir = Path(tempfile.mkdtemp(prefix="kdfix-qmp-"))
     sock = sockdir / "qmp.sock"
     full = [*argv, "-qmp", f"unix:{sock},server=on,wait=off"]
     (workdir / "qemu.cmd").write_text(" ".join(full) + "\n")
     stderr = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir)
+    proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir, env=env)
     qmp: Qmp | None = None
     try:
         qmp = Qmp(sock)
@@ -576,10 +602,13 @@ class GuestConfig:
     memory_mib: int = 128
     cpus: int = 2
     vga: bool = True
+    qemu: str | None = None  # "7.2" / "10.0" (qemu_versions.py); None: qemu-system-x86_64 on PATH (7.2)
 
     def __post_init__(self) -> None:
         if self.firmware not in ("seabios", "ovmf"):
             raise ValueError(f"firmware must be seabios or ovmf, not {self.firmware!r}")
+        if self.qemu not in (None, "7.2", "10.0"):
+            raise ValueError(f"qemu must be None, 7.2 or 10.0, not {self.qemu!r}")
         if self.firmware == "ovmf" and self.memory_mib < 256:
             object.__setattr__(self, "memory_mib", 256)
 
@@ -596,7 +625,10 @@ class GuestConfig:
 
 @dataclass(frozen=True)
 class GuestDumps:
-    """Dumps of one stopped guest: QEMU ELF (paging=false) and flattened kdump-zlib, plus what the guest said."""
+    """Dumps of one stopped guest: QEMU ELF (paging=false) and flattened kdump-zlib, plus what the guest said.
+
+    ``kdump_raw_zlib``: QEMU's kdump-raw-zlib of the same stopped guest when the build offers it (>= 8.2), else None.
+    """
 
     config: GuestConfig
     elf: Path
@@ -608,12 +640,13 @@ class GuestDumps:
     boot_seconds: float = 0.0
     dump_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     qemu_command: str = ""
+    kdump_raw_zlib: Path | None = None
 
 
 def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, serial: Path, work: Path) -> list[str]:
     append = "console=ttyS0 quiet panic=-1" + ("" if config.kaslr else " nokaslr")
     argv = [
-        QEMU,
+        *_qemu_prefix(config.qemu)[0],
         "-machine",
         "q35",
         "-accel",
@@ -668,7 +701,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float) -> 
 def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float = BOOT_TIMEOUT_S) -> GuestDumps:
     """Boot ``config``, wait for READY, stop the vCPUs, dump ELF then kdump-zlib from the same stopped guest, quit.
 
-    Writes vmcore.elf, vmcore.kdump-zlib, serial.log, qemu.cmd, qemu.stderr and guest.json into ``out_dir``.
+    Writes vmcore.elf, vmcore.kdump-zlib, serial.log, qemu.cmd, qemu.stderr and guest.json into ``out_dir``; also
+    vmcore.kdump-raw-zlib when the QEMU build offers that format (>= 8.2; the file: protocol is seekable).
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -678,17 +712,21 @@ def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float = BOOT_T
     serial = out_dir / "serial.log"
     argv = _guest_argv(config, kernel, initrd, serial, out_dir)
     elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
-    with _qemu(argv, out_dir) as (proc, qmp):
+    raw: Path | None = None
+    with _qemu(argv, out_dir, _qemu_prefix(config.qemu)[1]) as (proc, qmp):
         boot_s = _wait_ready(proc, serial, timeout)
         qmp.execute("stop")
         time.sleep(0.1)
         dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
+        if RAW_FORMAT in _dump_formats(qmp):
+            raw = out_dir / f"vmcore.{RAW_FORMAT}"
+            dump_s[RAW_FORMAT] = _dump(qmp, raw, RAW_FORMAT)
     truth = GroundTruth.parse(serial.read_text(errors="replace"), link_stext=kernel.link_stext())
     if truth.marker != marker:
         raise GuestError(f"marker mismatch: guest printed {truth.marker!r}, expected {marker!r}")
     if config.vmcoreinfo and truth.fw_cfg != "loaded":
         raise GuestError(f"qemu_fw_cfg.ko did not load ({truth.fw_cfg}); see {serial}")
-    version = qemu_version()
+    version = qemu_version(config.qemu)
     dumps = GuestDumps(
         config=config,
         elf=elf,
@@ -700,6 +738,7 @@ def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float = BOOT_T
         boot_seconds=round(boot_s, 2),
         dump_seconds={k: round(v, 2) for k, v in dump_s.items()},
         qemu_command=" ".join(argv).replace(str(out_dir), "$OUT"),
+        kdump_raw_zlib=raw,
     )
     _write_meta(dumps, out_dir)
     return dumps
@@ -719,7 +758,7 @@ def _write_meta(d: GuestDumps, out_dir: Path) -> None:
         "boot_seconds": d.boot_seconds,
         "dump_seconds": d.dump_seconds,
         "qemu_command": d.qemu_command,
-        "stamps": {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib)},
+        "stamps": {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib, d.kdump_raw_zlib) if p is not None},
     }
     (out_dir / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -747,6 +786,7 @@ def _load_meta(dir_: Path) -> GuestDumps | None:
         boot_seconds=meta["boot_seconds"],
         dump_seconds=meta["dump_seconds"],
         qemu_command=meta["qemu_command"],
+        kdump_raw_zlib=dir_ / RAW_NAME if RAW_NAME in meta["stamps"] else None,
     )
 
 
@@ -780,7 +820,7 @@ def cached_guest_dumps(config: GuestConfig) -> GuestDumps:
     The returned paths live in the cache: copy before modifying. A cache entry whose dump files changed
     (size or mtime) is discarded and rebuilt.
     """
-    key = f"{qemu_version()}-{kernel_artifacts().release}-{config.name}"
+    key = f"{qemu_version(config.qemu)}-{kernel_artifacts().release}-{config.name}"
     return _cached(key, lambda work: boot_and_dump(config, work), _load_meta)
 
 
@@ -799,6 +839,7 @@ class FirmwareDumps:
     vmcoreinfo_device: bool
     qemu_command: str
     qmp_commands: tuple[str, ...]
+    kdump_raw_zlib: Path | None = None  # when the QEMU build offers kdump-raw-zlib (>= 8.2)
 
 
 def _fw_qmp(path: Path, fmt: str) -> str:
@@ -847,6 +888,7 @@ def firmware_only_dumps(
     cpus: int = 2,
     guest_note: bytes | None = None,
     note_paddr: int = 0x100000,
+    qemu: str | None = None,
 ) -> FirmwareDumps:
     """Start q35 with -S (vCPUs at reset, no kernel) and dump ELF + kdump-zlib into ``out_dir``.
 
@@ -855,10 +897,13 @@ def firmware_only_dumps(
     the stopped VM is migrated to a file, the device state is patched there (_patch_vmcoreinfo_state), and a
     second QEMU started with ``-incoming`` writes the dumps. No guest code runs at any point, so the vCPUs stay in
     real mode: EM_386 notes, and QEMU does not parse NUMBER(phys_base) (header phys_base stays 0).
+    ``qemu``: "7.2"/"10.0" (qemu_versions.py), None = qemu-system-x86_64 on PATH. A build that offers
+    kdump-raw-zlib (>= 8.2) also writes vmcore.kdump-raw-zlib.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv = [QEMU, "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", str(cpus)]
+    prefix, env = _qemu_prefix(qemu)
+    argv = [*prefix, "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", str(cpus)]
     argv += ["-S", "-nographic", "-nodefaults"]
     if vmcoreinfo_device or guest_note is not None:
         argv += ["-device", "vmcoreinfo"]
@@ -869,31 +914,42 @@ def firmware_only_dumps(
         note_file, state, patched = out_dir / "guest-note.bin", out_dir / "state", out_dir / "state.patched"
         note_file.write_bytes(guest_note)
         first = [*argv, "-device", f"loader,file={note_file},addr={note_paddr:#x},force-raw=on"]
-        with _qemu(first, out_dir) as (_proc, qmp):
+        with _qemu(first, out_dir, env) as (_proc, qmp):
             _migrate_to_file(qmp, state)
         patched.write_bytes(_patch_vmcoreinfo_state(state.read_bytes(), note_paddr, len(guest_note)))
         shown = " ".join(first).replace(str(out_dir), "$OUT") + " -qmp unix:SOCK,server=on,wait=off"
         shown += " ; QMP migrate exec:cat > $OUT/state ; patch the vmcoreinfo section ; "
         argv += ["-incoming", f"exec:cat {patched}"]
         qmp_cmds.append('{"execute": "migrate", "arguments": {"uri": "exec:cat > STATE"}}')
-    with _qemu(argv, out_dir) as (_proc, qmp):
+    raw: Path | None = None
+    with _qemu(argv, out_dir, env) as (_proc, qmp):
         if guest_note is not None:
             _wait_migration(qmp, 60)
         _dump(qmp, elf, "elf")
         _dump(qmp, kdump, "kdump-zlib")
+        if RAW_FORMAT in _dump_formats(qmp):
+            raw = out_dir / RAW_NAME
+            _dump(qmp, raw, RAW_FORMAT)
     shown += " ".join(argv).replace(str(out_dir), "$OUT") + " -qmp unix:SOCK,server=on,wait=off"
     qmp_cmds += [_fw_qmp(Path("ELF"), "elf"), _fw_qmp(Path("KDUMP"), "kdump-zlib")]
-    return FirmwareDumps(elf, kdump, qemu_version(), memory_mib, "-device vmcoreinfo" in argv, shown, tuple(qmp_cmds))
+    if raw is not None:
+        qmp_cmds.append(_fw_qmp(Path("RAW"), RAW_FORMAT))
+    vmci = "-device vmcoreinfo" in argv
+    return FirmwareDumps(elf, kdump, qemu_version(qemu), memory_mib, vmci, shown, tuple(qmp_cmds), raw)
 
 
-def cached_firmware_only_dumps(memory_mib: int = 16, *, vmcoreinfo_device: bool = False) -> FirmwareDumps:
+def cached_firmware_only_dumps(
+    memory_mib: int = 16, *, vmcoreinfo_device: bool = False, qemu: str | None = None
+) -> FirmwareDumps:
     """firmware_only_dumps cached under cache_dir()/dumps/<qemu version>-firmware-<mem>m[-vmcoreinfo]."""
-    key = f"{qemu_version()}-firmware-{memory_mib}m{'-vmcoreinfo' if vmcoreinfo_device else ''}"
+    key = f"{qemu_version(qemu)}-firmware-{memory_mib}m{'-vmcoreinfo' if vmcoreinfo_device else ''}"
 
     def produce(work: Path) -> None:
-        d = firmware_only_dumps(work, memory_mib, vmcoreinfo_device=vmcoreinfo_device)
+        d = firmware_only_dumps(work, memory_mib, vmcoreinfo_device=vmcoreinfo_device, qemu=qemu)
+        files = [p for p in (d.elf, d.kdump_zlib, d.kdump_raw_zlib) if p is not None]
         meta = dataclasses.asdict(d) | {"elf": d.elf.name, "kdump_zlib": d.kdump_zlib.name}
-        meta["stamps"] = {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib)}
+        meta["kdump_raw_zlib"] = d.kdump_raw_zlib.name if d.kdump_raw_zlib is not None else None
+        meta["stamps"] = {p.name: _stamp(p) for p in files}
         (work / "firmware.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(dir_: Path) -> FirmwareDumps | None:
@@ -904,6 +960,8 @@ def cached_firmware_only_dumps(memory_mib: int = 16, *, vmcoreinfo_device: bool 
         except (OSError, ValueError, KeyError):
             return None
         meta["elf"], meta["kdump_zlib"] = dir_ / meta["elf"], dir_ / meta["kdump_zlib"]
+        if meta.get("kdump_raw_zlib"):
+            meta["kdump_raw_zlib"] = dir_ / meta["kdump_raw_zlib"]
         meta["qmp_commands"] = tuple(meta["qmp_commands"])
         return FirmwareDumps(**meta)
 
