@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
 from kdfix.faults import checkpoint
 from kdfix.fix import journal as _journal
-from kdfix.fix.journal import Write
+from kdfix.fix.journal import Write, pread_full, pwrite_all
 from kdfix.fix.plan import Edit, Plan
 from kdfix.format.constants import FLAT_HEADER_SIZE
 from kdfix.format.flattened import FLAT_RECORD_SIZE
@@ -65,14 +65,11 @@ def scan_flat_records(fd: int, size: int) -> tuple[list[FlatRecord], int | None]
     return records, None
 
 
-def _pread(fd: int, offset: int, length: int) -> bytes:
-    data = b""
-    while len(data) < length:
-        more = os.pread(fd, length - len(data), offset + len(data))
-        if not more:
-            break
-        data += more
-    return data
+def _unchanged_write(fd: int, edit: Edit, path: str) -> Write:
+    """The write of ``edit`` at its dump offset, after checking the file still holds ``edit.old`` there."""
+    if pread_full(fd, edit.dump_offset, len(edit.old)) != edit.old:
+        raise FormatError("file changed while fixing", field=edit.field, offset=edit.dump_offset, path=path)
+    return Write(edit.dump_offset, edit.old, edit.new)
 
 
 @dataclass(frozen=True)
@@ -93,10 +90,7 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
         offsets: dict[str, int] = {}
         if container == "kdump":
             for e in plan.edits:
-                now = _pread(fd, e.dump_offset, len(e.old))
-                if now != e.old:
-                    raise FormatError("file changed while fixing", field=e.field, offset=e.dump_offset, path=path)
-                writes.append(Write(e.dump_offset, e.old, e.new))
+                writes.append(_unchanged_write(fd, e, path))
                 offsets[e.field] = e.dump_offset
             if plan.append is not None:
                 a = plan.append
@@ -118,7 +112,7 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
                 if a >= b:
                     continue
                 at = r.payload + (a - r.dump_offset)
-                old = _pread(fd, at, b - a)
+                old = pread_full(fd, at, b - a)
                 writes.append(Write(at, old, e.new[a - lo : b - lo]))
                 offsets.setdefault(e.field, at)
                 covered[a - lo : b - lo] = b"\1" * (b - a)
@@ -130,10 +124,7 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
                     extra.append((lo + start, e.new[start:i]))
                     start = None
         for e in plan.stream_edits:
-            now = _pread(fd, e.dump_offset, len(e.old))
-            if now != e.old:
-                raise FormatError("file changed while fixing", field=e.field, offset=e.dump_offset, path=path)
-            writes.append(Write(e.dump_offset, e.old, e.new))
+            writes.append(_unchanged_write(fd, e, path))
             offsets[e.field] = e.dump_offset
         if plan.append is not None:
             extra.append((plan.append.dump_offset, plan.append.new))
@@ -144,7 +135,7 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
                     chunk = data[i : i + MAX_APPEND_RECORD]
                     tail += flat_record_header(dump_offset + i, len(chunk)) + chunk
             tail += _END_MARKER
-            old = _pread(fd, end_marker, min(len(tail), size - end_marker))
+            old = pread_full(fd, end_marker, min(len(tail), size - end_marker))
             writes.append(Write(end_marker, old, bytes(tail)))
             if plan.append is not None:
                 offsets.setdefault(plan.append.field, end_marker)
@@ -157,13 +148,7 @@ def _write_all(fd: int, writes: tuple[Write, ...]) -> int:
     written = 0
     for w in writes:
         checkpoint("fix.patch")
-        view = memoryview(w.new)
-        pos = 0
-        while pos < len(view):
-            n = os.pwrite(fd, view[pos:], w.file_offset + pos)
-            if n <= 0:
-                raise OSError("short write")
-            pos += n
+        pwrite_all(fd, w.new, w.file_offset)
         written += len(w.new)
     return written
 

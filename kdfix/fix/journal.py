@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from kdfix.errors import JournalError
 from kdfix.faults import checkpoint
+from kdfix.write.atomic import fsync_path
 
 JOURNAL_SUFFIX = ".kdfix-undo"
 JOURNAL_VERSION = 1
@@ -36,12 +37,26 @@ def journal_path(path: str | os.PathLike[str]) -> str:
     return os.fspath(path) + JOURNAL_SUFFIX
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def pread_full(fd: int, file_offset: int, length: int) -> bytes:
+    """``length`` bytes at ``file_offset`` (fewer only at end of file), however many preads that takes."""
+    data = b""
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), file_offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def pwrite_all(fd: int, data: bytes, file_offset: int) -> None:
+    """Write all of ``data`` at ``file_offset``, however many pwrites that takes."""
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        n = os.pwrite(fd, view[pos:], file_offset + pos)
+        if n <= 0:
+            raise OSError("short write")
+        pos += n
 
 
 def original_bytes(writes: Sequence[Write], original_size: int) -> dict[int, int]:
@@ -140,7 +155,7 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(directory)
+        fsync_path(directory)
         return jpath
 
 
@@ -153,16 +168,6 @@ def begin(path: str | os.PathLike[str], writes: Sequence[Write], original_size: 
         journal = Journal(os.fspath(path), original_size, tuple(writes))
     journal.save()
     return journal
-
-
-def _read(fd: int, offset: int, length: int) -> bytes:
-    data = b""
-    while len(data) < length:
-        more = os.pread(fd, length - len(data), offset + len(data))
-        if not more:
-            break
-        data += more
-    return data
 
 
 def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
@@ -187,7 +192,7 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
                 for i, b in enumerate(w.new):
                     allowed.setdefault(w.file_offset + i, set()).add(b)
             for w in journal.writes:
-                now = _read(fd, w.file_offset, len(w.new))
+                now = pread_full(fd, w.file_offset, len(w.new))
                 if any(b not in allowed[w.file_offset + i] for i, b in enumerate(now)):
                     raise JournalError(
                         "the file changed since the fix (bytes differ from what the fix wrote); not undoing",
@@ -198,7 +203,7 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
             if w.file_offset < journal.original_size:
                 checkpoint("undo.restore")
                 keep = w.old[: journal.original_size - w.file_offset]
-                os.pwrite(fd, keep, w.file_offset)
+                pwrite_all(fd, keep, w.file_offset)
         os.ftruncate(fd, journal.original_size)
         os.fsync(fd)
         checkpoint("undo.before_unlink")
@@ -207,7 +212,7 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
         for w in journal.writes:
             end = min(w.file_offset + len(w.old), journal.original_size)
             if w.file_offset < end:
-                now = _read(fd, w.file_offset, end - w.file_offset)
+                now = pread_full(fd, w.file_offset, end - w.file_offset)
                 check.update(zip(range(w.file_offset, w.file_offset + len(now)), now, strict=False))
         check = {off: check[off] for off in restored if off in check}
         if _digest(check) != journal.original_sha256 or os.fstat(fd).st_size != journal.original_size:
@@ -215,8 +220,8 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
     finally:
         os.close(fd)
     os.unlink(journal_path(path))
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_path(os.path.dirname(os.path.abspath(path)) or ".")
     return journal
 
 
-__all__ = ["JOURNAL_SUFFIX", "Journal", "Write", "begin", "journal_path", "undo"]
+__all__ = ["JOURNAL_SUFFIX", "Journal", "Write", "begin", "journal_path", "pread_full", "pwrite_all", "undo"]

@@ -59,19 +59,20 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _finish(tmp: str, target: str, directory: str, mode: int) -> None:
-    checkpoint("atomic.before_fsync")
-    fd = os.open(tmp, os.O_RDONLY)
+def fsync_path(path: str) -> None:
+    """fsync the file or directory at ``path`` (opened read-only for it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _finish(tmp: str, target: str, directory: str, mode: int) -> None:
+    checkpoint("atomic.before_fsync")
+    fsync_path(tmp)
     os.chmod(tmp, mode)
     checkpoint("atomic.before_rename")
     os.replace(tmp, target)
     checkpoint("atomic.after_rename")
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_path(directory)
