@@ -183,9 +183,10 @@ def process(job: Job) -> Outcome:
     try:
         checkpoint("batch.file.start")
         if dump.kind == "split":
-            from kdfix.batch.splitfix import fix_split_set
+            from kdfix.fix import fix_split_set
 
-            results = [fix_split_set(dump.files, outputs=job.outputs, dry_run=job.dry_run, **dict(job.fix_options))]
+            results = [fix_split_set(dump.files, outputs=job.outputs, in_place=job.outputs is None,
+                                     dry_run=job.dry_run, **dict(job.fix_options))]  # fmt: skip
         else:
             results = [_fix_one(dump.files[0], None if job.outputs is None else job.outputs[0], job)]
         status, error = _status_of(results)

@@ -1,32 +1,39 @@
 """Fix a dump so every reader accepts it: diagnose → plan → apply → re-read and verify.
 
-``fix_dump(path, output=OUT | in_place=True, ...)`` is the library entry point (the CLI's ``kdfix fix``);
-``kdfix.fix.journal.undo(path)`` reverts an in-place fix. Shapes: architecture-and-style.md §3 "Detect and fix".
+``fix_dump(path, output=OUT | in_place=True, ...)`` is the library entry point (the CLI's ``kdfix fix``), and
+``fix_split_set(paths, outputs=[...] | in_place=True, ...)`` its twin for a split set (kdfix/fix/split.py);
+``kdfix.fix.journal.undo(path)`` reverts an in-place fix (of each part, for a split set).
+Shapes: architecture-and-style.md §3 "Detect and fix".
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.errors import KdfixError
 from kdfix.fix import journal
-from kdfix.fix.apply import PhysicalPlan, apply_in_place, copy_and_patch, physical_writes, rewrite_elf
-from kdfix.fix.diagnose import Diagnosis, FixOptions, diagnose, parse_phys_base
+from kdfix.fix.apply import (
+    PhysicalPlan,
+    apply_in_place,
+    check_writable,
+    copy_and_patch,
+    edit_rows,
+    physical_writes,
+    rewrite_elf,
+)
+from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
 from kdfix.fix.plan import Edit, Plan, plan
+from kdfix.fix.split import SplitFixResult, fix_split_set
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
 from kdfix.write.atomic import atomic_output
 
 log = logging.getLogger(__name__)
-
-Status = Literal["fixed", "ok", "undetermined"]
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -65,43 +72,9 @@ class FixResult:
         }
 
 
-def check_writable(path: str) -> None:
-    """Refuse in-place changes to a read-only file (QEMU creates dumps 0400), even for root."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise UnsupportedError("not a regular file: cannot fix in place", path=path)
-    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
-        raise UnsupportedError(
-            f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o}; QEMU creates dumps 0400): "
-            "use -o OUT, or make it writable (chmod u+w) to fix it in place",
-            path=path,
-        )
-
-
-def _edit_rows(p: Plan, physical: PhysicalPlan | None) -> list[dict[str, Any]]:
-    rows = []
-    offsets = physical.file_offsets if physical is not None else {}
-    for e in p.all_edits():
-        stream = e in p.stream_edits
-        file_offset = offsets.get(e.field, e.dump_offset)
-        dump_offset = None if stream else e.dump_offset
-        row = {"field": e.field, "file_offset": file_offset, "dump_offset": dump_offset}
-        rows.append(row | {"old": e.old_value, "new": e.new_value})
-    if p.rewrite_elf:
-        rows.append({"field": "elf", "file_offset": 0, "dump_offset": 0, "old": "QEMU/other layout",
-                     "new": p.rewrite_reason})  # fmt: skip
-    return rows
-
-
 def _verify(target: str, diag: Diagnosis, options: FixOptions) -> None:
     """Re-read the result and diagnose it again with the values just written: nothing may be left to change."""
-    again = FixOptions(
-        phys_base=diag.phys_base if diag.phys_base is not None else "auto",
-        vmcoreinfo="auto" if diag.vmcoreinfo is not None else "none",
-        utsname=options.utsname,
-        set_flags=options.set_flags,
-        clear_flags=options.clear_flags,
-    )
+    again = verification_options(diag, options)
     with open_dump(target) as dump:
         if isinstance(dump.source, FlattenedSource) and not dump.source.end_marker:
             raise KdfixError("verification failed: the fixed stream has no end marker", path=target)
@@ -140,9 +113,7 @@ def fix_dump(
         raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
     if output is not None and in_place:
         raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
-    if utsname not in ("auto", "none"):
-        raise KdfixError(f"{utsname!r} is not auto or none", field="--utsname")
-    options = FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags))
+    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags)
     if output is not None and os.path.abspath(os.fspath(output)) == os.path.abspath(path):
         raise KdfixError("the output is the input; use --in-place", path=path)
     if in_place and not dry_run:
@@ -163,7 +134,7 @@ def fix_dump(
         physical = None
         if not the_plan.empty and not the_plan.rewrite_elf:
             physical = physical_writes(path, dump.container, the_plan)
-        result.edits = _edit_rows(the_plan, physical)
+        result.edits = edit_rows(the_plan, physical)
         result.status = "ok" if the_plan.empty else "fixed"
         if the_plan.empty:
             result.messages.append("nothing to fix")
@@ -201,4 +172,15 @@ def fix_dump(
     return result
 
 
-__all__ = ["Edit", "FixOptions", "FixResult", "Plan", "fix_dump", "journal"]
+__all__ = [
+    "Edit",
+    "FixOptions",
+    "FixResult",
+    "Plan",
+    "SplitFixResult",
+    "check_writable",
+    "edit_rows",
+    "fix_dump",
+    "fix_split_set",
+    "journal",
+]

@@ -11,9 +11,11 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
 from kdfix.faults import checkpoint
@@ -213,8 +215,46 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     return result.size
 
 
+def check_writable(path: str) -> None:
+    """Refuse in-place changes to a read-only file (QEMU creates dumps 0400), even for root."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsupportedError("not a regular file: cannot fix in place", path=path)
+    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+        raise UnsupportedError(
+            f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o}; QEMU creates dumps 0400): "
+            "use -o OUT, or make it writable (chmod u+w) to fix it in place",
+            path=path,
+        )
+
+
+def edit_rows(p: Plan, physical: PhysicalPlan | None) -> list[dict[str, Any]]:
+    """One row {field, file_offset, dump_offset, old, new} per edit of ``p`` (``dump_offset`` None for stream edits)."""
+    rows = []
+    offsets = physical.file_offsets if physical is not None else {}
+    for e in p.all_edits():
+        stream = e in p.stream_edits
+        file_offset = offsets.get(e.field, e.dump_offset)
+        dump_offset = None if stream else e.dump_offset
+        row = {"field": e.field, "file_offset": file_offset, "dump_offset": dump_offset}
+        rows.append(row | {"old": e.old_value, "new": e.new_value})
+    if p.rewrite_elf:
+        rows.append({"field": "elf", "file_offset": 0, "dump_offset": 0, "old": "QEMU/other layout",
+                     "new": p.rewrite_reason})  # fmt: skip
+    return rows
+
+
 def describe(edit: Edit) -> str:
     return f"{edit.field} @ {edit.dump_offset:#x}: {edit.old_value} → {edit.new_value}"
 
 
-__all__ = ["PhysicalPlan", "apply_in_place", "copy_and_patch", "physical_writes", "rewrite_elf", "scan_flat_records"]
+__all__ = [
+    "PhysicalPlan",
+    "apply_in_place",
+    "check_writable",
+    "copy_and_patch",
+    "edit_rows",
+    "physical_writes",
+    "rewrite_elf",
+    "scan_flat_records",
+]

@@ -33,6 +33,7 @@ from kdfix.units import cstr, to_s64, to_u64
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+Status = Literal["fixed", "ok", "undetermined"]  # the outcome of a fix (FixResult, SplitFixResult)
 FindingKind = Literal[
     "phys_base",
     "vmcoreinfo_note",
@@ -435,10 +436,8 @@ def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Pr
 
 
 def diagnose(dump: Dump, options: FixOptions, *, progress: Progress | None = None) -> Diagnosis:
-    """Findings for an opened dump (kdump, flattened or ELF); split sets are not supported."""
-    if dump.container == "split":
-        raise UnsupportedError("fix works on one file; reassemble the split set first", path=dump.path)
-    diag = Diagnosis(container=dump.container)
+    """Findings for an opened dump (kdump, flattened, ELF, or a split set diagnosed as one kdump over all parts)."""
+    diag = Diagnosis(container="kdump" if dump.container == "split" else dump.container)
     if dump.container == "elf":
         _diagnose_elf(dump, options, diag, progress)
     else:
@@ -446,8 +445,42 @@ def diagnose(dump: Dump, options: FixOptions, *, progress: Progress | None = Non
     return diag
 
 
+def make_options(
+    phys_base: str | int = "auto",
+    vmcoreinfo: str = "auto",
+    utsname: str = "auto",
+    set_flags: Sequence[str] = (),
+    clear_flags: Sequence[str] = (),
+) -> FixOptions:
+    """FixOptions from the ``kdfix fix`` arguments; raises KdfixError on a bad phys_base or utsname."""
+    if utsname not in ("auto", "none"):
+        raise KdfixError(f"{utsname!r} is not auto or none", field="--utsname")
+    return FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags))
+
+
+def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
+    """Options that diagnose a fixed dump again with the values just written (nothing may be left to change)."""
+    return FixOptions(
+        phys_base=diag.phys_base if diag.phys_base is not None else "auto",
+        vmcoreinfo="auto" if diag.vmcoreinfo is not None else "none",
+        utsname=options.utsname,
+        set_flags=options.set_flags,
+        clear_flags=options.clear_flags,
+    )
+
+
 def describe_utsname(fields: dict[str, bytes]) -> dict[str, str]:
     return {name: cstr(raw) for name, raw in fields.items()}
 
 
-__all__ = ["Diagnosis", "ElfFacts", "Finding", "FixOptions", "KdumpFacts", "diagnose", "parse_phys_base"]
+__all__ = [
+    "Diagnosis",
+    "ElfFacts",
+    "Finding",
+    "FixOptions",
+    "KdumpFacts",
+    "diagnose",
+    "make_options",
+    "parse_phys_base",
+    "verification_options",
+]

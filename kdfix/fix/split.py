@@ -1,0 +1,179 @@
+"""Fix a split set as one dump: diagnose the joined set, then patch every part with the same header edits.
+
+Fixing the parts one by one is wrong: each part alone sees only its own pfn range, so the values recovered
+from memory (utsname from ``init_uts_ns``) differ between parts and their main headers stop matching
+(kdump-format.md §9 needs them identical). Here the diagnosis runs on the set (its memory spans every part),
+and the plan's edits, which touch only the headers and notes that all parts share, are mapped to each part
+with ``physical_writes`` (which checks the old bytes of every part). A plan that appends data (offsets differ
+per part) is refused. In place, each part gets its own undo journal (``kdfix undo PART``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.fix import journal as fix_journal
+from kdfix.fix.apply import PhysicalPlan, apply_in_place, check_writable, copy_and_patch, edit_rows, physical_writes
+from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
+from kdfix.fix.plan import Plan, plan
+from kdfix.read.probe import open_dump
+from kdfix.write.atomic import atomic_output
+
+
+@dataclass
+class SplitFixResult:
+    """Outcome of :func:`fix_split_set`: like FixResult, for every part (``edits`` rows carry the part's ``file``)."""
+
+    paths: list[str]
+    status: Status
+    edits: list[dict[str, Any]] = field(default_factory=list)
+    phys_base: str | None = None
+    detect: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    bytes_written: int = 0
+    journals: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    container: str = "split"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "paths": self.paths,
+            "container": self.container,
+            "status": self.status,
+            "edits": self.edits,
+            "phys_base": self.phys_base,
+            "detect": self.detect,
+            "outputs": self.outputs,
+            "messages": self.messages,
+            "missing": self.missing,
+            "dry_run": self.dry_run,
+            "bytes_written": self.bytes_written,
+            "journals": self.journals,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def _diagnose_set(
+    paths: Sequence[str], options: FixOptions, progress: Progress | None = None
+) -> tuple[Diagnosis, Plan]:
+    with open_dump(*paths) as dump:
+        if dump.split is None:
+            raise KdfixError("not a split set", path=paths[0])
+        diag = diagnose(dump, options, progress=progress)
+    return diag, plan(diag)
+
+
+def _verify(paths: Sequence[str], diag: Diagnosis, options: FixOptions) -> None:
+    """Re-read the fixed set and diagnose it again with the values just written: nothing may be left to change."""
+    check, left = _diagnose_set(paths, verification_options(diag, options))
+    if not left.empty:
+        raise KdfixError("verification failed, still to fix: " + "; ".join(f.message for f in check.findings),
+                         path=paths[0])  # fmt: skip
+
+
+def fix_split_set(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    outputs: Sequence[str | os.PathLike[str]] | None = None,
+    in_place: bool = False,
+    phys_base: str | int = "auto",
+    vmcoreinfo: str = "auto",
+    utsname: str = "auto",
+    set_flags: Sequence[str] = (),
+    clear_flags: Sequence[str] = (),
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> SplitFixResult:
+    """Diagnose the parts ``paths`` as one dump and apply the same fix to each: into ``outputs`` (one per part,
+    in the order of ``paths``; each keeps its part's mode) or ``in_place`` (an undo journal per part).
+
+    Statuses as for :func:`kdfix.fix.fix_dump`. If any part fails to patch or the set fails to verify, the
+    parts already patched in place are restored from their journals.
+    """
+    began = time.monotonic()
+    parts = [os.fspath(p) for p in paths]
+    targets = None if outputs is None else [os.fspath(o) for o in outputs]
+    if (targets is None) == (not in_place) and not dry_run:
+        raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
+    if targets is not None and in_place:
+        raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
+    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags)
+    if targets is not None:
+        if len(targets) != len(parts):
+            raise KdfixError(f"{len(targets)} outputs for {len(parts)} parts", path=parts[0])
+        for part, target in zip(parts, targets, strict=True):
+            if os.path.abspath(target) == os.path.abspath(part):
+                raise KdfixError("the output is the input; use --in-place", path=part)
+    if in_place and not dry_run:
+        for part in parts:
+            check_writable(part)
+
+    diag, the_plan = _diagnose_set(parts, options, progress)
+    result = SplitFixResult(parts, "ok", messages=list(diag.messages), dry_run=dry_run, detect=diag.detect)
+    result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
+    if diag.missing:
+        result.status = "undetermined"
+        result.missing = list(diag.missing)
+        result.messages.append("nothing written: " + "; ".join(diag.missing))
+        result.seconds = time.monotonic() - began
+        return result
+    if the_plan.append is not None or the_plan.rewrite_elf or the_plan.stream_edits:
+        raise UnsupportedError("the fix of this split set appends data to each part; reassemble the set "
+                               "(kdfix convert) and fix the result", path=parts[0])  # fmt: skip
+    physical = [physical_writes(p, "kdump", the_plan) if not the_plan.empty else PhysicalPlan((), {}, 0)
+                for p in parts]  # fmt: skip
+    for p, phys in zip(parts, physical, strict=True):
+        rel = os.path.basename(p)
+        result.edits.extend({"file": rel, **row} for row in edit_rows(the_plan, phys) if not the_plan.empty)
+    result.status = "ok" if the_plan.empty else "fixed"
+    if the_plan.empty:
+        result.messages.append("nothing to fix")
+    if dry_run:
+        result.messages.append("dry run: nothing written")
+    elif targets is not None:
+        with contextlib.ExitStack() as stack:
+            temps = [stack.enter_context(atomic_output(o, mode_from=p)) for p, o in zip(parts, targets, strict=True)]
+            for p, tmp, phys in zip(parts, temps, physical, strict=True):
+                result.bytes_written += copy_and_patch(p, tmp, phys)
+            if not the_plan.empty:
+                _verify(temps, diag, options)
+        result.outputs = targets
+    else:
+        result.outputs = parts
+        if not the_plan.empty:
+            _apply_in_place(parts, physical, diag, options, result)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _apply_in_place(
+    parts: Sequence[str], physical: Sequence[PhysicalPlan], diag: Diagnosis, options: FixOptions, result: SplitFixResult
+) -> None:
+    """Patch every part (journal first), verify the set; on any failure restore the parts already patched."""
+    done: list[str] = []
+    try:
+        for p, phys in zip(parts, physical, strict=True):
+            written, jpath = apply_in_place(p, phys)
+            done.append(p)
+            result.bytes_written += written
+            if jpath:
+                result.journals.append(jpath)
+        _verify(parts, diag, options)
+    except BaseException:
+        for p in done:
+            with contextlib.suppress(KdfixError):
+                fix_journal.undo(p, force=True)
+        raise
+    result.messages.append("undo with: " + "; ".join(f"kdfix undo {p}" for p in parts))
+
+
+__all__ = ["SplitFixResult", "fix_split_set"]
