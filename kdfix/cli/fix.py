@@ -30,10 +30,11 @@ def _show(result: FixResult | SplitFixResult) -> None:
         out(f"  {part}{e['field']} @ {where}: {e['old']!r} → {e['new']!r}", markup=False, soft_wrap=True)
     for line in result.messages + [f"missing: {m}" for m in result.missing]:
         out(f"  {line}", markup=False, soft_wrap=True)
-    if isinstance(result, FixResult) and result.output and not result.dry_run:
-        out(f"  written: {result.output} ({result.bytes_written} bytes)", markup=False)
-    if isinstance(result, SplitFixResult) and not result.dry_run:
-        for path in result.outputs:
+    written = [result.output] if isinstance(result, FixResult) and result.output else []
+    if isinstance(result, SplitFixResult):
+        written = result.outputs
+    if not result.dry_run:
+        for path in written:
             out(f"  written: {path} ({os.path.getsize(path)} bytes)", markup=False, soft_wrap=True)
 
 

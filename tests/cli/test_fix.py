@@ -91,3 +91,13 @@ def test_undetermined_exits_1(tmp_path: Path) -> None:
     data = json.loads(out)
     assert data["status"] == "undetermined" and any("phys_base" in m for m in data["missing"])
     assert not (tmp_path / "o").exists()
+
+
+def test_fix_output_summary_prints_the_output_size(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    """``written: OUT (N bytes)`` gives the output file's size; --json keeps bytes_written (copy + patches)."""
+    src, _ = synthetic_plain
+    code, out, _ = _run("fix", src, "-o", tmp_path / "o")
+    size = (tmp_path / "o").stat().st_size
+    assert code == 0 and f"written: {tmp_path / 'o'} ({size} bytes)" in out
+    code, out, _ = _run("fix", src, "-o", tmp_path / "o2", "--json")
+    assert code == 0 and json.loads(out)["bytes_written"] > size  # the copy plus the patched bytes
