@@ -49,9 +49,7 @@ class Bitmap:
         used = (self.nbits + 7) // 8
         total = 0
         for start in range(0, used, _SECTION_BYTES):
-            total += int.from_bytes(
-                self._data[start : min(start + _SECTION_BYTES, used)], "little"
-            ).bit_count()
+            total += int.from_bytes(self._data[start : min(start + _SECTION_BYTES, used)], "little").bit_count()
             ranks.append(total)
         return ranks
 

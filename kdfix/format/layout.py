@@ -161,9 +161,7 @@ def _default_factory(f: Field) -> Any:
     return lambda: (0,) * count
 
 
-def _layout_of(
-    layout: Layout, abi: Abi, version: int, base: int, prefix: str
-) -> tuple[list[_Slot], int, int, int]:
+def _layout_of(layout: Layout, abi: Abi, version: int, base: int, prefix: str) -> tuple[list[_Slot], int, int, int]:
     """Return (slots, end offset, aligned size, alignment) of ``layout`` placed at ``base``."""
     slots: list[_Slot] = []
     offset = 0

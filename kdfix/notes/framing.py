@@ -64,9 +64,7 @@ def iter_notes(blob: bytes | memoryview, abi: Abi, *, base_offset: int = 0) -> I
         yield Note(name, hdr.n_type, bytes(blob[desc_start:desc_end]), base_offset + pos)
         pos = desc_start + pad4(hdr.n_descsz)
     if pos < size and any(bytes(blob[pos:])):
-        raise FormatError(
-            f"{size - pos} stray bytes after the last note", field="note", offset=base_offset + pos
-        )
+        raise FormatError(f"{size - pos} stray bytes after the last note", field="note", offset=base_offset + pos)
 
 
 def pack_note(note: Note, abi: Abi) -> bytes:
