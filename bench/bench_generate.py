@@ -5,8 +5,9 @@ Usage: python bench/bench_generate.py [--memory-mib 512] [--firmware-only] [--re
 Boots a Linux guest with the oracle guest helper (tests/oracle/guest.py) when it can, else a firmware-only guest
 (mostly zero pages: a weak benchmark, reported as such). QEMU dumps ELF from the stopped guest; then, --repeat
 times and interleaved (the machine may be shared), QEMU's kdump-zlib dump is timed and kdfix regenerates kdump-zlib
-from the ELF with 1 and 2 workers, each in a child process; best times are reported and every output is compared
-byte for byte with QEMU's. Prints one JSON line.
+from the ELF with 1 and 2 workers, each in a child process. Best and median wall times, median CPU seconds (QEMU's
+from /proc, kdfix's including its helper processes), peak RSS of the kdfix main process and the load average are
+reported; every output is compared byte for byte with QEMU's. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,45 +162,46 @@ def main() -> None:
             elf, kdump = work / "vmcore.elf", work / "vmcore.kdump-zlib"
             dump(elf, "elf")
             os.sync()
-            qemu_s = qemu_cpu = float("inf")
-            results: dict[int, dict] = {}
+            load_start = os.getloadavg()
+            runs: dict[str, list[dict]] = {"qemu": [], "kdfix_w1": [], "kdfix_w2": []}
             identical = True
-            for _ in range(args.repeat):  # interleaved, best of each: the machine may be shared
+            pages = zero_pages = 0
+            for _ in range(args.repeat):  # interleaved: the machine may be shared
                 kdump.unlink(missing_ok=True)
                 wall, cpu = dump(kdump, "kdump-zlib")
-                qemu_s, qemu_cpu = min(qemu_s, wall), min(qemu_cpu, cpu)
+                runs["qemu"].append({"seconds": wall, "cpu_seconds": cpu, "load_1m": os.getloadavg()[0]})
                 reference = kdump.read_bytes()
                 for workers in (1, 2):
                     out = work / f"kdfix-w{workers}.kdump-zlib"
                     info = _run_kdfix(elf, out, workers)
                     identical &= out.read_bytes() == reference
                     out.unlink()
-                    if workers not in results or info["seconds"] < results[workers]["seconds"]:
-                        results[workers] = info | {"cpu_seconds": results.get(workers, info)["cpu_seconds"]}
-                    results[workers]["cpu_seconds"] = min(results[workers]["cpu_seconds"], info["cpu_seconds"])
+                    pages, zero_pages = info["pages"], info["zero_pages"]
+                    runs[f"kdfix_w{workers}"].append(info | {"load_1m": os.getloadavg()[0]})
+        best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
+        med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
         line = {
             "bench": "generate --style qemu",
             "guest": label,
             "memory_mib": args.memory_mib,
             "qemu_version": version,
-            "pages": results[1]["pages"],
-            "zero_pages": results[1]["zero_pages"],
-            "qemu_kdump_zlib_s": round(qemu_s, 3),
-            "kdfix_w1_s": round(results[1]["seconds"], 3),
-            "kdfix_w2_s": round(results[2]["seconds"], 3),
-            "qemu_cpu_s": round(qemu_cpu, 3),
-            "kdfix_w1_cpu_s": round(results[1]["cpu_seconds"], 3),
-            "kdfix_w2_cpu_s": round(results[2]["cpu_seconds"], 3),
-            "speedup_vs_qemu_w1": round(qemu_s / results[1]["seconds"], 2),
-            "speedup_vs_qemu_w2": round(qemu_s / results[2]["seconds"], 2),
-            "w2_over_w1": round(results[1]["seconds"] / results[2]["seconds"], 2),
-            "peak_rss_mib_w1": round(results[1]["peak_rss_mib"], 1),
-            "peak_rss_mib_w2_main": round(results[2]["peak_rss_mib"], 1),
+            "pages": pages,
+            "zero_pages": zero_pages,
             "identical": identical,
             "repeat": args.repeat,
             "cpus": os.cpu_count(),
-            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         }
+        for k, v in runs.items():
+            line[f"{k}_best_s"] = round(best[k], 3)
+            line[f"{k}_median_s"] = round(med[k], 3)
+            line[f"{k}_cpu_median_s"] = round(statistics.median(r["cpu_seconds"] for r in v), 3)
+            line[f"{k}_runs_s"] = [round(r["seconds"], 3) for r in v]
+        for k in ("kdfix_w1", "kdfix_w2"):
+            line[f"{k}_peak_rss_mib"] = round(max(r["peak_rss_mib"] for r in runs[k]), 1)
+            line[f"speedup_vs_qemu_{k[-2:]}_best"] = round(best["qemu"] / best[k], 2)
+            line[f"speedup_vs_qemu_{k[-2:]}_median"] = round(med["qemu"] / med[k], 2)
         print(json.dumps(line))
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, KdfixError, UnsupportedError
@@ -30,6 +31,7 @@ from kdfix.format.constants import (
     NOTE_TYPE_VMCOREINFO,
     NoteType,
 )
+from kdfix.format.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, phdr_layout
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import I386_LE, LP64_LE, Abi
 from kdfix.format.notes import (
@@ -56,9 +58,9 @@ from .qemu_stream import (
     PageSource,
     RawRecordOut,
     SourceSpec,
+    UnitTable,
     bitmap_chunks,
     compressed_units,
-    iter_units,
     page_runs,
 )
 
@@ -234,38 +236,57 @@ def _rebuild_notes(notes: list[Note], vmcoreinfo: bytes | None) -> tuple[bytes, 
     return cpu, len(core), (pack_note(vmci, LP64_LE) if vmci is not None else None)
 
 
+def _read_exact(f: BinaryIO, offset: int, length: int, what: str, path: str) -> bytes:
+    f.seek(offset)
+    data = f.read(length)
+    if len(data) != length:
+        raise FormatError(f"the file ends inside the {what}", field=what, offset=offset, path=path)
+    return data
+
+
+def _elf_segments(f: BinaryIO, path: str) -> tuple[int, bool, list, bytes]:
+    """``(e_machine, class64, PT_LOAD phdrs, PT_NOTE bytes)`` of a little-endian ELF core (parsed directly, no
+    pyelftools: it is the slowest part of starting a run). PN_XNUM counts come from section header 0."""
+    ident = _read_exact(f, 0, 16, "e_ident", path)
+    if ident[:4] != _ELF_MAGIC or ident[4] not in (ELFCLASS32, ELFCLASS64):
+        raise FormatError("not a usable ELF dump: bad ELF magic or class", field="e_ident", offset=4, path=path)
+    if ident[5] != ELFDATA2LSB:
+        raise UnsupportedError("big-endian ELF is not an x86 guest", field="e_ident", offset=5, path=path)
+    class64 = ident[4] == ELFCLASS64
+    abi = LP64_LE if class64 else I386_LE
+    eh_layout = ehdr_layout(abi)
+    ehdr = eh_layout.unpack(_read_exact(f, 0, eh_layout.size, "elf_ehdr", path))
+    ph_layout = phdr_layout(abi)
+    phnum = ehdr.e_phnum
+    if phnum == PN_XNUM:  # the real count is sh_info of section header 0
+        at = ehdr.e_shoff + (44 if class64 else 28)
+        phnum = int.from_bytes(_read_exact(f, at, 4, "sh_info", path), "little")
+    if phnum and ehdr.e_phentsize < ph_layout.size:
+        raise FormatError(f"e_phentsize {ehdr.e_phentsize} is too small", field="e_phentsize", path=path)
+    table = _read_exact(f, ehdr.e_phoff, phnum * ehdr.e_phentsize, "e_phoff", path)
+    loads, notes = [], b""
+    for i in range(phnum):
+        ph = ph_layout.unpack(table, i * ehdr.e_phentsize)
+        if ph.p_type == PT_LOAD and ph.p_memsz:
+            loads.append(ph)
+        elif ph.p_type == PT_NOTE and ph.p_filesz:
+            notes += _read_exact(f, ph.p_offset, ph.p_filesz, "PT_NOTE", path)
+    return ehdr.e_machine, class64, loads, notes
+
+
 def guest_from_elf(path: str | os.PathLike[str]) -> QemuGuest:
     """The guest behind an ELF dump: PT_LOADs in paddr order are the blocks; PT_NOTE gives the notes."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     spath = os.fspath(path)
-    try:
-        with open(spath, "rb") as f:
-            elf = ELFFile(f)
-            e_machine_name = elf.header.e_machine
-            e_machine = {"EM_X86_64": EM_X86_64, "EM_386": EM_386}.get(e_machine_name)
-            if e_machine is None:
-                raise UnsupportedError(
-                    f"QEMU style is implemented for x86 guests; this ELF is {e_machine_name}",
-                    field="e_machine",
-                    offset=18,
-                    path=spath,
-                )
-            if not elf.little_endian:
-                raise UnsupportedError("big-endian ELF is not an x86 guest", field="e_ident", offset=5, path=spath)
-            class64 = elf.elfclass == 64
-            blocks = []
-            blob = b""
-            for seg in elf.iter_segments():
-                h = seg.header
-                if h.p_type == "PT_LOAD" and h.p_memsz:
-                    blocks.append(GuestBlock(h.p_paddr, h.p_memsz, h.p_offset, min(h.p_filesz, h.p_memsz)))
-                elif h.p_type == "PT_NOTE" and h.p_filesz:
-                    f.seek(h.p_offset)
-                    blob += f.read(h.p_filesz)
-    except ELFError as exc:
-        raise FormatError(f"not a usable ELF dump: {exc}", field="elf", path=spath) from None
+    with open(spath, "rb") as f:
+        e_machine, class64, loads, blob = _elf_segments(f, spath)
+    if e_machine not in (EM_X86_64, EM_386):
+        raise UnsupportedError(
+            f"QEMU style is implemented for x86 guests; this ELF is e_machine {e_machine}",
+            field="e_machine",
+            offset=18,
+            path=spath,
+        )
+    blocks = [GuestBlock(h.p_paddr, h.p_memsz, h.p_offset, min(h.p_filesz, h.p_memsz)) for h in loads]
     if not blocks:
         raise FormatError("the ELF dump has no PT_LOAD with memory", field="PT_LOAD", path=spath)
     blocks.sort(key=lambda b: b.paddr)
@@ -520,8 +541,8 @@ def write_qemu_kdump(
             flag=int(codec.flag),
             order=order,
         )
-        units = iter_units(runs, ps)
-        for _unit, sizes, stored in compressed_units(
+        units = UnitTable(runs, ps)
+        for sizes, stored in compressed_units(
             units, source=guest.page_source, spec=guest.spec, codec=compress, page_size=ps, workers=workers
         ):
             emitter.add(sizes, stored)
