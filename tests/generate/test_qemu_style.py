@@ -369,4 +369,4 @@ def test_non_qemu_notes_get_qemu_layout(tmp_path: Path) -> None:
     assert kdump[sub[5] : sub[5] + sub[6]] == VMCI and sub[0] == 0xFFFFFFF8EF6CBAD8
     info = CliRunner().invoke(app, ["info", str(out), "--json"])
     assert info.exit_code == 0, info.output
-    assert '"name": "qemu"' in info.stdout
+    assert '"origin": "qemu"' in info.stdout
