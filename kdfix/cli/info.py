@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout
+from kdfix.fix.readiness import reader_findings
 from kdfix.read.dump import Dump
 from kdfix.read.origin import identify_origin
 from kdfix.read.probe import open_dump
@@ -46,6 +47,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "origin": origin,
         "origin_evidence": evidence,
         "problems": list(dump.problems),
+        "needs_fix": reader_findings(dump),
     }
     if k is not None:
         mh = k.main_header
@@ -147,6 +149,8 @@ def render_info(info: dict[str, Any]) -> str:
     lines.append(f"origin: {info['origin']}" + (f" ({'; '.join(evidence)})" if evidence else ""))
     for problem in info["problems"]:
         lines.append(f"problem: {problem}")
+    for finding in info["needs_fix"]:
+        lines.append(f"needs fix: {finding}")
     return "\n".join(lines)
 
 

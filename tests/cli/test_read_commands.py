@@ -190,3 +190,18 @@ def test_truncated_file_is_one_line_exit_2(dump, tmp_path):
     result = run("info", cut)
     assert result.exit_code == 2
     one_line_error(result)
+
+
+def test_info_needs_fix_names_what_blocks_each_reader_and_clears_after_fix(tmp_path):
+    """A raw QEMU dump lists the obstacles (no VMCOREINFO, insane utsname); the fixed copy lists none."""
+    qemu = repo_fixture("firmware-16m-vmcoreinfo-note.kdump-zlib")
+    info = json.loads(run("info", str(qemu), "--json").stdout)
+    assert info["vmcoreinfo"] is True
+    assert any("phys_base" in f for f in info["needs_fix"]) or any("utsname" in f for f in info["needs_fix"])
+    assert any("utsname is not sane" in f for f in info["needs_fix"])
+    bare = json.loads(run("info", str(repo_fixture("firmware-16m.kdump-zlib")), "--json").stdout)
+    assert any(f.startswith("no VMCOREINFO") for f in bare["needs_fix"])
+    fixed = tmp_path / "fixed.kdump"
+    result = run("fix", str(qemu), "-o", str(fixed))
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("info", str(fixed), "--json").stdout)["needs_fix"] == []

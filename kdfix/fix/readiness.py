@@ -1,0 +1,61 @@
+"""What keeps each real reader (crash, makedumpfile, libkdumpfile/drgn) from using a dump: cheap header checks.
+
+These are not structural problems (a dump can be perfectly sound and still unusable); ``kdfix info`` lists
+them under ``needs_fix`` and ``kdfix fix`` repairs them.  Facts: notes-and-vmcoreinfo.md §5-§6,
+phys-base-and-kaslr.md §5, qemu-dumps.md §6.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kdfix.detect.vmcoreinfo_note import qemu_misparse
+from kdfix.fix.utsname import is_sane, utsname_fields
+from kdfix.units import to_s64
+
+if TYPE_CHECKING:
+    from kdfix.read.dump import Dump
+
+
+def reader_findings(dump: Dump) -> list[str]:
+    """One sentence per obstacle a real reader meets in ``dump``; empty when crash, makedumpfile and drgn can use it."""
+    if dump.elf is not None:
+        return _elf_findings(dump)
+    if dump.kdump is None:
+        return []
+    findings: list[str] = []
+    model, sub, version = dump.model, dump.sub_header, dump.header_version or 0
+    info = dump.vmcoreinfo
+    note = model.vmcoreinfo_note()
+    pointer = sub is not None and version >= 3 and sub.offset_vmcoreinfo and sub.size_vmcoreinfo
+    if info is None:
+        findings.append("no VMCOREINFO: drgn refuses the dump, crash --osrelease prints 'unknown', "
+                        "makedumpfile --dump-dmesg cannot run")  # fmt: skip
+    else:
+        if not pointer:
+            findings.append("VMCOREINFO is not referenced by offset_vmcoreinfo: crash and makedumpfile do not see it")
+        if note is None and version >= 4:
+            findings.append("VMCOREINFO is not a note in the notes area: libkdumpfile and drgn do not see it")
+        true_phys_base = info.phys_base
+        if true_phys_base is not None and model.phys_base != true_phys_base:
+            why = ""
+            raw = info.get("NUMBER(phys_base)")
+            if raw is not None and qemu_misparse(raw) == model.phys_base:
+                why = " (QEMU's hex misparse of the decimal value)"
+            findings.append(f"header phys_base {model.phys_base:#x}{why} differs from NUMBER(phys_base) "
+                            f"{to_s64(true_phys_base)}: makedumpfile trusts the header")  # fmt: skip
+    if not is_sane(utsname_fields(model.utsname)):
+        findings.append("utsname is not sane (sysname Linux, release, version, machine): libkdumpfile cannot tell "
+                        "the architecture, so drgn needs --architecture")  # fmt: skip
+    if info is None and model.phys_base == 0 and any(n.name.startswith(b"QEMU") for n in model.notes):
+        findings.append("header phys_base is 0 as QEMU always writes it: wrong under KASLR or OVMF (kdfix detect)")
+    return findings
+
+
+def _elf_findings(dump: Dump) -> list[str]:
+    findings = []
+    if dump.vmcoreinfo is None:
+        findings.append("no VMCOREINFO note: drgn refuses the dump")
+    if dump.elf is not None and not dump.elf.phdrs_follow_ehdr:
+        findings.append("program headers do not follow the ELF header: makedumpfile refuses it as input")
+    return findings
