@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,10 +20,9 @@ from dataclasses import dataclass
 from kdfix.errors import KdfixError
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
 from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION, DumpFlag
-from kdfix.format.elf import ET_CORE
+from kdfix.format.elf import ELF_EHDR, ET_CORE, ident_abi
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import replace
-from kdfix.read.elf import probe_elf
 from kdfix.read.probe import probe_container
 
 try:
@@ -86,10 +84,12 @@ class Probed:
 
 def probe_elf_core(head: bytes) -> bool:
     """True if ``head`` is an ELF identification (reader's probe) of a core file (e_type ET_CORE)."""
-    if not probe_elf(head) or len(head) < 18:
+    abi = ident_abi(head)
+    if abi is None:
         return False
-    order = "<" if head[5] == 1 else ">"
-    return struct.unpack_from(order + "H", head, 16)[0] == ET_CORE
+    ehdr = ELF_EHDR.bind(abi)
+    at, size = ehdr.offset_of("e_type"), ehdr.size_of("e_type")
+    return len(head) >= at + size and int.from_bytes(head[at : at + size], abi.endian) == ET_CORE
 
 
 def probe_split_part(block0: bytes, read_at: Callable[[int, int], bytes]) -> SplitPart | None:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import struct
-
 from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices, sme_mask_of
 from kdfix.detect.paging import translate
 from kdfix.errors import KdfixError
 from kdfix.format.constants import START_KERNEL_MAP
+from kdfix.format.x86 import GATE_SIZE, gate_handler
 from kdfix.units import U64_MASK
 
 METHOD = "idt_gate"
 DIVIDE_ERROR_NAMES = ("asm_exc_divide_error", "divide_error")
-
-
-def gate_handler(gate: bytes) -> int:
-    """Handler address of a 16-byte x86_64 interrupt gate: off_hi << 32 | off_mid << 16 | off_lo."""
-    off_lo, _sel, _ist, _attr, off_mid, off_hi, _res = struct.unpack("<HHBBHII", gate[:16])
-    return off_hi << 32 | off_mid << 16 | off_lo
 
 
 @strategy(METHOD)
@@ -34,7 +27,7 @@ def find_by_idt_gate(run: Attempt) -> Candidate | None:
                 idt_pa = translate(memory.read, pgd, cpu.idt_base, levels=cpu.levels, sme_mask=sme_mask)
                 if idt_pa is None:
                     continue
-                handler = gate_handler(memory.read(idt_pa, 16))
+                handler = gate_handler(memory.read(idt_pa, GATE_SIZE))
             except KdfixError:
                 continue
             evidence = run.evidence

@@ -8,12 +8,15 @@ from kdfix.detect.candidate import Candidate, Check
 from kdfix.detect.paging import translate
 from kdfix.errors import KdfixError
 from kdfix.format.constants import START_KERNEL_MAP
+from kdfix.format.kdump import NEW_UTSNAME
+from kdfix.format.layout import LP64_LE
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import U64_MASK, cstr
 
 SIZE_2M = 1 << 21
-UTSNAME_SIZE = 390  # struct new_utsname: 6 x char[65]
+UTSNAME = NEW_UTSNAME.bind(LP64_LE)  # struct new_utsname: 6 x char[65], the same on every ABI
+UTSNAME_SIZE = UTSNAME.size
 BANNER_PREFIX = b"Linux version"
 
 
@@ -56,7 +59,8 @@ def check_utsname(read: TouchRecorder, phys_base: int, info: VmcoreInfo | None) 
         raw = read(paddr, UTSNAME_SIZE)
     except KdfixError as exc:
         return Check("utsname", False, f"init_uts_ns at PA {paddr:#x} unreadable: {exc.message}", decisive=True)
-    sysname, release = cstr(raw[0:65]), cstr(raw[130:195])
+    uts = UTSNAME.unpack(raw)
+    sysname, release = cstr(uts.sysname), cstr(uts.release)
     ok = sysname == "Linux" and release == info.osrelease
     detail = f"init_uts_ns at PA {paddr:#x}: sysname {sysname[:16]!r}, release {release[:64]!r}"
     return Check("utsname", ok, detail, decisive=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,15 +10,20 @@ from typing import Any
 from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.errors import CodecError, KdfixError
-from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
+from kdfix.format.constants import COMPRESSION_FLAGS, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, DumpFlag
+from kdfix.format.layout import LP64_LE
+from kdfix.format.notes import NHDR, NHDR_SIZE
+from kdfix.notes.framing import Note, pack_note
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import to_s64
 
 METHOD = "vmcoreinfo_scan"
 TEXT_MAGIC = b"OSRELEASE="
-NOTE_NAME = b"VMCOREINFO\0\0"
-HEAD_SIZE = 24  # Nhdr (12) + padded name (12); also covers TEXT_MAGIC
+_NOTE = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, b"")
+HEAD_SIZE = _NOTE.desc_offset  # Nhdr + padded name (24 bytes); also covers TEXT_MAGIC
+NOTE_NAME = pack_note(_NOTE, LP64_LE)[NHDR_SIZE:HEAD_SIZE]  # "VMCOREINFO" padded to 4
+_NHDR = NHDR.bind(LP64_LE)  # x86_64 guest memory is little-endian
 _COMPRESSION, _ZLIB = int(COMPRESSION_FLAGS), int(DumpFlag.COMPRESSED_ZLIB)  # plain ints: IntFlag & is slow per page
 ZLIB_PREFIX = 512  # compressed bytes read first; enough to inflate a head in practice
 
@@ -65,8 +69,10 @@ def match_head(head: bytes, page_size: int) -> str | None:
     if head.startswith(TEXT_MAGIC):
         return "text"
     if len(head) >= HEAD_SIZE and head[12:24] == NOTE_NAME:
-        namesz, descsz, ntype = struct.unpack_from("<III", head)
-        if namesz == 11 and ntype == 0 and 0 < descsz <= page_size:
+        nhdr = _NHDR.unpack(head)
+        if nhdr.n_namesz == len(NOTE_NAME_VMCOREINFO) + 1 and nhdr.n_type == NOTE_TYPE_VMCOREINFO and (
+            0 < nhdr.n_descsz <= page_size
+        ):
             return "note"
     return None
 
@@ -139,7 +145,7 @@ def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
             if form == "text":
                 text = memory.page(pfn).split(b"\0", 1)[0]
             else:
-                descsz = struct.unpack_from("<I", head, 4)[0]
+                descsz = _NHDR.unpack(head).n_descsz
                 text = memory.read(pfn * ps + HEAD_SIZE, descsz).split(b"\0", 1)[0]
         except KdfixError:
             continue

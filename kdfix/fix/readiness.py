@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kdfix.detect.vmcoreinfo_note import qemu_misparse
 from kdfix.fix.utsname import is_sane, utsname_fields
+from kdfix.format.constants import NOTE_NAME_QEMU
 from kdfix.units import to_s64
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def reader_findings(dump: Dump) -> list[str]:
     if not is_sane(utsname_fields(model.utsname)):
         findings.append("utsname is not sane (sysname Linux, release, version, machine): libkdumpfile cannot tell "
                         "the architecture, so drgn needs --architecture")  # fmt: skip
-    if info is None and model.phys_base == 0 and any(n.name.startswith(b"QEMU") for n in model.notes):
+    if info is None and model.phys_base == 0 and any(n.name.startswith(NOTE_NAME_QEMU) for n in model.notes):
         findings.append("header phys_base is 0 as QEMU always writes it: wrong under KASLR or OVMF (kdfix detect)")
     return findings
 

@@ -5,7 +5,7 @@ notes-and-vmcoreinfo.md §6 (sanity rules, field offsets within the 390 bytes of
 
 from __future__ import annotations
 
-from kdfix.detect.validate import UTSNAME_SIZE, kphys
+from kdfix.detect.validate import UTSNAME, UTSNAME_SIZE, kphys
 from kdfix.errors import KdfixError
 from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS
 from kdfix.format.layout import LP64_LE, Abi
@@ -50,7 +50,7 @@ def from_memory(memory: PhysicalMemory, info: VmcoreInfo, phys_base: int) -> tup
         raw = memory.read(paddr, UTSNAME_SIZE)
     except KdfixError as exc:
         return None, f"init_uts_ns at PA {paddr:#x} unreadable: {exc.message}"
-    fields = {name: _field(cstr(raw[i * UTS_LEN : (i + 1) * UTS_LEN])) for i, name in enumerate(UTSNAME_FIELDS)}
+    fields = {name: _field(cstr(raw)) for name, raw in utsname_fields(UTSNAME.unpack(raw)).items()}
     release = info.osrelease
     if cstr(fields["sysname"]) != "Linux" or (release and cstr(fields["release"]) != release):
         return None, (

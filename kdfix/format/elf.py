@@ -6,7 +6,7 @@ ABIs); only the program header orders its members differently per class.
 
 from __future__ import annotations
 
-from kdfix.format.layout import Abi, BoundLayout, Field, Layout
+from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi, BoundLayout, Field, Layout
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32 = 1
@@ -91,3 +91,18 @@ def e_ident(abi: Abi) -> bytes:
 Ehdr = ELF_EHDR.record_type
 Elf64Phdr = ELF64_PHDR.record_type
 Elf32Phdr = ELF32_PHDR.record_type
+
+
+_IDENT_ABIS = {
+    (ELFCLASS64, ELFDATA2LSB): LP64_LE,
+    (ELFCLASS64, ELFDATA2MSB): LP64_BE,
+    (ELFCLASS32, ELFDATA2LSB): I386_LE,
+    (ELFCLASS32, ELFDATA2MSB): I386_BE,
+}
+
+
+def ident_abi(head: bytes) -> Abi | None:
+    """The ABI an ELF identification (``e_ident``) names, or None if ``head`` is not ELF of a known class/encoding."""
+    if len(head) < 16 or head[:4] != ELF_MAGIC:
+        return None
+    return _IDENT_ABIS.get((head[4], head[5]))

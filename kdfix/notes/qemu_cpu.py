@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from kdfix.errors import FormatError
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NoteType
+from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_LINUX, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NoteType
 from kdfix.format.layout import LP64_BE, LP64_LE, Abi
 from kdfix.format.notes import QEMU_CPU_STATE, QEMU_CPU_STATE_SIZES
 from kdfix.notes.framing import Note
@@ -18,24 +17,26 @@ _VERSION_BY_SIZE = {size: version for version, size in QEMU_CPU_STATE_SIZES.item
 
 def parse_qemu_cpu_state(desc: bytes, abi: Abi) -> Any:
     """Decode a QEMU note desc; its ``size`` field (440 or 432) picks the layout."""
-    order = abi.byte_order
-    if len(desc) < 8:
+    state_abi = LP64_LE if abi.byte_order == "<" else LP64_BE  # QEMUCPUState is naturally aligned u32/u64
+    head = QEMU_CPU_STATE.bind(state_abi, 0)
+    size_at = head.offset_of("size")
+    if len(desc) < size_at + head.size_of("size"):
         raise FormatError(f"QEMU CPU state of {len(desc)} bytes is too short", field="QEMUCPUState")
-    _version, size = struct.unpack_from(order + "II", desc, 0)
+    size = int.from_bytes(desc[size_at : size_at + head.size_of("size")], abi.endian)
     if size not in _VERSION_BY_SIZE:
         raise FormatError(f"QEMU CPU state size field {size} is neither 440 nor 432", field="QEMUCPUState.size",
-                          offset=4)  # fmt: skip
+                          offset=size_at)  # fmt: skip
     if len(desc) < size:
         raise FormatError(f"QEMU CPU state declares {size} bytes, desc has {len(desc)}", field="QEMUCPUState.size",
-                          offset=4)  # fmt: skip
-    layout = QEMU_CPU_STATE.bind(LP64_LE if order == "<" else LP64_BE, _VERSION_BY_SIZE[size])
+                          offset=size_at)  # fmt: skip
+    layout = QEMU_CPU_STATE.bind(state_abi, _VERSION_BY_SIZE[size])
     return layout.unpack(desc, what="QEMUCPUState")
 
 
 def decode_note(note: Note, abi: Abi) -> Any:
     """A typed record for known notes (prstatus, QEMU CPU state, VMCOREINFO); None for others or bad payloads."""
     try:
-        if note.type == NoteType.NT_PRSTATUS and note.name in (NOTE_NAME_CORE, b"LINUX", b""):
+        if note.type == NoteType.NT_PRSTATUS and note.name in (NOTE_NAME_CORE, NOTE_NAME_LINUX, b""):
             return parse_prstatus(note.desc, abi)
         if note.name.startswith(NOTE_NAME_QEMU):
             return parse_qemu_cpu_state(note.desc, abi)

@@ -17,23 +17,22 @@ from dataclasses import dataclass
 from kdfix.errors import AddressError, FormatError, KdfixError, TruncatedError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import ELF_INCOMPLETE_FLAG
-from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi
+from kdfix.format.elf import ELF_EHDR, ident_abi
+from kdfix.format.layout import Abi
 from kdfix.notes.framing import Note, iter_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import ceil_div
 
-ELF_MAGIC = b"\x7fELF"
 PT_LOAD = 1
 PT_NOTE = 4
-_EHDR_SIZE = {1: 52, 2: 64}
 _CHUNK_PAGES = 256  # pages read per pread when streaming a segment
 _MIN_BITMAP_LIMIT = 1 << 20
 
 
 def probe_elf(head: bytes) -> bool:
     """True if ``head`` starts with an ELF identification of a known class and data encoding."""
-    return len(head) >= 16 and head[:4] == ELF_MAGIC and head[4] in (1, 2) and head[5] in (1, 2)
+    return ident_abi(head) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +100,14 @@ class ElfContainer:
         if not probe_elf(head):
             raise FormatError("not an ELF file of class 32/64", field="e_ident", offset=0)
         self.ei_class = head[4]
-        byte_order = "<" if head[5] == 1 else ">"
-        self.abi: Abi = {(2, "<"): LP64_LE, (2, ">"): LP64_BE, (1, "<"): I386_LE, (1, ">"): I386_BE}[
-            (self.ei_class, byte_order)
-        ]
-        ehdr_size = _EHDR_SIZE[self.ei_class]
+        abi = ident_abi(head)
+        assert abi is not None  # probe_elf passed
+        self.abi: Abi = abi
+        ehdr = ELF_EHDR.bind(abi)
+        ehdr_size = ehdr.size
         if len(head) < ehdr_size:
             raise TruncatedError("file ends inside the ELF header", field="elf_header", offset=0)
-        self.e_machine = struct.unpack_from(byte_order + "H", head, 18)[0]
+        self.e_machine = ehdr.unpack(head).e_machine
         try:
             elf = ELFFile(_SourceIO(src))
             hdr = elf.header

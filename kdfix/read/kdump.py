@@ -20,6 +20,7 @@ from kdfix.format.constants import (
     COMPRESSION_FLAGS,
     DISKDUMP_SIGNATURE,
     KDUMP_HEADER_VERSION,
+    KDUMP_SIGNATURES,
     NOTE_NAME_VMCOREINFO,
     DumpFlag,
 )
@@ -86,7 +87,7 @@ class KdumpContainer:
         head = src.read_at(0, 512)
         abi = probe_abi(head)
         if abi is None:
-            if head[:8] not in (b"KDUMP   ", DISKDUMP_SIGNATURE):
+            if head[:8] not in KDUMP_SIGNATURES:
                 raise FormatError("no KDUMP or DISKDUMP signature", field="main_header.signature", offset=0)
             if len(head) < DISK_DUMP_HEADER.bind(LP64_LE).size:
                 raise TruncatedError("file ends inside the main header", field="main_header", offset=0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
-from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION
+from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL
 from kdfix.format.layout import Abi, BoundLayout
 from kdfix.model import DumpModel
@@ -113,7 +113,7 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
     off_vi = size_vi = 0
     if version >= 3:
         vmcoreinfo = model.vmcoreinfo
-        vi_note = next((n for n, _ in _with_offsets(notes) if n.name == b"VMCOREINFO"), None)
+        vi_note = next((n for n, _ in _with_offsets(notes) if n.name == NOTE_NAME_VMCOREINFO), None)
         if vi_note is not None and (vmcoreinfo is None or vmcoreinfo == vi_note.desc):
             note_off = dict((id(n), o) for n, o in _with_offsets(notes))[id(vi_note)]
             off_vi = offset_note + note_off + vi_note.desc_offset
@@ -145,7 +145,7 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
 def notes_to_write(model: DumpModel) -> tuple[Note, ...]:
     notes = tuple(model.notes)
     if model.vmcoreinfo is not None and model.vmcoreinfo_note() is None:
-        notes += (Note(b"VMCOREINFO", 0, model.vmcoreinfo),)
+        notes += (Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, model.vmcoreinfo),)
     return notes
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from kdfix.detect.banner import find_by_banner
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.elf_text_load import find_by_elf_text_load
-from kdfix.detect.idt_gate import find_by_idt_gate, gate_handler
+from kdfix.detect.idt_gate import find_by_idt_gate
+from kdfix.format.x86 import gate_handler
 from kdfix.generate.synthetic import build_linux_image
 from kdfix.model import DumpModel
 from kdfix.read.memory import DictMemory
