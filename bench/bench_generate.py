@@ -136,13 +136,16 @@ def _guest(
         fw.close()
 
 
-def _run_kdfix(elf: Path, out: Path, workers: int) -> dict:
-    """One generation in a child process (its own peak RSS); seconds exclude interpreter start-up."""
+def _run_kdfix(elf: Path, out: Path, workers: int, root: Path = ROOT) -> dict:
+    """One generation in a child process (its own peak RSS); seconds exclude interpreter start-up.
+
+    ``root`` is the kdfix tree to import (the child runs there, so its ``kdfix`` package comes first).
+    """
     res = subprocess.run(
         [sys.executable, "-c", _CHILD, str(elf), str(out), str(workers)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=root,
         check=True,
     )
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -154,6 +157,9 @@ def main() -> None:
     ap.add_argument("--firmware-only", action="store_true", help="skip the Linux guest (mostly zero pages)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="keep the dumps in this directory")
+    ap.add_argument(
+        "--baseline", type=Path, help="another kdfix tree (git archive of an older commit) timed in the same runs"
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kdfix-bench-gen-"))
@@ -163,7 +169,8 @@ def main() -> None:
             dump(elf, "elf")
             os.sync()
             load_start = os.getloadavg()
-            runs: dict[str, list[dict]] = {"qemu": [], "kdfix_w1": [], "kdfix_w2": []}
+            variants = [("kdfix", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+            runs: dict[str, list[dict]] = {"qemu": []}
             identical = True
             pages = zero_pages = 0
             for _ in range(args.repeat):  # interleaved: the machine may be shared
@@ -171,13 +178,14 @@ def main() -> None:
                 wall, cpu = dump(kdump, "kdump-zlib")
                 runs["qemu"].append({"seconds": wall, "cpu_seconds": cpu, "load_1m": os.getloadavg()[0]})
                 reference = kdump.read_bytes()
-                for workers in (1, 2):
-                    out = work / f"kdfix-w{workers}.kdump-zlib"
-                    info = _run_kdfix(elf, out, workers)
-                    identical &= out.read_bytes() == reference
-                    out.unlink()
-                    pages, zero_pages = info["pages"], info["zero_pages"]
-                    runs[f"kdfix_w{workers}"].append(info | {"load_1m": os.getloadavg()[0]})
+                for name, root in variants:
+                    for workers in (1, 2):
+                        out = work / f"{name}-w{workers}.kdump-zlib"
+                        info = _run_kdfix(elf, out, workers, root)
+                        identical &= out.read_bytes() == reference
+                        out.unlink()
+                        pages, zero_pages = info["pages"], info["zero_pages"]
+                        runs.setdefault(f"{name}_w{workers}", []).append(info | {"load_1m": os.getloadavg()[0]})
         best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
         med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
         line = {
@@ -198,10 +206,12 @@ def main() -> None:
             line[f"{k}_median_s"] = round(med[k], 3)
             line[f"{k}_cpu_median_s"] = round(statistics.median(r["cpu_seconds"] for r in v), 3)
             line[f"{k}_runs_s"] = [round(r["seconds"], 3) for r in v]
-        for k in ("kdfix_w1", "kdfix_w2"):
+        for k in runs:
+            if k == "qemu":
+                continue
             line[f"{k}_peak_rss_mib"] = round(max(r["peak_rss_mib"] for r in runs[k]), 1)
-            line[f"speedup_vs_qemu_{k[-2:]}_best"] = round(best["qemu"] / best[k], 2)
-            line[f"speedup_vs_qemu_{k[-2:]}_median"] = round(med["qemu"] / med[k], 2)
+            line[f"{k}_speedup_vs_qemu_best"] = round(best["qemu"] / best[k], 2)
+            line[f"{k}_speedup_vs_qemu_median"] = round(med["qemu"] / med[k], 2)
         print(json.dumps(line))
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)

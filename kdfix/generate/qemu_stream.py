@@ -319,10 +319,10 @@ class LocalPageCache:
 
     def put(self, key: int, src: int, packed: bytes | None) -> None:
         items = self._items
-        old = items.pop(key, None)
+        old = items.get(key)
         if old is not None and old[1] is not None:
             self._bytes -= len(old[1])
-        items[key] = (src, packed)
+        items[key] = (src, packed)  # a replaced entry keeps its place in the FIFO
         if packed is not None:
             self._bytes += len(packed)
             while self._bytes > self._limit:
@@ -383,7 +383,11 @@ class UnitCompressor:
             page = view[at : at + ps].tobytes()
             key = hash(page)
             hit = get(key)
-            if hit is not None and read(hit[0], ps) == page:
+            if hit is not None and (
+                data.startswith(page, hit[0] - base)
+                if base is not None and base <= hit[0] < at + base
+                else read(hit[0], ps) == page
+            ):  # confirmed in full: in this unit's buffer when the earlier page is in it, else from the source
                 hits += 1
                 packed = hit[1]
             else:
@@ -810,6 +814,7 @@ class PageEmitter:
             return
         desc, data = self._desc, self._data
         cap, ps, flag, pack = desc.capacity, self.page_size, self.flag, self._pack
+        stored = memoryview(stored)  # slices below are views, copied once into the cache
         pos = 0
         zeros = 0
         for size in sizes:
