@@ -309,7 +309,10 @@ class PageCache:
 
 
 class LocalPageCache:
-    """:class:`PageCache` for a single process: a FIFO dict holding at most ``ring_bytes`` of stored bytes."""
+    """:class:`PageCache` for a single process: a FIFO dict of at most ``ring_bytes`` (stored bytes plus a fixed
+    charge per entry, so raw pages, which store nothing, cannot grow it without bound)."""
+
+    ENTRY_COST = 128
 
     def __init__(self, ring_bytes: int = DEDUP_CACHE_BYTES) -> None:
         self._items: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
@@ -318,17 +321,18 @@ class LocalPageCache:
         self.get = self._items.get
 
     def put(self, key: int, src: int, packed: bytes | None) -> None:
-        items = self._items
+        items, cost = self._items, self.ENTRY_COST
         old = items.get(key)
-        if old is not None and old[1] is not None:
-            self._bytes -= len(old[1])
+        if old is not None:
+            self._bytes -= cost + (len(old[1]) if old[1] is not None else 0)
         items[key] = (src, packed)  # a replaced entry keeps its place in the FIFO
-        if packed is not None:
-            self._bytes += len(packed)
-            while self._bytes > self._limit:
-                dropped = items.popitem(last=False)[1][1]
-                if dropped is not None:
-                    self._bytes -= len(dropped)
+        self._bytes += cost + (len(packed) if packed is not None else 0)
+        while self._bytes > self._limit:
+            dropped = items.popitem(last=False)[1][1]
+            self._bytes -= cost + (len(dropped) if dropped is not None else 0)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def close(self) -> None:
         self._items.clear()
