@@ -59,6 +59,7 @@ class GenerateOptions:
     raw: bool = False  # --style qemu
     qemu_version: str = "7.2"  # --style qemu
     workers: int = 1  # --style qemu
+    firmware: bool = True  # --style linux: dump the PC firmware ROM below 4 GiB too, as QEMU does
 
 
 def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
@@ -83,6 +84,7 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
             release=opts.release,
             seed=opts.seed,
             vmcoreinfo_in_notes=opts.vmcoreinfo,
+            firmware=opts.firmware,
         )
     except ValueError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
@@ -102,6 +104,8 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
         "flat": opts.flat,
         "cpus": opts.cpus,
         "memory_size": opts.memory_size,
+        "firmware": opts.firmware,
+        "max_mapnr": memory.max_pfn,
         "release": truth.release,
         "vmcoreinfo_in_notes": opts.vmcoreinfo,
         "phys_base": truth.phys_base,
@@ -161,6 +165,14 @@ def register(app: typer.Typer) -> None:
         no_vmcoreinfo: Annotated[
             bool, typer.Option("--no-vmcoreinfo", help="Omit the VMCOREINFO note (QEMU without the device).")
         ] = False,
+        no_firmware: Annotated[
+            bool,
+            typer.Option(
+                "--no-firmware",
+                help="--style linux: RAM only (no BIOS ROM at 0xfffc0000, max_mapnr = RAM pages); such coverage is "
+                "makedumpfile's, so with VMCOREINFO kdfix info reports origin makedumpfile.",
+            ),
+        ] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the page contents.")] = 0,
         mark: Annotated[bool, typer.Option("--mark", help="Add a KDFIX note (kdfix info reports origin kdfix).")] = (
             False
@@ -197,6 +209,7 @@ def register(app: typer.Typer) -> None:
                 raw=raw,
                 qemu_version=qemu_version,
                 workers=workers,
+                firmware=not no_firmware,
             )
         except ValueError as exc:
             raise fail(str(exc), EXIT_UNUSABLE) from None

@@ -5,13 +5,16 @@ The image follows the identities of phys-base-and-kaslr.md §1: ``VA(_text) = 0x
 ``init_top_pgt`` (kernel image in 2 MiB pages from ``_text`` up, direct map at PAGE_OFFSET, IDT alias in the
 cpu-entry-area), ``linux_banner``, ``init_uts_ns`` (notes-and-vmcoreinfo.md §6), the kernel's VMCOREINFO text page
 and note buffer (notes-and-vmcoreinfo.md §4), and per-CPU CORE/QEMU notes as QEMU writes them (qemu-dumps.md §4).
+Memory is laid out as QEMU dumps a PC guest: RAM from 0 and the firmware ROM below 4 GiB, with a hole between
+(qemu-dumps.md §5; ``firmware``).
 """
 
 from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kdfix.format.bitmap import Bitmap
@@ -55,6 +58,10 @@ LINK_PHYS_START = 0x1000000  # CONFIG_PHYSICAL_START
 KERNEL_IMAGE_SIZE = 1 << 30  # with KASLR configured (phys-base-and-kaslr.md §1)
 DEFAULT_RELEASE = "6.1.0-kdfix-synthetic"
 DEFAULT_MEMORY = 96 * MiB
+# The PC firmware ROM QEMU maps (SeaBIOS: 256 KiB ending at 4 GiB) and dumps with RAM (qemu-dumps.md §5).
+FIRMWARE_SIZE = 256 * 1024
+FIRMWARE_END = 1 << 32
+FIRMWARE_BASE = FIRMWARE_END - FIRMWARE_SIZE  # 0xfffc0000
 
 # The synthetic kernel image, as offsets from _text. Text in the first 2 MiB page, data in the second.
 IMAGE_SIZE = 4 * MiB
@@ -98,24 +105,40 @@ class SyntheticTruth:
 
 
 class SparseMemory:
-    """PhysicalMemory with every pfn in ``[0, max_pfn)`` valid and dumped; only non-zero pages are stored."""
+    """PhysicalMemory whose pfn ``ranges`` are valid and dumped (both bitmaps alike, as QEMU writes them,
+    qemu-dumps.md §5); pfns in the holes between ranges are not in the dump. Only non-zero pages are stored.
 
-    def __init__(self, pages: Mapping[int, bytes], max_pfn: int, page_size: int = PAGE_SIZE) -> None:
+    ``ranges`` are ``(start, end)`` pfn pairs, ascending and disjoint, within ``[0, max_pfn)``; the default is the
+    single range ``[0, max_pfn)``.
+    """
+
+    def __init__(
+        self,
+        pages: Mapping[int, bytes],
+        max_pfn: int,
+        page_size: int = PAGE_SIZE,
+        *,
+        ranges: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
         self.page_size = page_size
         self.max_pfn = max_pfn
+        self._ranges = _check_ranges([(0, max_pfn)] if ranges is None else ranges, max_pfn)
+        self._starts = [start for start, _ in self._ranges]
         self._zero = bytes(page_size)
         self._pages: dict[int, bytes] = {}
         for pfn, data in pages.items():
-            if not 0 <= pfn < max_pfn:
-                raise ValueError(f"pfn {pfn:#x} outside [0, {max_pfn:#x})")
+            if not self.present(pfn):
+                raise ValueError(f"pfn {pfn:#x} outside the memory ranges {_fmt_ranges(self._ranges)}")
             if len(data) != page_size:
                 raise ValueError(f"page {pfn:#x} is {len(data)} bytes, expected {page_size}")
             if any(data):
                 self._pages[pfn] = bytes(data)
-        full = bytearray(b"\xff" * ((max_pfn + 7) // 8))
-        if max_pfn % 8:
-            full[-1] = (1 << (max_pfn % 8)) - 1
-        self._bitmap = Bitmap(bytes(full), max_pfn)
+        self._bitmap = _ranges_bitmap(self._ranges, max_pfn)
+
+    @property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """The dumped pfn ranges ``(start, end)``, ascending."""
+        return self._ranges
 
     @property
     def valid(self) -> Bitmap:
@@ -130,13 +153,14 @@ class SparseMemory:
         return sorted(self._pages)
 
     def present(self, pfn: int) -> bool:
-        return 0 <= pfn < self.max_pfn
+        i = bisect_right(self._starts, pfn) - 1
+        return i >= 0 and pfn < self._ranges[i][1]
 
     def is_zero_page(self, pfn: int) -> bool:
         return pfn not in self._pages
 
     def page(self, pfn: int) -> bytes:
-        if not 0 <= pfn < self.max_pfn:
+        if not self.present(pfn):
             from kdfix.errors import AddressError
 
             raise AddressError(f"pfn {pfn:#x} is not in the dump", paddr=pfn * self.page_size)
@@ -144,17 +168,48 @@ class SparseMemory:
 
     def page_head(self, pfn: int, size: int) -> bytes:
         """The first ``size`` bytes of a page (no copy of the whole page)."""
-        if not 0 <= pfn < self.max_pfn:
+        if not self.present(pfn):
             return self.page(pfn)  # raises AddressError
         return self._pages.get(pfn, self._zero)[:size]
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
         end = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
-        for pfn in range(max(0, start_pfn), end):
-            yield pfn, self._pages.get(pfn, self._zero)
+        for lo, hi in self._ranges:
+            for pfn in range(max(lo, start_pfn), min(hi, end)):
+                yield pfn, self._pages.get(pfn, self._zero)
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
+
+
+def _fmt_ranges(ranges: Sequence[tuple[int, int]]) -> str:
+    return ", ".join(f"[{lo:#x}, {hi:#x})" for lo, hi in ranges)
+
+
+def _check_ranges(ranges: Sequence[tuple[int, int]], max_pfn: int) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if not 0 <= lo < hi <= max_pfn:
+            raise ValueError(f"pfn range [{lo:#x}, {hi:#x}) is empty or outside [0, {max_pfn:#x})")
+        if out and lo < out[-1][1]:
+            raise ValueError(f"pfn ranges must be ascending and disjoint: {_fmt_ranges(ranges)}")
+        out.append((lo, hi))
+    return tuple(out)
+
+
+def _ranges_bitmap(ranges: Sequence[tuple[int, int]], nbits: int) -> Bitmap:
+    """A bitmap with every pfn of ``ranges`` set (whole bytes by slice, the partial edge bytes bit by bit)."""
+    buf = bytearray((nbits + 7) // 8)
+    for lo, hi in ranges:
+        first_full, last_full = (lo + 7) // 8, hi // 8
+        if first_full < last_full:
+            buf[first_full:last_full] = b"\xff" * (last_full - first_full)
+            edges = [*range(lo, first_full * 8), *range(last_full * 8, hi)]
+        else:
+            edges = list(range(lo, hi))
+        for pfn in edges:
+            buf[pfn >> 3] |= 1 << (pfn & 7)
+    return Bitmap(bytes(buf), nbits)
 
 
 class _PageStore:
@@ -271,6 +326,25 @@ def _filler_page(rng: random.Random, kind: int, corpus: bytes) -> bytes:
         return rng.randbytes(used) + bytes(PAGE_SIZE - used)
     start = rng.randrange(len(corpus) - PAGE_SIZE)
     return corpus[start : start + PAGE_SIZE]
+
+
+def _firmware_pages(seed: int) -> dict[int, bytes]:
+    """A seeded pseudo-BIOS for ``[FIRMWARE_BASE, 4 GiB)``: zero padding below, code-like pages above, an ID
+    string, and the reset vector ``jmp far f000:e05b`` at 0xfffffff0 (aliased at 0xffff0), BIOS date and model byte.
+
+    Its own generator: the RAM contents of an image do not depend on ``firmware``.
+    """
+    rng = random.Random(f"kdfix-synthetic-bios-{seed}")
+    rom = bytearray(FIRMWARE_SIZE)
+    code_from = FIRMWARE_SIZE // 2  # the lower half is padding, as in a 256 KiB SeaBIOS image
+    for off in range(code_from, FIRMWARE_SIZE, PAGE_SIZE):
+        if rng.random() < 0.8:
+            rom[off : off + PAGE_SIZE] = _code_page(rng)
+    ident = b"kdfix synthetic BIOS (SeaBIOS-like) " + rng.randbytes(4).hex().encode() + b"\0"
+    rom[code_from : code_from + len(ident)] = ident
+    rom[FIRMWARE_SIZE - 16 :] = b"\xea\x5b\xe0\x00\xf0" + b"01/01/11" + b"\x00\xfc\x00"  # model byte 0xfc: PC/AT
+    base = FIRMWARE_BASE // PAGE_SIZE
+    return {base + i: bytes(rom[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]) for i in range(FIRMWARE_SIZE // PAGE_SIZE)}
 
 
 def _utsname_block(release: str) -> bytes:
@@ -403,8 +477,13 @@ def build_linux_image(
     pti: bool = False,
     filler_fraction: float = 0.15,
     qemu_header_bug: bool = False,
+    firmware: bool = True,
 ) -> tuple[DumpModel, SparseMemory, SyntheticTruth]:
     """Build a Linux-like x86_64 memory image of ``memory_size`` bytes and its QEMU-style DumpModel.
+
+    ``firmware`` lays memory out as QEMU dumps a PC guest (qemu-dumps.md §5): RAM ``[0, memory_size)`` plus the
+    256 KiB firmware ROM at ``0xfffc0000``, so ``max_mapnr`` is 0x100000 and the bitmaps have a hole in between
+    (RAM must end below the ROM). Without it, memory is the RAM alone and ``max_mapnr`` = its page count.
 
     ``phys_base`` is signed or u64 two's complement; it and ``kaslr_offset`` must be multiples of 2 MiB, and
     ``PA(_text) = 0x1000000 + phys_base + kaslr_offset`` must leave the 4 MiB image inside memory.
@@ -415,6 +494,11 @@ def build_linux_image(
         raise ValueError(f"memory size {memory_size:#x} must be a positive multiple of {PAGE_SIZE}")
     if memory_size < 8 * MiB:
         raise ValueError("memory size must be at least 8 MiB")
+    if firmware and memory_size >= FIRMWARE_BASE:
+        raise ValueError(
+            f"memory size {memory_size:#x} reaches the firmware ROM at {FIRMWARE_BASE:#x}; "
+            "use less than 4 GiB - 256 KiB, or firmware=False (--no-firmware)"
+        )
     if not 1 <= cpus <= 1024:
         raise ValueError(f"cpus must be 1..1024, got {cpus}")
     if len(release.encode()) > 64 or not release:
@@ -435,9 +519,9 @@ def build_linux_image(
         )
 
     rng = random.Random(seed)
-    max_pfn = memory_size // PAGE_SIZE
+    ram_pfns = memory_size // PAGE_SIZE
     text_vaddr = DEFAULT_LINK_TEXT + kaslr_offset
-    store = _PageStore(max_pfn)
+    store = _PageStore(ram_pfns)
 
     def kva(off: int) -> int:
         return text_vaddr + off
@@ -502,7 +586,7 @@ def build_linux_image(
 
     # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
     image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
-    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, max_pfn, image_pfns)
+    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, image_pfns)
     build_id = rng.randbytes(20).hex()
     text = _vmcoreinfo_text(
         release=release, build_id=build_id, syms=syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset
@@ -516,11 +600,17 @@ def build_linux_image(
     # Filler: zero pages mostly, some random and text-like pages.
     corpus = _text_corpus(rng)
     reserved = set(image_pfns) | {data_pfn, note_pfn}
-    for pfn in rng.sample(range(max_pfn), int(max_pfn * filler_fraction)):
+    for pfn in rng.sample(range(ram_pfns), int(ram_pfns * filler_fraction)):
         if pfn not in reserved and pfn not in store.pages:
             store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
 
-    memory = SparseMemory({pfn: bytes(page) for pfn, page in store.pages.items()}, max_pfn)
+    pages = {pfn: bytes(page) for pfn, page in store.pages.items()}
+    ranges = [(0, ram_pfns)]
+    if firmware:
+        pages.update(_firmware_pages(seed))
+        ranges.append((FIRMWARE_BASE // PAGE_SIZE, FIRMWARE_END // PAGE_SIZE))
+    max_pfn = ranges[-1][1]
+    memory = SparseMemory(pages, max_pfn, ranges=ranges)
 
     core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
     notes = [*core_notes, *qemu_notes]
@@ -580,6 +670,8 @@ def kernel_text_paddr(phys_base: int, kaslr_offset: int) -> int:
 
 __all__ = [
     "CPU_ENTRY_AREA",
+    "FIRMWARE_BASE",
+    "FIRMWARE_END",
     "IMAGE_SIZE",
     "PAGE_OFFSET",
     "SparseMemory",

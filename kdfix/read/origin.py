@@ -9,6 +9,7 @@ from kdfix.units import cstr
 
 if TYPE_CHECKING:
     from kdfix.read.dump import Dump
+    from kdfix.read.kdump import KdumpContainer
 
 ORIGINS = ("qemu", "makedumpfile", "kdumpling", "kdfix", "unknown")
 
@@ -53,6 +54,53 @@ def _kdumpling_evidence(dump: Dump) -> list[str]:
     return ev
 
 
+# PC guests (the only ones with QEMU notes: they are x86 CPU state, qemu-dumps.md §4) have no RAM in
+# [3 GiB, 4 GiB): QEMU's i440fx and q35 machine types put RAM above 4 GiB from 3 GiB (q35: 2 GiB) on.  QEMU dumps
+# every RAM-backed block there too: VRAM at 0xfd000000 and the BIOS ROM at 0xfffc0000 (SeaBIOS), OVMF's VGA memory
+# at 0xc0000000; makedumpfile keeps System RAM only (qemu-dumps.md §5 and §8 signal 5; measured: makedumpfile
+# output of a 128 MiB SeaBIOS guest has max_mapnr 0x8000 and no bit above pfn 0x8000, QEMU's has 0x100000).
+PC_HOLE_START = 0xC0000000
+PC_HOLE_END = 1 << 32
+
+
+def _pc_hole_pages(k: KdumpContainer) -> int:
+    """Pages in the 1st bitmap within [3 GiB, 4 GiB), the PC's firmware/PCI hole."""
+    return k.valid.count(PC_HOLE_START // k.block_size, PC_HOLE_END // k.block_size)
+
+
+def _filled_qemu_dump(dump: Dump, k: KdumpContainer, qemu: list[str]) -> tuple[str, list[str]]:
+    """QEMU notes + a full kernel utsname, which QEMU never writes (qemu-dumps.md §3): either a fixer filled the
+    header of a QEMU dump in, or makedumpfile rewrote one (keeping its notes).  Signals QEMU never produces decide
+    first; then a repair trail or QEMU's memory coverage; otherwise the dump covers RAM only, as makedumpfile's do."""
+    model = dump.model
+    release = cstr(model.utsname.release)
+    info = model.parsed_vmcoreinfo()
+    stamped = model.tv_sec != 0 and (info is None or info.crashtime != model.tv_sec)  # not CRASHTIME
+    base = [f"full kernel utsname ({release}), which QEMU never writes", f"notes copied from a QEMU dump ({qemu[0]})"]
+    if model.dump_level != 1:
+        return "makedumpfile", [*base, f"dump_level {model.dump_level} (QEMU always writes 1)"]
+    if k.valid != k.dumped:
+        return "makedumpfile", [*base, "the bitmaps differ (QEMU writes two identical bitmaps)"]
+    if stamped:
+        return "makedumpfile", [*base, f"timestamp {model.tv_sec} set and not CRASHTIME (QEMU writes 0)"]
+    filled = f"utsname filled in after the dump ({release}); both bitmaps identical"
+    if k.notes_offset and k.notes_offset >= k.descriptors_end:
+        moved = f"notes area at {k.notes_offset:#x}, past the page data (relocated by a later repair)"
+        return "qemu", [*qemu, filled, moved]
+    hole = _pc_hole_pages(k)
+    if hole:
+        coverage = (
+            f"{hole} pages dumped in [{PC_HOLE_START:#x}, {PC_HOLE_END:#x}) (firmware ROM/VRAM: QEMU dumps them, "
+            f"makedumpfile keeps RAM only); max_mapnr {k.max_mapnr:#x}"
+        )
+        return "qemu", [*qemu, filled, coverage]
+    return "makedumpfile", [
+        *base,
+        f"1st bitmap covers RAM only (nothing in [{PC_HOLE_START:#x}, {PC_HOLE_END:#x}), max_mapnr "
+        f"{k.max_mapnr:#x}); QEMU dumps the firmware ROM and VRAM there",
+    ]
+
+
 def identify_origin(dump: Dump) -> tuple[str, list[str]]:
     """Return (origin, evidence): origin is one of qemu, makedumpfile, kdumpling, kdfix, unknown."""
     model = dump.model
@@ -63,17 +111,7 @@ def identify_origin(dump: Dump) -> tuple[str, list[str]]:
     qemu = _qemu_evidence(dump)
     k = dump.kdump
     if qemu and k is not None and cstr(model.utsname.sysname) == "Linux" and cstr(model.utsname.release):
-        # QEMU never fills utsname (qemu-dumps.md §3).  Either makedumpfile re-filtered a QEMU dump, keeping its
-        # notes (then dump_level > 1 excluded pages, or it stamped the time), or a fixer filled the header in.
-        info = model.parsed_vmcoreinfo()
-        stamped = model.tv_sec != 0 and (info is None or info.crashtime != model.tv_sec)  # not CRASHTIME
-        if model.dump_level != 1 or k.valid != k.dumped or stamped:
-            return "makedumpfile", [
-                f"full kernel utsname ({cstr(model.utsname.release)}), which QEMU never writes",
-                f"notes copied from a QEMU dump ({qemu[0]})",
-                f"dump_level {model.dump_level}" + (", bitmaps differ" if k.valid != k.dumped else ""),
-            ]
-        qemu = [*qemu, f"utsname filled in after the dump ({cstr(model.utsname.release)}); both bitmaps identical"]
+        return _filled_qemu_dump(dump, k, qemu)
     if qemu:
         return "qemu", qemu
     ling = _kdumpling_evidence(dump)

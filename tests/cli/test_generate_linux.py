@@ -50,8 +50,12 @@ def test_generate_writes_a_qemu_looking_dump(tmp_path):
     out = tmp_path / "g.kdump"
     info = generate(out, "--memory", "64M", "--cpus", "2", "--phys-base", "-0x2000000", "--kaslr-offset", "0x2400000")
     assert info["phys_base"] == (1 << 64) - 0x2000000 and info["kernel_offset"] == 0x2400000
+    assert info["firmware"] is True and info["max_mapnr"] == 0x100000
     with open_dump(out) as dump:
-        assert dump.model.nr_cpus == 2 and dump.model.max_mapnr == 64 * MiB // 4096
+        assert dump.model.nr_cpus == 2 and dump.model.max_mapnr == 0x100000  # RAM + BIOS ROM below 4 GiB, as QEMU
+        runs = list(dump.kdump.valid.iter_runs())
+        assert runs == [(0, 64 * MiB // 4096), (0xFFFC0, 0x100000)] and dump.kdump.valid == dump.kdump.dumped
+        assert dump.memory.read(0xFFFFFFF0, 5) == b"\xea\x5b\xe0\x00\xf0"
         assert dump.vmcoreinfo is not None and dump.vmcoreinfo.phys_base == info["phys_base"]
         assert dump.model.phys_base == info["phys_base"]  # header holds the true value
         assert cstr(dump.model.utsname.release) == "6.1.0-kdfix-synthetic"
@@ -59,6 +63,20 @@ def test_generate_writes_a_qemu_looking_dump(tmp_path):
         uts = dump.memory.read(info["text_paddr"] + (info["init_uts_ns"] - info["text_vaddr"]), 5)
         assert uts == b"Linux"
     assert not list(tmp_path.glob("*.kdfix-tmp"))  # atomic output leaves no temp file
+
+
+def test_no_firmware_is_ram_only(tmp_path):
+    """--no-firmware: max_mapnr = RAM pages. QEMU notes + a kernel utsname over RAM only is what makedumpfile
+    writes from a QEMU guest's ELF, so info says makedumpfile; without VMCOREINFO (utsname zero) it stays qemu."""
+    out = tmp_path / "ram.kdump"
+    info = generate(out, "--memory", "64M", "--no-firmware")
+    assert info["firmware"] is False and info["max_mapnr"] == 64 * MiB // 4096
+    with open_dump(out) as dump:
+        assert dump.model.max_mapnr == 64 * MiB // 4096 and dump.memory.dumped.count() == 64 * MiB // 4096
+        assert identify_origin(dump)[0] == "makedumpfile"
+    generate(out, "--memory", "64M", "--no-firmware", "--no-vmcoreinfo")
+    with open_dump(out) as dump:
+        assert identify_origin(dump)[0] == "qemu"
 
 
 def test_mark_no_vmcoreinfo_flat_and_codec(tmp_path):

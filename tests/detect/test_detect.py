@@ -99,7 +99,7 @@ def test_only_cr3_walk_gives_low_confidence():
     model, memory, truth = build_linux_image(memory_size=64 * MiB, vmcoreinfo_in_notes=False)
     pages = {p: memory.page(p) for p in memory.nonzero_pfns}
     del pages[truth.vmcoreinfo_data_paddr // 4096], pages[truth.vmcoreinfo_note_paddr // 4096]
-    result = detect(model, SparseMemory(pages, memory.max_pfn))
+    result = detect(model, SparseMemory(pages, memory.max_pfn, ranges=memory.ranges))
     assert result.phys_base == truth.phys_base and result.confidence == "low" and result.method == "cr3_walk"
 
 
@@ -134,7 +134,7 @@ class FlakyMemory(SparseMemory):
 
 def test_undecodable_memory_is_reported_not_raised():
     model, memory, _ = build_linux_image(memory_size=64 * MiB)
-    flaky = FlakyMemory({p: memory.page(p) for p in memory.nonzero_pfns}, memory.max_pfn)
+    flaky = FlakyMemory({p: memory.page(p) for p in memory.nonzero_pfns}, memory.max_pfn, ranges=memory.ranges)
     result = detect(model, flaky)
     assert result.phys_base is None or result.confidence in ("low", "medium")
     assert any("rejected" in e or "no " in e for e in result.evidence)

@@ -14,7 +14,7 @@ MiB = 1 << 20
 
 def _with_pages(memory: SparseMemory, extra: dict[int, bytes]) -> SparseMemory:
     pages = {p: memory.page(p) for p in memory.nonzero_pfns} | extra
-    return SparseMemory(pages, memory.max_pfn)
+    return SparseMemory(pages, memory.max_pfn, ranges=memory.ranges)
 
 
 def test_match_head_forms():
@@ -90,7 +90,7 @@ def test_page_head_and_is_zero_page_are_used_when_offered():
             calls["head"] += 1
             return super().page_head(pfn, size)
 
-    counting = Counting({p: memory.page(p) for p in memory.nonzero_pfns}, memory.max_pfn)
+    counting = Counting({p: memory.page(p) for p in memory.nonzero_pfns}, memory.max_pfn, ranges=memory.ranges)
     hits = list(iter_vmcoreinfo_pages(counting))
     assert len(hits) == 2
     assert calls["head"] == len(memory.nonzero_pfns)  # only non-zero pages

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kdfix.detect.paging import translate
+from kdfix.errors import AddressError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, EM_X86_64, NOTE_NAME_CORE, NOTE_NAME_QEMU, START_KERNEL_MAP
 from kdfix.format.layout import LP64_LE
 from kdfix.format.notes import ELF_PRSTATUS_X86_64, QEMU_CPU_STATE
@@ -49,7 +50,7 @@ def test_measured_example_identities(measured):
     assert info.number("KERNEL_IMAGE_SIZE") == 1 << 30 and info.number("pgtable_l5_enabled") == 0
     assert len(info.get("BUILD-ID")) == 40 and int(info.get("BUILD-ID"), 16) >= 0
     assert info.page_size == 4096 and info.offset("uts_namespace.name") == 0
-    assert model.max_mapnr == memory.max_pfn == 128 * MiB // 4096
+    assert model.max_mapnr == memory.max_pfn == 0x100000  # a PC guest below 4 GiB, as QEMU dumps it
 
 
 def test_kernel_structures_in_memory(measured):
@@ -82,7 +83,8 @@ def test_page_tables_map_image_direct_map_and_idt_alias(measured):
     assert translate(read, pgd, truth.text_vaddr + IMAGE_SIZE - 1) == truth.text_paddr + IMAGE_SIZE - 1
     assert translate(read, pgd, truth.text_vaddr - 2 * MiB) is None  # cleanup_highmap left nothing below _text
     assert translate(read, pgd, truth.text_vaddr + IMAGE_SIZE) is None
-    for paddr in (0, 0x12345678 % memory.max_pfn * 4096, (memory.max_pfn - 1) * 4096):
+    ram_end = memory.ranges[0][1] * 4096
+    for paddr in (0, 0x12345678 % ram_end & ~0xFFF, ram_end - 4096):
         assert translate(read, pgd, PAGE_OFFSET + paddr) == paddr
     assert translate(read, pgd, CPU_ENTRY_AREA) == truth.idt_paddr
     assert pgd == truth.text_paddr + (truth.swapper_pg_dir - truth.text_vaddr)
@@ -166,6 +168,7 @@ def test_phys_base_signed_and_u64_forms_are_the_same():
         ({"kaslr_offset": 1 << 30}, "kaslr_offset"),
         ({"memory_size": 4 * MiB}, "at least"),
         ({"memory_size": 64 * MiB + 1}, "multiple"),
+        ({"memory_size": (1 << 32) - 256 * 1024}, "firmware ROM"),
         ({"cpus": 0}, "cpus"),
         ({"phys_base": 1 << 64}, "64-bit"),
         ({"release": "x" * 65}, "release"),
@@ -177,22 +180,57 @@ def test_invalid_parameters_raise_value_error(kwargs, message):
 
 
 def test_sparse_memory_protocol_and_contents():
-    """Every pfn valid and dumped; absent pfns read as zeros; only non-zero pages are stored; seed matters."""
+    """RAM and the firmware ROM valid and dumped, the hole between not; absent pfns read as zeros; only non-zero
+    pages are stored; seed matters."""
     _, memory, truth = build_linux_image(memory_size=64 * MiB, seed=7)
+    ram = 64 * MiB // 4096
     assert isinstance(memory, PhysicalMemory)
-    assert memory.valid.count() == memory.dumped.count() == memory.max_pfn
-    zero_pfn = next(p for p in range(memory.max_pfn) if memory.is_zero_page(p))
+    assert memory.ranges == ((0, ram), (0xFFFC0, 0x100000)) and memory.max_pfn == 0x100000
+    assert memory.valid == memory.dumped
+    assert list(memory.valid.iter_runs()) == [(0, ram), (0xFFFC0, 0x100000)]
+    assert memory.valid.count() == ram + 64
+    zero_pfn = next(p for p in range(ram) if memory.is_zero_page(p))
     assert memory.page(zero_pfn) == bytes(4096) and memory.present(zero_pfn)
+    for hole in (ram, 0xFD000, 0xFFFBF):
+        assert not memory.present(hole) and not memory.valid.test(hole)
+        with pytest.raises(AddressError):
+            memory.page(hole)
+        with pytest.raises(AddressError):
+            memory.page_head(hole, 8)
     assert not memory.present(memory.max_pfn)
+    assert memory.read(ram * 4096 - 8, 16, zero_fill=True) == memory.read(ram * 4096 - 8, 8) + bytes(8)
     stored = memory.nonzero_pfns
     assert all(any(memory.page(p)) for p in stored[:50])
-    assert 0.05 < len(stored) / memory.max_pfn < 0.5  # mostly zero, some data
+    assert 0.05 < len([p for p in stored if p < ram]) / ram < 0.5  # mostly zero, some data
     assert memory.page_head(truth.vmcoreinfo_data_paddr // 4096, 10) == b"OSRELEASE="
     pages = list(memory.iter_pages(10, 20))
     assert [p for p, _ in pages] == list(range(10, 20))
+    across = [p for p, _ in memory.iter_pages(ram - 2, 0xFFFC2)]
+    assert across == [ram - 2, ram - 1, 0xFFFC0, 0xFFFC1]  # the hole is skipped
+    assert sum(1 for _ in memory.iter_pages()) == ram + 64
     other = build_linux_image(memory_size=64 * MiB, seed=8)[1]
     same = build_linux_image(memory_size=64 * MiB, seed=7)[1]
     assert same.nonzero_pfns == stored and other.nonzero_pfns != stored
+
+
+def test_firmware_rom_looks_like_a_bios():
+    """Seeded pseudo-BIOS in the top 256 KiB below 4 GiB: not all zero, seed-dependent, reset vector at its end."""
+    mem7 = build_linux_image(memory_size=64 * MiB, seed=7)[1]
+    mem8 = build_linux_image(memory_size=64 * MiB, seed=8)[1]
+    rom7 = mem7.read(0xFFFC0000, 256 * 1024)
+    assert 16 < sum(1 for p in mem7.nonzero_pfns if p >= 0xFFFC0) < 64
+    assert rom7 != mem8.read(0xFFFC0000, 256 * 1024)
+    assert rom7[-16:-11] == b"\xea\x5b\xe0\x00\xf0"  # jmp far f000:e05b at 0xfffffff0
+
+
+def test_without_firmware_memory_is_ram_only():
+    """firmware=False: one range, max_mapnr = RAM pages, every pfn valid; the RAM contents are the same."""
+    model, memory, _ = build_linux_image(memory_size=64 * MiB, seed=7, firmware=False)
+    with_rom = build_linux_image(memory_size=64 * MiB, seed=7)[1]
+    ram = 64 * MiB // 4096
+    assert model.max_mapnr == memory.max_pfn == ram and memory.ranges == ((0, ram),)
+    assert memory.valid.count() == memory.dumped.count() == ram
+    assert memory.nonzero_pfns == [p for p in with_rom.nonzero_pfns if p < ram]
 
 
 def test_sparse_memory_rejects_bad_pages():
@@ -200,7 +238,25 @@ def test_sparse_memory_rejects_bad_pages():
         SparseMemory({5: b"x" * 100}, 10)
     with pytest.raises(ValueError):
         SparseMemory({10: bytes(4096)}, 10)
+    with pytest.raises(ValueError, match="outside the memory ranges"):
+        SparseMemory({4: bytes(4096)}, 10, ranges=[(0, 3), (5, 10)])  # in the hole
+    with pytest.raises(ValueError, match="ascending and disjoint"):
+        SparseMemory({}, 10, ranges=[(5, 10), (0, 6)])
+    with pytest.raises(ValueError, match="outside"):
+        SparseMemory({}, 10, ranges=[(0, 11)])
     assert SparseMemory({3: bytes(4096)}, 10).is_zero_page(3)
+
+
+@given(bounds=st.lists(st.integers(0, 200), min_size=2, max_size=10, unique=True))
+def test_sparse_memory_ranges_bitmap(bounds):
+    """The bitmap of any range set has exactly the range pfns set; present() and iter_pages() agree with it."""
+    edges = sorted(bounds)[: len(bounds) // 2 * 2]
+    ranges = list(zip(edges[::2], edges[1::2], strict=True))
+    memory = SparseMemory({}, 201, ranges=ranges)
+    expected = {p for lo, hi in ranges for p in range(lo, hi)}
+    assert set(memory.valid.iter_set()) == expected and memory.valid.nbits == 201
+    assert {p for p in range(202) if memory.present(p)} == expected
+    assert [p for p, _ in memory.iter_pages()] == sorted(expected)
 
 
 @given(

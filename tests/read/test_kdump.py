@@ -250,18 +250,46 @@ def test_kdumpling_traits(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("dump_level", "tv_sec", "expected"),
-    [(1, 0, "qemu"), (31, 0, "makedumpfile"), (1, 1700000000, "makedumpfile")],
-    ids=["filled-in-by-a-fixer", "refiltered", "stamped-by-makedumpfile"],
+    ("firmware", "dump_level", "tv_sec", "expected", "signal"),
+    [
+        (True, 1, 0, "qemu", "pages dumped in [0xc0000000, 0x100000000)"),
+        (False, 1, 0, "makedumpfile", "1st bitmap covers RAM only"),
+        (True, 31, 0, "makedumpfile", "dump_level 31"),
+        (True, 1, 1700000000, "makedumpfile", "timestamp 1700000000"),
+    ],
+    ids=["filled-in-by-a-fixer", "ram-only-like-makedumpfile", "refiltered", "stamped-by-makedumpfile"],
 )
-def test_qemu_notes_with_full_utsname(tmp_path, dump_level, tv_sec, expected):
-    """QEMU notes + a kernel utsname: a fixed QEMU dump stays qemu; a makedumpfile rewrite is makedumpfile."""
+def test_qemu_notes_with_full_utsname(tmp_path, firmware, dump_level, tv_sec, expected, signal):
+    """QEMU notes + a kernel utsname: QEMU's memory coverage (the PC firmware ROM below 4 GiB) keeps a fixed QEMU
+    dump qemu; RAM-only coverage, refiltering or a time stamp make it makedumpfile. The evidence names the signal."""
     from kdfix.generate.synthetic import build_linux_image
     from kdfix.read.origin import identify_origin
 
-    model, memory, _ = build_linux_image(memory_size=64 << 20, cpus=2)
+    model, memory, _ = build_linux_image(memory_size=64 << 20, cpus=2, firmware=firmware)
     model = dataclasses.replace(model, dump_level=dump_level, tv_sec=tv_sec)
     path = tmp_path / "q.kdump"
     write_kdump(path, model, memory)
     with open_dump(path) as d:
-        assert identify_origin(d)[0] == expected
+        origin, evidence = identify_origin(d)
+        assert origin == expected
+        assert any(signal in e for e in evidence), evidence
+
+
+def test_qemu_dump_repaired_in_place_stays_qemu(tmp_path):
+    """kdfix fix --in-place appends the notes (with VMCOREINFO) after the page data and fills the utsname: that
+    trail says 'repaired QEMU dump' even when the coverage is RAM only."""
+    from kdfix.fix import fix_dump
+    from kdfix.generate.synthetic import build_linux_image
+    from kdfix.read.origin import identify_origin
+
+    model, memory, _ = build_linux_image(memory_size=64 << 20, firmware=False, vmcoreinfo_in_notes=False)
+    path = tmp_path / "r.kdump"
+    write_kdump(path, model, memory)
+    with open_dump(path) as d:
+        assert identify_origin(d)[0] == "qemu"  # utsname zero: plain QEMU
+    fix_dump(path, in_place=True)
+    with open_dump(path) as d:
+        assert d.model.utsname.sysname.rstrip(b"\0") == b"Linux" and d.kdump.notes_offset > d.kdump.descriptors_end
+        origin, evidence = identify_origin(d)
+        assert origin == "qemu"
+        assert any("past the page data" in e for e in evidence), evidence
