@@ -12,7 +12,6 @@ Memory is laid out as QEMU dumps a PC guest: RAM from 0 and the firmware ROM bel
 from __future__ import annotations
 
 import random
-import struct
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from kdfix.format.constants import (
     QEMU_CPU_STATE_VERSION,
     NoteType,
 )
+from kdfix.format.kdump import NEW_UTSNAME
 from kdfix.format.layout import LP64_LE
 from kdfix.format.notes import (
     ELF_PRSTATUS_X86_64,
@@ -37,6 +37,7 @@ from kdfix.format.notes import (
     QEMU_CPU_STATE_SIZES,
     X86_64_USER_REGS,
 )
+from kdfix.format.x86 import pack_gate
 from kdfix.generate.pagetables import (
     KERNEL_DATA_LARGE,
     KERNEL_RO_4K,
@@ -348,27 +349,15 @@ def _firmware_pages(seed: int) -> dict[int, bytes]:
 
 
 def _utsname_block(release: str) -> bytes:
-    """``struct new_utsname`` (6 x char[65]) as the kernel keeps it in init_uts_ns."""
-    fields = ("Linux", UTS_NODENAME, release, UTS_VERSION, "x86_64", UTS_DOMAINNAME)
-    return b"".join(f.encode().ljust(65, b"\0") for f in fields)
+    """``struct new_utsname`` as the kernel keeps it in init_uts_ns."""
+    uts = make_utsname(sysname="Linux", nodename=UTS_NODENAME, release=release, version=UTS_VERSION,
+                       machine="x86_64", domainname=UTS_DOMAINNAME)  # fmt: skip
+    return NEW_UTSNAME.bind(LP64_LE).pack(uts)
 
 
 def _idt_page(text_vaddr: int) -> bytes:
-    """256 interrupt gates (16 bytes each) pointing into kernel text (phys-base-and-kaslr.md §3D step 3)."""
-    out = bytearray()
-    for vector in range(256):
-        handler = text_vaddr + OFF_DIVIDE_ERROR + 0x20 * vector
-        out += struct.pack(
-            "<HHBBHII",
-            handler & 0xFFFF,
-            0x10,  # __KERNEL_CS
-            0,  # ist
-            0x8E,  # present, DPL 0, interrupt gate
-            (handler >> 16) & 0xFFFF,
-            handler >> 32,
-            0,
-        )
-    return bytes(out)
+    """256 interrupt gates pointing into kernel text (phys-base-and-kaslr.md §3D step 3)."""
+    return b"".join(pack_gate(text_vaddr + OFF_DIVIDE_ERROR + 0x20 * vector) for vector in range(256))
 
 
 def _vmcoreinfo_text(
