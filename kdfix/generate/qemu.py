@@ -237,10 +237,12 @@ def _rebuild_notes(notes: list[Note], vmcoreinfo: bytes | None) -> tuple[bytes, 
 
 
 def _read_exact(f: BinaryIO, offset: int, length: int, what: str, path: str) -> bytes:
+    if offset + length > os.fstat(f.fileno()).st_size:  # checked first: a hostile length must not be allocated
+        raise FormatError(f"{length} bytes wanted, past the end of the file", field=what, offset=offset, path=path)
     f.seek(offset)
     data = f.read(length)
     if len(data) != length:
-        raise FormatError(f"the file ends inside the {what}", field=what, offset=offset, path=path)
+        raise FormatError(f"{length} bytes wanted, past the end of the file", field=what, offset=offset, path=path)
     return data
 
 
