@@ -7,23 +7,10 @@ from __future__ import annotations
 
 from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.format.constants import DEFAULT_LINK_TEXT
-from kdfix.notes.vmcoreinfo import VmcoreInfo
-from kdfix.units import U64_MASK, to_s64, to_u64
+from kdfix.notes.vmcoreinfo import VmcoreInfo, qemu_misparse
+from kdfix.units import U64_MASK, to_s64
 
 METHOD = "vmcoreinfo_note"
-
-
-def qemu_misparse(value: str) -> int | None:
-    """What QEMU ≥ 2.11 stores for the text of ``NUMBER(phys_base)=``: parsed as base 16, ``-`` negating (u64)."""
-    text = value.strip()
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    if body.lower().startswith("0x"):
-        body = body[2:]
-    try:
-        return to_u64(sign * int(body, 16))
-    except ValueError:
-        return None
 
 
 def unmisparse_qemu_phys_base(header_phys_base: int) -> int | None:

@@ -31,7 +31,7 @@ from kdfix.format.constants import (
     NOTE_TYPE_VMCOREINFO,
     NoteType,
 )
-from kdfix.format.elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, phdr_layout
+from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import I386_LE, LP64_LE, Abi
 from kdfix.format.notes import (
@@ -47,7 +47,8 @@ from kdfix.format.notes import (
 )
 from kdfix.model import make_utsname
 from kdfix.notes.framing import Note, iter_notes, pack_note
-from kdfix.units import U64_MASK, ceil_div, pad4
+from kdfix.notes.vmcoreinfo import qemu_misparse
+from kdfix.units import ceil_div, pad4
 
 from .qemu_stream import (
     FileRangeSource,
@@ -69,7 +70,6 @@ QEMU_DUMP_LEVEL = 1
 QEMU_HEADER_VERSION = 6
 QEMU_COMPRESSORS = ("zlib", "lzo", "snappy")
 DEFAULT_QEMU_VERSION = "7.2"
-_ELF_MAGIC = b"\x7fELF"
 _PHYS_BASE_PREFIX = {EM_X86_64: b"NUMBER(phys_base)="}  # aarch64 would use NUMBER(PHYS_OFFSET)=
 
 
@@ -117,28 +117,6 @@ class QemuVersion:
 # QEMU's phys_base misparse (qemu-dumps.md §6.1)
 
 
-def _strtoull16(text: bytes) -> int | None:
-    """C ``strtoull(text, &end, 16)`` that must consume the whole string, as qemu_strtou64 requires.
-
-    Leading whitespace and a sign are accepted, as is a ``0x`` prefix; a leading ``-`` negates modulo 2**64;
-    overflow, no digits or trailing characters give None (QEMU then warns and keeps phys_base 0).
-    """
-    s = text.lstrip(b" \t\n\v\f\r")
-    negative = False
-    if s[:1] in (b"+", b"-"):
-        negative = s[:1] == b"-"
-        s = s[1:]
-    if s[:2].lower() == b"0x" and re.match(rb"[0-9a-fA-F]", s[2:3]):
-        s = s[2:]
-    m = re.match(rb"[0-9a-fA-F]+", s)
-    if not m or m.end() != len(s):
-        return None
-    value = int(m.group(0), 16)
-    if value > U64_MASK:
-        return None
-    return (-value) & U64_MASK if negative else value
-
-
 def qemu_phys_base(vmcoreinfo: bytes, e_machine: int) -> int:
     """The sub-header phys_base QEMU derives from a guest VMCOREINFO desc (bug included, qemu-dumps.md §6.1).
 
@@ -150,7 +128,7 @@ def qemu_phys_base(vmcoreinfo: bytes, e_machine: int) -> int:
     text = vmcoreinfo.split(b"\0", 1)[0]
     for line in text.split(b"\n"):
         if line.startswith(prefix):
-            value = _strtoull16(line[len(prefix) :])
+            value = qemu_misparse(line[len(prefix) :])
             return 0 if value is None else value
     return 0
 
@@ -250,12 +228,12 @@ def _elf_segments(f: BinaryIO, path: str) -> tuple[int, bool, list, bytes]:
     """``(e_machine, class64, PT_LOAD phdrs, PT_NOTE bytes)`` of a little-endian ELF core (parsed directly, no
     pyelftools: it is the slowest part of starting a run). PN_XNUM counts come from section header 0."""
     ident = _read_exact(f, 0, 16, "e_ident", path)
-    if ident[:4] != _ELF_MAGIC or ident[4] not in (ELFCLASS32, ELFCLASS64):
+    abi = ident_abi(ident)
+    if abi is None:
         raise FormatError("not a usable ELF dump: bad ELF magic or class", field="e_ident", offset=4, path=path)
-    if ident[5] != ELFDATA2LSB:
+    if abi.byte_order != "<":
         raise UnsupportedError("big-endian ELF is not an x86 guest", field="e_ident", offset=5, path=path)
-    class64 = ident[4] == ELFCLASS64
-    abi = LP64_LE if class64 else I386_LE
+    class64 = abi.is_64bit
     eh_layout = ehdr_layout(abi)
     ehdr = eh_layout.unpack(_read_exact(f, 0, eh_layout.size, "elf_ehdr", path))
     ph_layout = phdr_layout(abi)
@@ -345,8 +323,8 @@ def guest_from_path(path: str | os.PathLike[str]) -> QemuGuest:
     """ELF dumps are read directly (file offsets, so workers can pread); anything else through kdfix.open_dump."""
     spath = os.fspath(path)
     with open(spath, "rb") as f:
-        magic = f.read(4)
-    if magic == _ELF_MAGIC:
+        ident = f.read(16)
+    if ident_abi(ident) is not None:
         return guest_from_elf(spath)
     from kdfix import open_dump  # type: ignore[attr-defined]
 

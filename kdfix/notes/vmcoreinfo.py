@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from kdfix.units import to_u64
+from kdfix.units import U64_MASK, to_u64
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,26 @@ def parse_number(value: str | None) -> int | None:
         return sign * int(body, 10)
     except ValueError:
         return None
+
+
+def qemu_misparse(value: str | bytes) -> int | None:
+    """The phys_base QEMU ≥ 2.11 stores for the text after ``NUMBER(phys_base)=`` (qemu-dumps.md §6 bug 1).
+
+    QEMU runs ``qemu_strtou64(text, base 16)``: leading whitespace, a sign and a ``0x`` prefix are accepted, a
+    leading ``-`` negates modulo 2**64; overflow, no digits or trailing characters give None (QEMU then warns
+    and keeps phys_base 0).  The kernel prints the value in signed decimal, hence the bug.
+    """
+    s = (value.encode("latin-1") if isinstance(value, str) else value).lstrip(b" \t\n\v\f\r")
+    negative = False
+    if s[:1] in (b"+", b"-"):
+        negative = s[:1] == b"-"
+        s = s[1:]
+    if s[:2].lower() == b"0x" and re.match(rb"[0-9a-fA-F]", s[2:3]):
+        s = s[2:]
+    m = re.match(rb"[0-9a-fA-F]+", s)
+    if not m or m.end() != len(s):
+        return None
+    parsed = int(m.group(0), 16)
+    if parsed > U64_MASK:
+        return None
+    return (-parsed) & U64_MASK if negative else parsed
