@@ -90,3 +90,43 @@ SUB = struct.Struct("<QiiQQqQqQqQQQQ")  # 64-bit kdump_sub_header v6 (kdump-form
 
 def headers(kdump: bytes) -> tuple[tuple, tuple]:
     return MAIN.unpack_from(kdump, 0), SUB.unpack_from(kdump, 4096)
+
+
+def pages_by_pfn(blocks: list[tuple[int, bytes]], page_size: int = 4096) -> dict[int, bytes]:
+    """``{pfn: page}`` of page-aligned ``(paddr, data)`` blocks (the pages QEMU enumerates for them)."""
+    pages = {}
+    for paddr, data in blocks:
+        assert paddr % page_size == 0 and len(data) % page_size == 0, "page-aligned blocks only"
+        for i in range(len(data) // page_size):
+            pages[paddr // page_size + i] = data[i * page_size : (i + 1) * page_size]
+    return pages
+
+
+def independent_units(pages: dict[int, bytes], page_size: int = 4096):
+    """A stand-in for ``kdfix.generate.qemu_stream.compressed_units`` with no cache and no workers: every page is
+    compressed on its own with ``zlib.compress(page, 1)`` (qemu-dumps.md §5: zero page → size 0, raw when the
+    result is not smaller than a page). Only ``first_pfn``/``npages`` of the units are used."""
+    import zlib
+    from array import array
+
+    zero = bytes(page_size)
+
+    def compressed_units(units, **_kwargs):  # same call shape as the real one
+        for unit in units:
+            sizes = array("I")
+            stored = []
+            for pfn in range(unit.first_pfn, unit.first_pfn + unit.npages):
+                page = pages.get(pfn, zero)
+                if page == zero:
+                    sizes.append(0)
+                    continue
+                packed = zlib.compress(page, 1)
+                if len(packed) < page_size:
+                    sizes.append(len(packed))
+                    stored.append(packed)
+                else:
+                    sizes.append(page_size)
+                    stored.append(page)
+            yield sizes.tobytes(), b"".join(stored)
+
+    return compressed_units
