@@ -28,6 +28,21 @@ def _register() -> None:
 _register()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from kdfix import __version__
+
+        typer.echo(f"kdfix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Exit codes: 0 all is well; 1 a check failed or a fix could not be determined; 2 unusable input or usage."""
+
+
 def main() -> None:
     """Entry point of the ``kdfix`` script."""
     app()

@@ -1,0 +1,32 @@
+"""The root command: --version, every command registered, unknown commands are usage errors (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from kdfix import __version__
+from kdfix.cli import COMMAND_MODULES, app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"kdfix {__version__}"
+
+
+def test_every_command_module_is_registered():
+    names = {c.name for c in app.registered_commands}
+    assert {m.replace("_", "-") for m in COMMAND_MODULES} <= names
+
+
+def test_unknown_command_is_a_usage_error():
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "kdfix", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"kdfix {__version__}"
