@@ -12,6 +12,7 @@ import dataclasses
 import os
 import struct
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import ceil_div
 from kdfix.write.encode import EncodedPage, encode_pages, is_zero, is_zero_stored, pass_through_pages
+from kdfix.write.parallel import compressed_units, plan_memory
 from kdfix.write.sink import FileSink, FlattenedSink, Sink
 
 Progress = Callable[[int, int], None]
@@ -370,6 +372,81 @@ def write_page_area(
     return pos, counts
 
 
+def write_unit_area(
+    sink: Sink,
+    layout: KdumpLayout,
+    units: Iterable[tuple[bytes | memoryview, bytes | memoryview]],
+    total: int,
+    *,
+    flag: int,
+    data_start: int,
+    zero_page: bool,
+    progress: Progress | None = None,
+) -> tuple[int, _Counts]:
+    """:func:`write_page_area` for compressed units (``(sizes, stored)`` of kdfix.write.parallel's UnitCompressor):
+    the same bytes, written in the same batches (so a flattened stream has the same records)."""
+    bs = layout.block_size
+    packer = desc_packer(layout.abi)
+    pack = packer.pack
+    desc_limit = DESC_BATCH * packer.size
+    counts = _Counts()
+    pos = data_start
+    zero_desc = b""
+    if zero_page:
+        zero_desc = pack(pos, bs, 0, 0)
+        sink.write_at(pos, bytes(bs))
+        pos += bs
+    desc_buf = bytearray()
+    desc_pos = layout.data_offset
+    data_buf = bytearray()
+    data_buf_start = pos
+    index = zero = raw = 0
+    for sizes_raw, stored_raw in units:
+        sizes = array("I")
+        sizes.frombytes(sizes_raw)
+        if index + len(sizes) > total:
+            raise WriteError(f"page source yields more than {total} pages", field="page_source")
+        stored = memoryview(stored_raw)
+        at = 0
+        for size in sizes:
+            if size == 0:
+                if not zero_page:
+                    raise WriteError("an all-zero page was shared without a zero page", field="page_source")
+                desc_buf += zero_desc
+                zero += 1
+            else:
+                if size == bs:
+                    desc_buf += pack(pos, bs, 0, 0)
+                    raw += 1
+                else:
+                    desc_buf += pack(pos, size, flag, 0)
+                data_buf += stored[at : at + size]
+                at += size
+                pos += size
+            index += 1
+            if len(data_buf) >= DATA_BATCH:
+                sink.write_at(data_buf_start, data_buf)
+                data_buf_start, data_buf = pos, bytearray()
+            if len(desc_buf) >= desc_limit:
+                sink.write_at(desc_pos, desc_buf)
+                desc_pos += len(desc_buf)
+                desc_buf = bytearray()
+                if progress is not None:
+                    progress(index, total)
+        stored.release()
+    if desc_buf:
+        sink.write_at(desc_pos, desc_buf)
+    if data_buf:
+        sink.write_at(data_buf_start, data_buf)
+    if index != total:
+        raise WriteError(f"page source ended after {index} of {total} pages", field="page_source")
+    counts.pages, counts.zero, counts.raw = index, zero, raw
+    counts.compressed = index - zero - raw
+    if progress is not None:
+        progress(total, total)
+    return pos, counts
+
+
 def _zip_checked(pages: Iterator[EncodedPage], pfns: Iterator[int]) -> Iterator[tuple[EncodedPage, int]]:
     for want in pfns:
         page = next(pages, None)
@@ -460,17 +537,22 @@ def write_kdump(
     sink = open_sink(target, flat=flat)
     try:
         write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
-        pages = page_stream(memory, bitmaps, codec, zero_page=zero_page, workers=workers, page_source=page_source)
-        end, counts = write_page_area(
-            sink,
-            layout,
-            pages,
-            bitmaps.iter_dumped(),
-            total,
-            data_start=layout.data_start(total),
-            zero_page=zero_page,
-            progress=progress,
-        )
+        if page_source is None:
+            end, counts = write_memory_pages(
+                sink, layout, memory, bitmaps, codec, total, zero_page=zero_page, workers=workers, progress=progress
+            )
+        else:
+            pages = page_stream(memory, bitmaps, codec, zero_page=zero_page, workers=workers, page_source=page_source)
+            end, counts = write_page_area(
+                sink,
+                layout,
+                pages,
+                bitmaps.iter_dumped(),
+                total,
+                data_start=layout.data_start(total),
+                zero_page=zero_page,
+                progress=progress,
+            )
         phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
         end = write_tail(sink, model, layout, end, phys_base=phys_base)
     finally:
@@ -488,6 +570,51 @@ def write_kdump(
         seconds=time.monotonic() - began,
         layout=layout,
     )
+
+
+def write_memory_pages(
+    sink: Sink,
+    layout: KdumpLayout,
+    memory: PhysicalMemory,
+    bitmaps: Bitmaps,
+    codec: str,
+    total: int,
+    *,
+    zero_page: bool,
+    workers: int,
+    progress: Progress | None = None,
+    start_pfn: int = 0,
+    end_pfn: int | None = None,
+) -> tuple[int, _Counts]:
+    """Compress the dumped pages of ``memory`` in ``[start_pfn, end_pfn)`` by units (kdfix.write.parallel: page
+    cache, ``workers`` processes reading an ELF or a dump file themselves) and write them as write_page_area does."""
+    the_codec = codec_named(codec)
+    the_codec._lib()  # fail early (UnsupportedError) when the codec library is missing
+    plan = plan_memory(memory, bitmaps.dumped, start_pfn=start_pfn, end_pfn=end_pfn)
+    try:
+        if plan.units.pages != total:
+            raise WriteError(f"bitmap runs hold {plan.units.pages} pages, expected {total}", field="bitmap")
+        units = compressed_units(
+            plan.units,
+            source=plan.source,
+            spec=plan.spec,
+            codec=codec,
+            page_size=memory.page_size,
+            workers=workers,
+            zero_page=zero_page,
+        )
+        return write_unit_area(
+            sink,
+            layout,
+            units,
+            total,
+            flag=int(the_codec.flag),
+            data_start=layout.data_start(total),
+            zero_page=zero_page,
+            progress=progress,
+        )
+    finally:
+        plan.close()
 
 
 def write_header_area(sink: Sink, model: DumpModel, layout: KdumpLayout, codec_flag: int, bitmaps: Bitmaps) -> None:
