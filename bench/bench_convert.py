@@ -6,7 +6,7 @@
 
 Prints one JSON line: wall seconds (best and median of --repeat runs), CPU seconds, MiB/s of guest memory, peak
 RSS of each convert process, load averages before and after, QEMU's kdump-zlib dump time of the same guest (when
-booted here), makedumpfile -c -d 0 on the same ELF, and the ratios. kdfix runs as ``python -m kdfix.cli`` with
+booted here), makedumpfile -c -d 0 on the same ELF, and the ratios. kdfix runs as ``python -m kdfix`` with
 PYTHONPATH set to the tree timed (this one, or --baseline), whatever kdfix is installed.
 """
 
@@ -45,9 +45,16 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> dict[str
     return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "rss_mib": round(rss_kb / 1024, 1)}
 
 
-def run_repeated(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> dict[str, float]:
-    """``repeat`` runs of a command: best and median wall seconds, median CPU seconds, highest peak RSS."""
-    runs = [run_measured(argv, env) for _ in range(repeat)]
+def run_repeated(
+    argv: list[str], repeat: int, env: dict[str, str] | None = None, *, output: Path | None = None
+) -> dict[str, float]:
+    """``repeat`` runs of a command (``output`` removed before each): best and median wall seconds, median CPU
+    seconds, highest peak RSS."""
+    runs = []
+    for _ in range(repeat):
+        if output is not None:
+            output.unlink(missing_ok=True)
+        runs.append(run_measured(argv, env))
     walls = sorted(r["seconds"] for r in runs)
     return {
         "seconds": walls[0],
@@ -84,7 +91,7 @@ def main() -> None:
         elf = args.elf
     else:
         parser.error("give an ELF path or --boot MIB")
-    kdfix = [sys.executable, "-m", "kdfix.cli"]
+    kdfix = [sys.executable, "-m", "kdfix"]
     sys.path.insert(0, str(ROOT))
     import kdfix as lib
 
@@ -116,7 +123,8 @@ def main() -> None:
         if shutil.which("makedumpfile"):
             m = run_measured([*kdfix, "convert", str(elf), "-o", str(out / "k.elf"), "--to", "elf"], tree_env(ROOT))
             result["kdfix_elf_rewrite"] = m
-            mk = run_repeated(["makedumpfile", "-c", "-d", "0", str(out / "k.elf"), str(out / "mk")], args.repeat)
+            mk = run_repeated(["makedumpfile", "-c", "-d", "0", str(out / "k.elf"), str(out / "mk")], args.repeat,
+                              output=out / "mk")  # fmt: skip
             mk["output_bytes"] = (out / "mk").stat().st_size
             result["makedumpfile_c_d0"] = mk
             result["ratio_vs_makedumpfile"] = round(result["kdfix_workers_1"]["seconds"] / mk["seconds"], 2)  # type: ignore[index]
