@@ -1,31 +1,22 @@
-"""The ``kdfix`` command line: one module per command, joined here."""
+"""The ``kdfix`` command line: one module per command, joined here.
+
+``kdfix.cli.app`` has every command.  The ``kdfix`` script imports only the module of the command it runs
+(all of them for ``--help`` or an unknown name), so a command starts without importing the others.
+"""
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Iterable
+from typing import Any
 
 import typer
-
-app = typer.Typer(
-    name="kdfix",
-    help="Read, convert, generate, detect and fix Linux kernel crash dumps (KDUMP-compressed and ELF).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
 COMMAND_MODULES = (
     "info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert", "batch", "fix", "undo",
 )  # fmt: skip
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"kdfix.cli.{name}").register(app)
-
-
-_register()
 
 
 def _print_version(value: bool) -> None:
@@ -36,13 +27,47 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Exit codes: 0 all is well; 1 a check failed or a fix could not be determined; 2 unusable input or usage."""
 
 
+def build_app(modules: Iterable[str] = COMMAND_MODULES) -> typer.Typer:
+    """A Typer app with the commands of ``modules`` registered."""
+    app = typer.Typer(
+        name="kdfix",
+        help="Read, convert, generate, detect and fix Linux kernel crash dumps (KDUMP-compressed and ELF).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)  # a callback keeps the app a command group even with one command registered
+    for name in modules:
+        importlib.import_module(f"kdfix.cli.{name}").register(app)
+    return app
+
+
+_full_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _full_app
+    if name == "app":
+        if _full_app is None:
+            _full_app = build_app()
+        return _full_app
+    raise AttributeError(name)
+
+
+def _module_for(argv: list[str]) -> str | None:
+    """The command module ``argv`` names, or None (options only, or an unknown command)."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = first.replace("-", "_") if first is not None else None
+    return module if module in COMMAND_MODULES else None
+
+
 def main() -> None:
     """Entry point of the ``kdfix`` script."""
-    app()
+    module = _module_for(sys.argv[1:])
+    build_app([module] if module is not None else COMMAND_MODULES)()

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout
-from kdfix.fix.readiness import reader_findings
 from kdfix.read.dump import Dump
 from kdfix.read.origin import identify_origin
 from kdfix.read.probe import open_dump
+from kdfix.read.readiness import reader_findings
 from kdfix.units import cstr
 
 DumpPaths = Annotated[list[Path], typer.Argument(metavar="DUMP...", help="Dump file (several: a split set).")]

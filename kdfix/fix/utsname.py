@@ -7,31 +7,14 @@ from __future__ import annotations
 
 from kdfix.detect.validate import UTSNAME, UTSNAME_SIZE, kphys
 from kdfix.errors import KdfixError
-from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS
+from kdfix.format.kdump import UTS_LEN
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
+from kdfix.read.readiness import KNOWN_MACHINES, is_sane, utsname_fields
 from kdfix.units import cstr
 
-# machine strings libkdumpfile maps to an arch (notes-and-vmcoreinfo.md §6), by prefix.
-KNOWN_MACHINES = ("x86_64", "i386", "i586", "i686", "aarch64", "arm", "ppc", "s390", "riscv", "mips", "ia64", "alpha")
 FALLBACK_VERSION = "#1 (unknown build; utsname filled by kdfix from VMCOREINFO)"
-
-
-def utsname_fields(record: object) -> dict[str, bytes]:
-    """{field: raw 65 bytes} of a utsname record."""
-    return {name: bytes(getattr(record, name)) for name in UTSNAME_FIELDS}
-
-
-def is_sane(fields: dict[str, bytes]) -> bool:
-    """libkdumpfile's test: sysname exactly Linux, release/version/machine non-empty, byte 64 of each NUL."""
-    if any(len(fields[n]) != UTS_LEN or fields[n][UTS_LEN - 1] != 0 for n in UTSNAME_FIELDS if n != "domainname"):
-        return False
-    if cstr(fields["sysname"]) != "Linux":
-        return False
-    if not all(cstr(fields[n]) for n in ("release", "version", "machine")):
-        return False
-    return cstr(fields["machine"]).startswith(KNOWN_MACHINES)
 
 
 def _field(value: str | bytes) -> bytes:

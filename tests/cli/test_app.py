@@ -30,3 +30,22 @@ def test_unknown_command_is_a_usage_error():
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "kdfix", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"kdfix {__version__}"
+
+
+def test_the_script_imports_only_the_command_it_runs():
+    """``kdfix vmcoreinfo`` does not import the fix, batch or generate machinery (start-up time)."""
+    code = (
+        "import sys; sys.argv = ['kdfix', 'vmcoreinfo', '--help']\n"
+        "from kdfix.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('kdfix.fix', 'kdfix.batch', 'kdfix.generate'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_single_command_app_still_needs_the_command_name():
+    """With one command registered the app stays a group: ``kdfix info --help`` is the info command's help."""
+    proc = subprocess.run([sys.executable, "-m", "kdfix", "info", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Usage: python -m kdfix info" in proc.stdout

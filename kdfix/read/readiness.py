@@ -9,13 +9,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kdfix.detect.vmcoreinfo_note import qemu_misparse
-from kdfix.fix.utsname import is_sane, utsname_fields
 from kdfix.format.constants import NOTE_NAME_QEMU
-from kdfix.units import to_s64
+from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS
+from kdfix.notes.vmcoreinfo import qemu_misparse
+from kdfix.units import cstr, to_s64
 
 if TYPE_CHECKING:
     from kdfix.read.dump import Dump
+
+
+# machine strings libkdumpfile maps to an arch (notes-and-vmcoreinfo.md §6), by prefix.
+KNOWN_MACHINES = ("x86_64", "i386", "i586", "i686", "aarch64", "arm", "ppc", "s390", "riscv", "mips", "ia64", "alpha")
+
+
+def utsname_fields(record: object) -> dict[str, bytes]:
+    """{field: raw 65 bytes} of a utsname record."""
+    return {name: bytes(getattr(record, name)) for name in UTSNAME_FIELDS}
+
+
+def is_sane(fields: dict[str, bytes]) -> bool:
+    """libkdumpfile's test: sysname exactly Linux, release/version/machine non-empty, byte 64 of each NUL."""
+    if any(len(fields[n]) != UTS_LEN or fields[n][UTS_LEN - 1] != 0 for n in UTSNAME_FIELDS if n != "domainname"):
+        return False
+    if cstr(fields["sysname"]) != "Linux":
+        return False
+    if not all(cstr(fields[n]) for n in ("release", "version", "machine")):
+        return False
+    return cstr(fields["machine"]).startswith(KNOWN_MACHINES)
 
 
 def reader_findings(dump: Dump) -> list[str]:
