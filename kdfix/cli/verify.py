@@ -6,17 +6,21 @@ import typer
 
 from kdfix.cli.info import DumpPaths
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, print_json, progress_bar, stdout
-from kdfix.read.dump import verify_dump
+from kdfix.read.dump import default_workers, verify_dump
 from kdfix.read.probe import open_dump
 
 
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     @handle_errors
-    def verify_command(dumps: DumpPaths, as_json: JsonFlag = False) -> None:
+    def verify_command(
+        dumps: DumpPaths,
+        workers: int = typer.Option(0, "--workers", min=0, help="Processes decoding pages (0: one per CPU)."),
+        as_json: JsonFlag = False,
+    ) -> None:
         """Decompress every page; check bitmaps, descriptors, offsets and sizes. Reports every bad page."""
         with open_dump(*dumps) as dump, progress_bar("verifying", dump.memory.dumped.count()) as progress:
-            report = verify_dump(dump, progress)
+            report = verify_dump(dump, progress, workers=workers or default_workers())
         if as_json:
             print_json({"ok": report.ok, "path": str(dumps[0]), "format": report.format,
                         "pages_checked": report.pages_checked, "bad_pages": report.bad_pages,

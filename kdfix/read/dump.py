@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,8 +250,11 @@ def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
     return errors
 
 
-def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Decode every dumped page and check the structure; every bad page is reported, not only the first."""
+def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, *, workers: int = 1) -> VerifyReport:
+    """Decode every dumped page and check the structure; every bad page is reported, not only the first.
+
+    ``workers`` > 1 decodes KDUMP pages in that many processes (each reopens the dump by path).
+    """
     report = VerifyReport(format=dump.container)
     report.warnings.extend(dump.problems)
     if dump.kdump is not None:
@@ -262,14 +269,12 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None) 
                 report.errors.append(f"{part.path}: descriptor table ends past the end of the file")
             report.errors.extend(_bitmap_subset_errors(part))
         done = 0
-        for part in parts:
-            for loc, result in part.iter_page_results():
-                done += 1
-                if isinstance(result, KdfixError):
-                    pfn = loc if isinstance(loc, int) else loc.pfn
-                    report.bad_pages.append({"pfn": pfn, "error": str(result)})
-                if progress is not None and done % 4096 == 0:
-                    progress(done, total)
+        for checked, bad in _check_kdump_pages(dump, parts, workers):
+            done += checked
+            report.bad_pages.extend(bad)
+            if progress is not None:
+                progress(done, total)
+        report.bad_pages.sort(key=lambda b: b["pfn"])
         report.pages_checked = done
         if progress is not None:
             progress(done, total)
@@ -322,3 +327,70 @@ def _elf_file_runs(elf: ElfContainer) -> list[tuple[int, int]]:
         else:
             runs.append((a, b))
     return runs
+
+
+_CHUNK_PAGES = 16384  # dumped pages per parallel verify task
+_worker_dump: Dump | None = None
+
+
+def _pfn_chunks(part: KdumpContainer, pages: int) -> list[tuple[int, int]]:
+    """Split ``[start_pfn, end_pfn)`` into pfn ranges of about ``pages`` dumped pages each."""
+    bitmap, start, end = part.dumped, part.start_pfn, part.end_pfn
+    base = bitmap.rank(start)
+    bounds = [start]
+    for target in range(pages, bitmap.count(start, end), pages):
+        lo, hi = bounds[-1], end  # smallest pfn with `target` dumped pages before it
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if bitmap.rank(mid) - base < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        bounds.append(lo)
+    bounds.append(end)
+    return list(itertools.pairwise(bounds))
+
+
+def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+    checked, bad = 0, []
+    for loc, result in part.iter_page_results(start, end):
+        checked += 1
+        if isinstance(result, KdfixError):
+            pfn = loc if isinstance(loc, int) else loc.pfn
+            bad.append({"pfn": pfn, "error": str(result)})
+    return checked, bad
+
+
+def _check_range_in_worker(paths: tuple[str, ...], part_index: int, start: int, end: int) -> tuple[int, list]:
+    global _worker_dump
+    if _worker_dump is None or _worker_dump.paths != paths:
+        from kdfix.read.probe import open_dump
+
+        _worker_dump = open_dump(*paths)
+    parts = _worker_dump.split.parts if _worker_dump.split is not None else (_worker_dump.kdump,)
+    return _check_range(parts[part_index], start, end)  # type: ignore[arg-type]
+
+
+def _check_kdump_pages(
+    dump: Dump, parts: tuple[KdumpContainer, ...] | list[KdumpContainer], workers: int
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Yield (pages checked, bad pages) per chunk; in ``workers`` processes when that is worth it."""
+    if (
+        workers <= 1
+        or sum(p.num_dumped for p in parts) < 2 * _CHUNK_PAGES
+        or "fork" not in (multiprocessing.get_all_start_methods())
+    ):
+        for part in parts:
+            yield _check_range(part, part.start_pfn, part.end_pfn)
+        return
+    tasks = [(i, a, b) for i, part in enumerate(parts) for a, b in _pfn_chunks(part, _CHUNK_PAGES)]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_check_range_in_worker, tuple(dump.paths), i, a, b) for i, a, b in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def default_workers() -> int:
+    """Worker processes for page checks: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -293,3 +293,31 @@ def test_qemu_dump_repaired_in_place_stays_qemu(tmp_path):
         origin, evidence = identify_origin(d)
         assert origin == "qemu"
         assert any("past the page data" in e for e in evidence), evidence
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_parallel_verify_reports_the_same_bad_pages(tmp_path, monkeypatch, workers):
+    """verify with N processes checks every page once and reports every bad page, in pfn order, as N=1 does."""
+    import kdfix.read.dump as dump_module
+    from kdfix.read.dump import verify_dump
+
+    monkeypatch.setattr(dump_module, "_CHUNK_PAGES", 2)  # many small chunks on a small dump
+    path = _write(tmp_path)
+    with open_dump(path) as d:
+        pfns = list(d.memory.dumped.iter_set())
+        bad = [pfns[1], pfns[len(pfns) // 2], pfns[-1]]
+        offsets = [d.kdump.descriptor(p).offset for p in bad]
+        data = [d.kdump.descriptor(p) for p in bad]
+    for desc, off in zip(data, offsets, strict=True):
+        if desc.flags:  # corrupt compressed bytes; a raw page gets a wrong size in its descriptor instead
+            _patch(path, off, b"\xff" * min(desc.size, 8))
+    with open_dump(path) as d:
+        for p in bad:
+            if not d.kdump.descriptor(p).flags:
+                _patch(path, d.kdump.descriptor_offset(p) + 8, (1).to_bytes(4, "little"))
+    with open_dump(path) as d:
+        assert d.kdump.num_dumped > 2 * dump_module._CHUNK_PAGES  # so N > 1 really uses processes
+        serial = verify_dump(d, workers=1)
+        parallel = verify_dump(d, workers=workers)
+    assert [b["pfn"] for b in serial.bad_pages] == bad
+    assert parallel.bad_pages == serial.bad_pages and parallel.pages_checked == serial.pages_checked == len(pfns)
