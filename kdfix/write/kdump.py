@@ -25,7 +25,7 @@ from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import ceil_div
-from kdfix.write.encode import EncodedPage, encode_pages, is_zero, is_zero_stored, pass_through_pages
+from kdfix.write.encode import EncodedPage, is_zero, is_zero_stored, pass_through_pages
 from kdfix.write.parallel import compressed_units, plan_memory
 from kdfix.write.sink import FileSink, FlattenedSink, Sink
 
@@ -459,26 +459,22 @@ def _zip_checked(pages: Iterator[EncodedPage], pfns: Iterator[int]) -> Iterator[
 
 
 def page_stream(
-    memory: PhysicalMemory,
     bitmaps: Bitmaps,
     codec_name: str,
+    page_size: int,
     *,
     zero_page: bool,
-    workers: int,
-    page_source: PageSource | None,
+    page_source: PageSource,
     start_pfn: int = 0,
     end_pfn: int | None = None,
 ) -> Iterator[EncodedPage]:
-    """Encoded pages of the 2nd bitmap in ``[start_pfn, end_pfn)``, from memory or passed through."""
-    if page_source is not None:
-        wanted = (
-            (pfn, flags, data)
-            for pfn, flags, data in page_source
-            if start_pfn <= pfn < (end_pfn if end_pfn is not None else pfn + 1) and _test(bitmaps.dumped, pfn)
-        )
-        return pass_through_pages(wanted, codec_name, memory.page_size, zero_page=zero_page)
-    raw = ((pfn, page) for pfn, page in memory.iter_pages(start_pfn, end_pfn) if _test(bitmaps.dumped, pfn))
-    return encode_pages(raw, codec_name, zero_page=zero_page, workers=workers)
+    """Stored pages of ``page_source`` passed through for the 2nd bitmap in ``[start_pfn, end_pfn)``."""
+    wanted = (
+        (pfn, flags, data)
+        for pfn, flags, data in page_source
+        if start_pfn <= pfn < (end_pfn if end_pfn is not None else pfn + 1) and _test(bitmaps.dumped, pfn)
+    )
+    return pass_through_pages(wanted, codec_name, page_size, zero_page=zero_page)
 
 
 def _test(bitmap: bytes, pfn: int) -> bool:
@@ -542,7 +538,7 @@ def write_kdump(
                 sink, layout, memory, bitmaps, codec, total, zero_page=zero_page, workers=workers, progress=progress
             )
         else:
-            pages = page_stream(memory, bitmaps, codec, zero_page=zero_page, workers=workers, page_source=page_source)
+            pages = page_stream(bitmaps, codec, memory.page_size, zero_page=zero_page, page_source=page_source)
             end, counts = write_page_area(
                 sink,
                 layout,
@@ -585,9 +581,13 @@ def write_memory_pages(
     progress: Progress | None = None,
     start_pfn: int = 0,
     end_pfn: int | None = None,
+    data_start: int | None = None,
 ) -> tuple[int, _Counts]:
     """Compress the dumped pages of ``memory`` in ``[start_pfn, end_pfn)`` by units (kdfix.write.parallel: page
-    cache, ``workers`` processes reading an ELF or a dump file themselves) and write them as write_page_area does."""
+    cache, ``workers`` processes reading an ELF or a dump file themselves) and write them as write_page_area does.
+
+    ``total`` is the number of dumped pages in the range; page data starts at ``data_start`` (default: right
+    after ``total`` descriptors; a split part passes the room for the global count, kdump-format.md §9)."""
     the_codec = codec_named(codec)
     the_codec._lib()  # fail early (UnsupportedError) when the codec library is missing
     plan = plan_memory(memory, bitmaps.dumped, start_pfn=start_pfn, end_pfn=end_pfn)
@@ -609,7 +609,7 @@ def write_memory_pages(
             units,
             total,
             flag=int(the_codec.flag),
-            data_start=layout.data_start(total),
+            data_start=layout.data_start(total) if data_start is None else data_start,
             zero_page=zero_page,
             progress=progress,
         )

@@ -26,6 +26,7 @@ from kdfix.write.kdump import (
     page_stream,
     prepare_kdump,
     write_header_area,
+    write_memory_pages,
     write_page_area,
     write_tail,
 )
@@ -93,26 +94,41 @@ def write_split(
 
         try:
             write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
-            stream = page_stream(
-                memory,
-                bitmaps,
-                codec,
-                zero_page=zero_page,
-                workers=workers,
-                page_source=cursor.take(start, end) if cursor is not None else None,
-                start_pfn=start,
-                end_pfn=end,
-            )
-            data_end, counts = write_page_area(
-                sink,
-                layout,
-                stream,
-                bitmaps.iter_dumped(start, end),
-                part_total,
-                data_start=layout.data_start(total),
-                zero_page=zero_page,
-                progress=part_progress,
-            )
+            if cursor is None:
+                data_end, counts = write_memory_pages(
+                    sink,
+                    layout,
+                    memory,
+                    bitmaps,
+                    codec,
+                    part_total,
+                    zero_page=zero_page,
+                    workers=workers,
+                    progress=part_progress,
+                    start_pfn=start,
+                    end_pfn=end,
+                    data_start=layout.data_start(total),
+                )
+            else:
+                stream = page_stream(
+                    bitmaps,
+                    codec,
+                    memory.page_size,
+                    zero_page=zero_page,
+                    page_source=cursor.take(start, end),
+                    start_pfn=start,
+                    end_pfn=end,
+                )
+                data_end, counts = write_page_area(
+                    sink,
+                    layout,
+                    stream,
+                    bitmaps.iter_dumped(start, end),
+                    part_total,
+                    data_start=layout.data_start(total),
+                    zero_page=zero_page,
+                    progress=part_progress,
+                )
             # eraseinfo goes into the first part only: readers concatenate the parts' texts (§9).
             part_model = model if not paths else dataclasses.replace(model, eraseinfo=b"")
             write_tail(sink, part_model, layout, data_end, phys_base=phys_base, split_range=(start, end))
