@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 _SECTION_PFNS = 4096  # pfns per prefix-sum section, as crash and makedumpfile do
 _SECTION_BYTES = _SECTION_PFNS // 8
+_NONZERO = re.compile(rb"[^\x00]+")
+_FULL_OR_PARTIAL = re.compile(rb"\xff+|[^\xff]")
 
 
 class Bitmap:
@@ -73,38 +76,53 @@ class Bitmap:
         end = self.nbits if end is None else end
         return max(0, self.rank(end) - self.rank(start))
 
+    def union(self, other: Bitmap, nbits: int | None = None) -> Bitmap:
+        """A new bitmap of ``nbits`` (default: the larger) with the pfns set in either bitmap."""
+        nbits = max(self.nbits, other.nbits) if nbits is None else nbits
+        n = (nbits + 7) // 8
+        value = int.from_bytes(self.to_bytes(n), "little") | int.from_bytes(other.to_bytes(n), "little")
+        return Bitmap(value.to_bytes(n, "little"), nbits)
+
+    def difference(self, other: Bitmap) -> Bitmap:
+        """A new bitmap of ``self.nbits`` with the pfns set here and not in ``other``."""
+        n = (self.nbits + 7) // 8
+        value = int.from_bytes(self.to_bytes(n), "little") & ~int.from_bytes(other.to_bytes(n), "little")
+        return Bitmap(value.to_bytes(n, "little"), self.nbits)
+
     def iter_set(self, start: int = 0, end: int | None = None) -> Iterator[int]:
-        """Yield set pfns in ascending order within ``[start, end)``, skipping zero bytes quickly."""
+        """Yield set pfns in ascending order within ``[start, end)``, skipping zero bytes in C."""
         end = self.nbits if end is None else min(end, self.nbits)
+        start = max(0, start)
         data = self._data
-        pfn = max(0, start)
-        while pfn < end:
-            if pfn & 7 == 0:
-                # skip whole zero words
-                byte_index = pfn >> 3
-                chunk = bytes(data[byte_index : byte_index + 512])
-                stripped = len(chunk) - len(chunk.lstrip(b"\0"))
-                if stripped:
-                    pfn += stripped * 8
-                    continue
-            byte = data[pfn >> 3]
-            if byte >> (pfn & 7) & 1:
-                yield pfn
-            pfn += 1
+        byte = start >> 3
+        last = (end + 7) >> 3
+        while byte < last:
+            if not data[byte]:
+                window = bytes(data[byte : min(last, byte + 4096)])
+                byte += len(window) - len(window.lstrip(b"\0"))
+                continue
+            value = data[byte]
+            base = byte << 3
+            while value:
+                low = value & -value
+                pfn = base + low.bit_length() - 1
+                if start <= pfn < end:
+                    yield pfn
+                value ^= low
+            byte += 1
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
-        """Yield maximal runs ``(first, end_exclusive)`` of set pfns."""
-        run_start = None
-        prev = None
-        for pfn in self.iter_set(start, end):
-            if run_start is None:
-                run_start = pfn
-            elif pfn != prev + 1:  # type: ignore[operator]
-                yield run_start, prev + 1  # type: ignore[operator]
-                run_start = pfn
-            prev = pfn
-        if run_start is not None:
-            yield run_start, prev + 1  # type: ignore[operator]
+        """Yield maximal runs ``(first, end_exclusive)`` of set pfns within ``[start, end)`` (zero and 0xff
+        bytes are skipped in C)."""
+        end = self.nbits if end is None else min(end, self.nbits)
+        start = max(0, start)
+        if start >= end:
+            return
+        for a, b in _byte_runs(self._data, start >> 3, (end + 7) >> 3):
+            # bits of the first and last bytes outside [start, end) are cut off
+            a, b = max(a, start), min(b, end)
+            if a < b:
+                yield a, b
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bitmap) and self.nbits == other.nbits and self.to_bytes() == other.to_bytes()
@@ -114,3 +132,32 @@ class Bitmap:
 
     def __repr__(self) -> str:
         return f"Bitmap(nbits={self.nbits:#x}, set={self.count()})"
+
+
+def _byte_runs(data: bytes | memoryview, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+    """Maximal runs of set bits in bytes ``[lo, hi)`` of ``data``."""
+    start = end = -1
+    for span in _NONZERO.finditer(data, lo, hi):
+        for m in _FULL_OR_PARTIAL.finditer(data, span.start(), span.end()):
+            byte = m.start()
+            value = data[byte]
+            if value == 0xFF:
+                a, b = byte * 8, m.end() * 8
+                if a == end:
+                    end = b
+                else:
+                    if start >= 0:
+                        yield start, end
+                    start, end = a, b
+                continue
+            for bit in range(8):
+                if value >> bit & 1:
+                    pfn = byte * 8 + bit
+                    if pfn == end:
+                        end += 1
+                    else:
+                        if start >= 0:
+                            yield start, end
+                        start, end = pfn, pfn + 1
+    if start >= 0:
+        yield start, end

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kdfix.errors import WriteError
+from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import (
     ELF_INCOMPLETE_FLAG,
     EM_386,
@@ -41,7 +42,7 @@ from kdfix.notes.framing import Note, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.units import align_up
 from kdfix.write.encode import is_zero
-from kdfix.write.kdump import Progress, WriteResult, iter_set_bits, notes_to_write
+from kdfix.write.kdump import Progress, WriteResult, notes_to_write
 from kdfix.write.sink import FileSink, Sink
 
 COPY_PAGES = 256
@@ -77,24 +78,11 @@ def elf_notes(model: DumpModel) -> tuple[Note, ...]:
 def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False) -> list[LoadSegment]:
     """One segment per run of stored pfns (p_vaddr = p_paddr); all-zero pages split runs with ``exclude_zero``."""
     ps = memory.page_size
-    bitmap = memory.dumped.to_bytes()
+    bitmap = memory.dumped
     if exclude_zero:
-        keep = bytearray(bitmap)
-        for pfn, page in memory.iter_pages():
-            if is_zero(page):
-                keep[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
-        bitmap = bytes(keep)
-    segments: list[LoadSegment] = []
-    start = prev = -2
-    for pfn in iter_set_bits(bitmap):
-        if pfn != prev + 1:
-            if start >= 0:
-                segments.append(LoadSegment(start * ps, start * ps, (prev + 1 - start) * ps))
-            start = pfn
-        prev = pfn
-    if start >= 0:
-        segments.append(LoadSegment(start * ps, start * ps, (prev + 1 - start) * ps))
-    return segments
+        zero = (pfn for pfn, page in memory.iter_pages() if is_zero(page))
+        bitmap = bitmap.difference(Bitmap.from_pfns(zero, bitmap.nbits))
+    return [LoadSegment(a * ps, a * ps, (b - a) * ps) for a, b in bitmap.iter_runs()]
 
 
 def write_elf(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
+from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL
 from kdfix.format.layout import Abi, BoundLayout
@@ -216,73 +217,21 @@ def pack_sub_header(
     return layout.sub_header.pack(record)
 
 
-def _or_bytes(a: bytes, b: bytes) -> bytes:
-    n = max(len(a), len(b))
-    return (int.from_bytes(a.ljust(n, b"\0"), "little") | int.from_bytes(b.ljust(n, b"\0"), "little")).to_bytes(
-        n, "little"
-    )
-
-
-def _andnot_bytes(a: bytes, b: bytes) -> bytes:
-    n = len(a)
-    return (int.from_bytes(a, "little") & ~int.from_bytes(b.ljust(n, b"\0")[:n], "little")).to_bytes(n, "little")
-
-
-def iter_set_bits(bitmap: bytes, start: int = 0, end: int | None = None) -> Iterator[int]:
-    """Set pfns of a raw LSB-first bitmap in ``[start, end)``, skipping zero bytes in C."""
-    end = len(bitmap) * 8 if end is None else min(end, len(bitmap) * 8)
-    byte = start >> 3
-    last = (end + 7) >> 3
-    while byte < last:
-        if not bitmap[byte]:
-            window = bitmap[byte : min(last, byte + 4096)]
-            byte += len(window) - len(window.lstrip(b"\0"))
-            continue
-        value = bitmap[byte]
-        base = byte << 3
-        while value:
-            low = value & -value
-            pfn = base + low.bit_length() - 1
-            if start <= pfn < end:
-                yield pfn
-            value ^= low
-        byte += 1
-
-
-def _popcount(bitmap: bytes, start: int = 0, end: int | None = None) -> int:
-    """Set bits of a raw bitmap in ``[start, end)``."""
-    end = len(bitmap) * 8 if end is None else min(end, len(bitmap) * 8)
-    if end <= start:
-        return 0
-    value = int.from_bytes(bitmap, "little") >> start
-    return (value & ((1 << (end - start)) - 1)).bit_count()
-
-
 @dataclass
 class Bitmaps:
-    """The 1st and 2nd bitmap bytes of a dump (``bitmap_len`` bytes each)."""
+    """The 1st and 2nd bitmaps of a dump, ``bitmap_len`` bytes each (kdump-format.md §7)."""
 
-    valid: bytes
-    dumped: bytes
-
-    def count(self, start: int = 0, end: int | None = None) -> int:
-        return _popcount(self.dumped, start, end)
-
-    def iter_dumped(self, start: int = 0, end: int | None = None) -> Iterator[int]:
-        return iter_set_bits(self.dumped, start, end)
+    valid: Bitmap
+    dumped: Bitmap
 
 
 def build_bitmaps(memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: bool) -> Bitmaps:
     """1st bitmap = valid pfns (plus dumped), 2nd = dumped pfns, minus all-zero pages with ``exclude_zero``."""
-    n = layout.bitmap_len
-    dumped = memory.dumped.to_bytes(n)
-    valid = _or_bytes(memory.valid.to_bytes(n), dumped)[:n]
+    nbits = 8 * layout.bitmap_len
+    dumped = Bitmap(memory.dumped.to_bytes(layout.bitmap_len), nbits)
+    valid = memory.valid.union(dumped, nbits)
     if exclude_zero:
-        zero = bytearray(n)
-        for pfn, page in memory.iter_pages():
-            if is_zero(page):
-                zero[pfn >> 3] |= 1 << (pfn & 7)
-        dumped = _andnot_bytes(dumped, bytes(zero))
+        dumped = dumped.difference(Bitmap.from_pfns((pfn for pfn, page in memory.iter_pages() if is_zero(page)), nbits))
     return Bitmaps(valid, dumped)
 
 
@@ -472,14 +421,9 @@ def page_stream(
     wanted = (
         (pfn, flags, data)
         for pfn, flags, data in page_source
-        if start_pfn <= pfn < (end_pfn if end_pfn is not None else pfn + 1) and _test(bitmaps.dumped, pfn)
+        if start_pfn <= pfn < (end_pfn if end_pfn is not None else pfn + 1) and bitmaps.dumped.test(pfn)
     )
     return pass_through_pages(wanted, codec_name, page_size, zero_page=zero_page)
-
-
-def _test(bitmap: bytes, pfn: int) -> bool:
-    byte = pfn >> 3
-    return byte < len(bitmap) and bool(bitmap[byte] >> (pfn & 7) & 1)
 
 
 def prepare_kdump(
@@ -528,7 +472,7 @@ def write_kdump(
     began = time.monotonic()
     the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero)
     zero_page = zero_page and not exclude_zero
-    total = bitmaps.count()
+    total = bitmaps.dumped.count()
     own_sink = not isinstance(target, Sink)
     sink = open_sink(target, flat=flat)
     try:
@@ -543,7 +487,7 @@ def write_kdump(
                 sink,
                 layout,
                 pages,
-                bitmaps.iter_dumped(),
+                bitmaps.dumped.iter_set(),
                 total,
                 data_start=layout.data_start(total),
                 zero_page=zero_page,
@@ -624,8 +568,8 @@ def write_header_area(sink: Sink, model: DumpModel, layout: KdumpLayout, codec_f
     if layout.notes_blob:
         sink.write_at(layout.sub_header.size + layout.block_size, layout.notes_blob)
     if layout.bitmap_len:
-        sink.write_at(layout.bitmap1_offset, bitmaps.valid)
-        sink.write_at(layout.bitmap2_offset, bitmaps.dumped)
+        sink.write_at(layout.bitmap1_offset, bitmaps.valid.to_bytes(layout.bitmap_len))
+        sink.write_at(layout.bitmap2_offset, bitmaps.dumped.to_bytes(layout.bitmap_len))
 
 
 def write_tail(

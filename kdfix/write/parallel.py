@@ -14,7 +14,6 @@ import mmap
 import multiprocessing
 import os
 import pickle
-import re
 import select
 import struct
 from array import array
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, KdfixError, WriteError
+from kdfix.format.bitmap import Bitmap
 
 UNIT_PAGES = 256  # pages per compression unit (1 MiB with 4 KiB pages)
 
@@ -614,39 +614,6 @@ def _helper_main(
 # Units of a PhysicalMemory (write_kdump): runs of the 2nd bitmap, read from the file when the memory is an ELF
 
 
-_FULL_OR_PARTIAL = re.compile(rb"\xff+|[^\xff]")
-
-
-def bitmap_runs(bitmap: bytes | bytearray) -> Iterator[tuple[int, int]]:
-    """Maximal runs ``(first, end)`` of set bits of a raw LSB-first bitmap (zero and 0xff bytes are skipped in C)."""
-    start = -1
-    end = -1
-    for span in re.finditer(rb"[^\x00]+", bitmap):
-        for m in _FULL_OR_PARTIAL.finditer(bitmap, span.start(), span.end()):
-            byte = m.start()
-            if m.group()[0] == 0xFF:
-                a, b = byte * 8, m.end() * 8
-                if a == end:
-                    end = b
-                else:
-                    if start >= 0:
-                        yield start, end
-                    start, end = a, b
-                continue
-            value = bitmap[byte]
-            for bit in range(8):
-                if value >> bit & 1:
-                    pfn = byte * 8 + bit
-                    if pfn == end:
-                        end += 1
-                    else:
-                        if start >= 0:
-                            yield start, end
-                        start, end = pfn, pfn + 1
-    if start >= 0:
-        yield start, end
-
-
 class PfnUnits(Sequence[Unit]):
     """Units of at most ``unit_pages`` pages covering ``runs`` of pfns, built on demand by ``make(first, end)``
     (memory stays flat: only the runs are held)."""
@@ -694,9 +661,7 @@ class MemoryPlan:
     close: Callable[[], None]
 
 
-def plan_memory(
-    memory: Any, dumped: bytes | bytearray, *, start_pfn: int = 0, end_pfn: int | None = None
-) -> MemoryPlan:
+def plan_memory(memory: Any, dumped: Bitmap, *, start_pfn: int = 0, end_pfn: int | None = None) -> MemoryPlan:
     """Units over the set bits of ``dumped`` in ``[start_pfn, end_pfn)`` and where their bytes come from.
 
     An ELF memory on a regular file is read with pread at file offsets (PT_LOAD pieces, zeros elsewhere, as
@@ -706,8 +671,7 @@ def plan_memory(
     process.
     """
     ps = memory.page_size
-    stop = end_pfn if end_pfn is not None else len(dumped) * 8
-    runs = [(max(a, start_pfn), min(b, stop)) for a, b in bitmap_runs(dumped) if b > start_pfn and a < stop]
+    runs = list(dumped.iter_runs(start_pfn, end_pfn))
     container = getattr(memory, "container", None)
     elf = _elf_file(container)
     if elf is not None:

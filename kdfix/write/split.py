@@ -39,9 +39,9 @@ def split_ranges(bitmaps: Bitmaps, max_mapnr: int, parts: int) -> list[tuple[int
         raise WriteError("a split set needs at least one part", field="split")
     if max_mapnr < parts:
         raise WriteError(f"cannot split {max_mapnr} pfns into {parts} parts", field="split")
-    total = bitmaps.count()
+    total = bitmaps.dumped.count()
     bounds = [0]
-    pfns = bitmaps.iter_dumped()
+    pfns = bitmaps.dumped.iter_set()
     seen = 0
     cut = 0
     for k in range(1, parts):
@@ -76,7 +76,7 @@ def write_split(
     began = time.monotonic()
     the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero, split=True)
     zero_page = zero_page and not exclude_zero
-    total = bitmaps.count()
+    total = bitmaps.dumped.count()
     ranges = split_ranges(bitmaps, layout.max_mapnr, len(targets))
     phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
     cursor = _PfnCursor(page_source) if page_source is not None else None
@@ -86,7 +86,7 @@ def write_split(
     for target, (start, end) in zip(targets, ranges, strict=True):
         own = not isinstance(target, Sink)
         sink = open_sink(target, flat=flat)
-        part_total = bitmaps.count(start, end)
+        part_total = bitmaps.dumped.count(start, end)
 
         def part_progress(n: int, _t: int, base: int = done) -> None:
             if progress is not None:
@@ -123,7 +123,7 @@ def write_split(
                     sink,
                     layout,
                     stream,
-                    bitmaps.iter_dumped(start, end),
+                    bitmaps.dumped.iter_set(start, end),
                     part_total,
                     data_start=layout.data_start(total),
                     zero_page=zero_page,
