@@ -52,11 +52,10 @@ def _kdfix(path: str, q: mp.Queue) -> None:
 
 def _pfns(path: str) -> list[int]:
     from kdfix import open_dump
-    from kdfix.read.kdump import iter_set_bits
 
     with open_dump(path) as dump:
         bm = dump.memory.dumped
-        return list(iter_set_bits(bm, 0, bm.nbits))
+        return list(bm.iter_set())
 
 
 def _drgn(path: str, pfns: list[int], page_size: int, q: mp.Queue) -> None:

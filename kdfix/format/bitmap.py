@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 _SECTION_PFNS = 4096  # pfns per prefix-sum section, as crash and makedumpfile do
 _SECTION_BYTES = _SECTION_PFNS // 8
+_SCAN_BYTES = 4096  # bytes tested at once for all-zero / all-one in iter_set
+_BITS = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))  # set bit positions of each byte
 _NONZERO = re.compile(rb"[^\x00]+")
 _FULL_OR_PARTIAL = re.compile(rb"\xff+|[^\xff]")
 
@@ -90,26 +92,39 @@ class Bitmap:
         return Bitmap(value.to_bytes(n, "little"), self.nbits)
 
     def iter_set(self, start: int = 0, end: int | None = None) -> Iterator[int]:
-        """Yield set pfns in ascending order within ``[start, end)``, skipping zero bytes in C."""
+        """Yield set pfns in ascending order within ``[start, end)``; all-zero and all-one chunks are skipped in C."""
         end = self.nbits if end is None else min(end, self.nbits)
-        start = max(0, start)
+        pfn = max(0, start)
+        if pfn >= end:
+            return
         data = self._data
-        byte = start >> 3
-        last = (end + 7) >> 3
-        while byte < last:
-            if not data[byte]:
-                window = bytes(data[byte : min(last, byte + 4096)])
-                byte += len(window) - len(window.lstrip(b"\0"))
+        while pfn < end and pfn & 7:  # up to the first whole byte
+            if data[pfn >> 3] >> (pfn & 7) & 1:
+                yield pfn
+            pfn += 1
+        byte, end_byte = pfn >> 3, end >> 3
+        while byte < end_byte:
+            stop = min(byte + _SCAN_BYTES, end_byte)
+            chunk = bytes(data[byte:stop])
+            if not chunk.strip(b"\0"):
+                byte = stop
                 continue
-            value = data[byte]
-            base = byte << 3
-            while value:
-                low = value & -value
-                pfn = base + low.bit_length() - 1
-                if start <= pfn < end:
-                    yield pfn
-                value ^= low
-            byte += 1
+            if not chunk.strip(b"\xff"):
+                yield from range(byte * 8, stop * 8)
+                byte = stop
+                continue
+            base = byte * 8
+            for i, value in enumerate(chunk):
+                if value:
+                    b8 = base + 8 * i
+                    for bit in _BITS[value]:
+                        yield b8 + bit
+            byte = stop
+        pfn = max(pfn, end_byte * 8)
+        while pfn < end:  # the bits of a last partial byte
+            if data[pfn >> 3] >> (pfn & 7) & 1:
+                yield pfn
+            pfn += 1
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
         """Yield maximal runs ``(first, end_exclusive)`` of set pfns within ``[start, end)`` (zero and 0xff

@@ -299,7 +299,7 @@ class KdumpContainer:
         """Dumped pfns of this container in ascending order."""
         start = max(start, self.start_pfn)
         end = self.end_pfn if end is None else min(end, self.end_pfn)
-        yield from iter_set_bits(self.dumped, start, end)
+        yield from self.dumped.iter_set(start, end)
 
     def iter_locations(self, start: int = 0, end: int | None = None) -> Iterator[PageLocation]:
         """(pfn, descriptor offset, descriptor) of dumped pages in order, reading descriptors in batches."""
@@ -489,45 +489,3 @@ class KdumpMemory(ContainerMemory):
 
     def is_zero_page(self, pfn: int) -> bool:
         return self.container.is_zero_page(pfn)
-
-
-# 256-entry table: the set bit positions of each byte value.
-_BITS = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))
-_CHUNK = 4096
-
-
-def iter_set_bits(bitmap: Bitmap, start: int, end: int) -> Iterator[int]:
-    """Set pfns of ``bitmap`` in ``[start, end)`` ascending; skips zero and full chunks quickly."""
-    end = min(end, bitmap.nbits)
-    if start >= end:
-        return
-    data = bitmap._data
-    pfn = start
-    while pfn < end and pfn & 7:
-        if data[pfn >> 3] >> (pfn & 7) & 1:
-            yield pfn
-        pfn += 1
-    byte = pfn >> 3
-    end_byte = end >> 3
-    while byte < end_byte:
-        stop = min(byte + _CHUNK, end_byte)
-        chunk = bytes(data[byte:stop])
-        if not chunk.strip(b"\0"):
-            byte = stop
-            continue
-        if not chunk.strip(b"\xff"):
-            yield from range(byte * 8, stop * 8)
-            byte = stop
-            continue
-        base = byte * 8
-        for i, value in enumerate(chunk):
-            if value:
-                b8 = base + 8 * i
-                for bit in _BITS[value]:
-                    yield b8 + bit
-        byte = stop
-    pfn = max(pfn, end_byte * 8)
-    while pfn < end:
-        if data[pfn >> 3] >> (pfn & 7) & 1:
-            yield pfn
-        pfn += 1
