@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from kdfix.errors import TruncatedError
+from kdfix.errors import FormatError, TruncatedError
 
 MAX_HOLE_READ = 1 << 20  # unwritten bytes tolerated in one read_exact of a flattened stream
 
@@ -27,10 +28,15 @@ class FileSource:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below (no effect on files).
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         try:
-            self.size = os.fstat(self._fd).st_size
-        except OSError:
+            st = os.fstat(self._fd)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO or socket"
+                raise FormatError(f"is {kind}, not a dump file", path=self.path)
+            self.size = st.st_size
+        except BaseException:
             os.close(self._fd)
             raise
 

@@ -184,6 +184,21 @@ def test_unusable_input_is_one_line_exit_2(tmp_path, command):
     one_line_error(missing)
 
 
+@pytest.mark.parametrize("command", ["info", "notes", "vmcoreinfo", "verify"])
+def test_directory_and_fifo_are_one_line_exit_2_naming_the_path(tmp_path, command):
+    """A directory is named in the error (not a bare "Is a directory"); a FIFO is refused, not opened (blocks)."""
+    import os
+
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    fifo = tmp_path / "somefifo"
+    os.mkfifo(fifo)
+    for path in (folder, fifo):
+        result = run(command, path)
+        assert result.exit_code == 2
+        assert path.name in one_line_error(result)
+
+
 def test_truncated_file_is_one_line_exit_2(dump, tmp_path):
     cut = tmp_path / "cut"
     cut.write_bytes(dump.read_bytes()[:6000])
