@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
             mem = dump.memory
             ps = mem.page_size
             if not zero_fill:  # fail before writing anything
-                for pfn in range(paddr // ps, (paddr + length + ps - 1) // ps):
+                for pfn in range(paddr // ps, (paddr + length + ps - 1) // ps if length else 0):
                     if not mem.present(pfn):
                         what = "excluded from" if mem.valid.test(pfn) else "not in"
                         raise AddressError(f"physical address {max(paddr, pfn * ps):#x} (pfn {pfn:#x}) is {what} "

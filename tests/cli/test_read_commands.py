@@ -110,6 +110,14 @@ def test_read_mem(dump, tmp_path):
     assert result.exit_code == 0 and out.read_bytes() == bytes(16)
 
 
+def test_read_mem_length_zero_touches_no_page(dump):
+    """LENGTH 0 reads nothing, whether or not ADDR is page-aligned (no page is checked for presence)."""
+    for addr in ("0x3000", "0x3001", "0x2001"):  # 0x3000: pfn 3 not in the dump; pfn 2 excluded
+        result = run("read-mem", dump, addr, "0")
+        assert result.exit_code == 0, (addr, result.stderr)
+        assert result.stdout_bytes == b""
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(("0x3000", "8"), "not in"), (("0x2000", "8"), "excluded"), (("zz", "8"), "ADDR"), (("0x0",), "usage")],
