@@ -147,13 +147,15 @@ def parse_phys_base(text: str | int) -> str | int:
     if value == "auto":
         return "auto"
     sign = -1 if value.startswith("-") else 1
-    body = value.lstrip("+-")
+    body = value[1:] if value[:1] in ("+", "-") else value
     try:
+        if body[:1] in ("+", "-"):
+            raise ValueError(text)
         number = int(body, 16) if body.startswith("0x") else int(body, 10)
     except ValueError:
         raise KdfixError(f"{text!r} is not auto, a decimal, 0x-hex or negative number", field="--phys-base") from None
-    if number >= 1 << 64:
-        raise KdfixError(f"{text!r} does not fit 64 bits", field="--phys-base")
+    if number >= 1 << 64 or (sign < 0 and number > 1 << 63):
+        raise KdfixError(f"{text!r} does not fit 64 bits (u64, or s64 when negative)", field="--phys-base")
     return to_u64(sign * number)
 
 
@@ -249,9 +251,18 @@ def recover_vmcoreinfo(dump: Dump) -> tuple[bytes, int, dict[str, Any]] | None:
 
 
 def _resolve_vmcoreinfo_and_phys_base(
-    dump: Dump, existing: bytes | None, options: FixOptions, diag: Diagnosis, progress: Progress | None
+    dump: Dump,
+    existing: bytes | None,
+    options: FixOptions,
+    diag: Diagnosis,
+    progress: Progress | None,
+    *,
+    need_phys_base: bool = True,
 ) -> None:
-    """Fill diag.vmcoreinfo (final text) and diag.phys_base, running detect() only when needed."""
+    """Fill diag.vmcoreinfo (final text) and diag.phys_base, running detect() only when needed.
+
+    ``need_phys_base`` False (ELF: no header phys_base) never reports a missing phys_base.
+    """
     text = existing
     if text is None and options.vmcoreinfo not in ("auto", "none"):
         text = read_vmcoreinfo_file(options.vmcoreinfo)
@@ -260,7 +271,7 @@ def _resolve_vmcoreinfo_and_phys_base(
         diag.messages.append(f"the dump already carries VMCOREINFO; {options.vmcoreinfo} not used")
     info = VmcoreInfo.parse(text) if text is not None else None
     want_text = text is None and options.vmcoreinfo == "auto"
-    want_pb = options.phys_base == "auto" and (info is None or info.phys_base is None)
+    want_pb = need_phys_base and options.phys_base == "auto" and (info is None or info.phys_base is None)
     result = None
     fast = recover_vmcoreinfo(dump) if want_text and options.phys_base == "auto" else None
     if fast is not None:
@@ -296,7 +307,7 @@ def _resolve_vmcoreinfo_and_phys_base(
         diag.phys_base = result.phys_base
         if result.confidence == "low":
             diag.messages.append(f"phys_base {result.phys_base:#x} from {result.method} alone (low confidence)")
-    else:
+    elif need_phys_base:
         diag.missing.append("phys_base: no VMCOREINFO NUMBER(phys_base) and detection found no validated value "
                             "(give --phys-base N)")  # fmt: skip
 
@@ -418,7 +429,7 @@ def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Pr
     diag.facts = facts
     note = next((n for n in e.notes if n.name == NOTE_NAME_VMCOREINFO), None)
     existing = note.desc if note is not None else None
-    _resolve_vmcoreinfo_and_phys_base(dump, existing, options, diag, progress)
+    _resolve_vmcoreinfo_and_phys_base(dump, existing, options, diag, progress, need_phys_base=False)
     reasons = []
     if existing is None and diag.vmcoreinfo is not None:
         reasons.append("add a VMCOREINFO note")

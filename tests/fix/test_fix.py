@@ -155,6 +155,20 @@ def test_vmcoreinfo_file_and_undetermined(tmp_path: Path, synthetic_plain) -> No
     assert file_state(empty) == state
 
 
+def test_elf_without_kernel_and_vmcoreinfo_none_needs_no_phys_base(tmp_path: Path) -> None:
+    """An ELF vmcore has no header phys_base: with --vmcoreinfo none, an unknown phys_base is not "undetermined"."""
+    from kdfix.read.memory import DictMemory
+    from kdfix.write.elf import write_elf
+    from tests import strategies as S
+
+    path = tmp_path / "core.elf"
+    write_elf(path, dataclasses.replace(S.drgn_model(), vmcoreinfo=None, notes=()),
+              DictMemory({i: bytes([i]) * 4096 for i in range(32)}, max_pfn=32))  # fmt: skip
+    res = fix_dump(path, output=tmp_path / "o", vmcoreinfo="none")
+    assert res.status in ("ok", "fixed") and not res.missing, res.missing
+    assert (tmp_path / "o").exists()
+
+
 def test_parse_phys_base() -> None:
     assert parse_phys_base("auto") == "auto"
     assert parse_phys_base("-840957952") == (1 << 64) - 840957952
@@ -162,6 +176,20 @@ def test_parse_phys_base() -> None:
     assert parse_phys_base("12") == 12
     with pytest.raises(KdfixError):
         parse_phys_base("zz")
+
+
+@pytest.mark.parametrize("text", ["--5", "+-5", "-+5", "-0x8000000000000001", "-18446744073709551615", "0x-10"])
+def test_parse_phys_base_rejects_double_signs_and_negatives_below_s64(text: str) -> None:
+    """One optional sign; a negative value must fit s64, else it would silently wrap to a small positive u64."""
+    with pytest.raises(KdfixError):
+        parse_phys_base(text)
+
+
+def test_parse_phys_base_s64_bounds() -> None:
+    assert parse_phys_base("-0x8000000000000000") == 1 << 63
+    assert parse_phys_base("+0x10") == 0x10
+    assert parse_phys_base("-0x10") == (1 << 64) - 0x10
+    assert parse_phys_base("0xffffffffffffffff") == (1 << 64) - 1
 
 
 def test_header_v1_is_upgraded_to_v6_with_defined_fields(tmp_path: Path) -> None:
