@@ -33,7 +33,7 @@ def _show(result: FixResult | SplitFixResult) -> None:
     written = [result.output] if isinstance(result, FixResult) and result.output else []
     if isinstance(result, SplitFixResult):
         written = result.outputs
-    if not result.dry_run:
+    if not result.dry_run and result.bytes_written:  # an in-place no-op writes nothing
         for path in written:
             out(f"  written: {path} ({os.path.getsize(path)} bytes)", markup=False, soft_wrap=True)
 

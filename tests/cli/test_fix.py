@@ -54,6 +54,17 @@ def test_fix_json_then_ok_then_undo(tmp_path: Path, synthetic_plain) -> None:  #
     assert code == 2 and "no undo journal" in err and len(err.strip().splitlines()) == 1
 
 
+def test_in_place_on_fixed_dump_says_nothing_to_fix_and_not_written(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]
+    """Fixing a fixed dump in place changes nothing and says so: no "written:" line for bytes never written."""
+    path = tmp_path / "d"
+    shutil.copyfile(synthetic_plain[0], path)
+    assert _run("fix", path, "--in-place")[0] == 0
+    state = file_state(path)
+    code, out, _ = _run("fix", path, "--in-place")
+    assert code == 0 and "nothing to fix" in out and "written:" not in out
+    assert file_state(path) == state
+
+
 def test_dry_run_prints_offsets_and_writes_nothing(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "d"
     shutil.copyfile(synthetic_flat[0], path)
