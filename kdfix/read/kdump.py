@@ -202,8 +202,6 @@ class KdumpContainer:
             self.incomplete = bool(mh.status & DumpFlag.COMPRESSED_INCOMPLETE)
         if self.incomplete:
             self.problems.append("status flag INCOMPLETE: the dump was not completely written")
-        if mh.block_size != bs:  # pragma: no cover - same value
-            pass
 
         self._read_notes(version)
 
