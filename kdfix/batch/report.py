@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -169,11 +168,3 @@ def reason_class(error: str) -> str:
     if len(words) > 1 and ("/" in words[0] or os.sep in words[0]):
         words = words[1:]
     return ": ".join(words)[:200]
-
-
-def iter_lines(path: str | os.PathLike[str]) -> Iterator[str]:
-    """The complete lines of a report (for tests and tools)."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                yield line

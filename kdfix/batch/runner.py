@@ -30,14 +30,7 @@ from kdfix.batch.report import Outcome, ReportWriter, Summary, read_report
 from kdfix.batch.shard import Shard
 from kdfix.batch.walk import TEMP_SUFFIX, FoundDump, SkippedFile, WalkResult, walk, walk_roots
 from kdfix.errors import KdfixError, WriteError
-
-try:  # the reliability engineer's fault-injection checkpoints (no-op unless armed)
-    from kdfix.faults import checkpoint
-except ImportError:  # pragma: no cover - older trees
-
-    def checkpoint(name: str) -> None:
-        return None
-
+from kdfix.faults import checkpoint
 
 log = logging.getLogger(__name__)
 

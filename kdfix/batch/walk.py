@@ -18,17 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kdfix.errors import KdfixError
+from kdfix.fix.journal import JOURNAL_SUFFIX
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
 from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION, DumpFlag
 from kdfix.format.elf import ELF_EHDR, ET_CORE, ident_abi
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import replace
 from kdfix.read.probe import probe_container
-
-try:
-    from kdfix.fix.journal import JOURNAL_SUFFIX
-except ImportError:  # pragma: no cover - before kdfix.fix lands
-    JOURNAL_SUFFIX = ".kdfix-undo"
 
 HEAD_SIZE = 4096
 JOURNAL_REASON = "kdfix undo journal (its dump is gone)"

@@ -244,10 +244,6 @@ def edit_rows(p: Plan, physical: PhysicalPlan | None) -> list[dict[str, Any]]:
     return rows
 
 
-def describe(edit: Edit) -> str:
-    return f"{edit.field} @ {edit.dump_offset:#x}: {edit.old_value} → {edit.new_value}"
-
-
 __all__ = [
     "PhysicalPlan",
     "apply_in_place",

@@ -28,7 +28,7 @@ from kdfix.format.layout import BoundLayout
 from kdfix.notes.framing import Note
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.dump import Dump
-from kdfix.units import cstr, to_s64, to_u64
+from kdfix.units import to_s64, to_u64
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +478,6 @@ def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
         set_flags=options.set_flags,
         clear_flags=options.clear_flags,
     )
-
-
-def describe_utsname(fields: dict[str, bytes]) -> dict[str, str]:
-    return {name: cstr(raw) for name, raw in fields.items()}
 
 
 __all__ = [
