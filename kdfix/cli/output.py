@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,6 +20,7 @@ from kdfix.errors import KdfixError
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_UNUSABLE = 2
+EXIT_SIGPIPE = 141  # what a shell reports for a process killed by SIGPIPE
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
@@ -47,6 +49,10 @@ def handle_errors(func: F) -> F:
             if os.environ.get("KDFIX_DEBUG"):
                 raise
             raise fail(str(exc)) from None
+        except BrokenPipeError:  # the reader went away (`kdfix read-mem ... | head`): stop quietly, as on SIGPIPE
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_SIGPIPE) from None
         except OSError as exc:
             if os.environ.get("KDFIX_DEBUG"):
                 raise

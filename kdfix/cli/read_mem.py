@@ -10,7 +10,9 @@ import typer
 
 from kdfix.cli.output import EXIT_UNUSABLE, fail, handle_errors
 from kdfix.errors import AddressError
+from kdfix.read.memory import PhysicalMemory
 from kdfix.read.probe import open_dump
+from kdfix.write.atomic import atomic_output
 
 
 def parse_int(text: str, what: str) -> int:
@@ -47,15 +49,19 @@ def register(app: typer.Typer) -> None:
                         what = "excluded from" if mem.valid.test(pfn) else "not in"
                         raise AddressError(f"physical address {max(paddr, pfn * ps):#x} (pfn {pfn:#x}) is {what} "
                                            "the dump; use --zero-fill to read zeros", paddr=pfn * ps)  # fmt: skip
-            out: BinaryIO = open(output, "wb") if output is not None else sys.stdout.buffer  # noqa: SIM115
-            try:
-                pos, end = paddr, paddr + length
-                while pos < end:
-                    take = min(end - pos, (1 << 20) - pos % ps)
-                    out.write(mem.read(pos, take, zero_fill=zero_fill))
-                    pos += take
-            finally:
-                if output is not None:
-                    out.close()
-                else:
-                    out.flush()
+            if output is None:
+                _copy(mem, paddr, length, sys.stdout.buffer, zero_fill=zero_fill)
+                sys.stdout.buffer.flush()
+                return
+            with atomic_output(output) as tmp, open(tmp, "wb") as out:  # a failed read leaves no partial FILE
+                _copy(mem, paddr, length, out, zero_fill=zero_fill)
+
+
+def _copy(mem: PhysicalMemory, paddr: int, length: int, out: BinaryIO, *, zero_fill: bool) -> None:
+    """Stream ``length`` bytes from physical address ``paddr`` to ``out`` in chunks of at most 1 MiB."""
+    ps = mem.page_size
+    pos, end = paddr, paddr + length
+    while pos < end:
+        take = min(end - pos, (1 << 20) - pos % ps)
+        out.write(mem.read(pos, take, zero_fill=zero_fill))
+        pos += take

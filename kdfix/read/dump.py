@@ -65,6 +65,9 @@ class Dump:
             self.memory: PhysicalMemory = split.memory
         elif kdump is not None:
             self.problems.extend(kdump.problems)
+            if kdump.split:
+                self.problems.append(f"one part of a split set alone (pfns {kdump.start_pfn:#x}-{kdump.end_pfn:#x}): "
+                                     "pages outside that range are missing; give every part")  # fmt: skip
             self.memory = kdump.memory
         else:
             assert elf is not None
@@ -242,11 +245,13 @@ def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
             extra ^= low
         more = f" and {extra.bit_count()} more" if extra else ""
         errors.append(f"{part.path}: 2nd bitmap has pfns missing from the 1st: {', '.join(hex(p) for p in pfns)}{more}")
-    raw2 = part.source.read_at(part.bitmap2_offset, part.bitmap_len)
     nbits = part.dumped.nbits
-    tail = int.from_bytes(raw2, "little") >> nbits
-    if tail:
-        errors.append(f"{part.path}: 2nd bitmap has {tail.bit_count()} bits set at or above max_mapnr {nbits:#x}")
+    for name, offset in (("1st", part.bitmap1_offset), ("2nd", part.bitmap2_offset)):
+        tail = int.from_bytes(part.source.read_at(offset, part.bitmap_len), "little") >> nbits
+        if tail:
+            errors.append(
+                f"{part.path}: {name} bitmap has {tail.bit_count()} bits set at or above max_mapnr {nbits:#x}"
+            )
     return errors
 
 
