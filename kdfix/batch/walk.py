@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kdfix.errors import KdfixError
-from kdfix.fix.journal import JOURNAL_SUFFIX
+from kdfix.fix.journal import JOURNAL_SUFFIX, ORIGINAL_SUFFIX
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
 from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION, DumpFlag
 from kdfix.format.elf import ELF_EHDR, ET_CORE, ident_abi
@@ -236,6 +236,8 @@ def walk(
                 continue
             if probed == JOURNAL_REASON and os.path.exists(full[: -len(JOURNAL_SUFFIX)]):
                 continue  # the undo record of a dump fixed in place: part of that dump, not a file to report
+            if full.endswith(ORIGINAL_SUFFIX) and os.path.exists(full[: -len(ORIGINAL_SUFFIX)]):
+                continue  # the kept original of a dump replaced in place (kdfix undo puts it back)
             if isinstance(probed, str):
                 skipped.append(SkippedFile(rel, probed, st.st_size))
             elif probed.split is not None:

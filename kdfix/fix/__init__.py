@@ -144,13 +144,19 @@ def fix_dump(
             return result
 
         if the_plan.rewrite_elf:
-            target = os.fspath(output) if output is not None else path
+            # in place: replace the file a symlink points at, not the link; keep the original inode for undo
+            target = os.fspath(output) if output is not None else os.path.realpath(path)
             with atomic_output(target, mode_from=path) as tmp:
                 result.bytes_written = rewrite_elf(dump, the_plan, tmp, progress)
                 _verify(tmp, diag, options)
+                if in_place:
+                    result.journal = journal.keep_original(target)
             result.output = target
             if in_place:
-                result.messages.append("ELF rewritten in place (atomic replace; no undo journal)")
+                result.messages.append(
+                    f"ELF rewritten in place (atomic replace); the original is kept as {result.journal} "
+                    f"(a hard link: delete it to free its space); undo with: kdfix undo {target}"
+                )
         elif output is not None:
             with atomic_output(output, mode_from=path) as tmp:
                 result.bytes_written = copy_and_patch(path, tmp, physical or PhysicalPlan((), {}, 0), progress)

@@ -21,6 +21,7 @@ from kdfix.write.atomic import fsync_path
 
 JOURNAL_SUFFIX = ".kdfix-undo"
 JOURNAL_VERSION = 1
+ORIGINAL_SUFFIX = ".kdfix-orig"  # a hard link to the original of a dump replaced whole (an ELF fixed in place)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,37 @@ class Write:
 def journal_path(path: str | os.PathLike[str]) -> str:
     """Where the undo journal of ``path`` lives."""
     return os.fspath(path) + JOURNAL_SUFFIX
+
+
+def original_path(path: str | os.PathLike[str]) -> str:
+    """Where the original of a dump replaced whole is kept (hard link)."""
+    return os.fspath(path) + ORIGINAL_SUFFIX
+
+
+def keep_original(path: str | os.PathLike[str]) -> str:
+    """Before ``path`` is replaced whole, keep its inode under ``original_path`` (a hard link: no copy, O(1)).
+
+    The link is fsynced into the directory before the caller may replace the file; ``undo`` renames it back.
+    """
+    path = os.fspath(path)
+    keep = original_path(path)
+    if os.path.lexists(keep) or os.path.exists(journal_path(path)):
+        raise JournalError("an earlier in-place fix is still recorded beside the dump: run kdfix undo first, "
+                           "or remove it to keep the fixed file", path=keep)  # fmt: skip
+    try:
+        os.link(path, keep)
+    except OSError as exc:
+        raise JournalError(f"cannot keep the original as a hard link: {exc.strerror or exc}", path=keep) from exc
+    checkpoint("journal.original_linked")
+    fsync_path(os.path.dirname(os.path.abspath(keep)) or ".")
+    return keep
+
+
+def _undo_replace(path: str, keep: str) -> None:
+    """Put back the original a whole-file replacement kept, then fsync the directory."""
+    checkpoint("undo.restore")
+    os.replace(keep, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)) or ".")
 
 
 def pread_full(fd: int, file_offset: int, length: int) -> bytes:
@@ -176,6 +208,10 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
     Refuses (JournalError) when the file no longer holds the bytes the fix wrote, unless ``force``.
     """
     path = os.fspath(path)
+    keep = original_path(path)
+    if not os.path.exists(journal_path(path)) and os.path.exists(keep):
+        _undo_replace(path, keep)
+        return Journal(path, os.stat(path).st_size, ())
     journal = Journal.load(path)
     try:
         fd = os.open(path, os.O_RDWR)
@@ -224,4 +260,16 @@ def undo(path: str | os.PathLike[str], *, force: bool = False) -> Journal:
     return journal
 
 
-__all__ = ["JOURNAL_SUFFIX", "Journal", "Write", "begin", "journal_path", "pread_full", "pwrite_all", "undo"]
+__all__ = [
+    "JOURNAL_SUFFIX",
+    "ORIGINAL_SUFFIX",
+    "Journal",
+    "Write",
+    "begin",
+    "journal_path",
+    "keep_original",
+    "original_path",
+    "pread_full",
+    "pwrite_all",
+    "undo",
+]

@@ -117,3 +117,12 @@ def test_probe_elf_core_both_byte_orders() -> None:
     be = b"\x7fELF\x02\x02\x01" + bytes(9) + (4).to_bytes(2, "big")
     exe = b"\x7fELF\x02\x01\x01" + bytes(9) + (2).to_bytes(2, "little")
     assert probe_elf_core(le) and probe_elf_core(be) and not probe_elf_core(exe)
+
+
+def test_kept_original_beside_its_dump_is_not_a_dump_to_fix(tmp_path: Path, templates: Templates) -> None:
+    """DUMP.kdfix-orig (the original of an ELF fixed in place) belongs to DUMP; alone it is an ordinary dump."""
+    put(templates.elf, tmp_path / "a" / "core")
+    put(templates.elf, tmp_path / "a" / "core.kdfix-orig")
+    put(templates.elf, tmp_path / "b" / "lonely.kdfix-orig")
+    found = sorted(d.path for d in walk([tmp_path]).dumps)
+    assert found == ["a/core", "b/lonely.kdfix-orig"]

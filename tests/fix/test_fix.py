@@ -227,3 +227,58 @@ def test_synthetic_dumps_are_fixed_with_the_exact_phys_base(tmp_path_factory, sl
     result = fix_dump(path, in_place=True)
     assert result.status == "fixed"
     _check_fixed(path, truth)
+
+
+def _elf_without_vmcoreinfo(path: Path) -> Path:
+    from kdfix.generate.synthetic import build_linux_image
+    from kdfix.write.elf import write_elf
+
+    model, memory, _truth = build_linux_image(memory_size=32 * MiB, vmcoreinfo_in_notes=False, firmware=False)
+    write_elf(path, model, memory)
+    return path
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_elf_in_place_keeps_the_original_and_undo_restores_it(tmp_path: Path) -> None:
+    """An ELF fixed --in-place is replaced whole; its original inode is kept (hard link) and undo puts it back."""
+    from kdfix.fix.journal import original_path
+
+    path = _elf_without_vmcoreinfo(tmp_path / "core.elf")
+    before, inode = _sha(path), path.stat().st_ino
+    res = fix_dump(path, in_place=True)
+    assert res.status == "fixed" and res.journal == original_path(path)
+    keep = Path(original_path(path))
+    assert keep.stat().st_ino == inode and _sha(keep) == before  # the original, not a copy
+    with open_dump(path) as dump:
+        assert dump.vmcoreinfo is not None and dump.elf.phdrs_follow_ehdr
+    assert fix_dump(path, in_place=True).status == "ok"  # idempotent: nothing more to keep
+    undo(path)
+    assert _sha(path) == before and not keep.exists()
+
+
+def test_elf_in_place_through_a_symlink_fixes_the_target_and_keeps_the_link(tmp_path: Path) -> None:
+    """--in-place on a symlink to an ELF rewrites the file it points at; the link itself stays a link."""
+    real = _elf_without_vmcoreinfo(tmp_path / "real.elf")
+    link = tmp_path / "link.elf"
+    link.symlink_to(real)
+    fix_dump(link, in_place=True)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    with open_dump(real) as dump:
+        assert dump.vmcoreinfo is not None
+
+
+def test_elf_in_place_refuses_while_an_earlier_original_is_kept(tmp_path: Path) -> None:
+    """A kept original is never overwritten by a second whole-file fix: it must be undone or removed first."""
+    from kdfix.fix.journal import original_path
+
+    path = _elf_without_vmcoreinfo(tmp_path / "core.elf")
+    Path(original_path(path)).write_bytes(b"earlier original")
+    with pytest.raises(KdfixError, match="earlier in-place fix"):
+        fix_dump(path, in_place=True)
+    assert Path(original_path(path)).read_bytes() == b"earlier original"
+    assert not list(tmp_path.glob(".*kdfix-tmp"))  # the rewritten temp file is gone too
