@@ -84,6 +84,39 @@ def test_fix_in_place_killed_at_every_checkpoint(
     assert {"original", "partial", "finished"} <= outcomes, outcomes
 
 
+def test_elf_fix_in_place_killed_at_every_checkpoint(tmp_path: Path) -> None:
+    """Kill -9 at each checkpoint of an ELF rewritten in place: the dump is the original or the fixed file, no
+    temp file survives a finished run, and where the original was kept, ``kdfix undo`` restores it exactly."""
+    from kdfix.fix.journal import original_path
+    from tests.fix.test_fix import _elf_without_vmcoreinfo
+
+    src = _elf_without_vmcoreinfo(tmp_path / "src.elf")
+    original = sha256(src)
+    ref = tmp_path / "ref.elf"
+    shutil.copyfile(src, ref)
+    hits = _trace(tmp_path, "fix", ref, "--in-place")
+    assert "journal.original_linked" in hits and "atomic.before_rename" in hits, hits
+    finished = sha256(ref)
+    assert finished != original
+    outcomes = set()
+    for k in range(1, len(hits) + 1):
+        work = tmp_path / f"k{k}"
+        work.mkdir()
+        dump = work / "core.elf"
+        shutil.copyfile(src, dump)
+        res = run_kdfix("fix", dump, "--in-place", env={"KDFIX_FAULT": f"*:{k}=kill"})
+        assert res.code == KILLED, (k, hits[k - 1], res.code, res.stderr)
+        now = sha256(dump)
+        assert now in (original, finished), f"killed at {hits[k - 1]}: neither original nor fixed"
+        outcomes.add("finished" if now == finished else "original")
+        if os.path.exists(original_path(dump)):
+            assert run_kdfix("undo", dump).code == 0
+            assert sha256(dump) == original, f"undo after a kill at {hits[k - 1]} did not restore the original"
+        else:
+            assert now == original, f"replaced without keeping the original (killed at {hits[k - 1]})"
+    assert outcomes == {"original", "finished"}, outcomes
+
+
 def test_undo_killed_at_every_checkpoint_then_rerun(tmp_path: Path, fixable: dict[str, Path]) -> None:
     """A killed undo can be run again and restores the original exactly."""
     src = fixable["plain"]
