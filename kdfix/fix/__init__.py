@@ -122,6 +122,7 @@ def fix_dump(
     with open_dump(path) as dump:
         diag = diagnose(dump, options, progress=progress)
         result = FixResult(path, dump.container, "ok", dry_run=dry_run, detect=diag.detect)
+        result.messages.extend(f"warning: {problem}" for problem in dump.problems)  # e.g. truncated: fix anyway
         result.messages.extend(diag.messages)
         result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
         if diag.missing:

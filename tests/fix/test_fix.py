@@ -282,3 +282,15 @@ def test_elf_in_place_refuses_while_an_earlier_original_is_kept(tmp_path: Path) 
         fix_dump(path, in_place=True)
     assert Path(original_path(path)).read_bytes() == b"earlier original"
     assert not list(tmp_path.glob(".*kdfix-tmp"))  # the rewritten temp file is gone too
+
+
+def test_fix_of_a_truncated_dump_warns(tmp_path: Path) -> None:
+    """The header of a truncated dump is still fixable, but the result says the dump is truncated."""
+    path = tmp_path / "t.dump"
+    make_dump(path, vmcoreinfo=True)
+    with open_dump(path) as dump:
+        cut = dump.kdump.data_offset + 24 * 10  # inside the descriptor table
+    with open(path, "r+b") as fh:
+        fh.truncate(cut)
+    res = fix_dump(path, output=tmp_path / "out")
+    assert any(m.startswith("warning:") and "truncated" in m for m in res.messages), res.messages
