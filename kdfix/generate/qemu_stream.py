@@ -26,6 +26,7 @@ from kdfix.write.parallel import (  # the unit compression machinery, shared wit
     MemorySource,
     PageCache,
     PageSource,
+    PfnUnits,
     Piece,
     SourceSpec,
     Unit,
@@ -57,7 +58,6 @@ __all__ = [
     "bitmap_chunks",
     "compressed_units",
     "fill_unit",
-    "iter_units",
     "page_compressor",
     "page_runs",
 ]
@@ -122,44 +122,21 @@ def _make_unit(ufirst: int, uend: int, members: Sequence[GuestBlock], page_size:
     return Unit(ufirst, uend - ufirst, tuple(pieces))
 
 
-def iter_units(
-    runs: Sequence[tuple[int, int, list[GuestBlock]]], page_size: int, unit_pages: int = UNIT_PAGES
-) -> Iterator[Unit]:
-    """Cut the runs into units of at most ``unit_pages`` pages, each with the source pieces it needs."""
-    for first, end, members in runs:
-        for ufirst in range(first, end, unit_pages):
-            yield _make_unit(ufirst, min(end, ufirst + unit_pages), members, page_size)
-
-
-class UnitTable(Sequence[Unit]):
-    """The units of :func:`iter_units` by index, built on demand (memory stays flat for any guest size)."""
+class UnitTable(PfnUnits):
+    """The units of the guest's block runs by index, each with the source pieces it needs, built on demand
+    (memory stays flat for any guest size)."""
 
     def __init__(
         self, runs: Sequence[tuple[int, int, list[GuestBlock]]], page_size: int, unit_pages: int = UNIT_PAGES
     ) -> None:
-        self.runs = list(runs)
+        self.block_runs = list(runs)
         self.page_size = page_size
-        self.unit_pages = unit_pages
-        self._starts: list[int] = []
-        total = 0
-        for first, end, _ in self.runs:
-            self._starts.append(total)
-            total += -(-(end - first) // unit_pages)
-        self._count = total
+        self._run_firsts = [first for first, _end, _members in self.block_runs]
+        super().__init__([(first, end) for first, end, _members in self.block_runs], self._make, unit_pages)
 
-    def __len__(self) -> int:
-        return self._count
-
-    def __getitem__(self, index: int) -> Unit:  # type: ignore[override]
-        if not 0 <= index < self._count:
-            raise IndexError(index)
-        r = bisect.bisect_right(self._starts, index) - 1
-        first, end, members = self.runs[r]
-        ufirst = first + (index - self._starts[r]) * self.unit_pages
-        return _make_unit(ufirst, min(end, ufirst + self.unit_pages), members, self.page_size)
-
-    def __iter__(self) -> Iterator[Unit]:
-        return iter_units(self.runs, self.page_size, self.unit_pages)
+    def _make(self, ufirst: int, uend: int) -> Unit:
+        run = bisect.bisect_right(self._run_firsts, ufirst) - 1
+        return _make_unit(ufirst, uend, self.block_runs[run][2], self.page_size)
 
 
 # --------------------------------------------------------------------------------------------------------------
