@@ -22,7 +22,7 @@ from tests.oracle.fixtures import require_tool
 from tests.oracle.tools import (
     crash_osrelease,
     crash_with_vmlinux,
-    drgn_program,
+    drgn_release_by_vaddr,
     makedumpfile_dump_dmesg,
     makedumpfile_from_elf,
 )
@@ -41,16 +41,6 @@ def _copy(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     dst.chmod(0o600)
     return dst
-
-
-def _release_by_vaddr(path: Path) -> str:
-    """drgn with no platform and no vmcoreinfo: read init_uts_ns.name.release through the kernel's page tables."""
-    prog = drgn_program(path)
-    with kdfix.open_dump(path) as dump:
-        info = dump.vmcoreinfo
-        assert info is not None
-        va = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)
-    return prog.read(va + 130, 65).split(b"\0", 1)[0].decode()
 
 
 @pytest.fixture(params=CONFIGS)
@@ -82,7 +72,7 @@ def test_fixed_kdump_files_are_read_by_every_tool(tmp_path: Path, guest) -> None
             assert dump.container == ("kdump" if path == plain else "flattened")
         res = crash_osrelease(path)
         assert res.returncode == 0 and truth.osrelease in res.output, (path, res.output)
-        assert _release_by_vaddr(path) == truth.osrelease
+        assert drgn_release_by_vaddr(path) == truth.osrelease
     assert truth.marker in makedumpfile_dump_dmesg(plain)
     assert fix_dump(plain, in_place=True).status == "ok"  # idempotent on the real file
 
@@ -110,7 +100,7 @@ def test_fixed_elf_is_accepted_by_makedumpfile_and_drgn(tmp_path: Path, guest) -
     out = tmp_path / "fixed.elf"
     result = fix_dump(guest.elf, output=out)
     assert result.status == "fixed"  # QEMU 7.2's ELF layout (phdrs at 192, e_ehsize 8) is always rewritten
-    assert _release_by_vaddr(out) == guest.truth.osrelease
+    assert drgn_release_by_vaddr(out) == guest.truth.osrelease
     res = makedumpfile_from_elf(out, tmp_path / "from-elf.kdump", compress="zlib", dump_level=0)
     assert res.returncode == 0, res.output
     assert guest.truth.marker in makedumpfile_dump_dmesg(tmp_path / "from-elf.kdump")

@@ -29,7 +29,7 @@ from tests.oracle.fixtures import require_tool  # fixtures qemu10, guest_qemu10,
 from tests.oracle.guest import FirmwareDumps, GuestDumps
 from tests.oracle.tools import (
     crash_osrelease,
-    drgn_program,
+    drgn_release_by_vaddr,
     makedumpfile_dump_dmesg,
     makedumpfile_reassemble,
 )
@@ -181,16 +181,6 @@ def test_kdfix_reads_qemu10_dumps(guest_qemu10: GuestDumps) -> None:
 # ------------------------------------------------------------------------------------------------ (4) fix
 
 
-def _release_by_vaddr(path: Path) -> str:
-    """drgn with no platform and no vmcoreinfo hint: init_uts_ns.name.release through the kernel's page tables."""
-    prog = drgn_program(path)
-    with kdfix.open_dump(path) as dump:
-        info = dump.vmcoreinfo
-        assert info is not None
-        va = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)
-    return prog.read(va + 130, 65).split(b"\0", 1)[0].decode()
-
-
 @pytest.mark.oracle
 def test_fix_qemu10_raw(guest_qemu10: GuestDumps, tmp_path: Path) -> None:
     for tool in ("crash", "makedumpfile", "drgn"):
@@ -213,5 +203,5 @@ def test_fix_qemu10_raw(guest_qemu10: GuestDumps, tmp_path: Path) -> None:
     assert sub[0] == truth.phys_base  # independent header parse
     out = crash_osrelease(path)
     assert out.returncode == 0 and truth.osrelease in out.output, out.output
-    assert _release_by_vaddr(path) == truth.osrelease
+    assert drgn_release_by_vaddr(path) == truth.osrelease
     assert truth.marker in makedumpfile_dump_dmesg(path)

@@ -343,6 +343,19 @@ def _platform(platform: Any) -> Any:
     raise ValueError(f"unknown platform {platform!r}")
 
 
+def drgn_release_by_vaddr(path: Path) -> str:
+    """drgn with no platform and no vmcoreinfo hint: init_uts_ns.name.release read by kernel virtual address,
+    i.e. through the kernel's page tables (the VMCOREINFO symbols come from kdfix's reader)."""
+    import kdfix
+
+    prog = drgn_program(path)
+    with kdfix.open_dump(path) as dump:
+        info = dump.vmcoreinfo
+        assert info is not None
+        va = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)
+    return prog.read(va + 130, 65).split(b"\0", 1)[0].decode()
+
+
 def drgn_program(path: Path, *, platform: Any = None, vmcoreinfo: bytes | str | None = None) -> Any:
     """drgn.Program(platform, vmcoreinfo=...) with ``set_core_dump(path)``.
 
