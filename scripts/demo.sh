@@ -6,6 +6,7 @@ set -euo pipefail
 work=${1:-$(mktemp -d /tmp/kdfix-demo.XXXXXX)}
 mkdir -p "$work" && cd "$work"
 step() { printf '\n=== %s\n' "$*"; }
+command -v kdfix >/dev/null || kdfix() { python3 -m kdfix "$@"; }  # e.g. before a pyenv rehash
 
 step "1. A synthetic Linux 6.1-like guest: KASLR (phys_base -0x32200000, KERNELOFFSET 0x35600000), 2 vCPUs"
 kdfix generate --style linux --no-vmcoreinfo --phys-base=-0x32200000 --kaslr-offset 0x35600000 \

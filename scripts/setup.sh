@@ -58,6 +58,7 @@ else
     "$PY" -m pip install -q -e '.[test]'
 fi
 
+if command -v pyenv >/dev/null; then pyenv rehash || true; fi  # make the new `kdfix` script visible on PATH
 log "warming the guest kernel cache"
 "$PY" -c 'from tests.oracle.guest import cache_dir, kernel_artifacts; k = kernel_artifacts(); print(cache_dir(), k.release)' >&2
 log "warming the QEMU 10.0 cache (bookworm-backports, unpacked into the cache, not installed)"
