@@ -6,24 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from kdfix.cli import app
-from tests.fix.conftest import file_state, make_dump
-
-
-@pytest.fixture(scope="module")
-def synthetic_plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    path = tmp_path_factory.mktemp("cli-fix") / "plain.kdump"
-    return path, make_dump(path)
-
-
-@pytest.fixture(scope="module")
-def synthetic_flat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    path = tmp_path_factory.mktemp("cli-fix") / "dump.flat"
-    return path, make_dump(path, flat=True)
-
+from tests.fix.conftest import file_state
 
 runner = CliRunner()
 
