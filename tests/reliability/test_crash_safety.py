@@ -45,6 +45,17 @@ def _sample(n: int, at_most: int) -> list[int]:
     return sorted({1 + round(i * (n - 1) / (at_most - 1)) for i in range(at_most)})
 
 
+def _fix_killed_at(tmp: Path, src: Path, k: int, hits: list[str], name: str) -> Path:
+    """A fresh copy of ``src`` after ``kdfix fix --in-place`` was SIGKILLed at its ``k``-th checkpoint."""
+    work = tmp / f"k{k}"
+    work.mkdir()
+    dump = work / name
+    shutil.copyfile(src, dump)
+    res = run_kdfix("fix", dump, "--in-place", env={"KDFIX_FAULT": f"*:{k}=kill"})
+    assert res.code == KILLED, (k, hits[k - 1], res.code, res.stderr)
+    return dump
+
+
 # ---- in-place fix and undo -------------------------------------------------------------------------------
 
 
@@ -63,12 +74,7 @@ def test_fix_in_place_killed_at_every_checkpoint(
     assert finished != original
     outcomes = set()
     for k in _sample(len(hits), at_most):
-        work = tmp_path / f"k{k}"
-        work.mkdir()
-        dump = work / "dump"
-        shutil.copyfile(src, dump)
-        res = run_kdfix("fix", dump, "--in-place", env={"KDFIX_FAULT": f"*:{k}=kill"})
-        assert res.code == KILLED, (k, hits[k - 1], res.code, res.stderr)
+        dump = _fix_killed_at(tmp_path, src, k, hits, "dump")
         now = sha256(dump)
         has_journal = os.path.exists(journal_path(dump))
         assert now in (original, finished) or has_journal, (k, hits[k - 1])
@@ -100,12 +106,7 @@ def test_elf_fix_in_place_killed_at_every_checkpoint(tmp_path: Path) -> None:
     assert finished != original
     outcomes = set()
     for k in range(1, len(hits) + 1):
-        work = tmp_path / f"k{k}"
-        work.mkdir()
-        dump = work / "core.elf"
-        shutil.copyfile(src, dump)
-        res = run_kdfix("fix", dump, "--in-place", env={"KDFIX_FAULT": f"*:{k}=kill"})
-        assert res.code == KILLED, (k, hits[k - 1], res.code, res.stderr)
+        dump = _fix_killed_at(tmp_path, src, k, hits, "core.elf")
         now = sha256(dump)
         assert now in (original, finished), f"killed at {hits[k - 1]}: neither original nor fixed"
         outcomes.add("finished" if now == finished else "original")
