@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from kdfix.cli.info import DumpPaths
-from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, print_json, stdout
+from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
+from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors
 from kdfix.detect import DetectResult, detect
 from kdfix.errors import FormatError
 from kdfix.read.probe import open_dump
@@ -53,27 +53,39 @@ def result_json(result: DetectResult) -> dict[str, Any]:
     }
 
 
+def _render(result: DetectResult) -> str:
+    lines = []
+    if result.phys_base is None:
+        lines.append("phys_base: undetermined")
+    else:
+        lines.append(f"phys_base: {result.phys_base:#x} ({to_s64(result.phys_base)})")
+        offset = "unknown" if result.kernel_offset is None else f"{result.kernel_offset:#x}"
+        lines.append(f"kernel_offset: {offset}")
+    lines.append(f"method: {result.method}  confidence: {result.confidence}")
+    lines.extend(f"  {line}" for line in result.evidence)
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("detect")
     @handle_errors
-    def detect_command(dumps: DumpPaths, system_map: SymbolsOption = None, as_json: JsonFlag = False) -> None:
-        """Find phys_base and the KASLR offset (VMCOREINFO, memory scan, CR3 walk, IDT, banner, ELF PT_LOAD)."""
+    def detect_command(
+        dumps: DumpPaths, system_map: SymbolsOption = None, split_set: SplitSetFlag = False, as_json: JsonFlag = False
+    ) -> None:
+        """Find phys_base and the KASLR offset of each dump.
+
+        Sources, in order: VMCOREINFO, a memory scan, a CR3 walk, the IDT, the banner, the ELF PT_LOAD.
+        Exit 1 if a dump's phys_base could not be determined.
+        """
         symbols = read_system_map(system_map) if system_map is not None else None
-        with open_dump(*dumps) as dump:
-            result = detect(dump.model, dump.memory, vmlinux_symbols=symbols)
-        if as_json:
-            print_json(result_json(result))
-        else:
-            if result.phys_base is None:
-                stdout.print("phys_base: undetermined", markup=False)
-            else:
-                stdout.print(
-                    f"phys_base: {result.phys_base:#x} ({to_s64(result.phys_base)})", markup=False, soft_wrap=True
-                )
-                offset = "unknown" if result.kernel_offset is None else f"{result.kernel_offset:#x}"
-                stdout.print(f"kernel_offset: {offset}", markup=False)
-            stdout.print(f"method: {result.method}  confidence: {result.confidence}", markup=False)
-            for line in result.evidence:
-                stdout.print(f"  {line}", markup=False, soft_wrap=True)
-        if result.phys_base is None:
-            raise typer.Exit(EXIT_CHECK_FAILED)
+
+        def answer(unit: Unit) -> Answer:
+            with open_dump(*unit) as dump:
+                result = detect(dump.model, dump.memory, vmlinux_symbols=symbols)
+            text = _render(result)
+            if len(dumps) > 1:
+                text = f"{' '.join(unit)}:\n{text}"
+            code = EXIT_CHECK_FAILED if result.phys_base is None else 0
+            return Answer(unit, {"path": unit[0], "paths": list(unit)} | result_json(result), text, code)
+
+        run_per_dump(dumps, split_set, as_json, answer)

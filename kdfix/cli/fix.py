@@ -1,51 +1,63 @@
-"""``kdfix fix``: diagnose → plan → apply → verify (``-o OUT`` or ``--in-place``), and ``--dry-run``; several DUMPs
-are the parts of one split set, fixed together."""
+"""``kdfix fix``: diagnose → plan → apply → verify (``-o OUT`` or ``--in-place``), and ``--dry-run``, per dump;
+the parts of a split set among the DUMPs are fixed together (kdfix/cli/dumps.py groups them)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, print_json, progress_bar, stdout
+from kdfix.cli.dumps import Answer, SplitSetFlag, Unit, answer_each, emit, group_dumps
+from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, progress_bar
 from kdfix.errors import KdfixError
-from kdfix.fix import FixResult, SplitFixResult, fix_dump, fix_split_set
 from kdfix.format.constants import STATUS_FLAG_NAMES
 
+if TYPE_CHECKING:
+    from kdfix.fix import FixResult, SplitFixResult
 
-def _show(result: FixResult | SplitFixResult) -> None:
-    out = stdout.print
-    mode = " (dry run)" if result.dry_run else ""
-    name = result.path if isinstance(result, FixResult) else " ".join(result.paths)
-    out(f"{name}: {result.container}, {result.status}{mode}", markup=False, soft_wrap=True)
-    if result.phys_base is not None:
-        out(f"  phys_base {result.phys_base}", markup=False)
-    for e in result.edits:
+
+def fix_json(result: FixResult | SplitFixResult) -> dict[str, Any]:
+    """One shape for a file and a split set: ``path``/``output``/``journal`` are the first of ``paths``/...``s``."""
+    shape = result.as_json()
+    if "paths" in shape:  # a split set
+        outputs, journals = shape["outputs"], shape["journals"]
+        return {"path": shape["paths"][0], **shape, "output": outputs[0] if outputs else None,
+                "journal": journals[0] if journals else None}  # fmt: skip
+    return {"path": shape["path"], "paths": [shape["path"]], **shape,
+            "outputs": [shape["output"]] if shape["output"] else [],
+            "journals": [shape["journal"]] if shape["journal"] else []}  # fmt: skip
+
+
+def render_fix(shape: dict[str, Any]) -> str:
+    """The human view: status, the edits with their offsets, messages, what was written."""
+    mode = " (dry run)" if shape["dry_run"] else ""
+    lines = [f"{' '.join(shape['paths'])}: {shape['container']}, {shape['status']}{mode}"]
+    if shape["phys_base"] is not None:
+        lines.append(f"  phys_base {shape['phys_base']}")
+    for e in shape["edits"]:
         where = f"{e['file_offset']:#x}"
         if e["dump_offset"] is not None and e["dump_offset"] != e["file_offset"]:
             where += f" (dump offset {e['dump_offset']:#x})"
         part = f"{e['file']}: " if "file" in e else ""
-        out(f"  {part}{e['field']} @ {where}: {e['old']!r} → {e['new']!r}", markup=False, soft_wrap=True)
-    for line in result.messages + [f"missing: {m}" for m in result.missing]:
-        out(f"  {line}", markup=False, soft_wrap=True)
-    written = [result.output] if isinstance(result, FixResult) and result.output else []
-    if isinstance(result, SplitFixResult):
-        written = result.outputs
-    if not result.dry_run and result.bytes_written:  # an in-place no-op writes nothing
-        for path in written:
-            out(f"  written: {path} ({os.path.getsize(path)} bytes)", markup=False, soft_wrap=True)
+        lines.append(f"  {part}{e['field']} @ {where}: {e['old']!r} → {e['new']!r}")
+    lines.extend(f"  {line}" for line in shape["messages"] + [f"missing: {m}" for m in shape["missing"]])
+    if not shape["dry_run"] and shape["bytes_written"]:  # an in-place no-op writes nothing
+        lines.extend(f"  written: {path} ({os.path.getsize(path)} bytes)" for path in shape["outputs"])
+    return "\n".join(lines)
 
 
-def split_outputs(parts: list[Path], output: Path) -> list[Path]:
-    """Where ``-o DIR`` puts the fixed parts of a split set: ``DIR/<part's file name>``, one per part."""
+def output_paths(units: list[Unit], output: Path) -> list[list[Path]]:
+    """Where ``-o`` puts each dump's files: OUT itself for one file, else ``DIR/<file name>`` for every file."""
+    if len(units) == 1 and len(units[0]) == 1:
+        return [[output]]
     if not output.is_dir():
-        raise KdfixError("with several parts (a split set), -o names an existing directory", path=str(output))
-    names = [p.name for p in parts]
+        raise KdfixError("with several dumps or a split set, -o names an existing directory", path=str(output))
+    names = [Path(p).name for unit in units for p in unit]
     if len(set(names)) != len(names):
-        raise KdfixError("split set parts share a file name; -o DIR needs distinct names", path=str(output))
-    return [output / name for name in names]
+        raise KdfixError("the dumps share a file name; -o DIR needs distinct names", path=str(output))
+    return [[output / Path(p).name for p in unit] for unit in units]
 
 
 def register(app: typer.Typer) -> None:
@@ -54,12 +66,14 @@ def register(app: typer.Typer) -> None:
     def fix_command(
         dump: Annotated[
             list[Path],
-            typer.Argument(metavar="DUMP...", help="KDUMP, flattened or ELF dump; several: parts of one split set."),
+            typer.Argument(
+                metavar="DUMP...", help="KDUMP, flattened or ELF dumps; the parts of a split set are fixed together."
+            ),
         ],
         output: Annotated[
             Path | None,
             typer.Option(
-                "-o", "--output", help="Write the fixed dump here; for a split set, an existing directory (DIR/PART)."
+                "-o", "--output", help="The fixed dump; with several dumps or a split set, an existing directory."
             ),
         ] = None,
         in_place: Annotated[
@@ -77,6 +91,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         clear_flag: Annotated[list[str] | None, typer.Option("--clear-flag", help="Clear a status flag.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+        split_set: SplitSetFlag = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Make DUMP readable by crash, makedumpfile, libkdumpfile and drgn.
@@ -84,9 +99,10 @@ def register(app: typer.Typer) -> None:
         Fixes the header phys_base, injects VMCOREINFO (note + header pointer), fills the utsname and the
         timestamp, sets or clears status flags; an ELF dump gets a VMCOREINFO note and the /proc/vmcore layout.
 
-        Several DUMPs are the parts of one makedumpfile --split set: the set is diagnosed as one dump and every
-        part gets the same header edits; -o DIR writes DIR/<part name> for each part, and --in-place leaves an
-        undo journal beside each part (kdfix undo PART).
+        Each DUMP is fixed on its own, except the parts of a makedumpfile --split set (found by content, or all
+        DUMPs with --split-set): the set is diagnosed as one dump and every part gets the same header edits.
+        With several dumps, -o DIR writes DIR/<file name> for each file; --in-place leaves an undo journal
+        beside each file (kdfix undo FILE).
 
         Exit 0: fixed or already fine; 1: a needed value could not be determined (nothing written); 2: unusable.
         """
@@ -97,7 +113,7 @@ def register(app: typer.Typer) -> None:
         for name in (set_flag or []) + (clear_flag or []):
             if name.lower() not in STATUS_FLAG_NAMES:
                 raise typer.BadParameter(f"{name!r} is not one of {', '.join(STATUS_FLAG_NAMES)}", param_hint="flag")
-        options = {
+        options: dict[str, Any] = {
             "phys_base": phys_base,
             "vmcoreinfo": vmcoreinfo,
             "utsname": utsname,
@@ -105,16 +121,24 @@ def register(app: typer.Typer) -> None:
             "clear_flags": tuple(clear_flag or ()),
             "dry_run": dry_run,
         }
-        result: FixResult | SplitFixResult
-        with progress_bar("fix", None) as progress:
-            if len(dump) == 1:
-                result = fix_dump(dump[0], output=output, in_place=in_place, progress=progress, **options)
-            else:
-                outputs = None if output is None else split_outputs(dump, output)
-                result = fix_split_set(dump, outputs=outputs, in_place=in_place, progress=progress, **options)
-        if as_json:
-            print_json(result.as_json())
-        else:
-            _show(result)
-        if result.status == "undetermined":
-            raise typer.Exit(EXIT_CHECK_FAILED)
+        from kdfix.fix import fix_dump, fix_split_set
+
+        units = group_dumps(dump, split_set=split_set)
+        targets = output_paths(units, output) if output is not None else [None] * len(units)
+        where = dict(zip(units, targets, strict=True))
+
+        def answer(unit: Unit) -> Answer:
+            result: FixResult | SplitFixResult
+            out = where[unit]
+            with progress_bar("fix", None) as progress:
+                if len(unit) == 1:
+                    target = None if out is None else out[0]
+                    result = fix_dump(unit[0], output=target, in_place=in_place, progress=progress, **options)
+                else:
+                    result = fix_split_set(list(unit), outputs=out, in_place=in_place, progress=progress, **options)
+            shape = fix_json(result)
+            return Answer(unit, shape, render_fix(shape), EXIT_CHECK_FAILED if result.status == "undetermined" else 0)
+
+        code = emit(answer_each(units, answer), as_json=as_json)
+        if code:
+            raise typer.Exit(code)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+import dataclasses
+from typing import Any
 
 import typer
 
-from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout
+from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
+from kdfix.cli.output import JsonFlag, handle_errors
 from kdfix.read.dump import Dump
 from kdfix.read.origin import identify_origin
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import reader_findings
 from kdfix.units import cstr
-
-DumpPaths = Annotated[list[Path], typer.Argument(metavar="DUMP...", help="Dump file (several: a split set).")]
 
 
 def describe_dump(dump: Dump) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "compression": dump.compression,
         "status": k.status if k is not None else model.status,
         "status_flags": dump.status_flags,
-        "utsname": {f: cstr(getattr(model.utsname, f)) for f in model.utsname.__dataclass_fields__},
+        "utsname": {f: cstr(getattr(model.utsname, f)) for f in _field_names(model.utsname)},
         "timestamp": {"tv_sec": model.tv_sec, "tv_usec": model.tv_usec},
         "nr_cpus": model.nr_cpus,
         "dumped_pages": dump.memory.dumped.count(),
@@ -89,8 +88,12 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
     return info
 
 
+def _field_names(record: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(record)]
+
+
 def _fields(record: Any) -> list[tuple[str, Any]]:
-    return [(name, getattr(record, name)) for name in record.__dataclass_fields__]
+    return [(name, getattr(record, name)) for name in _field_names(record)]
 
 
 def _hex(value: Any) -> str:
@@ -157,11 +160,12 @@ def render_info(info: dict[str, Any]) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("info")
     @handle_errors
-    def info_command(dumps: DumpPaths, as_json: JsonFlag = False) -> None:
-        """Show the headers, notes, origin and problems of a dump."""
-        with open_dump(*dumps) as dump:
-            info = describe_dump(dump)
-        if as_json:
-            print_json(info)
-        else:
-            stdout.print(render_info(info), markup=False, highlight=False, soft_wrap=True)
+    def info_command(dumps: DumpPaths, split_set: SplitSetFlag = False, as_json: JsonFlag = False) -> None:
+        """Show the headers, notes, origin, problems and what readers need fixed, for each dump."""
+
+        def answer(unit: Unit) -> Answer:
+            with open_dump(*unit) as dump:
+                info = describe_dump(dump)
+            return Answer(unit, info, render_info(info))
+
+        run_per_dump(dumps, split_set, as_json, answer)

@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from kdfix.cli.info import DumpPaths
-from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout, to_jsonable
+from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
+from kdfix.cli.output import JsonFlag, handle_errors, to_jsonable
 from kdfix.format.layout import Abi
 from kdfix.notes.framing import Note
 from kdfix.notes.qemu_cpu import decode_note
@@ -71,11 +71,13 @@ def _render(notes: list[dict[str, Any]]) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("notes")
     @handle_errors
-    def notes_command(dumps: DumpPaths, as_json: JsonFlag = False) -> None:
-        """Show the ELF notes, with registers per CPU."""
-        with open_dump(*dumps) as dump:
-            notes = [describe_note(n, dump.abi, i) for i, n in enumerate(dump.notes)]
-        if as_json:
-            print_json(notes)
-        else:
-            stdout.print(_render(notes), markup=False, highlight=False, soft_wrap=True)
+    def notes_command(dumps: DumpPaths, split_set: SplitSetFlag = False, as_json: JsonFlag = False) -> None:
+        """Show the ELF notes of each dump, decoded: registers per CPU, QEMU CPU state, VMCOREINFO."""
+
+        def answer(unit: Unit) -> Answer:
+            with open_dump(*unit) as dump:
+                notes = [describe_note(n, dump.abi, i) for i, n in enumerate(dump.notes)]
+            shape = {"path": unit[0], "paths": list(unit), "notes": notes}
+            return Answer(unit, shape, f"{' '.join(unit)}:\n{_render(notes)}" if len(dumps) > 1 else _render(notes))
+
+        run_per_dump(dumps, split_set, as_json, answer)

@@ -36,6 +36,14 @@ def fail(message: str, code: int = EXIT_UNUSABLE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def error_message(exc: BaseException) -> str:
+    """The one line that names what went wrong (KdfixError: field, offset and path; OSError: path and reason)."""
+    if isinstance(exc, OSError) and not isinstance(exc, KdfixError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return str(exc)
+
+
 def handle_errors(func: F) -> F:
     """Route KdfixError (and OSError) to one stderr line and exit 2; re-raise with KDFIX_DEBUG=1."""
 
@@ -56,8 +64,7 @@ def handle_errors(func: F) -> F:
         except OSError as exc:
             if os.environ.get("KDFIX_DEBUG"):
                 raise
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise fail(f"{where}{exc.strerror or exc}") from None
+            raise fail(error_message(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 

@@ -84,7 +84,7 @@ def test_info_of_split_set(tmp_path):
 def test_notes_decodes_registers(qemu_kdump):
     result = run("notes", qemu_kdump, "--json")
     assert result.exit_code == 0
-    notes = json.loads(result.stdout)
+    notes = json.loads(result.stdout)["notes"]
     assert [n["kind"] for n in notes] == ["prstatus", "prstatus", "qemu_cpu_state", "qemu_cpu_state"]
     assert notes[0]["decoded"]["pr_pid"] == 1 and notes[0]["decoded"]["registers"]["eip"] == 0xFFF0
     assert notes[2]["decoded"]["size"] == 440
