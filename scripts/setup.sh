@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian 12 machine (as root) for kdfix's test suite. Idempotent: re-running is cheap.
-#   - apt packages: QEMU, OVMF, the oracles (crash, makedumpfile), busybox-static for the guest initramfs, ...
+#   - apt packages: QEMU, OVMF, the oracles (crash, makedumpfile), busybox-static for the guest initramfs,
+#     kexec-tools (its kexec and the libraries ldd lists go into the kdump guest's initramfs), ...
 #   - pip install -e '.[test]'
 #   - a bookworm-backports apt source (priority 100: nothing upgrades from it by itself) for QEMU 10.0, which the
 #     oracle tests unpack into the cache and never install (tests/oracle/qemu_versions.py)
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 APT_PACKAGES=(qemu-system-x86 ovmf crash makedumpfile busybox-static liblzo2-dev cpio xz-utils zstd gzip
-              dpkg-dev ca-certificates)
+              dpkg-dev ca-certificates kexec-tools)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

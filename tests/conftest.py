@@ -6,7 +6,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ("tests.oracle.fixtures",)
+pytest_plugins = ("tests.oracle.fixtures", "tests.oracle.kexec_fixtures")
 
 # "ci" keeps .ci/run within its time budget; "dev" is the default locally; "fuzz" is for long runs.
 settings.register_profile(
