@@ -15,7 +15,7 @@ import typer
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
 COMMAND_MODULES = (
-    "info", "notes", "vmcoreinfo", "read_mem", "verify", "detect", "generate", "convert", "batch", "fix", "undo",
+    "info", "notes", "vmcoreinfo", "dmesg", "read_mem", "verify", "detect", "generate", "convert", "batch", "fix", "undo",
 )  # fmt: skip
 
 

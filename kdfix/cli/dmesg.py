@@ -1,0 +1,87 @@
+"""``kdfix dmesg``: the kernel log from the dump's own memory, printed as ``makedumpfile --dump-dmesg`` does."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from kdfix.cli.info import DumpPaths
+from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, fail, handle_errors, print_json, stderr
+from kdfix.kernel.dmesg import DmesgResult, dmesg
+from kdfix.kernel.printk import LEVEL_NAMES, format_timestamp, iter_lines
+
+
+def parse_level(value: str | None) -> int | None:
+    """A syslog level by number (0-7) or name (emerg … debug, also warning/error)."""
+    if value is None:
+        return None
+    name = {"warning": "warn", "error": "err"}.get(value.lower(), value.lower())
+    if name in LEVEL_NAMES:
+        return LEVEL_NAMES.index(name)
+    if value.isdigit() and int(value) < len(LEVEL_NAMES):
+        return int(value)
+    raise typer.BadParameter(f"{value!r}: give 0-7 or one of {', '.join(LEVEL_NAMES)}")
+
+
+def describe_dmesg(result: DmesgResult) -> dict[str, Any]:
+    """The shape ``kdfix dmesg --json`` prints (README "JSON shapes")."""
+    log = result.log
+    return {
+        "path": result.path,
+        "vmcoreinfo_source": result.vmcoreinfo_source,
+        "layout": log.layout,
+        "total_records": result.total_records,
+        "overwritten": log.overwritten,
+        "dropped": log.dropped,
+        "damage": list(log.damage),
+        "records": [
+            {
+                "seq": r.seq,
+                "ts_nsec": r.ts_nsec,
+                "timestamp": format_timestamp(r.ts_nsec).strip("[]").strip(),
+                "level": r.level,
+                "level_name": r.level_name,
+                "facility": r.facility,
+                "flags": r.flags,
+                "caller": r.caller,
+                "subsystem": r.subsystem,
+                "device": r.device,
+                "text": r.text.decode("utf-8", "backslashreplace"),
+            }
+            for r in log.records
+        ],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dmesg")
+    @handle_errors
+    def dmesg_command(
+        dumps: DumpPaths,
+        since: Annotated[int | None, typer.Option("--since", metavar="SEQ", min=0,
+                                                  help="Only records with sequence number ≥ SEQ.")] = None,
+        level: Annotated[str | None, typer.Option("--level", metavar="L",
+                                                  help="Only records at level L or more severe (0-7 or a name: "
+                                                       "emerg alert crit err warn notice info debug).")] = None,
+        show_caller: Annotated[bool, typer.Option("--caller", help="Print the caller id (T<pid> or C<cpu>).")] = False,
+        show_level: Annotated[bool, typer.Option("--show-level", help="Prefix each line with <level>.")] = False,
+        as_json: JsonFlag = False,
+    ) -> None:  # fmt: skip
+        """Print the kernel log read from the dump's memory (VMCOREINFO from the file, or found in memory).
+
+        Lines equal makedumpfile --dump-dmesg. Exit 1 when part of the log was damaged (listed on stderr).
+        """
+        result = dmesg(*dumps, since_seq=since, max_level=parse_level(level))
+        if as_json:
+            print_json(describe_dmesg(result))
+        else:
+            out = sys.stdout
+            for line in iter_lines(result.log, show_caller=show_caller, show_level=show_level):
+                out.write(line + "\n")
+            out.flush()
+        if result.log.damage:
+            for line in result.log.damage:
+                stderr.print(f"kdfix: damaged log: {line}", markup=False, soft_wrap=True)
+            raise fail(f"{result.path}: the kernel log is damaged; printed what was sound", EXIT_CHECK_FAILED)
