@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from kdfix.cli.info import DumpPaths
-from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, fail, handle_errors, print_json, stderr
+from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
+from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, stderr
 from kdfix.kernel.dmesg import DmesgResult, dmesg
 from kdfix.kernel.printk import LEVEL_NAMES, format_timestamp, iter_lines
 
@@ -26,10 +25,11 @@ def parse_level(value: str | None) -> int | None:
 
 
 def describe_dmesg(result: DmesgResult) -> dict[str, Any]:
-    """The shape ``kdfix dmesg --json`` prints (README "JSON shapes")."""
+    """The shape ``kdfix dmesg --json`` prints for one dump (README "JSON shapes")."""
     log = result.log
     return {
-        "path": result.path,
+        "path": result.paths[0],
+        "paths": list(result.paths),
         "vmcoreinfo_source": result.vmcoreinfo_source,
         "layout": log.layout,
         "total_records": result.total_records,
@@ -67,21 +67,25 @@ def register(app: typer.Typer) -> None:
                                                        "emerg alert crit err warn notice info debug).")] = None,
         show_caller: Annotated[bool, typer.Option("--caller", help="Print the caller id (T<pid> or C<cpu>).")] = False,
         show_level: Annotated[bool, typer.Option("--show-level", help="Prefix each line with <level>.")] = False,
+        split_set: SplitSetFlag = False,
         as_json: JsonFlag = False,
     ) -> None:  # fmt: skip
         """Print the kernel log read from the dump's memory (VMCOREINFO from the file, or found in memory).
 
-        Lines equal makedumpfile --dump-dmesg. Exit 1 when part of the log was damaged (listed on stderr).
+        Lines equal makedumpfile --dump-dmesg. Exit 1 when part of a log was damaged (listed on stderr).
         """
-        result = dmesg(*dumps, since_seq=since, max_level=parse_level(level))
-        if as_json:
-            print_json(describe_dmesg(result))
-        else:
-            out = sys.stdout
-            for line in iter_lines(result.log, show_caller=show_caller, show_level=show_level):
-                out.write(line + "\n")
-            out.flush()
-        if result.log.damage:
+        max_level = parse_level(level)
+
+        def answer(unit: Unit) -> Answer:
+            result = dmesg(*unit, since_seq=since, max_level=max_level)
+            lines = iter_lines(result.log, show_caller=show_caller, show_level=show_level)
+            text = "\n".join(lines) if not as_json else ""
+            if len(dumps) > 1 and not as_json:
+                text = f"==> {' '.join(unit)} <==\n{text}"
+            code = 0
             for line in result.log.damage:
-                stderr.print(f"kdfix: damaged log: {line}", markup=False, soft_wrap=True)
-            raise fail(f"{result.path}: the kernel log is damaged; printed what was sound", EXIT_CHECK_FAILED)
+                stderr.print(f"kdfix: {unit[0]}: damaged log: {line}", markup=False, soft_wrap=True)
+                code = EXIT_CHECK_FAILED
+            return Answer(unit, describe_dmesg(result), text, code)
+
+        run_per_dump(dumps, split_set, as_json, answer)

@@ -14,7 +14,7 @@ from kdfix.read.probe import open_dump
 class DmesgResult:
     """The (selected) kernel log and where its VMCOREINFO came from."""
 
-    path: str
+    paths: tuple[str, ...]
     vmcoreinfo_source: str
     log: KernelLog
     total_records: int
@@ -25,5 +25,5 @@ def dmesg(*paths: str | os.PathLike[str], since_seq: int | None = None, max_leve
     with open_dump(*paths) as dump:
         view = kernel_view(dump)
         log = read_kernel_log(view.vmcoreinfo, view.memory, word_size=view.word_size, endian=view.endian)
-    return DmesgResult(os.fspath(paths[0]), view.vmcoreinfo_source, log.select(since_seq=since_seq,
+    return DmesgResult(tuple(os.fspath(p) for p in paths), view.vmcoreinfo_source, log.select(since_seq=since_seq,
                        max_level=max_level), len(log.records))  # fmt: skip
