@@ -93,7 +93,7 @@ def plan_kdump(diag: Diagnosis) -> Plan:
     bs = facts.block_size
     main = _Patcher("main_header", facts.main, 0, facts.main_raw)
     sub = _Patcher("sub_header", facts.sub, bs, facts.sub_raw)
-    order = {"big": "big", "little": "little"}[facts.main.abi.endian]
+    order = facts.main.abi.endian
     append: Edit | None = None
     stream: list[Edit] = []
 

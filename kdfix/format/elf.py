@@ -6,7 +6,10 @@ ABIs); only the program header orders its members differently per class.
 
 from __future__ import annotations
 
-from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi, BoundLayout, Field, Layout
+from dataclasses import dataclass
+from typing import Any
+
+from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi, BoundLayout, Layout, cfield
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32 = 1
@@ -22,75 +25,75 @@ PF_W = 2
 PF_R = 4
 PN_XNUM = 0xFFFF
 
-ELF_EHDR = Layout(
-    "elf_ehdr",
-    [
-        Field("e_ident", "char[16]"),
-        Field("e_type", "u16"),
-        Field("e_machine", "u16"),
-        Field("e_version", "u32"),
-        Field("e_entry", "ulong"),
-        Field("e_phoff", "ulong"),
-        Field("e_shoff", "ulong"),
-        Field("e_flags", "u32"),
-        Field("e_ehsize", "u16"),
-        Field("e_phentsize", "u16"),
-        Field("e_phnum", "u16"),
-        Field("e_shentsize", "u16"),
-        Field("e_shnum", "u16"),
-        Field("e_shstrndx", "u16"),
-    ],
-)
 
-ELF64_PHDR = Layout(
-    "elf64_phdr",
-    [
-        Field("p_type", "u32"),
-        Field("p_flags", "u32"),
-        Field("p_offset", "u64"),
-        Field("p_vaddr", "u64"),
-        Field("p_paddr", "u64"),
-        Field("p_filesz", "u64"),
-        Field("p_memsz", "u64"),
-        Field("p_align", "u64"),
-    ],
-)
+@dataclass(frozen=True, slots=True)
+class Ehdr:
+    """``ElfN_Ehdr``; addresses are ``ulong`` so one class serves both ELF classes."""
 
-ELF32_PHDR = Layout(
-    "elf32_phdr",
-    [
-        Field("p_type", "u32"),
-        Field("p_offset", "u32"),
-        Field("p_vaddr", "u32"),
-        Field("p_paddr", "u32"),
-        Field("p_filesz", "u32"),
-        Field("p_memsz", "u32"),
-        Field("p_flags", "u32"),
-        Field("p_align", "u32"),
-    ],
-)
+    e_ident: bytes = cfield("char[16]")
+    e_type: int = cfield("u16")
+    e_machine: int = cfield("u16")
+    e_version: int = cfield("u32")
+    e_entry: int = cfield("ulong")
+    e_phoff: int = cfield("ulong")
+    e_shoff: int = cfield("ulong")
+    e_flags: int = cfield("u32")
+    e_ehsize: int = cfield("u16")
+    e_phentsize: int = cfield("u16")
+    e_phnum: int = cfield("u16")
+    e_shentsize: int = cfield("u16")
+    e_shnum: int = cfield("u16")
+    e_shstrndx: int = cfield("u16")
+
+
+@dataclass(frozen=True, slots=True)
+class Elf64Phdr:
+    """``Elf64_Phdr``."""
+
+    p_type: int = cfield("u32")
+    p_flags: int = cfield("u32")
+    p_offset: int = cfield("u64")
+    p_vaddr: int = cfield("u64")
+    p_paddr: int = cfield("u64")
+    p_filesz: int = cfield("u64")
+    p_memsz: int = cfield("u64")
+    p_align: int = cfield("u64")
+
+
+@dataclass(frozen=True, slots=True)
+class Elf32Phdr:
+    """``Elf32_Phdr``: the same members as Elf64's, with p_flags moved after p_memsz."""
+
+    p_type: int = cfield("u32")
+    p_offset: int = cfield("u32")
+    p_vaddr: int = cfield("u32")
+    p_paddr: int = cfield("u32")
+    p_filesz: int = cfield("u32")
+    p_memsz: int = cfield("u32")
+    p_flags: int = cfield("u32")
+    p_align: int = cfield("u32")
+
+
+ELF_EHDR = Layout.declare("elf_ehdr", Ehdr)
+ELF64_PHDR = Layout.declare("elf64_phdr", Elf64Phdr)
+ELF32_PHDR = Layout.declare("elf32_phdr", Elf32Phdr)
 
 
 def elf_class(abi: Abi) -> int:
     return ELFCLASS64 if abi.is_64bit else ELFCLASS32
 
 
-def ehdr_layout(abi: Abi) -> BoundLayout:
+def ehdr_layout(abi: Abi) -> BoundLayout[Ehdr]:
     return ELF_EHDR.bind(abi)
 
 
-def phdr_layout(abi: Abi) -> BoundLayout:
+def phdr_layout(abi: Abi) -> BoundLayout[Any]:
     return (ELF64_PHDR if abi.is_64bit else ELF32_PHDR).bind(abi)
 
 
 def e_ident(abi: Abi) -> bytes:
     data = ELFDATA2LSB if abi.byte_order == "<" else ELFDATA2MSB
     return (ELF_MAGIC + bytes([elf_class(abi), data, EV_CURRENT])).ljust(16, b"\0")
-
-
-Ehdr = ELF_EHDR.record_type
-Elf64Phdr = ELF64_PHDR.record_type
-Elf32Phdr = ELF32_PHDR.record_type
 
 
 _IDENT_ABIS = {

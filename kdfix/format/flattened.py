@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from kdfix.format.layout import LP64_BE, Field, Layout
+from dataclasses import dataclass
 
-FLAT_HEADER = Layout(
-    "makedumpfile_header",
-    [Field("signature", "char[16]"), Field("type", "s64"), Field("version", "s64")],
-)
-FLAT_RECORD = Layout("makedumpfile_data_header", [Field("offset", "s64"), Field("buf_size", "s64")])
+from kdfix.format.layout import LP64_BE, Layout, cfield
+
+
+@dataclass(frozen=True, slots=True)
+class FlatHeader:
+    """``struct makedumpfile_header``, the first bytes of a flattened stream."""
+
+    signature: bytes = cfield("char[16]")
+    type: int = cfield("s64")
+    version: int = cfield("s64")
+
+
+@dataclass(frozen=True, slots=True)
+class FlatRecord:
+    """``struct makedumpfile_data_header``: where the ``buf_size`` bytes that follow go in the file."""
+
+    offset: int = cfield("s64")
+    buf_size: int = cfield("s64")
+
+
+FLAT_HEADER = Layout.declare("makedumpfile_header", FlatHeader)
+FLAT_RECORD = Layout.declare("makedumpfile_data_header", FlatRecord)
 
 # The stream is big-endian whatever the dumped machine.
 FLAT_ABI = LP64_BE
 FLAT_HEADER_BOUND = FLAT_HEADER.bind(FLAT_ABI)
 FLAT_RECORD_BOUND = FLAT_RECORD.bind(FLAT_ABI)
 FLAT_RECORD_SIZE = FLAT_RECORD_BOUND.size
-
-FlatHeader = FLAT_HEADER.record_type
-FlatRecord = FLAT_RECORD.record_type

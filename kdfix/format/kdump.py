@@ -2,77 +2,94 @@
 
 from __future__ import annotations
 
-from kdfix.format.layout import Field, Layout
+from dataclasses import dataclass
 
-NEW_UTSNAME = Layout(
-    "new_utsname",
-    [
-        Field("sysname", "char[65]"),
-        Field("nodename", "char[65]"),
-        Field("release", "char[65]"),
-        Field("version", "char[65]"),
-        Field("machine", "char[65]"),
-        Field("domainname", "char[65]"),
-    ],
-)
+from kdfix.format.layout import Layout, cfield
+
+
+@dataclass(frozen=True, slots=True)
+class Utsname:
+    """``struct new_utsname``: six NUL-padded 65-byte strings."""
+
+    sysname: bytes = cfield("char[65]")
+    nodename: bytes = cfield("char[65]")
+    release: bytes = cfield("char[65]")
+    version: bytes = cfield("char[65]")
+    machine: bytes = cfield("char[65]")
+    domainname: bytes = cfield("char[65]")
+
+
+NEW_UTSNAME = Layout.declare("new_utsname", Utsname)
 UTSNAME_FIELDS = tuple(f.name for f in NEW_UTSNAME.fields)
 UTS_LEN = 65
 
-TIMEVAL = Layout("timeval", [Field("tv_sec", "long"), Field("tv_usec", "long")])
 
-DISK_DUMP_HEADER = Layout(
-    "disk_dump_header",
-    [
-        Field("signature", "char[8]"),
-        Field("header_version", "int"),
-        Field("utsname", NEW_UTSNAME),
-        Field("timestamp", TIMEVAL),
-        Field("status", "u32"),
-        Field("block_size", "int"),
-        Field("sub_hdr_size", "int", derived=True),
-        Field("bitmap_blocks", "u32", derived=True),
-        Field("max_mapnr", "u32"),
-        Field("total_ram_blocks", "u32"),
-        Field("device_blocks", "u32"),
-        Field("written_blocks", "u32"),
-        Field("current_cpu", "u32"),
-        Field("nr_cpus", "int"),
-    ],
-)
+@dataclass(frozen=True, slots=True)
+class Timeval:
+    """``struct timeval`` of the main header (``long`` members)."""
 
-KDUMP_SUB_HEADER = Layout(
-    "kdump_sub_header",
-    [
-        Field("phys_base", "ulong"),
-        Field("dump_level", "int", since=1),
-        Field("split", "int", since=2),
-        Field("start_pfn", "ulong", since=2),
-        Field("end_pfn", "ulong", since=2),
-        Field("offset_vmcoreinfo", "off_t", since=3, derived=True),
-        Field("size_vmcoreinfo", "ulong", since=3, derived=True),
-        Field("offset_note", "off_t", since=4, derived=True),
-        Field("size_note", "ulong", since=4, derived=True),
-        Field("offset_eraseinfo", "off_t", since=5, derived=True),
-        Field("size_eraseinfo", "ulong", since=5, derived=True),
-        Field("start_pfn_64", "u64", since=6),
-        Field("end_pfn_64", "u64", since=6),
-        Field("max_mapnr_64", "u64", since=6),
-    ],
-)
+    tv_sec: int = cfield("long")
+    tv_usec: int = cfield("long")
 
-PAGE_DESC = Layout(
-    "page_desc",
-    [
-        Field("offset", "off_t"),
-        Field("size", "u32"),
-        Field("flags", "u32"),
-        Field("page_flags", "u64"),
-    ],
-)
+
+TIMEVAL = Layout.declare("timeval", Timeval)
+
+
+@dataclass(frozen=True, slots=True)
+class MainHeader:
+    """``struct disk_dump_header`` (kdump-format.md §3)."""
+
+    signature: bytes = cfield("char[8]")
+    header_version: int = cfield("int")
+    utsname: Utsname = cfield(Utsname)
+    timestamp: Timeval = cfield(Timeval)
+    status: int = cfield("u32")
+    block_size: int = cfield("int")
+    sub_hdr_size: int = cfield("int", derived=True)
+    bitmap_blocks: int = cfield("u32", derived=True)
+    max_mapnr: int = cfield("u32")
+    total_ram_blocks: int = cfield("u32")
+    device_blocks: int = cfield("u32")
+    written_blocks: int = cfield("u32")
+    current_cpu: int = cfield("u32")
+    nr_cpus: int = cfield("int")
+
+
+DISK_DUMP_HEADER = Layout.declare("disk_dump_header", MainHeader)
+
+
+@dataclass(frozen=True, slots=True)
+class SubHeader:
+    """``struct kdump_sub_header``; each member exists from the header version in its ``since`` (§4)."""
+
+    phys_base: int = cfield("ulong")
+    dump_level: int = cfield("int", since=1)
+    split: int = cfield("int", since=2)
+    start_pfn: int = cfield("ulong", since=2)
+    end_pfn: int = cfield("ulong", since=2)
+    offset_vmcoreinfo: int = cfield("off_t", since=3, derived=True)
+    size_vmcoreinfo: int = cfield("ulong", since=3, derived=True)
+    offset_note: int = cfield("off_t", since=4, derived=True)
+    size_note: int = cfield("ulong", since=4, derived=True)
+    offset_eraseinfo: int = cfield("off_t", since=5, derived=True)
+    size_eraseinfo: int = cfield("ulong", since=5, derived=True)
+    start_pfn_64: int = cfield("u64", since=6)
+    end_pfn_64: int = cfield("u64", since=6)
+    max_mapnr_64: int = cfield("u64", since=6)
+
+
+KDUMP_SUB_HEADER = Layout.declare("kdump_sub_header", SubHeader)
+
+
+@dataclass(frozen=True, slots=True)
+class PageDesc:
+    """``struct page_desc``: where one dumped page is stored and how (§6)."""
+
+    offset: int = cfield("off_t")
+    size: int = cfield("u32")
+    flags: int = cfield("u32")
+    page_flags: int = cfield("u64")
+
+
+PAGE_DESC = Layout.declare("page_desc", PageDesc)
 PAGE_DESC_SIZE = 24
-
-MainHeader = DISK_DUMP_HEADER.record_type
-SubHeader = KDUMP_SUB_HEADER.record_type
-PageDesc = PAGE_DESC.record_type
-Utsname = NEW_UTSNAME.record_type
-Timeval = TIMEVAL.record_type

@@ -14,7 +14,7 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from kdfix.errors import FormatError, TruncatedError
 
@@ -33,7 +33,7 @@ class Abi:
         return self.word_size == 8
 
     @property
-    def endian(self) -> str:
+    def endian(self) -> Literal["little", "big"]:
         return "little" if self.byte_order == "<" else "big"
 
 
@@ -88,7 +88,7 @@ class Field:
     """
 
     name: str
-    ctype: str | Layout
+    ctype: str | Layout[Any]
     since: int = 0
     derived: bool = False
 
@@ -105,22 +105,84 @@ class _Slot:
     count: int
 
 
-class Layout:
-    """An unbound structure declaration; :meth:`bind` compiles it for one ABI and version."""
+R = TypeVar("R")
+_DECLARED: dict[type, Layout[Any]] = {}  # record class -> its layout, for nesting a declared record in another
 
-    def __init__(self, name: str, fields: list[Field]) -> None:
+
+def cfield(ctype: str | type, *, since: int = 0, derived: bool = False) -> Any:
+    """Declare one member of a record class: its C type (or a nested record class), ``since`` and ``derived``.
+
+    The default is the C zero value (0, ``bytes(n)``, a tuple of zeros, a zero nested record), so a record built
+    with only some fields named packs the rest as zero.
+    """
+    meta = {"ctype": ctype, "since": since, "derived": derived}
+    if isinstance(ctype, type):
+        return dataclasses.field(default_factory=ctype, metadata=meta)
+    m = _CTYPE.match(ctype)
+    if m is None:
+        raise ValueError(f"bad C type {ctype!r}")
+    if m["count"] is None:
+        return dataclasses.field(default=0, metadata=meta)
+    count = int(m["count"])
+    default: bytes | tuple[int, ...] = bytes(count) if m["base"] == "char" else (0,) * count
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _annotation_for(ctype: str | type) -> str:
+    """The annotation a record class must give a member of C type ``ctype``."""
+    if isinstance(ctype, type):
+        return ctype.__name__
+    m = _CTYPE.match(ctype)
+    assert m is not None
+    if m["count"] is None:
+        return "int"
+    return "bytes" if m["base"] == "char" else "tuple[int, ...]"
+
+
+class Layout(Generic[R]):
+    """An unbound structure declaration; :meth:`bind` compiles it for one ABI and version.
+
+    Declare a structure as a frozen dataclass whose members are :func:`cfield` and pass it to :meth:`declare`:
+    the class is then the typed record that ``unpack`` returns and ``pack`` takes. ``Layout(name, fields)``
+    builds an untyped record class for structures no code reads by attribute.
+    """
+
+    def __init__(self, name: str, fields: list[Field], record_type: type[R] | None = None) -> None:
         self.name = name
         self.fields = tuple(fields)
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"{name}: duplicate field names")
-        self.record_type = dataclasses.make_dataclass(
-            _camel(name),
-            [(f.name, Any, dataclasses.field(default_factory=_default_factory(f))) for f in self.fields],
-            frozen=True,
-            slots=True,
-        )
-        self.record_type.__doc__ = f"A decoded ``{name}`` (see kdfix.format)."
+        if record_type is None:
+            made = dataclasses.make_dataclass(
+                _camel(name),
+                [(f.name, Any, dataclasses.field(default_factory=_default_factory(f))) for f in self.fields],
+                frozen=True,
+                slots=True,
+            )
+            made.__doc__ = f"A decoded ``{name}`` (see kdfix.format)."
+            record_type = made
+        self.record_type: type[R] = record_type
+
+    @classmethod
+    def declare(cls, name: str, record_type: type[R]) -> Layout[R]:
+        """The layout of a record class whose members are :func:`cfield` declarations (checked here)."""
+        fields: list[Field] = []
+        for f in dataclasses.fields(record_type):  # type: ignore[arg-type]
+            if "ctype" not in f.metadata:
+                raise ValueError(f"{name}.{f.name}: not declared with cfield()")
+            ctype = f.metadata["ctype"]
+            want = _annotation_for(ctype)
+            if f.type != want:
+                raise ValueError(f"{name}.{f.name}: annotated {f.type!r}, its C type {ctype!r} needs {want!r}")
+            if isinstance(ctype, type):
+                if ctype not in _DECLARED:
+                    raise ValueError(f"{name}.{f.name}: {ctype.__name__} is not a declared record")
+                ctype = _DECLARED[ctype]
+            fields.append(Field(f.name, ctype, since=f.metadata["since"], derived=f.metadata["derived"]))
+        layout = cls(name, fields, record_type)
+        _DECLARED[record_type] = layout
+        return layout
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r})"
@@ -130,11 +192,11 @@ class Layout:
         """The highest ``since`` tag, i.e. the newest version of this structure."""
         return max(f.since for f in self.fields)
 
-    def bind(self, abi: Abi, version: int | None = None) -> BoundLayout:
+    def bind(self, abi: Abi, version: int | None = None) -> BoundLayout[R]:
         """Compile for ``abi``, keeping only fields introduced at or before ``version``."""
         return _bind(self, abi, self.max_version if version is None else version)
 
-    def make(self, **values: Any) -> Any:
+    def make(self, **values: Any) -> R:
         """Build a record, with unnamed fields zero."""
         return self.record_type(**values)
 
@@ -161,7 +223,9 @@ def _default_factory(f: Field) -> Any:
     return lambda: (0,) * count
 
 
-def _layout_of(layout: Layout, abi: Abi, version: int, base: int, prefix: str) -> tuple[list[_Slot], int, int, int]:
+def _layout_of(
+    layout: Layout[Any], abi: Abi, version: int, base: int, prefix: str
+) -> tuple[list[_Slot], int, int, int]:
     """Return (slots, end offset, aligned size, alignment) of ``layout`` placed at ``base``."""
     slots: list[_Slot] = []
     offset = 0
@@ -199,14 +263,14 @@ def _round(value: int, align: int) -> int:
 
 
 @functools.cache
-def _bind(layout: Layout, abi: Abi, version: int) -> BoundLayout:
+def _bind(layout: Layout[R], abi: Abi, version: int) -> BoundLayout[R]:
     return BoundLayout(layout, abi, version)
 
 
-class BoundLayout:
+class BoundLayout(Generic[R]):
     """A layout compiled for one ABI and version: ``unpack``, ``pack``, ``offset_of``, ``size``."""
 
-    def __init__(self, layout: Layout, abi: Abi, version: int) -> None:
+    def __init__(self, layout: Layout[R], abi: Abi, version: int) -> None:
         self.layout = layout
         self.abi = abi
         self.version = version
@@ -248,7 +312,7 @@ class BoundLayout:
     def has(self, path: str) -> bool:
         return path in self._offsets
 
-    def unpack(self, buf: bytes | bytearray | memoryview, offset: int = 0, *, what: str | None = None) -> Any:
+    def unpack(self, buf: bytes | bytearray | memoryview, offset: int = 0, *, what: str | None = None) -> R:
         """Decode the structure at ``buf[offset:]`` into a frozen record."""
         if len(buf) - offset < self.size:
             raise TruncatedError(
@@ -271,7 +335,7 @@ class BoundLayout:
                 pos += 1
         return _build(self.layout, leaves, "")
 
-    def pack(self, record: Any) -> bytes:
+    def pack(self, record: R) -> bytes:
         """Encode a record; fields absent from this version are dropped."""
         values: list[Any] = []
         for slot in self.slots:
@@ -315,7 +379,7 @@ def _get_path(record: Any, path: str) -> Any:
     return record
 
 
-def _build(layout: Layout, leaves: dict[str, Any], prefix: str) -> Any:
+def _build(layout: Layout[R], leaves: dict[str, Any], prefix: str) -> R:
     kwargs: dict[str, Any] = {}
     for f in layout.fields:
         path = prefix + f.name
@@ -327,9 +391,9 @@ def _build(layout: Layout, leaves: dict[str, Any], prefix: str) -> Any:
     return layout.record_type(**kwargs)
 
 
-def replace(record: Any, **changes: Any) -> Any:
+def replace(record: R, **changes: Any) -> R:
     """Return a copy of a record with some fields changed (``dataclasses.replace``)."""
-    return dataclasses.replace(record, **changes)
+    return dataclasses.replace(cast(Any, record), **changes)  # type: ignore[no-any-return]
 
 
 def as_dict(record: Any) -> dict[str, Any]:
@@ -351,5 +415,6 @@ __all__ = [
     "Field",
     "Layout",
     "as_dict",
+    "cfield",
     "replace",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdfix.format.layout import Field, Layout
 
-NHDR = Layout("elf_nhdr", [Field("n_namesz", "u32"), Field("n_descsz", "u32"), Field("n_type", "u32")])
+NHDR: Layout[Any] = Layout("elf_nhdr", [Field("n_namesz", "u32"), Field("n_descsz", "u32"), Field("n_type", "u32")])
 NHDR_SIZE = 12
 
-X86_64_USER_REGS = Layout(
+X86_64_USER_REGS: Layout[Any] = Layout(
     "user_regs_struct",
     [
         Field(name, "ulong")
@@ -42,7 +44,7 @@ X86_64_USER_REGS = Layout(
         ]
     ],
 )
-I386_USER_REGS = Layout(
+I386_USER_REGS: Layout[Any] = Layout(
     "user_regs_struct_i386",
     [
         Field(name, "ulong")
@@ -68,10 +70,10 @@ I386_USER_REGS = Layout(
     ],
 )
 
-TIMEVAL_PR = Layout("pr_timeval", [Field("tv_sec", "long"), Field("tv_usec", "long")])
+TIMEVAL_PR: Layout[Any] = Layout("pr_timeval", [Field("tv_sec", "long"), Field("tv_usec", "long")])
 
 
-def _prstatus(name: str, regs: Layout) -> Layout:
+def _prstatus(name: str, regs: Layout[Any]) -> Layout[Any]:
     return Layout(
         name,
         [
@@ -99,7 +101,7 @@ def _prstatus(name: str, regs: Layout) -> Layout:
 ELF_PRSTATUS_X86_64 = _prstatus("elf_prstatus", X86_64_USER_REGS)
 ELF_PRSTATUS_I386 = _prstatus("elf_prstatus_i386", I386_USER_REGS)
 
-QEMU_CPU_SEGMENT = Layout(
+QEMU_CPU_SEGMENT: Layout[Any] = Layout(
     "QEMUCPUSegment",
     [
         Field("selector", "u32"),
@@ -113,7 +115,7 @@ QEMU_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt")
 QEMU_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", *(f"r{i}" for i in range(8, 16)))
 
 # Version 0 is the 432-byte QEMUCPUState (QEMU < 3.0), version 1 adds kernel_gs_base (440 bytes).
-QEMU_CPU_STATE = Layout(
+QEMU_CPU_STATE: Layout[Any] = Layout(
     "QEMUCPUState",
     [
         Field("version", "u32"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdfix.format.layout import LP64_LE, Field, Layout
 
 # struct gate_struct: 16 bytes; handler = offset_high << 32 | offset_middle << 16 | offset_low.
-GATE_STRUCT = Layout(
+GATE_STRUCT: Layout[Any] = Layout(
     "gate_struct",
     [
         Field("offset_low", "u16"),

@@ -238,7 +238,7 @@ def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
     b2 = part.dumped.to_bytes()
     extra = int.from_bytes(b2, "little") & ~int.from_bytes(b1, "little")
     if extra:
-        pfns = []
+        pfns: list[int] = []
         while extra and len(pfns) < limit:
             low = extra & -extra
             pfns.append(low.bit_length() - 1)

@@ -109,7 +109,7 @@ class ElfContainer:
             raise TruncatedError("file ends inside the ELF header", field="elf_header", offset=0)
         self.e_machine = ehdr.unpack(head).e_machine
         try:
-            elf = ELFFile(_SourceIO(src))
+            elf = ELFFile(_SourceIO(src))  # type: ignore[arg-type]  # a seekable binary file object
             hdr = elf.header
             self.e_flags = int(hdr["e_flags"])
             self.e_type = hdr["e_type"]

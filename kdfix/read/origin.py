@@ -47,7 +47,7 @@ def _kdumpling_evidence(dump: Dump) -> list[str]:
         ev.append("bitmap_blocks counts one bitmap (kdumpling mistake 1)")
     if mh.total_ram_blocks and mh.total_ram_blocks == mh.written_blocks:
         ev.append("total_ram_blocks == written_blocks == page count")
-    if sh is not None and not k.split and (getattr(sh, "start_pfn", 0) or getattr(sh, "end_pfn", 0)):
+    if sh is not None and not k.split and (sh.start_pfn or sh.end_pfn):
         ev.append("start_pfn/end_pfn set although split is 0")
     if mh.status & 0x8 and k.compression == "none":
         ev.append("status 8 (kdumpling's ZSTD value)")

@@ -20,11 +20,14 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, KdfixError, WriteError
 from kdfix.format.bitmap import Bitmap
+
+if TYPE_CHECKING:
+    from kdfix.read.elf import ElfContainer
 
 UNIT_PAGES = 256  # pages per compression unit (1 MiB with 4 KiB pages)
 
@@ -401,12 +404,12 @@ def compressed_units(
             cache.close()
         return
     ctx = multiprocessing.get_context("fork")
-    cache = PageCache(lock=ctx.Lock())
+    shared = PageCache(lock=ctx.Lock())
     try:
-        with _Helpers(units, spec, codec, page_size, workers - 1, cache, zero_page=zero_page) as helpers:
-            yield from helpers.run(UnitCompressor(source, codec, page_size, cache=cache, zero_page=zero_page))
+        with _Helpers(units, spec, codec, page_size, workers - 1, shared, zero_page=zero_page) as helpers:
+            yield from helpers.run(UnitCompressor(source, codec, page_size, cache=shared, zero_page=zero_page))
     finally:
-        cache.close()
+        shared.close()
 
 
 _RESULT = struct.Struct("<iiqqq")  # helper, slot, unit index, len(sizes) (-1: error), len(stored)
@@ -599,6 +602,7 @@ def _helper_main(
             buf[len(sizes) : len(sizes) + len(stored)] = stored
             os.write(result_w, _RESULT.pack(hid, slot, index, len(sizes), len(stored)))
     except BaseException as exc:  # reported to the main process, which raises it
+        info: tuple[type[KdfixError] | None, str, str | None, int | None, str | None]
         if isinstance(exc, KdfixError):
             info = (type(exc), exc.message, exc.field, exc.offset, exc.path)
         else:
@@ -675,19 +679,20 @@ def plan_memory(memory: Any, dumped: Bitmap, *, start_pfn: int = 0, end_pfn: int
     container = getattr(memory, "container", None)
     elf = _elf_file(container)
     if elf is not None:
-        source = FileRangeSource(elf)
+        elf_container, elf_path = elf
+        source = FileRangeSource(elf_path)
 
         def make_elf(first: int, end: int) -> Unit:
             lo, hi = first * ps, end * ps
             pieces = []
-            for seg in container._segments_for(lo, hi):
+            for seg in elf_container._segments_for(lo, hi):
                 a = max(lo, seg.paddr)
                 b = min(hi, seg.paddr + min(seg.filesz, seg.memsz))
                 if a < b:
                     pieces.append(Piece(a - lo, seg.file_offset + (a - seg.paddr), b - a))
             return Unit(first, end - first, tuple(pieces))
 
-        return MemoryPlan(PfnUnits(runs, make_elf), source, SourceSpec("elf", elf), source.close)
+        return MemoryPlan(PfnUnits(runs, make_elf), source, SourceSpec("elf", elf_path), source.close)
 
     def make_mem(first: int, end: int) -> Unit:
         return Unit(first, end - first, (Piece(0, first * ps, (end - first) * ps),))
@@ -703,14 +708,14 @@ def plan_memory(memory: Any, dumped: Bitmap, *, start_pfn: int = 0, end_pfn: int
     return MemoryPlan(PfnUnits(runs, make_mem), source2, spec, lambda: None)
 
 
-def _elf_file(container: Any) -> str | None:
-    """The path of an ELF container read from a regular file with pread, else None."""
+def _elf_file(container: Any) -> tuple[ElfContainer, str] | None:
+    """An ELF container read from a regular file with pread, and that file's path; else None."""
     from kdfix.read.elf import ElfContainer
     from kdfix.read.source import FileSource
 
     if isinstance(container, ElfContainer) and isinstance(container.source, FileSource):
         path = container.source.path
-        return path if os.path.isfile(path) else None
+        return (container, path) if os.path.isfile(path) else None
     return None
 
 

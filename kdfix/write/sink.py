@@ -19,7 +19,7 @@ MAX_RECORD_SIZE = 1 << 20
 class Sink(Protocol):
     """Where a writer puts bytes: ``write_at(file_offset, data)`` in the (reassembled) file, then ``close()``."""
 
-    def write_at(self, file_offset: int, data: bytes | memoryview) -> None: ...
+    def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None: ...
 
     def close(self) -> None: ...
 
@@ -56,7 +56,7 @@ class FileSink:
             raise write_error(exc, self.path) from exc
         self.size = 0  # length of the file so far (highest byte written + 1)
 
-    def write_at(self, file_offset: int, data: bytes | memoryview) -> None:
+    def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None:
         if self._fd is None:
             raise WriteError("sink is closed", path=self.path)
         view = memoryview(data)
@@ -128,7 +128,7 @@ class FlattenedSink:
             self._pending = bytearray()
         self._start = -1
 
-    def write_at(self, file_offset: int, data: bytes | memoryview) -> None:
+    def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise WriteError("sink is closed", path=self.path)
         view = memoryview(data)
@@ -176,7 +176,7 @@ class MemorySink:
         self.buffer = bytearray()
         self.size = 0
 
-    def write_at(self, file_offset: int, data: bytes | memoryview) -> None:
+    def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None:
         end = file_offset + len(data)
         if end > len(self.buffer):
             self.buffer.extend(bytes(end - len(self.buffer)))
