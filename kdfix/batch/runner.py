@@ -170,8 +170,10 @@ def process(job: Job) -> Outcome:
     dump = job.dump
     started = time.time()
     began = time.monotonic()
-    base = {"path": dump.path, "kind": dump.kind, "files": dump.rel_files, "size_bytes": dump.size_bytes,
-            "dry_run": job.dry_run, "started": round(started, 3)}  # fmt: skip
+    base: dict[str, Any] = {
+        "path": dump.path, "kind": dump.kind, "files": dump.rel_files, "size_bytes": dump.size_bytes,
+        "dry_run": job.dry_run, "started": round(started, 3),
+    }  # fmt: skip
     _WorkerState.in_job, _WorkerState.raised = True, False
     try:
         checkpoint("batch.file.start")
@@ -308,7 +310,8 @@ def run_batch(
     skipped = [s for s in found.skipped if shard is None or shard.holds(s.path)]
     done = read_report(report_path) if resume and report_path is not None else {}
     summary.resumed = sum(1 for d in dumps if d.path in done) + sum(1 for s in skipped if s.path in done)
-    summary.resumed_failed = sum(1 for x in [*dumps, *skipped] if done.get(x.path, {}).get("status") == "failed")
+    paths = [d.path for d in dumps] + [s.path for s in skipped]
+    summary.resumed_failed = sum(1 for p in paths if done.get(p, {}).get("status") == "failed")
     dumps = [d for d in dumps if d.path not in done]
     skipped = [s for s in skipped if s.path not in done]
 

@@ -29,7 +29,8 @@ def find_by_banner(run: Attempt) -> Candidate | None:
     """First phys_base for which kphys(linux_banner + KERNELOFFSET) reads ``Linux version`` (needs the symbol)."""
     symbols, memory = run.vmlinux_symbols, run.memory
     if not symbols or "linux_banner" not in symbols:
-        return run.miss("needs the vmlinux symbol linux_banner")
+        run.miss("needs the vmlinux symbol linux_banner")
+        return None
     kernel_offset = next((c.kernel_offset for c in run.known if c.kernel_offset is not None), None)
     assumed = "" if kernel_offset is not None else " (KERNELOFFSET unknown, assumed 0)"
     lb = symbols["linux_banner"] + (kernel_offset or 0) - START_KERNEL_MAP
@@ -49,4 +50,5 @@ def find_by_banner(run: Attempt) -> Candidate | None:
         if raw == BANNER_PREFIX:
             run.evidence.append(f"'Linux version' at PA {paddr:#x} with phys_base {cand:#x}{assumed}")
             return run.candidate(cand, kernel_offset)
-    return run.miss(f"no 'Linux version' at linux_banner for any phys_base probed{assumed}")
+    run.miss(f"no 'Linux version' at linux_banner for any phys_base probed{assumed}")
+    return None

@@ -106,7 +106,8 @@ def find_by_cr3_walk(run: Attempt) -> Candidate | None:
     results: list[tuple[int, int]] = []
     cpus = list(iter_qemu_cpu_states(run.model))
     if not cpus:
-        return run.miss("no QEMU CPU notes")
+        run.miss("no QEMU CPU notes")
+        return None
     for cpu in cpus:
         if not cpu.paging:
             evidence.append(f"cpu{cpu.cpu}: paging off or CR3 0 (CR0={cpu.cr0:#x}, CR3={cpu.cr3:#x})")
@@ -115,7 +116,8 @@ def find_by_cr3_walk(run: Attempt) -> Candidate | None:
         if found is not None:
             results.append(found)
     if not results:
-        return run.miss("no vCPU page table maps the kernel image", details=evidence)
+        run.miss("no vCPU page table maps the kernel image", details=evidence)
+        return None
     derived = [((pa - (va - START_KERNEL_MAP)) & U64_MASK, va) for va, pa in results]
     (phys_base, text_vaddr), votes = Counter(derived).most_common(1)[0]
     if votes != len(derived):

@@ -37,7 +37,8 @@ def find_by_elf_text_load(run: Attempt) -> Candidate | None:
     """phys_base = p_paddr - (p_vaddr - __START_KERNEL_map) of the first PT_LOAD with a kernel-image p_vaddr."""
     segments = _segments(run.model, run.memory)
     if segments is None:
-        return run.miss("no ELF PT_LOAD segments exposed (not an ELF vmcore)")
+        run.miss("no ELF PT_LOAD segments exposed (not an ELF vmcore)")
+        return None
     for segment in segments:
         vaddr, paddr = _field(segment, "p_vaddr"), _field(segment, "p_paddr")
         if vaddr is None or paddr is None or vaddr < START_KERNEL_MAP:
@@ -45,4 +46,5 @@ def find_by_elf_text_load(run: Attempt) -> Candidate | None:
         phys_base = (paddr - (vaddr - START_KERNEL_MAP)) & U64_MASK
         run.evidence.append(f"PT_LOAD p_vaddr {vaddr:#x} p_paddr {paddr:#x}")
         return run.candidate(phys_base)
-    return run.miss("no PT_LOAD with p_vaddr in the kernel image (QEMU ELF without paging?)")
+    run.miss("no PT_LOAD with p_vaddr in the kernel image (QEMU ELF without paging?)")
+    return None

@@ -36,9 +36,11 @@ def find_by_idt_gate(run: Attempt) -> Candidate | None:
             divide = next((symbols[n] for n in DIVIDE_ERROR_NAMES if n in symbols), None)
             idt_table = symbols.get("idt_table")
             if divide is None or idt_table is None:
-                return run.miss(evidence[0] + " (needs vmlinux symbols idt_table and asm_exc_divide_error)")
+                run.miss(evidence[0] + " (needs vmlinux symbols idt_table and asm_exc_divide_error)")
+                return None
             kernel_offset = (handler - divide) & U64_MASK
             phys_base = (idt_pa - (idt_table + kernel_offset - START_KERNEL_MAP)) & U64_MASK
             evidence.append(f"KERNELOFFSET = {handler:#x} - divide_error {divide:#x} = {kernel_offset:#x}")
             return run.candidate(phys_base, kernel_offset)
-    return run.miss("no vCPU with paging whose IDT base translates")
+    run.miss("no vCPU with paging whose IDT base translates")
+    return None

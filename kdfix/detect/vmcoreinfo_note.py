@@ -53,12 +53,14 @@ def find_by_vmcoreinfo_note(run: Attempt) -> Candidate | None:
         evidence.append("VMCOREINFO at offset_vmcoreinfo differs from the VMCOREINFO note")
     raw = pointed if pointed is not None else (note.desc if note is not None else None)
     if raw is None:
-        return run.miss("no VMCOREINFO in the dump (header pointer 0 and no VMCOREINFO note)")
+        run.miss("no VMCOREINFO in the dump (header pointer 0 and no VMCOREINFO note)")
+        return None
     info = VmcoreInfo.parse(raw)
     source = "header pointer" if pointed is not None else "note"
     phys_base = info.phys_base
     if phys_base is None:
-        return run.miss(f"VMCOREINFO ({source}) lacks a parsable NUMBER(phys_base) (kernel < 4.10?)")
+        run.miss(f"VMCOREINFO ({source}) lacks a parsable NUMBER(phys_base) (kernel < 4.10?)")
+        return None
     kernel_offset = info.kernel_offset
     evidence.append(f"VMCOREINFO from {source}: NUMBER(phys_base)={to_s64(phys_base)} → {phys_base:#x}")
     if kernel_offset is not None:

@@ -160,7 +160,8 @@ def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
     for hit in iter_vmcoreinfo_pages(memory):
         by_text.setdefault(hit.text, []).append(hit)
     if not by_text:
-        return run.miss("no page starts with a VMCOREINFO note or OSRELEASE= text")
+        run.miss("no page starts with a VMCOREINFO note or OSRELEASE= text")
+        return None
     rejected: list[str] = []
     chosen: Candidate | None = None
     others: list[str] = []
@@ -185,6 +186,7 @@ def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
         elif (phys_base, kernel_offset) != (chosen.phys_base, chosen.kernel_offset):
             others.append(f"another validated VMCOREINFO at {where} (phys_base {phys_base:#x}): two kernels?")
     if chosen is None:
-        return run.miss(f"{len(by_text)} VMCOREINFO copies found, none validated", details=rejected)
+        run.miss(f"{len(by_text)} VMCOREINFO copies found, none validated", details=rejected)
+        return None
     extra = tuple(f"ignored {line}" for line in rejected) + tuple(others)
     return Candidate(METHOD, chosen.phys_base, chosen.kernel_offset, chosen.vmcoreinfo, chosen.evidence + extra)

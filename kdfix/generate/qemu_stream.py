@@ -323,7 +323,7 @@ class PageEmitter:
             desc.buf += self._zero_desc * take
             count -= take
 
-    def add(self, sizes_raw: bytes, stored: bytes) -> None:
+    def add(self, sizes_raw: bytes | memoryview, stored: bytes | memoryview) -> None:
         """Append one unit's pages (output of :meth:`UnitCompressor.pages`) in pfn order."""
         sizes = array("I")
         sizes.frombytes(sizes_raw)

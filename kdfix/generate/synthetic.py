@@ -617,7 +617,7 @@ def build_linux_image(
         if qemu_header_bug:
             from kdfix.detect.vmcoreinfo_note import qemu_misparse
 
-            header_pb = qemu_misparse(str(pb))
+            header_pb = qemu_misparse(str(pb)) or 0  # unparsable: QEMU keeps 0 (qemu-dumps.md §6 bug 1)
     else:
         utsname = make_utsname(machine="x86_64")
         header_pb = 0

@@ -43,7 +43,7 @@ from kdfix.read.memory import PhysicalMemory
 from kdfix.units import align_up
 from kdfix.write.encode import is_zero
 from kdfix.write.kdump import Progress, WriteResult, notes_to_write
-from kdfix.write.sink import FileSink, Sink
+from kdfix.write.sink import FileSink, Sink, output_path
 
 COPY_PAGES = 256
 
@@ -162,7 +162,7 @@ def write_elf(
         if own:
             sink.close()
     return WriteResult(
-        paths=(os.fspath(target),) if own else (),
+        paths=(output_path(target, sink),) if own else (),
         size=max(pos, notes_offset + len(blob)),
         pages=pages,
         zero_pages=0,

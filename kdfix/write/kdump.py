@@ -28,7 +28,7 @@ from kdfix.read.memory import PhysicalMemory
 from kdfix.units import ceil_div
 from kdfix.write.encode import EncodedPage, is_zero, is_zero_stored, pass_through_pages
 from kdfix.write.parallel import compressed_units, plan_memory
-from kdfix.write.sink import FileSink, FlattenedSink, Sink
+from kdfix.write.sink import FileSink, FlattenedSink, Sink, output_path, output_size
 
 Progress = Callable[[int, int], None]
 PageSource = Iterable[tuple[int, int, bytes]]
@@ -498,11 +498,11 @@ def write_kdump(
     finally:
         if own_sink:
             sink.close()
-    size = getattr(sink, "stream_size", None) or getattr(sink, "size", end)
-    paths = (os.fspath(target),) if own_sink else ((getattr(sink, "path", None) or "",))
+    size = output_size(sink, end)
+    paths = (output_path(target, sink),)
     return WriteResult(
         paths=tuple(p for p in paths if p),
-        size=int(size),
+        size=size,
         pages=counts.pages,
         zero_pages=counts.zero,
         raw_pages=counts.raw,

@@ -24,6 +24,19 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def output_path(target: str | os.PathLike[str] | Sink, sink: Sink) -> str:
+    """The path a writer reports: the path it was given, else the caller's sink's ``path`` ('' if it has none)."""
+    if isinstance(target, Sink):
+        return str(getattr(sink, "path", "") or "")
+    return os.fspath(target)
+
+
+def output_size(sink: Sink, default: int) -> int:
+    """Bytes a writer reports: a flattened stream's length, else the sink's file size, else ``default``."""
+    value = getattr(sink, "stream_size", None) or getattr(sink, "size", None)
+    return default if value is None else int(value)
+
+
 def write_error(exc: OSError, path: str | os.PathLike[str] | None) -> WriteError:
     """Turn an OSError (ENOSPC, EIO, EACCES …) into a one-line WriteError."""
     reason = exc.strerror or str(exc)

@@ -30,7 +30,7 @@ from kdfix.write.kdump import (
     write_page_area,
     write_tail,
 )
-from kdfix.write.sink import Sink
+from kdfix.write.sink import Sink, output_path, output_size
 
 
 def split_ranges(bitmaps: Bitmaps, max_mapnr: int, parts: int) -> list[tuple[int, int]]:
@@ -136,12 +136,12 @@ def write_split(
             if own:
                 sink.close()
         done += part_total
-        size += int(getattr(sink, "stream_size", None) or getattr(sink, "size", 0))
+        size += output_size(sink, 0)
         pages += counts.pages
         zero += counts.zero
         raw += counts.raw
         compressed += counts.compressed
-        paths.append(os.fspath(target) if own else str(getattr(sink, "path", "") or ""))
+        paths.append(output_path(target, sink))
     return WriteResult(
         paths=tuple(p for p in paths if p),
         size=size,
