@@ -22,7 +22,7 @@ from kdfix.fix.journal import JOURNAL_SUFFIX, ORIGINAL_SUFFIX
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
 from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION, DumpFlag
 from kdfix.format.elf import ELF_EHDR, ET_CORE, ident_abi
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features, pfn_range
 from kdfix.format.layout import replace
 from kdfix.read.probe import probe_container
 
@@ -96,7 +96,7 @@ def probe_split_part(block0: bytes, read_at: Callable[[int, int], bytes]) -> Spl
     main = DISK_DUMP_HEADER.bind(abi)
     mh = main.unpack(block0)
     version = min(mh.header_version, KDUMP_HEADER_VERSION)
-    if version < 2:
+    if not header_features(version).split:
         return None
     sub_block = read_at(mh.block_size, 512)
     try:
@@ -106,8 +106,8 @@ def probe_split_part(block0: bytes, read_at: Callable[[int, int], bytes]) -> Spl
         return None
     if not sh.split:
         return None
-    start, end = (sh.start_pfn_64, sh.end_pfn_64) if version >= 6 else (sh.start_pfn, sh.end_pfn)
-    max_pfn = sh.max_mapnr_64 if version >= 6 and sh.max_mapnr_64 else mh.max_mapnr
+    start, end = pfn_range(sh, version)
+    max_pfn = sh.max_mapnr_64 if header_features(version).pfn64 and sh.max_mapnr_64 else mh.max_mapnr
     bitmap_bits = mh.bitmap_blocks * mh.block_size * 8 // 2
     key = main.pack(replace(mh, status=mh.status & ~DumpFlag.COMPRESSED_INCOMPLETE))
     return SplitPart(key, start, end, min(max_pfn, bitmap_bits) if bitmap_bits else max_pfn)

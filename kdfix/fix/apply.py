@@ -12,7 +12,6 @@ import dataclasses
 import os
 import shutil
 import stat
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +22,14 @@ from kdfix.fix import journal as _journal
 from kdfix.fix.journal import Write, pread_full, pwrite_all
 from kdfix.fix.plan import Edit, Plan
 from kdfix.format.constants import FLAT_HEADER_SIZE
-from kdfix.format.flattened import FLAT_RECORD_SIZE
+from kdfix.format.flattened import FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.read.dump import Dump
 from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.sink import flat_record_header
 
 Progress = Callable[[int, int], None]
 _END_MARKER = b"\xff" * FLAT_RECORD_SIZE
-_RECORD = struct.Struct(">qq")
+_RECORD = FLAT_RECORD_BOUND.struct
 _SCAN = 1 << 20
 MAX_APPEND_RECORD = 1 << 20
 

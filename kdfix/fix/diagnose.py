@@ -23,7 +23,7 @@ from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.fix import utsname as uts
 from kdfix.format.constants import NOTE_NAME_VMCOREINFO, STATUS_FLAG_NAMES
 from kdfix.format.elf import ehdr_layout, phdr_layout
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features
 from kdfix.format.layout import BoundLayout
 from kdfix.notes.framing import Note
 from kdfix.notes.vmcoreinfo import VmcoreInfo
@@ -362,16 +362,17 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
     if text is not None:
         note = facts.vmcoreinfo_note
         version = facts.header_version
-        if note is not None and version >= 4:
+        can = header_features(version)
+        if note is not None and can.notes:
             desc_offset = note.offset + note.desc_offset
             sh = facts.sub_header
             if (sh.offset_vmcoreinfo, sh.size_vmcoreinfo) != (desc_offset, len(note.desc)):
                 diag.findings.append(Finding("vmcoreinfo_pointer", "offset_vmcoreinfo/size_vmcoreinfo do not point at "
                                              "the VMCOREINFO note", (desc_offset, len(note.desc))))  # fmt: skip
-        elif version == 3 and existing is not None:
-            pass  # v3: every reader takes offset_vmcoreinfo
+        elif can.vmcoreinfo and not can.notes and existing is not None:
+            pass  # a version with the pointer but no notes: every reader takes offset_vmcoreinfo
         else:
-            why = "no VMCOREINFO note in the notes area" if version >= 4 else f"header_version {version} has no notes"
+            why = "no VMCOREINFO note in the notes area" if can.notes else f"header_version {version} has no notes"
             diag.findings.append(Finding("vmcoreinfo_note", f"{why}: append notes + VMCOREINFO note", text))
 
     # utsname (notes-and-vmcoreinfo.md §6).

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from kdfix.fix.diagnose import FLAT_HINT_OFFSET, Diagnosis, KdumpFacts
 from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
+from kdfix.format.kdump import header_features
 from kdfix.format.layout import BoundLayout
 from kdfix.notes.framing import Note, pack_note
 from kdfix.units import align_up, cstr
@@ -110,24 +111,24 @@ def plan_kdump(diag: Diagnosis) -> Plan:
             sub.set("offset_vmcoreinfo", offset)
             sub.set("size_vmcoreinfo", size)
         elif f.kind == "vmcoreinfo_note":
-            version = facts.header_version
-            if version < 4:
+            can = header_features(facts.header_version)
+            if not can.notes:
                 # The upgraded header declares fields the old one did not have: give each a defined value.
                 main.set("header_version", KDUMP_HEADER_VERSION)
-                split = facts.sub_header.split if version >= 2 else 0
-                start = facts.sub_header.start_pfn if version >= 2 else 0
-                end = facts.sub_header.end_pfn if version >= 2 else 0
+                split = facts.sub_header.split if can.split else 0
+                start = facts.sub_header.start_pfn if can.split else 0
+                end = facts.sub_header.end_pfn if can.split else 0
                 for path, value in (("split", split), ("start_pfn", start), ("end_pfn", end),
                                     ("offset_eraseinfo", 0), ("size_eraseinfo", 0),
                                     ("start_pfn_64", start if split else 0), ("end_pfn_64", end if split else 0),
                                     ("max_mapnr_64", facts.max_mapnr)):  # fmt: skip
-                    if facts.sub.has(path) and (version < 2 or path not in ("split", "start_pfn", "end_pfn")):
+                    if facts.sub.has(path) and (not can.split or path not in ("split", "start_pfn", "end_pfn")):
                         sub.set(path, value)
             note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
             blob = facts.notes_raw + pack_note(note, facts.main.abi)
             at = align_up(facts.file_size, APPEND_ALIGN)
             desc_at = at + len(facts.notes_raw) + note.desc_offset
-            old_note = field_value(facts.sub_raw, facts.sub, "size_note") if version >= 4 else 0
+            old_note = field_value(facts.sub_raw, facts.sub, "size_note") if can.notes else 0
             shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
             append = Edit("notes", at, b"", blob, f"{old_note} bytes", shown)
             sub.set("offset_note", at)

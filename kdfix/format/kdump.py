@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdfix.format.layout import Layout, cfield
+from kdfix.format.layout import LP64_LE, Layout, cfield
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,4 +92,50 @@ class PageDesc:
 
 
 PAGE_DESC = Layout.declare("page_desc", PageDesc)
-PAGE_DESC_SIZE = 24
+PAGE_DESC_SIZE = PAGE_DESC.bind(LP64_LE).size  # the same on every ABI (§6; checked in tests/format)
+
+
+def since(name: str) -> int:
+    """The header version that added sub-header member ``name`` (its ``since=`` tag)."""
+    for f in KDUMP_SUB_HEADER.fields:
+        if f.name == name:
+            return f.since
+    raise KeyError(f"kdump_sub_header has no member {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFeatures:
+    """What a KDUMP file of one ``header_version`` can carry, read off the sub header's ``since=`` tags (§4)."""
+
+    version: int
+    dump_level: bool  # sub_header.dump_level
+    split: bool  # split, start_pfn, end_pfn
+    vmcoreinfo: bool  # offset_vmcoreinfo / size_vmcoreinfo
+    notes: bool  # offset_note / size_note
+    eraseinfo: bool  # offset_eraseinfo / size_eraseinfo
+    pfn64: bool  # start_pfn_64, end_pfn_64, max_mapnr_64
+
+
+def header_features(version: int) -> HeaderFeatures:
+    """The :class:`HeaderFeatures` of ``header_version`` ``version``; the only place a version is compared."""
+    return HeaderFeatures(
+        version=version,
+        dump_level=version >= since("dump_level"),
+        split=version >= since("split"),
+        vmcoreinfo=version >= since("offset_vmcoreinfo"),
+        notes=version >= since("offset_note"),
+        eraseinfo=version >= since("offset_eraseinfo"),
+        pfn64=version >= since("start_pfn_64"),
+    )
+
+
+def pfn_range(sub: SubHeader, version: int) -> tuple[int, int]:
+    """A split part's [start_pfn, end_pfn): the 64-bit members where the version has them (§9)."""
+    if header_features(version).pfn64:
+        return sub.start_pfn_64, sub.end_pfn_64
+    return sub.start_pfn, sub.end_pfn
+
+
+def pfn_range_fields(version: int) -> tuple[str, str]:
+    """The sub-header member names :func:`pfn_range` reads for ``version``."""
+    return ("start_pfn_64", "end_pfn_64") if header_features(version).pfn64 else ("start_pfn", "end_pfn")

@@ -289,6 +289,8 @@ class BoundLayout(Generic[R]):
             fmt.append(f"{self.size - pos}x")
         self._struct = struct.Struct("".join(fmt))
         assert self._struct.size == self.size, (layout.name, self._struct.size, self.size)
+        # The leaves in order as one struct.Struct, for hot loops (pack(*leaves), iter_unpack); padding included.
+        self.struct = self._struct
         self._offsets = {s.path: s for s in self.slots}
 
     def __repr__(self) -> str:

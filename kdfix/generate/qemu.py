@@ -502,7 +502,6 @@ def write_qemu_kdump(
     notes, guest_at = build_notes(guest, version, mark=mark)
     lay = compute_layout(guest, notes, guest_at, runs)
     main, sub = build_headers(guest, lay, version, int(codec.flag))
-    order = guest.abi.byte_order
 
     path = os.fspath(out_path)
     out = RawRecordOut(path) if raw else FlatRecordOut(path)
@@ -519,7 +518,7 @@ def write_qemu_kdump(
             num_dumpable=lay.num_dumpable,
             page_size=ps,
             flag=int(codec.flag),
-            order=order,
+            abi=guest.abi,
         )
         units = UnitTable(runs, ps)
         for sizes, stored in compressed_units(

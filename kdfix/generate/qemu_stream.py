@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import struct
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kdfix.errors import FormatError, WriteError
-from kdfix.format.kdump import PAGE_DESC_SIZE
+from kdfix.format.flattened import FLAT_RECORD_BOUND
+from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
+from kdfix.format.layout import Abi
 from kdfix.write.parallel import (  # the unit compression machinery, shared with write_kdump (re-exported here)
     DEDUP_CACHE_BYTES,
     DEDUP_SLOTS,
@@ -35,7 +36,7 @@ from kdfix.write.parallel import (  # the unit compression machinery, shared wit
     fill_unit,
     page_compressor,
 )
-from kdfix.write.sink import FLAT_END_MARKER, FileSink, flat_header, flat_record_header, write_error
+from kdfix.write.sink import FLAT_END_MARKER, FileSink, flat_header, write_error
 
 __all__ = [
     "DEDUP_CACHE_BYTES",
@@ -149,8 +150,7 @@ class RecordOut(Protocol):
     def close(self) -> None: ...
 
 
-_FLAT_RECORD_HEADER = struct.Struct(">qq").pack  # FLAT_RECORD {BE offset, BE size}, packed without the Layout
-assert _FLAT_RECORD_HEADER(1, 2) == flat_record_header(1, 2)
+_FLAT_RECORD_HEADER = FLAT_RECORD_BOUND.struct.pack  # (offset, buf_size) in one call, for the hot loop
 _WRITEBACK_EVERY = 8 << 20  # start writing back the output every 8 MiB
 
 
@@ -296,13 +296,13 @@ class _Cache:
 class PageEmitter:
     """Descriptor and data caches of ``4 * page_size`` bytes each; the shared zero page comes first."""
 
-    def __init__(self, out: RecordOut, *, data_offset: int, num_dumpable: int, page_size: int, flag: int, order: str):
+    def __init__(self, out: RecordOut, *, data_offset: int, num_dumpable: int, page_size: int, flag: int, abi: Abi):
         cap = 4 * page_size
         self.page_size = page_size
         self.flag = flag
         self._desc = _Cache(out, data_offset, cap)
         self._data = _Cache(out, data_offset + PAGE_DESC_SIZE * num_dumpable, cap)
-        self._pack = struct.Struct(f"{order}qIIQ").pack
+        self._pack = PAGE_DESC.bind(abi).struct.pack
         zero_at = self._data.offset
         self._zero_desc = self._pack(zero_at, page_size, 0, 0)
         self._data.buf += bytes(page_size)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import struct
 from array import array
 
 from kdfix.errors import FormatError
 from kdfix.format.constants import FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
-from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_SIZE
+from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.read.source import Source, read_exact, source_path
 
-_RECORD = struct.Struct(">qq")
+_RECORD = FLAT_RECORD_BOUND.struct
 _HEADER_BATCH = 1 << 20  # bytes of stream read at once while scanning small records
 MAX_LOGICAL_SIZE = 1 << 62  # offset + size beyond this cannot be a real file
 

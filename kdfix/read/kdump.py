@@ -7,7 +7,6 @@ against the file size before it is used; nothing is allocated from an unchecked 
 from __future__ import annotations
 
 import logging
-import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,16 @@ from kdfix.format.constants import (
     NOTE_NAME_VMCOREINFO,
     DumpFlag,
 )
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_SIZE, PageDesc
+from kdfix.format.kdump import (
+    DISK_DUMP_HEADER,
+    KDUMP_SUB_HEADER,
+    PAGE_DESC,
+    PAGE_DESC_SIZE,
+    PageDesc,
+    header_features,
+    pfn_range,
+    pfn_range_fields,
+)
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, iter_notes
 from kdfix.read.memory import ContainerMemory
@@ -127,9 +135,10 @@ class KdumpContainer:
         self.phys_base = getattr(sh, "phys_base", 0) if sh is not None else 0
         self.dump_level = getattr(sh, "dump_level", 0) if sh is not None else 0
 
+        can = header_features(version)
         # max_mapnr: 64-bit field from v6 (§4).
         self.max_mapnr = mh.max_mapnr
-        if sh is not None and version >= 6:
+        if sh is not None and can.pfn64:
             if sh.max_mapnr_64:
                 self.max_mapnr = sh.max_mapnr_64
                 if mh.max_mapnr != min(sh.max_mapnr_64, 0xFFFFFFFF):
@@ -167,15 +176,16 @@ class KdumpContainer:
         self.data_offset = (1 + mh.sub_hdr_size + mh.bitmap_blocks) * bs
 
         # Split range (§9).
-        self.split = bool(sh is not None and version >= 2 and sh.split)
+        self.split = bool(sh is not None and can.split and sh.split)
         self.start_pfn, self.end_pfn = 0, nbits
         if self.split:
             assert sh is not None
-            start, end = (sh.start_pfn_64, sh.end_pfn_64) if version >= 6 else (sh.start_pfn, sh.end_pfn)
+            start, end = pfn_range(sh, version)
             if not 0 <= start <= end <= max(nbits, self.max_mapnr):
+                start_field = pfn_range_fields(version)[0]
                 raise FormatError(f"split range [{start:#x}, {end:#x}) is not within [0, max_mapnr {nbits:#x})",
-                                  field="sub_header.start_pfn_64", offset=bs + self._sub_layout.offset_of(
-                                      "start_pfn_64" if version >= 6 else "start_pfn"))  # fmt: skip
+                                  field=f"sub_header.{start_field}",
+                                  offset=bs + self._sub_layout.offset_of(start_field))  # fmt: skip
             self.start_pfn, self.end_pfn = start, min(end, nbits)
         self._rank_base = self.dumped.rank(self.start_pfn)
         self.num_dumped = self.dumped.count(self.start_pfn, self.end_pfn)
@@ -229,7 +239,8 @@ class KdumpContainer:
         self.eraseinfo = b""
         if sh is None:
             return
-        if version >= 4 and sh.size_note:
+        can = header_features(version)
+        if can.notes and sh.size_note:
             self.notes_offset, self.notes_size = sh.offset_note, sh.size_note
             blob = self._blob(sh.offset_note, sh.size_note, "offset_note", "size_note")
             notes: list[Note] = []
@@ -239,16 +250,16 @@ class KdumpContainer:
             except KdfixError as exc:
                 self.problems.append(f"notes: {exc}")
             self.notes = tuple(notes)
-        if version >= 3 and (sh.offset_vmcoreinfo or sh.size_vmcoreinfo):
+        if can.vmcoreinfo and (sh.offset_vmcoreinfo or sh.size_vmcoreinfo):
             try:
                 self.vmcoreinfo_raw = self._blob(
                     sh.offset_vmcoreinfo, sh.size_vmcoreinfo, "offset_vmcoreinfo", "size_vmcoreinfo"
                 )
             except KdfixError as exc:
-                if version < 4:
+                if not can.notes:
                     raise
                 self.problems.append(f"vmcoreinfo pointer: {exc}")
-        if version >= 5 and (sh.offset_eraseinfo or sh.size_eraseinfo):
+        if can.eraseinfo and (sh.offset_eraseinfo or sh.size_eraseinfo):
             self.eraseinfo = self._blob(sh.offset_eraseinfo, sh.size_eraseinfo, "offset_eraseinfo", "size_eraseinfo")
 
     def vmcoreinfo_text(self) -> tuple[bytes | None, list[str]]:
@@ -256,7 +267,7 @@ class KdumpContainer:
         problems: list[str] = []
         note = next((n for n in self.notes if n.name == NOTE_NAME_VMCOREINFO), None)
         pointer = self.vmcoreinfo_raw
-        if self.header_version >= 4 and not self.is_diskdump:
+        if header_features(self.header_version).notes and not self.is_diskdump:
             if note is not None:
                 if pointer is not None and pointer != note.desc:
                     problems.append("offset_vmcoreinfo/size_vmcoreinfo do not reference the VMCOREINFO note's text")
@@ -305,7 +316,7 @@ class KdumpContainer:
         end = self.end_pfn if end is None else min(end, self.end_pfn)
         if start >= end:
             return
-        unpack = struct.Struct(self.abi.byte_order + "qIIQ").iter_unpack
+        unpack = PAGE_DESC.bind(self.abi).struct.iter_unpack
         make = PageDesc
         index = self.dumped.rank(start) - self._rank_base
         pfns = self.iter_dumped_pfns(start, end)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdfix.format.constants import NOTE_NAME_QEMU
-from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS
+from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS, header_features
 from kdfix.notes.vmcoreinfo import qemu_misparse
 from kdfix.units import cstr, to_s64
 
@@ -48,14 +48,15 @@ def reader_findings(dump: Dump) -> list[str]:
     model, sub, version = dump.model, dump.sub_header, dump.header_version or 0
     info = dump.vmcoreinfo
     note = model.vmcoreinfo_note()
-    pointer = sub is not None and version >= 3 and sub.offset_vmcoreinfo and sub.size_vmcoreinfo
+    can = header_features(version)
+    pointer = sub is not None and can.vmcoreinfo and sub.offset_vmcoreinfo and sub.size_vmcoreinfo
     if info is None:
         findings.append("no VMCOREINFO: drgn refuses the dump, crash --osrelease prints 'unknown', "
                         "makedumpfile --dump-dmesg cannot run")  # fmt: skip
     else:
         if not pointer:
             findings.append("VMCOREINFO is not referenced by offset_vmcoreinfo: crash and makedumpfile do not see it")
-        if note is None and version >= 4:
+        if note is None and can.notes:
             findings.append("VMCOREINFO is not a note in the notes area: libkdumpfile and drgn do not see it")
         true_phys_base = info.phys_base
         if true_phys_base is not None and model.phys_base != true_phys_base:

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from kdfix.errors import AddressError, FormatError, KdfixError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import DumpFlag
+from kdfix.format.kdump import header_features
 from kdfix.read.kdump import KdumpContainer, PageLocation
 from kdfix.read.memory import read_range
 
@@ -31,8 +32,8 @@ class SplitContainer:
         self.problems: list[str] = []
         for i, part in enumerate(parts):
             name = part.path or f"part {i}"
-            if part.is_diskdump or part.header_version < 2 or not part.split:
-                raise FormatError("not a part of a split dump (sub_header.split is 0 or header_version < 2)",
+            if part.is_diskdump or not header_features(part.header_version).split or not part.split:
+                raise FormatError("not a part of a split dump (sub_header.split is 0, or a header version without it)",
                                   field="sub_header.split", path=name)  # fmt: skip
             for j in range(i):
                 if _same_file(part.path, parts[j].path):

@@ -20,7 +20,7 @@ from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL, header_features, since
 from kdfix.format.layout import Abi, BoundLayout
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, note_offsets, pack_notes
@@ -110,11 +110,12 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
     abi = model.abi
     sub = KDUMP_SUB_HEADER.bind(abi, version)
     offset_note = bs + sub.size
-    notes = notes_to_write(model) if version >= 4 else ()
+    can = header_features(version)
+    notes = notes_to_write(model) if can.notes else ()
     blob = pack_notes(notes, abi)
     size_note = len(blob)
     off_vi = size_vi = 0
-    if version >= 3:
+    if can.vmcoreinfo:
         vmcoreinfo = model.vmcoreinfo
         vi_note = next((n for n, _ in _with_offsets(notes) if n.name == NOTE_NAME_VMCOREINFO), None)
         if vi_note is not None and (vmcoreinfo is None or vmcoreinfo == vi_note.desc):
@@ -136,7 +137,7 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
         sub_hdr_size=sub_hdr_size,
         bitmap_len=bitmap_len,
         bitmap_blocks=2 * bitmap_len // bs,
-        offset_note=offset_note if version >= 4 else 0,
+        offset_note=offset_note if can.notes else 0,
         size_note=size_note,
         offset_vmcoreinfo=off_vi,
         size_vmcoreinfo=size_vi,
@@ -197,7 +198,7 @@ def pack_sub_header(
     """The sub header bytes for ``layout.header_version`` (fields of later versions are not written)."""
     word_mask = (1 << (8 * layout.abi.word_size)) - 1
     start, end = split_range if split_range is not None else (0, 0)
-    with_erase = layout.header_version >= 5 and bool(model.eraseinfo)
+    with_erase = header_features(layout.header_version).eraseinfo and bool(model.eraseinfo)
     record = KDUMP_SUB_HEADER.make(
         phys_base=phys_base & word_mask,
         dump_level=model.dump_level,
@@ -236,17 +237,8 @@ def build_bitmaps(memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: 
 
 
 def desc_packer(abi: Abi) -> struct.Struct:
-    """A struct.Struct equivalent to the page_desc layout (derived from it, checked against its size)."""
-    bound = PAGE_DESC.bind(abi)
-    packer = struct.Struct(abi.byte_order + "".join(code for _, _, code in _slot_codes(bound)))
-    if packer.size != bound.size:  # pragma: no cover - page_desc has no padding on any ABI
-        raise AssertionError("page_desc has padding")
-    return packer
-
-
-def _slot_codes(bound: BoundLayout) -> Iterator[tuple[str, int, str]]:
-    for slot in bound.slots:
-        yield slot.path, slot.offset, slot.code
+    """The page_desc layout's struct (offset, size, flags, page_flags) for packing descriptors in bulk."""
+    return PAGE_DESC.bind(abi).struct
 
 
 @dataclass
@@ -429,14 +421,16 @@ def page_stream(
 def prepare_kdump(
     model: DumpModel, memory: PhysicalMemory, codec: str, *, exclude_zero: bool, split: bool = False
 ) -> tuple[Codec, KdumpLayout, Bitmaps]:
-    """The codec, layout and bitmaps of a KDUMP output (``split``: a split set, which needs header_version >= 2)."""
+    """The codec, layout and bitmaps of a KDUMP output (``split``: a split set, which needs a split sub header)."""
     the_codec = codec_named(codec)
     if memory.page_size != model.block_size:
         raise WriteError(
             f"memory page size {memory.page_size} differs from block_size {model.block_size}", field="block_size"
         )
-    if split and model.header_version < 2:
-        raise WriteError("split dumps need header_version >= 2", field="header_version")
+    if split and not header_features(model.header_version).split:
+        raise WriteError(
+            f"split dumps need header_version >= {since('split')}, not {model.header_version}", field="header_version"
+        )
     layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
     return the_codec, layout, build_bitmaps(memory, layout, exclude_zero=exclude_zero)
 
@@ -584,7 +578,7 @@ def write_tail(
     """Eraseinfo after the page data, then the sub header; return the end of the file."""
     end = data_end
     offset_eraseinfo = 0
-    if layout.header_version >= 5 and model.eraseinfo:
+    if header_features(layout.header_version).eraseinfo and model.eraseinfo:
         offset_eraseinfo = data_end
         sink.write_at(data_end, model.eraseinfo)
         end += len(model.eraseinfo)
@@ -598,15 +592,15 @@ def write_tail(
 def normalized_model(model: DumpModel, memory: PhysicalMemory, *, codec: str = "zlib") -> DumpModel:
     """The model a reader should report after ``write_kdump`` (what each header version can hold)."""
     layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
-    version = layout.header_version
+    can = header_features(layout.header_version)
     changes: dict[str, object] = {
         "max_mapnr": layout.max_mapnr,
         "phys_base": header_phys_base(model) & ((1 << (8 * model.abi.word_size)) - 1),
         "status": model.status & ~COMPRESSION_FLAGS,
         "notes": layout.notes,
-        "vmcoreinfo": _written_vmcoreinfo(layout) if version >= 3 else None,
-        "eraseinfo": model.eraseinfo if version >= 5 else b"",
-        "dump_level": model.dump_level if version >= 1 else 0,
+        "vmcoreinfo": _written_vmcoreinfo(layout) if can.vmcoreinfo else None,
+        "eraseinfo": model.eraseinfo if can.eraseinfo else b"",
+        "dump_level": model.dump_level if can.dump_level else 0,
     }
     return dataclasses.replace(model, **changes)  # type: ignore[arg-type]
 
@@ -616,7 +610,7 @@ def _written_vmcoreinfo(layout: KdumpLayout) -> bytes | None:
         return None
     start = (
         layout.offset_vmcoreinfo - layout.offset_note
-        if layout.header_version >= 4
+        if header_features(layout.header_version).notes
         else (layout.offset_vmcoreinfo - layout.block_size - layout.sub_header.size)
     )
     return layout.notes_blob[start : start + layout.size_vmcoreinfo]
