@@ -20,6 +20,7 @@ from tests.oracle import guest as _guest
 from tests.oracle.tools import have_tool
 
 __all__ = [
+    "ARCH_GUEST_CONFIGS",
     "FIXTURES_DIR",
     "GUEST_CONFIGS",
     "QEMU10_GUEST",
@@ -36,11 +37,20 @@ GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
     "guest_ovmf_nokaslr": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=False),
     "guest_ovmf_nokaslr_vmcoreinfo": _guest.GuestConfig("ovmf", kaslr=False, vmcoreinfo=True),
 }
+# aarch64 (virt, cortex-a57, 384 MiB) and i386 (pc, 686-pae, 256 MiB) guests: nokaslr, KASLR, KASLR + vmcoreinfo
+ARCH_GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
+    f"guest_{arch}_{name}": _guest.GuestConfig.of(arch, kaslr=kaslr, vmcoreinfo=vmci)
+    for arch in ("aarch64", "i386")
+    for name, kaslr, vmci in (("nokaslr", False, False), ("kaslr", True, False), ("kaslr_vmcoreinfo", True, True))
+}
 # the one guest booted under bookworm-backports' QEMU 10.0 (qemu_versions.py); dumps elf, kdump-zlib, kdump-raw-zlib
 QEMU10_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=True, qemu="10.0")
 _QEMU_FIXTURES = {
     *GUEST_CONFIGS,
+    *ARCH_GUEST_CONFIGS,
     "kernel",
+    "kernel_aarch64",
+    "kernel_i386",
     "debug_vmlinux",
     "firmware_dumps",
     "firmware_dumps_vmcoreinfo",
@@ -84,17 +94,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
-def _require_qemu() -> None:
-    require_tool(_guest.QEMU)
+def _require_qemu(arch: str = "x86_64") -> None:
+    require_tool(_guest.GUEST_ARCHES[arch].qemu)
 
 
-def _kernel_or_skip() -> _guest.KernelArtifacts:
-    _require_qemu()
-    require_tool("busybox")
+def _kernel_or_skip(arch: str = "x86_64") -> _guest.KernelArtifacts:
+    _require_qemu(arch)
+    if arch == "x86_64":
+        require_tool("busybox")
     try:
-        return _guest.kernel_artifacts()
-    except _guest.GuestError as exc:  # typically: no network / no apt metadata
-        _unavailable(f"guest kernel unavailable: {exc}")
+        if arch != "x86_64":
+            _guest.busybox_binary(arch)
+        return _guest.kernel_artifacts(arch)
+    except _guest.GuestError as exc:  # typically: no network / no apt metadata / no dpkg foreign architecture
+        _unavailable(f"{arch} guest kernel or busybox unavailable: {exc}")
         raise  # unreachable
 
 
@@ -102,6 +115,18 @@ def _kernel_or_skip() -> _guest.KernelArtifacts:
 def kernel() -> _guest.KernelArtifacts:
     """The Debian cloud kernel (vmlinuz, uncompressed qemu_fw_cfg.ko, release)."""
     return _kernel_or_skip()
+
+
+@pytest.fixture(scope="session")
+def kernel_aarch64() -> _guest.KernelArtifacts:
+    """Debian's arm64 cloud kernel (Image, qemu_fw_cfg.ko, release), downloaded with apt-get download, cached."""
+    return _kernel_or_skip("aarch64")
+
+
+@pytest.fixture(scope="session")
+def kernel_i386() -> _guest.KernelArtifacts:
+    """Debian's i386 686-pae kernel (bzImage, qemu_fw_cfg.ko, release), downloaded with apt-get download, cached."""
+    return _kernel_or_skip("i386")
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +140,17 @@ def debug_vmlinux(kernel: _guest.KernelArtifacts) -> Path:
 
 
 def _guest_fixture(name: str, config: _guest.GuestConfig) -> object:
-    def fixture(kernel: _guest.KernelArtifacts) -> _guest.GuestDumps:
+    if config.arch != "x86_64":
+
+        def fixture(request: pytest.FixtureRequest) -> _guest.GuestDumps:
+            request.getfixturevalue(f"kernel_{config.arch}")
+            return _guest.cached_guest_dumps(config)
+
+        fixture.__name__ = name
+        fixture.__doc__ = f"GuestDumps of {config.name} (ELF + kdump-zlib + ground truth), booted once and cached."
+        return pytest.fixture(scope="session", name=name)(fixture)
+
+    def fixture(kernel: _guest.KernelArtifacts) -> _guest.GuestDumps:  # type: ignore[misc,no-redef]
         return _guest.cached_guest_dumps(config)
 
     fixture.__name__ = name
@@ -130,6 +165,16 @@ guest_seabios_kaslr_vmcoreinfo = _guest_fixture(
 guest_ovmf_nokaslr = _guest_fixture("guest_ovmf_nokaslr", GUEST_CONFIGS["guest_ovmf_nokaslr"])
 guest_ovmf_nokaslr_vmcoreinfo = _guest_fixture(
     "guest_ovmf_nokaslr_vmcoreinfo", GUEST_CONFIGS["guest_ovmf_nokaslr_vmcoreinfo"]
+)
+guest_aarch64_nokaslr = _guest_fixture("guest_aarch64_nokaslr", ARCH_GUEST_CONFIGS["guest_aarch64_nokaslr"])
+guest_aarch64_kaslr = _guest_fixture("guest_aarch64_kaslr", ARCH_GUEST_CONFIGS["guest_aarch64_kaslr"])
+guest_aarch64_kaslr_vmcoreinfo = _guest_fixture(
+    "guest_aarch64_kaslr_vmcoreinfo", ARCH_GUEST_CONFIGS["guest_aarch64_kaslr_vmcoreinfo"]
+)
+guest_i386_nokaslr = _guest_fixture("guest_i386_nokaslr", ARCH_GUEST_CONFIGS["guest_i386_nokaslr"])
+guest_i386_kaslr = _guest_fixture("guest_i386_kaslr", ARCH_GUEST_CONFIGS["guest_i386_kaslr"])
+guest_i386_kaslr_vmcoreinfo = _guest_fixture(
+    "guest_i386_kaslr_vmcoreinfo", ARCH_GUEST_CONFIGS["guest_i386_kaslr_vmcoreinfo"]
 )
 
 

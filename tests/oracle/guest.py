@@ -1,7 +1,13 @@
 """Boot a tiny Debian Linux guest under QEMU (TCG) and dump it over QMP: the real-guest oracle.
 
+Three architectures (:data:`GUEST_ARCHES`): x86_64 (q35, SeaBIOS or OVMF, cloud-amd64 kernel), aarch64 (virt,
+cortex-a57, cloud-arm64 kernel, 384 MiB) and i386 (pc, 686-pae kernel, 256 MiB). Foreign kernels and busybox-static
+come from the machine's apt sources with ``apt-get download PKG:ARCH`` (scripts/setup.sh adds the dpkg
+architectures); nothing foreign is installed.
+
 Reference: qemu-dumps.md §1 (formats, QMP), §5 (pages), §7 (vmcoreinfo device); tools-and-oracles.md §5
-(guest recipe); phys-base-and-kaslr.md §1 (phys_base identity used for the ground truth).
+(guest recipe); phys-base-and-kaslr.md §1 (phys_base identity used for the ground truth);
+arch-kernels-and-introspection.md §1 (aarch64 VMCOREINFO, VA→PA), §2 (i386 address space).
 
 Everything downloaded or booted is cached under :func:`cache_dir` (outside the repo, so CI's fresh clones reuse it).
 Cached dump files are QEMU's own output, mode 0400: tests must copy them before modifying anything.
@@ -9,6 +15,7 @@ Cached dump files are QEMU's own output, mode 0400: tests must copy them before 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -33,15 +40,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "GUEST_ARCHES",
+    "I386_PAGE_OFFSET",
     "START_KERNEL_MAP",
     "FirmwareDumps",
     "GroundTruth",
+    "GuestArch",
     "GuestConfig",
     "GuestDumps",
     "GuestError",
     "KernelArtifacts",
     "boot_and_dump",
     "build_initramfs",
+    "busybox_binary",
     "cache_dir",
     "cached_firmware_only_dumps",
     "cached_guest_dumps",
@@ -52,6 +63,7 @@ __all__ = [
 ]
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
+I386_PAGE_OFFSET = 0xC0000000  # VMSPLIT_3G: lowmem and the kernel image are VA = PA + this (arch-kernels...md §2.2)
 U64 = (1 << 64) - 1
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -66,6 +78,81 @@ _TRUTH_RE = re.compile(r"KDFIX:([a-z_]+)=(.*?)\s*$")
 
 class GuestError(RuntimeError):
     """The guest could not be prepared, booted or dumped (message includes the serial log tail when useful)."""
+
+
+ArchName = Literal["x86_64", "aarch64", "i386"]
+
+
+@dataclass(frozen=True)
+class GuestArch:
+    """How one architecture's guest is obtained and booted (the recipe of tools-and-oracles.md §5, per arch)."""
+
+    name: str  # the kernel's name for it (utsname machine family): x86_64, aarch64, i386
+    debian: str  # dpkg architecture of the kernel and busybox-static packages
+    meta_package: str  # Debian meta package whose Depends names the versioned kernel package
+    flavour: str  # kernel flavour suffix of the versioned package, e.g. cloud-arm64
+    qemu: str  # qemu-system-* binary
+    machine: tuple[str, ...]  # -machine (and -cpu) arguments
+    console: str  # kernel console= device for the first serial port
+    memory_mib: int  # default guest RAM
+    firmwares: tuple[str, ...]  # allowed GuestConfig.firmware values, default first
+    boot_timeout_factor: float = 1.0  # TCG speed relative to x86_64
+    boot_retry: str = ""  # a known transient panic: boot again when the serial log shows it
+
+    @property
+    def foreign(self) -> bool:
+        """True when packages need an explicit ``:ARCH`` qualifier (not the machine's native amd64)."""
+        return self.debian != "amd64"
+
+    def spec(self, package: str) -> str:
+        return f"{package}:{self.debian}" if self.foreign else package
+
+
+GUEST_ARCHES: dict[str, GuestArch] = {
+    "x86_64": GuestArch(
+        "x86_64",
+        "amd64",
+        "linux-image-cloud-amd64",
+        "cloud-amd64",
+        QEMU,
+        ("-machine", "q35"),
+        "ttyS0",
+        128,
+        ("seabios", "ovmf"),
+    ),
+    "aarch64": GuestArch(
+        "aarch64",
+        "arm64",
+        "linux-image-cloud-arm64",
+        "cloud-arm64",
+        "qemu-system-aarch64",
+        ("-machine", "virt", "-cpu", "cortex-a57"),
+        "ttyAMA0",
+        384,
+        ("none",),
+        boot_timeout_factor=4.0,
+    ),
+    "i386": GuestArch(
+        "i386",
+        "i386",
+        "linux-image-686-pae",
+        "686-pae",
+        "qemu-system-i386",
+        ("-machine", "pc"),
+        "ttyS0",
+        256,
+        ("seabios",),
+        boot_timeout_factor=2.0,
+        boot_retry="IO-APIC + timer doesn't work",
+    ),
+}
+
+
+def guest_arch(name: str) -> GuestArch:
+    try:
+        return GUEST_ARCHES[name]
+    except KeyError:
+        raise ValueError(f"guest arch must be one of {sorted(GUEST_ARCHES)}, not {name!r}") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -126,6 +213,7 @@ class KernelArtifacts:
     package: str = ""  # e.g. linux-image-6.1.0-56-cloud-amd64
     version: str = ""  # Debian version, e.g. 6.1.192-2
     config: Path | None = None  # boot/config-<release>
+    arch: str = "x86_64"
 
     def config_value(self, name: str) -> str | None:
         """Value of CONFIG_<name> from the kernel's config file (None when absent or unset)."""
@@ -135,26 +223,30 @@ class KernelArtifacts:
         return m.group(1) if m else None
 
     def link_stext(self) -> int | None:
-        """Link-time VA of _stext (== _text on x86_64): __START_KERNEL_map + ALIGN(PHYSICAL_START, PHYSICAL_ALIGN).
+        """Link-time VA of _stext (== _text on x86): image base + ALIGN(PHYSICAL_START, PHYSICAL_ALIGN).
 
-        Debian ships a placeholder System.map, so this is derived from the config (inference; the oracle test
-        checks it against VMCOREINFO's KERNELOFFSET).
+        The image base is __START_KERNEL_map on x86_64 and PAGE_OFFSET on i386 (arch-kernels-and-introspection.md
+        §2.2). Debian ships a placeholder System.map, so this is derived from the config (inference; the oracle
+        test checks it against VMCOREINFO's KERNELOFFSET on x86_64, the nokaslr boot on i386). None on aarch64,
+        whose VMCOREINFO states KERNELOFFSET itself.
         """
+        base = {"x86_64": START_KERNEL_MAP, "i386": I386_PAGE_OFFSET}.get(self.arch)
         start, align = self.config_value("PHYSICAL_START"), self.config_value("PHYSICAL_ALIGN")
-        if start is None or align is None:
+        if base is None or start is None or align is None:
             return None
         a = int(align, 0)
-        return START_KERNEL_MAP + (int(start, 0) + a - 1) // a * a
+        return base + (int(start, 0) + a - 1) // a * a
 
 
-def _resolve_kernel_package() -> tuple[str, str]:
-    """(package, version) of the linux-image-<ver>-cloud-amd64 that the meta package depends on."""
-    out = _run(["apt-cache", "depends", META_PACKAGE], timeout=60)
-    m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\b", out)
+def _resolve_kernel_package(arch: GuestArch = GUEST_ARCHES["x86_64"]) -> tuple[str, str]:
+    """(package, version) of the linux-image-<ver>-<flavour> that the arch's meta package depends on."""
+    meta = arch.spec(arch.meta_package)
+    out = _run(["apt-cache", "depends", meta], timeout=60)
+    m = re.search(rf"Depends:\s*(linux-image-\S+-{re.escape(arch.flavour)})(?::{arch.debian})?\b", out)
     if not m:
-        raise GuestError(f"cannot resolve {META_PACKAGE} dependency from apt-cache: {out[:500]}")
+        raise GuestError(f"cannot resolve {meta} dependency from apt-cache: {out[:500]}")
     pkg = m.group(1)
-    policy = _run(["apt-cache", "policy", pkg], timeout=60)
+    policy = _run(["apt-cache", "policy", arch.spec(pkg)], timeout=60)
     vm = re.search(r"Candidate:\s*(\S+)", policy)
     if not vm or vm.group(1) == "(none)":
         raise GuestError(f"no candidate version for {pkg}: {policy[:500]}")
@@ -167,7 +259,7 @@ def _kernel_root() -> Path:
     return root
 
 
-def _load_kernel_dir(d: Path) -> KernelArtifacts | None:
+def _load_kernel_dir(d: Path, arch: str = "x86_64") -> KernelArtifacts | None:
     meta_path = d / "kernel.json"
     if not meta_path.is_file():
         return None
@@ -180,6 +272,7 @@ def _load_kernel_dir(d: Path) -> KernelArtifacts | None:
         package=meta["package"],
         version=meta["version"],
         config=cfg,
+        arch=arch,
     )
 
 
@@ -193,28 +286,33 @@ def _apt_download(spec: str, into: Path) -> Path:
 
 
 @functools.cache
-def kernel_artifacts() -> KernelArtifacts:
-    """Download (once, cached, locked) and unpack the Debian cloud kernel and its qemu_fw_cfg module.
+def kernel_artifacts(arch: str = "x86_64") -> KernelArtifacts:
+    """Download (once, cached, locked) and unpack the arch's Debian guest kernel and its qemu_fw_cfg module.
 
     Resolution uses apt metadata; when apt cannot answer (offline, no lists) the newest cached kernel is used.
     """
+    ga = guest_arch(arch)
     try:
-        pkg, ver = _resolve_kernel_package()
+        pkg, ver = _resolve_kernel_package(ga)
     except (GuestError, OSError, subprocess.SubprocessError) as exc:
-        cached = sorted(p for p in _kernel_root().iterdir() if (p / "kernel.json").is_file())
+        cached = sorted(
+            p
+            for p in _kernel_root().iterdir()
+            if (p / "kernel.json").is_file() and p.name.split("_")[0].endswith(f"-{ga.flavour}")
+        )
         if not cached:
-            raise GuestError(f"no cached kernel and apt cannot resolve one: {exc}") from exc
-        art = _load_kernel_dir(cached[-1])
+            raise GuestError(f"no cached {arch} kernel and apt cannot resolve one: {exc}") from exc
+        art = _load_kernel_dir(cached[-1], arch)
         assert art is not None
         return art
     final = _kernel_root() / f"{pkg}_{ver}"
-    with _locked("kernel"):
-        art = _load_kernel_dir(final)
+    with _locked("kernel" if arch == "x86_64" else f"kernel-{arch}"):
+        art = _load_kernel_dir(final, arch)
         if art is not None:
             return art
         work = Path(tempfile.mkdtemp(prefix=".tmp-kernel-", dir=_kernel_root()))
         try:
-            deb = _apt_download(f"{pkg}={ver}", work)
+            deb = _apt_download(f"{ga.spec(pkg)}={ver}", work)
             tree = work / "tree"
             _run(["dpkg-deb", "-x", str(deb), str(tree)], timeout=600)
             vmlinuz = sorted((tree / "boot").glob("vmlinuz-*"))
@@ -250,15 +348,16 @@ def kernel_artifacts() -> KernelArtifacts:
             os.rename(out, final)
         finally:
             _rmtree(work)
-        art = _load_kernel_dir(final)
+        art = _load_kernel_dir(final, arch)
         assert art is not None
         return art
 
 
 @functools.cache
-def debug_vmlinux() -> Path:
-    """The matching vmlinux with debug info from linux-image-<ver>-cloud-amd64-dbg (~283 MB download, cached)."""
-    k = kernel_artifacts()
+def debug_vmlinux(arch: str = "x86_64") -> Path:
+    """The matching vmlinux with debug info from linux-image-<ver>-<flavour>-dbg (~283 MB download, cached)."""
+    ga = guest_arch(arch)
+    k = kernel_artifacts(arch)
     kdir = k.vmlinuz.parent
     final = kdir / f"vmlinux-{k.release}"
     with _locked("debug-vmlinux"):
@@ -266,7 +365,8 @@ def debug_vmlinux() -> Path:
             return final
         work = Path(tempfile.mkdtemp(prefix=".tmp-dbg-", dir=_kernel_root()))
         try:
-            spec = f"{k.package}-dbg={k.version}" if k.package else f"linux-image-{k.release}-dbg"
+            name = f"{k.package}-dbg" if k.package else f"linux-image-{k.release}-dbg"
+            spec = f"{ga.spec(name)}={k.version}" if k.package else ga.spec(name)
             deb = _apt_download(spec, work)
             tree = work / "tree"
             tree.mkdir()
@@ -291,6 +391,44 @@ def debug_vmlinux() -> Path:
         finally:
             _rmtree(work)
         return final
+
+
+@functools.cache
+def busybox_binary(arch: str = "x86_64") -> Path:
+    """busybox-static for the guest: the machine's own on x86_64, else busybox-static:<debian arch> downloaded with
+    ``apt-get download`` and unpacked (not installed) under cache_dir()/busybox/<debian arch>_<version>/."""
+    ga = guest_arch(arch)
+    if not ga.foreign:
+        return Path(shutil.which("busybox") or "/bin/busybox")
+    root = cache_dir() / "busybox"
+    root.mkdir(exist_ok=True)
+    try:
+        policy = _run(["apt-cache", "policy", ga.spec("busybox-static")], timeout=60)
+        vm = re.search(r"Candidate:\s*(\S+)", policy)
+        if not vm or vm.group(1) == "(none)":
+            raise GuestError(f"no candidate version for {ga.spec('busybox-static')} (dpkg --add-architecture?)")
+        ver = vm.group(1)
+    except (GuestError, OSError, subprocess.SubprocessError) as exc:
+        cached = sorted(p / "busybox" for p in root.glob(f"{ga.debian}_*") if (p / "busybox").is_file())
+        if not cached:
+            raise GuestError(f"no cached busybox-static:{ga.debian} and apt cannot provide it: {exc}") from exc
+        return cached[-1]
+    final = root / re.sub(r"[^A-Za-z0-9.+~-]", "_", f"{ga.debian}_{ver}")
+    with _locked(f"busybox-{ga.debian}"):
+        if (final / "busybox").is_file():
+            return final / "busybox"
+        work = Path(tempfile.mkdtemp(prefix=".tmp-busybox-", dir=root))
+        try:
+            deb = _apt_download(f"{ga.spec('busybox-static')}={ver}", work)
+            _run(["dpkg-deb", "-x", str(deb), str(work / "tree")], timeout=600)
+            (work / "out").mkdir()
+            shutil.copy2(work / "tree" / "bin" / "busybox", work / "out" / "busybox")
+            if final.exists():
+                _rmtree(final)
+            os.rename(work / "out", final)
+        finally:
+            _rmtree(work)
+        return final / "busybox"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,11 +462,11 @@ fi
 echo @BEGIN@
 echo "KDFIX:fw_cfg=$FW"
 echo "KDFIX:iomem_code=$(grep -m1 'Kernel code' /proc/iomem)"
-for s in _text _stext init_uts_ns linux_banner; do
+for s in _text _stext init_uts_ns linux_banner@SYMS@; do
     echo "KDFIX:kallsyms=$(grep -m1 " $s\$" /proc/kallsyms)"
 done
 echo "KDFIX:vmcoreinfo=$(cat /sys/kernel/vmcoreinfo)"
-echo "KDFIX:osrelease=$(cat /proc/sys/kernel/osrelease)"
+@EXTRA@echo "KDFIX:osrelease=$(cat /proc/sys/kernel/osrelease)"
 echo "KDFIX:uname=$(uname -a)"
 echo "KDFIX:cmdline=$(cat /proc/cmdline)"
 echo "KDFIX:marker=@MARKER@"
@@ -340,22 +478,44 @@ while true; do sleep 3600; done
 """
 
 
-def build_initramfs(kernel: KernelArtifacts, out_path: Path, *, marker: str, load_fw_cfg: bool = True) -> Path:
+# Extra truth on aarch64 and i386 (x86_64's script stays as it was): every /proc/iomem line and the notes of
+# /proc/kcore (base64), whose VMCOREINFO note is the kernel's own text (fs/proc/kcore.c). The PT_NOTE is kcore's
+# first program header; its p_offset/p_filesz are read from the ELF32 or ELF64 header with od.
+EXTRA_TRUTH = r"""while read -r line; do echo "KDFIX:iomem=$line"; done < /proc/iomem
+dd if=/proc/kcore of=/tmp/kh bs=4096 count=1 2>/dev/null
+u32() { od -An -tu4 -j "$1" -N 4 /tmp/kh | tr -d ' '; }
+if [ "$(od -An -tu1 -j 4 -N 1 /tmp/kh | tr -d ' ')" = 2 ]; then
+    PH=$(u32 32); NO=$(u32 $((PH + 8))); NS=$(u32 $((PH + 32)))
+else
+    PH=$(u32 28); NO=$(u32 $((PH + 4))); NS=$(u32 $((PH + 16)))
+fi
+dd if=/proc/kcore of=/tmp/kn bs=4096 iflag=skip_bytes,count_bytes skip=$NO count=$NS 2>/dev/null
+echo "KDFIX:kcore_notes=$(base64 -w 0 /tmp/kn)"
+"""
+
+
+def build_initramfs(
+    kernel: KernelArtifacts, out_path: Path, *, marker: str, load_fw_cfg: bool = True, busybox: Path | None = None
+) -> Path:
     """Write a gzip'd newc cpio: busybox-static, qemu_fw_cfg.ko and an /init that prints the ground truth.
 
     The /init prints ``KDFIX:key=value`` lines between TRUTH_BEGIN/END markers, writes ``marker`` into the kernel
     log via /dev/kmsg, prints READY and sleeps. /dev/console is a device node in the archive, so the script has a
-    console before devtmpfs is mounted.
+    console before devtmpfs is mounted. ``busybox``: default busybox_binary(kernel.arch). Non-x86_64 guests also
+    print EXTRA_TRUTH and kallsyms swapper_pg_dir.
     """
-    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    busybox = busybox or busybox_binary(kernel.arch)
     if not busybox.is_file():
         raise GuestError("busybox not found (apt-get install busybox-static)")
+    native = kernel.arch == "x86_64"
     script = (
         INIT_SCRIPT.replace("@BEGIN@", TRUTH_BEGIN)
         .replace("@END@", TRUTH_END)
         .replace("@READY@", READY)
         .replace("@MARKER@", marker)
         .replace("@VMCOREINFO@", "1" if load_fw_cfg else "0")
+        .replace("@SYMS@", "" if native else " swapper_pg_dir")
+        .replace("@EXTRA@", "" if native else EXTRA_TRUTH)
     )
     d, f, c = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFCHR | 0o600
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
@@ -382,16 +542,51 @@ def build_initramfs(kernel: KernelArtifacts, out_path: Path, *, marker: str, loa
 # ground truth
 
 
+def _kcore_vmcoreinfo(notes: bytes) -> str:
+    """The desc text of the VMCOREINFO note among /proc/kcore's notes (4-byte aligned in ELF32 and ELF64 cores)."""
+    at = 0
+    while at + 12 <= len(notes):
+        namesz, descsz, _type = struct.unpack_from("<III", notes, at)
+        name_at = at + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        end = desc_at + (descsz + 3) // 4 * 4
+        if end > len(notes):
+            break
+        if notes[name_at : name_at + namesz].rstrip(b"\0") == b"VMCOREINFO":
+            return notes[desc_at : desc_at + descsz].decode(errors="replace")
+        at = end
+    raise GuestError("no VMCOREINFO note among the notes of /proc/kcore")
+
+
+def _vmcoreinfo_number(text: str, key: str) -> int | None:
+    """Value of a VMCOREINFO line ``key=value``: base auto-detected, except KERNELOFFSET and SYMBOL(...), bare hex
+    (arch-kernels-and-introspection.md §1.1); a negative decimal becomes u64."""
+    m = re.search(rf"^{re.escape(key)}=(\S+)$", text, re.M)
+    if not m:
+        return None
+    v = m.group(1)
+    bare_hex = key == "KERNELOFFSET" or key.startswith("SYMBOL(")
+    return (int(v, 16) if bare_hex else int(v, 0)) & U64
+
+
 @dataclass(frozen=True)
 class GroundTruth:
-    """What the running guest said about itself (root in /init). All addresses are ints; phys_base is u64."""
+    """What the running guest said about itself (root in /init). All addresses are ints; phys_base is u64.
+
+    ``phys_base`` is what a correct kdump header's phys_base holds for the arch: x86_64 phys_base
+    (phys-base-and-kaslr.md §1), aarch64 ``PHYS_OFFSET`` (arch-kernels-and-introspection.md §1.6), i386 0 (§2.2).
+    aarch64 and i386 guests also give every /proc/iomem line and their own VMCOREINFO text (from /proc/kcore).
+    Their Debian kernels lack KALLSYMS_ALL, so kallsyms gives only ``_stext`` (and ``_text`` when it equals it);
+    ``init_uts_ns`` comes from the kernel's VMCOREINFO, and aarch64 ``_text`` is ``NUMBER(MODULES_END)`` (=
+    KIMAGE_VADDR, the link address of ``_text``) + ``KERNELOFFSET`` (arch-kernels-and-introspection.md §1.1, §1.4).
+    """
 
     phys_base: int
     kernel_code_start: int
     text_va: int
     stext_va: int
     init_uts_ns_va: int
-    linux_banner_va: int
+    linux_banner_va: int | None  # None where kallsyms lacks data symbols (no KALLSYMS_ALL: aarch64, i386 kernels)
     vmcoreinfo_paddr: int
     vmcoreinfo_size: int
     osrelease: str
@@ -399,18 +594,46 @@ class GroundTruth:
     uname: str
     fw_cfg: str = ""  # "loaded" / "absent" / "failed"
     cmdline: str = ""
-    kernel_offset: int | None = None  # runtime _stext - link-time _stext (KernelArtifacts.link_stext); u64
+    kernel_offset: int | None = None  # runtime _stext - link-time _stext; u64 (aarch64: VMCOREINFO KERNELOFFSET)
+    arch: str = "x86_64"
+    phys_offset: int | None = None  # aarch64 NUMBER(PHYS_OFFSET), u64
+    kimage_voffset: int | None = None  # aarch64 NUMBER(kimage_voffset), u64
+    swapper_pg_dir_va: int | None = None  # kallsyms swapper_pg_dir (aarch64, i386)
+    vmcoreinfo_text: str = ""  # the kernel's VMCOREINFO desc as /proc/kcore gave it (aarch64, i386)
+    iomem: tuple[str, ...] = ()  # /proc/iomem lines (aarch64, i386)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "iomem", tuple(self.iomem))  # JSON gives a list
 
     @property
     def phys_base_signed(self) -> int:
         return self.phys_base - (1 << 64) if self.phys_base >> 63 else self.phys_base
 
     def pa_of_kernel_va(self, va: int) -> int:
-        """Physical address of a kernel-image VA (phys-base-and-kaslr.md §1)."""
+        """Physical address of a kernel-image VA: x86_64 phys-base-and-kaslr.md §1; aarch64 VA - kimage_voffset
+        (arch-kernels-and-introspection.md §1.3); i386 VA - PAGE_OFFSET (§2.2)."""
+        if self.arch == "aarch64":
+            assert self.kimage_voffset is not None
+            return (va - self.kimage_voffset) & U64
+        if self.arch == "i386":
+            return va - I386_PAGE_OFFSET
         return (va - START_KERNEL_MAP + self.phys_base) & U64
 
+    def system_ram(self) -> list[tuple[int, int]]:
+        """Top-level ``System RAM`` ranges of /proc/iomem as [start, end) (aarch64, i386 guests)."""
+        out = []
+        for line in self.iomem:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) : System RAM$", line)
+            if m:
+                out.append((int(m.group(1), 16), int(m.group(2), 16) + 1))
+        return out
+
+    def vmcoreinfo_value(self, key: str) -> int | None:
+        """A number from the guest's own VMCOREINFO text (see _vmcoreinfo_number)."""
+        return _vmcoreinfo_number(self.vmcoreinfo_text, key)
+
     @classmethod
-    def parse(cls, serial_text: str, *, link_stext: int | None = None) -> GroundTruth:
+    def parse(cls, serial_text: str, *, link_stext: int | None = None, arch: str = "x86_64") -> GroundTruth:
         """Parse the ``KDFIX:key=value`` block of a serial log."""
         start = serial_text.find(TRUTH_BEGIN)
         end = serial_text.find(TRUTH_END, start + 1)
@@ -435,19 +658,48 @@ class GroundTruth:
             parts = line.split()
             if len(parts) >= 3:
                 syms[parts[2]] = int(parts[0], 16)
-        for need in ("_text", "_stext", "init_uts_ns", "linux_banner"):
+        needed = ("_text", "_stext", "init_uts_ns", "linux_banner") if arch == "x86_64" else ("_stext",)
+        for need in needed:
             if not syms.get(need):
                 raise GuestError(f"kallsyms lacks {need} (or shows 0: kptr_restrict?)")
         vmci = one("vmcoreinfo").split()
         code_start = int(code.group(1), 16)
-        phys_base = (code_start - (syms["_text"] - START_KERNEL_MAP)) & U64
+        extra: dict[str, Any] = {}
+        kernel_offset = (syms["_stext"] - link_stext) & U64 if link_stext is not None else None
+        if arch == "x86_64":
+            phys_base = (code_start - (syms["_text"] - START_KERNEL_MAP)) & U64
+        else:
+            text = _kcore_vmcoreinfo(base64.b64decode(one("kcore_notes")))
+
+            def number(key: str) -> int:
+                v = _vmcoreinfo_number(text, key)
+                if v is None:
+                    raise GuestError(f"{arch} VMCOREINFO (from /proc/kcore) lacks {key}")
+                return v
+
+            if number("SYMBOL(_stext)") != syms["_stext"]:
+                raise GuestError("VMCOREINFO SYMBOL(_stext) differs from kallsyms _stext")
+            syms.setdefault("init_uts_ns", number("SYMBOL(init_uts_ns)"))
+            extra = {
+                "arch": arch,
+                "vmcoreinfo_text": text,
+                "iomem": tuple(values.get("iomem", [])),
+                "swapper_pg_dir_va": syms.get("swapper_pg_dir") or number("SYMBOL(swapper_pg_dir)"),
+            }
+            phys_base = 0
+            if arch == "aarch64":
+                phys_base, kernel_offset = number("NUMBER(PHYS_OFFSET)"), number("KERNELOFFSET")
+                syms.setdefault("_text", (number("NUMBER(MODULES_END)") + kernel_offset) & U64)
+                extra |= {"phys_offset": phys_base, "kimage_voffset": number("NUMBER(kimage_voffset)")}
+            else:
+                syms.setdefault("_text", syms["_stext"])
         return cls(
             phys_base=phys_base,
             kernel_code_start=code_start,
             text_va=syms["_text"],
             stext_va=syms["_stext"],
             init_uts_ns_va=syms["init_uts_ns"],
-            linux_banner_va=syms["linux_banner"],
+            linux_banner_va=syms.get("linux_banner"),
             vmcoreinfo_paddr=int(vmci[0], 16),
             vmcoreinfo_size=int(vmci[1], 16),
             osrelease=one("osrelease"),
@@ -455,7 +707,8 @@ class GroundTruth:
             uname=one("uname"),
             fw_cfg=values.get("fw_cfg", [""])[0],
             cmdline=values.get("cmdline", [""])[0],
-            kernel_offset=(syms["_stext"] - link_stext) & U64 if link_stext is not None else None,
+            kernel_offset=kernel_offset,
+            **extra,
         )
 
 
@@ -464,28 +717,28 @@ class GroundTruth:
 
 
 @functools.cache
-def qemu_version(qemu: str | None = None) -> str:
-    """e.g. '7.2.22' (from ``qemu-system-x86_64 --version``); ``qemu``: "7.2"/"10.0" (qemu_versions.py), None = PATH."""
+def qemu_version(qemu: str | None = None, arch: str = "x86_64") -> str:
+    """e.g. '7.2.22' (from ``qemu-system-<arch> --version``); ``qemu``: "7.2"/"10.0" (qemu_versions.py), None = PATH."""
     if qemu is not None:
-        return _qemu_install(qemu).version
-    out = _run([QEMU, "--version"], timeout=30)
+        return _qemu_install(qemu, arch).version
+    out = _run([guest_arch(arch).qemu, "--version"], timeout=30)
     m = re.search(r"version (\d+\.\d+\.\d+)", out)
     if not m:
         raise GuestError(f"cannot parse QEMU version: {out!r}")
     return m.group(1)
 
 
-def _qemu_install(qemu: str) -> Any:
+def _qemu_install(qemu: str, arch: str = "x86_64") -> Any:
     from tests.oracle.qemu_versions import qemu_install  # imports this module
 
-    return qemu_install(qemu)
+    return qemu_install(qemu) if arch == "x86_64" else qemu_install(qemu, arch)
 
 
-def _qemu_prefix(qemu: str | None) -> tuple[list[str], dict[str, str] | None]:
-    """argv[0] (+ -L firmware dirs) and environment of the QEMU build ``qemu`` (None: qemu-system-x86_64 on PATH)."""
+def _qemu_prefix(qemu: str | None, arch: str = "x86_64") -> tuple[list[str], dict[str, str] | None]:
+    """argv[0] (+ -L firmware dirs) and environment of the QEMU build ``qemu`` (None: qemu-system-<arch> on PATH)."""
     if qemu is None:
-        return [QEMU], None
-    inst = _qemu_install(qemu)
+        return [guest_arch(arch).qemu], None
+    inst = _qemu_install(qemu, arch)
     return inst.argv_prefix, inst.environ()
 
 
@@ -588,32 +841,62 @@ def _qemu(
 # Linux guest
 
 
-Firmware = Literal["seabios", "ovmf"]
+Firmware = Literal["seabios", "ovmf", "none"]
 
 
 @dataclass(frozen=True)
 class GuestConfig:
     """One guest setup. OVMF guests get at least 256 MiB (tools-and-oracles.md §5); ``vga`` adds -device VGA,
-    whose 16 MiB VRAM at 0xfd000000 appears in the dump as in the reference measurement (qemu-dumps.md §5)."""
+    whose 16 MiB VRAM at 0xfd000000 appears in the dump as in the reference measurement (qemu-dumps.md §5).
+
+    ``arch`` picks the recipe in GUEST_ARCHES; ``memory_mib`` 0 means the arch's default (x86_64 128, aarch64 384,
+    i386 256). aarch64 boots its kernel directly (firmware "none") and has no VGA. Build non-x86_64 configs with
+    :meth:`of`.
+    """
 
     firmware: Firmware
     kaslr: bool
     vmcoreinfo: bool
-    memory_mib: int = 128
+    memory_mib: int = 0
     cpus: int = 2
     vga: bool = True
-    qemu: str | None = None  # "7.2" / "10.0" (qemu_versions.py); None: qemu-system-x86_64 on PATH (7.2)
+    qemu: str | None = None  # "7.2" / "10.0" (qemu_versions.py); None: qemu-system-<arch> on PATH (7.2)
+    arch: str = "x86_64"
+
+    @classmethod
+    def of(cls, arch: str, *, kaslr: bool, vmcoreinfo: bool, **kwargs: Any) -> GuestConfig:
+        """A config for ``arch`` with its default firmware (and no VGA on aarch64)."""
+        ga = guest_arch(arch)
+        kwargs.setdefault("vga", arch != "aarch64")
+        return cls(kwargs.pop("firmware", ga.firmwares[0]), kaslr, vmcoreinfo, arch=arch, **kwargs)
 
     def __post_init__(self) -> None:
-        if self.firmware not in ("seabios", "ovmf"):
-            raise ValueError(f"firmware must be seabios or ovmf, not {self.firmware!r}")
+        ga = guest_arch(self.arch)
+        if self.firmware not in ga.firmwares:
+            raise ValueError(f"firmware for {self.arch} must be one of {ga.firmwares}, not {self.firmware!r}")
         if self.qemu not in (None, "7.2", "10.0"):
             raise ValueError(f"qemu must be None, 7.2 or 10.0, not {self.qemu!r}")
+        if self.arch == "aarch64" and self.vga:
+            raise ValueError("aarch64 guests have no VGA (vga=False)")
+        if self.memory_mib == 0:
+            object.__setattr__(self, "memory_mib", ga.memory_mib)
         if self.firmware == "ovmf" and self.memory_mib < 256:
             object.__setattr__(self, "memory_mib", 256)
 
     @property
+    def guest_arch(self) -> GuestArch:
+        return guest_arch(self.arch)
+
+    @property
     def name(self) -> str:
+        if self.arch != "x86_64":  # x86_64 names (cache keys) predate arch
+            parts = [self.arch, "kaslr" if self.kaslr else "nokaslr"]
+            if self.vmcoreinfo:
+                parts.append("vmcoreinfo")
+            parts += [f"{self.memory_mib}m", f"{self.cpus}c"]
+            if self.vga:
+                parts.append("vga")
+            return "-".join(parts)
         parts = [self.firmware, "kaslr" if self.kaslr else "nokaslr"]
         if self.vmcoreinfo:
             parts.append("vmcoreinfo")
@@ -644,11 +927,11 @@ class GuestDumps:
 
 
 def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, serial: Path, work: Path) -> list[str]:
-    append = "console=ttyS0 quiet panic=-1" + ("" if config.kaslr else " nokaslr")
+    ga = config.guest_arch
+    append = f"console={ga.console} quiet panic=-1" + ("" if config.kaslr else " nokaslr")
     argv = [
-        *_qemu_prefix(config.qemu)[0],
-        "-machine",
-        "q35",
+        *_qemu_prefix(config.qemu, config.arch)[0],
+        *ga.machine,
         "-accel",
         "tcg",
         "-m",
@@ -698,35 +981,51 @@ def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float) -> 
         time.sleep(0.2)
 
 
-def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float = BOOT_TIMEOUT_S) -> GuestDumps:
+BOOT_ATTEMPTS = 3  # for a GuestArch.boot_retry panic
+
+
+def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float | None = None) -> GuestDumps:
     """Boot ``config``, wait for READY, stop the vCPUs, dump ELF then kdump-zlib from the same stopped guest, quit.
 
     Writes vmcore.elf, vmcore.kdump-zlib, serial.log, qemu.cmd, qemu.stderr and guest.json into ``out_dir``; also
     vmcore.kdump-raw-zlib when the QEMU build offers that format (>= 8.2; the file: protocol is seekable).
+    ``timeout`` (seconds to READY) defaults to BOOT_TIMEOUT_S scaled by the arch's TCG speed. A boot that panics
+    with the arch's known transient message (i386: "IO-APIC + timer doesn't work") is retried.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    kernel = kernel_artifacts()
-    marker = f"KDFIX-MARKER-{secrets.token_hex(8)}"
-    initrd = build_initramfs(kernel, out_dir / "initramfs.cpio.gz", marker=marker, load_fw_cfg=config.vmcoreinfo)
+    ga = config.guest_arch
+    if timeout is None:
+        timeout = BOOT_TIMEOUT_S * ga.boot_timeout_factor
+    kernel = kernel_artifacts(config.arch)
     serial = out_dir / "serial.log"
-    argv = _guest_argv(config, kernel, initrd, serial, out_dir)
     elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
-    raw: Path | None = None
-    with _qemu(argv, out_dir, _qemu_prefix(config.qemu)[1]) as (proc, qmp):
-        boot_s = _wait_ready(proc, serial, timeout)
-        qmp.execute("stop")
-        time.sleep(0.1)
-        dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
-        if RAW_FORMAT in _dump_formats(qmp):
-            raw = out_dir / f"vmcore.{RAW_FORMAT}"
-            dump_s[RAW_FORMAT] = _dump(qmp, raw, RAW_FORMAT)
-    truth = GroundTruth.parse(serial.read_text(errors="replace"), link_stext=kernel.link_stext())
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        marker = f"KDFIX-MARKER-{secrets.token_hex(8)}"
+        initrd = build_initramfs(kernel, out_dir / "initramfs.cpio.gz", marker=marker, load_fw_cfg=config.vmcoreinfo)
+        serial.unlink(missing_ok=True)
+        argv = _guest_argv(config, kernel, initrd, serial, out_dir)
+        raw: Path | None = None
+        try:
+            with _qemu(argv, out_dir, _qemu_prefix(config.qemu, config.arch)[1]) as (proc, qmp):
+                boot_s = _wait_ready(proc, serial, timeout)
+                qmp.execute("stop")
+                time.sleep(0.1)
+                dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
+                if RAW_FORMAT in _dump_formats(qmp):
+                    raw = out_dir / f"vmcore.{RAW_FORMAT}"
+                    dump_s[RAW_FORMAT] = _dump(qmp, raw, RAW_FORMAT)
+            break
+        except GuestError:
+            log = serial.read_text(errors="replace") if serial.exists() else ""
+            if not ga.boot_retry or ga.boot_retry not in log or attempt == BOOT_ATTEMPTS:
+                raise
+    truth = GroundTruth.parse(serial.read_text(errors="replace"), link_stext=kernel.link_stext(), arch=config.arch)
     if truth.marker != marker:
         raise GuestError(f"marker mismatch: guest printed {truth.marker!r}, expected {marker!r}")
     if config.vmcoreinfo and truth.fw_cfg != "loaded":
         raise GuestError(f"qemu_fw_cfg.ko did not load ({truth.fw_cfg}); see {serial}")
-    version = qemu_version(config.qemu)
+    version = qemu_version(config.qemu, config.arch)
     dumps = GuestDumps(
         config=config,
         elf=elf,
@@ -820,7 +1119,7 @@ def cached_guest_dumps(config: GuestConfig) -> GuestDumps:
     The returned paths live in the cache: copy before modifying. A cache entry whose dump files changed
     (size or mtime) is discarded and rebuilt.
     """
-    key = f"{qemu_version(config.qemu)}-{kernel_artifacts().release}-{config.name}"
+    key = f"{qemu_version(config.qemu, config.arch)}-{kernel_artifacts(config.arch).release}-{config.name}"
     return _cached(key, lambda work: boot_and_dump(config, work), _load_meta)
 
 
