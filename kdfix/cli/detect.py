@@ -1,4 +1,4 @@
-"""``kdfix detect``: recover phys_base and KERNELOFFSET of an x86_64 dump (exit 0 found, 1 undetermined, 2 unusable)."""
+"""``kdfix detect``: recover the header phys_base and KERNELOFFSET (exit 0 found, 1 undetermined, 2 unusable)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def result_json(result: DetectResult) -> dict[str, Any]:
     """The ``--json`` shape: phys_base as an int (u64), kernel_offset, method, confidence, evidence, vmcoreinfo."""
     text = None if result.vmcoreinfo is None else result.vmcoreinfo.split(b"\0", 1)[0].decode("latin-1")
     return {
+        "arch": result.arch,
         "phys_base": result.phys_base,
         "phys_base_signed": None if result.phys_base is None else to_s64(result.phys_base),
         "kernel_offset": result.kernel_offset,
@@ -48,7 +49,8 @@ def result_json(result: DetectResult) -> dict[str, Any]:
         "evidence": list(result.evidence),
         "vmcoreinfo": text,
         "candidates": [
-            {"method": c.method, "phys_base": c.phys_base, "kernel_offset": c.kernel_offset} for c in result.candidates
+            {"method": c.method, "arch": c.arch, "phys_base": c.phys_base, "kernel_offset": c.kernel_offset}
+            for c in result.candidates
         ],
     }
 
@@ -61,7 +63,7 @@ def _render(result: DetectResult) -> str:
         lines.append(f"phys_base: {result.phys_base:#x} ({to_s64(result.phys_base)})")
         offset = "unknown" if result.kernel_offset is None else f"{result.kernel_offset:#x}"
         lines.append(f"kernel_offset: {offset}")
-    lines.append(f"method: {result.method}  confidence: {result.confidence}")
+    lines.append(f"method: {result.method}  confidence: {result.confidence}  arch: {result.arch or 'unknown'}")
     lines.extend(f"  {line}" for line in result.evidence)
     return "\n".join(lines)
 

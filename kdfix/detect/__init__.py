@@ -1,4 +1,7 @@
-"""Recover phys_base and KERNELOFFSET of an x86_64 dump: one strategy per module, validated and cross-checked.
+"""Recover the header phys_base and KERNELOFFSET of a dump: one strategy per module, validated and cross-checked.
+
+Which methods run, and what "phys_base" means (x86_64 phys_base, aarch64 PHYS_OFFSET, i386 0), is the dump's
+architecture's to say (kdfix.arch).
 
 Each strategy is ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known) -> Candidate | None``
 (phys-base-and-kaslr.md §2-§3), written as a ``@strategy(METHOD)`` body over an Attempt (candidate.py);
@@ -123,7 +126,7 @@ def detect(
         if confidence == "high":
             confidence = "medium"
     evidence.append(f"agreeing methods: {', '.join(methods)}")
-    return DetectResult(lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found)
+    return DetectResult(lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found, lead.arch)
 
 
 __all__ = [

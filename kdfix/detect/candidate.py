@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
+    from kdfix.arch import Recognition
     from kdfix.model import DumpModel
     from kdfix.read.memory import PhysicalMemory
 
@@ -19,13 +20,18 @@ logger = logging.getLogger("kdfix.detect")
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A (phys_base, KERNELOFFSET) pair proposed by one method; ``phys_base`` is u64 two's complement."""
+    """A (phys_base, KERNELOFFSET) pair proposed by one method; ``phys_base`` is u64 two's complement.
+
+    ``phys_base`` is what the KDUMP header's phys_base must hold for ``arch`` (kdfix.arch: x86_64 phys_base,
+    aarch64 PHYS_OFFSET, i386 0); ``arch`` is None when the method could not tell.
+    """
 
     method: str
     phys_base: int
     kernel_offset: int | None = None
     vmcoreinfo: bytes | None = None  # the VMCOREINFO text the method found, if any
     evidence: tuple[str, ...] = ()
+    arch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,7 @@ class DetectResult:
     evidence: list[str] = field(default_factory=list)
     vmcoreinfo: bytes | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    arch: str | None = None  # the architecture the chosen value is for
 
     @property
     def found(self) -> bool:
@@ -101,15 +108,44 @@ class Attempt:
             miss(self.log, self.method, line)
         return miss(self.log, self.method, reason)
 
-    def candidate(self, phys_base: int, kernel_offset: int | None = None, vmcoreinfo: bytes | None = None) -> Candidate:
-        """This method's Candidate, with the evidence gathered so far."""
-        return Candidate(self.method, phys_base, kernel_offset, vmcoreinfo, tuple(self.evidence))
+    def candidate(
+        self,
+        phys_base: int,
+        kernel_offset: int | None = None,
+        vmcoreinfo: bytes | None = None,
+        *,
+        arch: str | None = None,
+    ) -> Candidate:
+        """This method's Candidate, with the evidence gathered so far (``arch`` defaults to the recognised one)."""
+        if arch is None:
+            found = self.recognised()
+            arch = None if found is None else found.arch.name
+        return Candidate(self.method, phys_base, kernel_offset, vmcoreinfo, tuple(self.evidence), arch)
+
+    def recognised(self) -> Recognition | None:
+        """The dump's architecture as its headers, notes and VMCOREINFO tell (kdfix.arch.recognise)."""
+        from kdfix.arch import recognise
+
+        return recognise(self.model)
+
+
+def applicable(method: str, model: DumpModel) -> str | None:
+    """Why ``method`` cannot apply to ``model``'s architecture (kdfix.arch ``detect_methods``), or None if it can."""
+    from kdfix.arch import method_applies
+
+    ok, arch = method_applies(model, method)
+    if ok:
+        return None
+    if arch is None:
+        return "the dump's architecture is unknown and this method is specific to one"
+    return f"not a method for {arch} dumps"
 
 
 def strategy(method: str) -> Callable[[Callable[[Attempt], Candidate | None]], Strategy]:
     """Turn ``body(attempt)`` into ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known)``.
 
-    The returned function keeps the body's name, docstring and module.
+    The body runs only when the dump's architecture lists ``method`` (else a logged miss). The returned function
+    keeps the body's name, docstring and module.
     """
 
     def wrap(body: Callable[[Attempt], Candidate | None]) -> Strategy:
@@ -121,6 +157,10 @@ def strategy(method: str) -> Callable[[Callable[[Attempt], Candidate | None]], S
             log: list[str] | None = None,
             known: Sequence[Candidate] = (),
         ) -> Candidate | None:
+            why_not = applicable(method, model)
+            if why_not is not None:
+                miss(log, method, why_not)
+                return None
             return body(Attempt(method, model, memory, vmlinux_symbols, log, known))
 
         find.__name__, find.__qualname__ = body.__name__, body.__qualname__

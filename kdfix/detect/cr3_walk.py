@@ -6,8 +6,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from kdfix.arch.x86_64 import CR0_PG, CR4_LA57, WalkBudgetExceeded, find_first_mapping
 from kdfix.detect.candidate import Attempt, Candidate, strategy
-from kdfix.detect.paging import CR0_PG, CR4_LA57, WalkBudgetExceeded, find_first_mapping
 from kdfix.errors import KdfixError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, NOTE_NAME_QEMU, START_KERNEL_MAP
 from kdfix.format.layout import LP64_LE

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from kdfix.arch.x86_64 import translate
 from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices, sme_mask_of
-from kdfix.detect.paging import translate
 from kdfix.errors import KdfixError
 from kdfix.format.constants import START_KERNEL_MAP
 from kdfix.format.x86 import GATE_SIZE, gate_handler

@@ -1,28 +1,57 @@
-"""Turn a Candidate into Checks, one function per rule of phys-base-and-kaslr.md §4. Pure: reads go through memory."""
+"""Turn a Candidate into Checks, one function per rule of phys-base-and-kaslr.md §4, through the candidate's
+architecture (kdfix.arch): its image rule, page walk and linear map. Pure: reads go through memory."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kdfix.arch import Arch, KernelSpace, get_arch, recognise_clues
+from kdfix.arch.base import Clues
+from kdfix.arch.x86_64 import kphys
 from kdfix.detect.candidate import Candidate, Check
-from kdfix.detect.paging import translate
 from kdfix.errors import KdfixError
-from kdfix.format.constants import START_KERNEL_MAP
 from kdfix.format.kdump import NEW_UTSNAME
 from kdfix.format.layout import LP64_LE
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
-from kdfix.units import U64_MASK, cstr
+from kdfix.units import cstr
 
 SIZE_2M = 1 << 21
 UTSNAME = NEW_UTSNAME.bind(LP64_LE)  # struct new_utsname: 6 x char[65], the same on every ABI
 UTSNAME_SIZE = UTSNAME.size
 BANNER_PREFIX = b"Linux version"
 
+__all__ = [
+    "BANNER_PREFIX",
+    "UTSNAME",
+    "UTSNAME_SIZE",
+    "TouchRecorder",
+    "accepted",
+    "candidate_arch",
+    "candidate_space",
+    "confirmed",
+    "kphys",
+    "validate_candidate",
+]
 
-def kphys(vaddr: int, phys_base: int) -> int:
-    """Kernel-image translation ``(va - __START_KERNEL_map + phys_base) mod 2^64`` (phys-base-and-kaslr.md §1)."""
-    return (vaddr - START_KERNEL_MAP + phys_base) & U64_MASK
+
+def candidate_arch(candidate: Candidate, info: VmcoreInfo | None) -> Arch | None:
+    """The architecture a candidate is for: its own tag, else what its VMCOREINFO's keys say."""
+    if candidate.arch is not None:
+        return get_arch(candidate.arch)
+    found = recognise_clues(Clues(vmcoreinfo=info)) if info is not None else None
+    return None if found is None else found.arch
+
+
+def candidate_space(candidate: Candidate, info: VmcoreInfo | None) -> tuple[KernelSpace | None, str]:
+    """The kernel address space the candidate implies, or None and why not."""
+    arch = candidate_arch(candidate, info)
+    if arch is None:
+        return None, "architecture unknown"
+    try:
+        return arch.kernel_space(info or VmcoreInfo.parse(b""), phys_base=candidate.phys_base), arch.name
+    except KdfixError as exc:
+        return None, f"{arch.name}: {exc.message}"
 
 
 class TouchRecorder:
@@ -49,12 +78,12 @@ def check_alignment(phys_base: int) -> Check:
     return Check("alignment", ok, f"phys_base {phys_base:#x} {'is' if ok else 'is not'} a multiple of 2 MiB")
 
 
-def check_utsname(read: TouchRecorder, phys_base: int, info: VmcoreInfo | None) -> Check:
-    """Rule 2: init_uts_ns.name at kphys has sysname Linux and release == OSRELEASE."""
-    if info is None or info.symbol("init_uts_ns") is None or not info.osrelease:
-        return Check("utsname", None, "needs VMCOREINFO SYMBOL(init_uts_ns) and OSRELEASE")
+def check_utsname(read: TouchRecorder, space: KernelSpace | None, info: VmcoreInfo | None) -> Check:
+    """Rule 2: init_uts_ns.name at its image PA has sysname Linux and release == OSRELEASE."""
+    if info is None or info.symbol("init_uts_ns") is None or not info.osrelease or space is None:
+        return Check("utsname", None, "needs VMCOREINFO SYMBOL(init_uts_ns), OSRELEASE and a known architecture")
     vaddr = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)  # type: ignore[operator]
-    paddr = kphys(vaddr, phys_base)
+    paddr = space.image_paddr(vaddr)
     try:
         raw = read(paddr, UTSNAME_SIZE)
     except KdfixError as exc:
@@ -66,31 +95,52 @@ def check_utsname(read: TouchRecorder, phys_base: int, info: VmcoreInfo | None) 
     return Check("utsname", ok, detail, decisive=True)
 
 
-def check_pagetable(read: TouchRecorder, phys_base: int, info: VmcoreInfo | None) -> Check:
-    """Rule 3: walking from kphys(init_top_pgt) translates _stext to kphys(_stext)."""
+def check_pagetable(read: TouchRecorder, space: KernelSpace | None, info: VmcoreInfo | None) -> Check:
+    """Rule 3: walking the kernel's top-level table translates _stext and init_uts_ns to their image PAs."""
     if info is None:
         return Check("pagetable", None, "needs VMCOREINFO")
-    pgd = info.symbol("init_top_pgt") or info.symbol("swapper_pg_dir")
     stext = info.symbol("_stext")
-    if pgd is None or stext is None:
-        return Check("pagetable", None, "needs SYMBOL(init_top_pgt or swapper_pg_dir) and SYMBOL(_stext)")
-    levels = 5 if info.number("pgtable_l5_enabled") == 1 else 4
-    sme_mask = info.number("sme_mask") or 0
-    pgd_paddr = kphys(pgd, phys_base)
-    expected = kphys(stext, phys_base)
+    if space is None or space.root_paddr is None or stext is None:
+        return Check("pagetable", None, "needs SYMBOL(init_top_pgt or swapper_pg_dir), SYMBOL(_stext) and the arch")
+    probes = [("_stext", stext)]
+    uts = info.symbol("init_uts_ns")
+    if uts is not None:
+        probes.append(("init_uts_ns", uts))
+    details = []
+    for name, vaddr in probes:
+        expected = space.image_paddr(vaddr)
+        try:
+            got = space.walk(read, vaddr)
+        except KdfixError as exc:
+            return Check("pagetable", False, f"walk from {space.root_paddr:#x} failed: {exc.message}", decisive=True)
+        if got is None:
+            return Check("pagetable", False, f"{name} not mapped by the table at {space.root_paddr:#x}", decisive=True)
+        if got != expected:
+            return Check("pagetable", False, f"{name} → {got:#x}, image rule says {expected:#x}", decisive=True)
+        details.append(f"{name} → {got:#x}")
+    return Check("pagetable", True, f"{space.arch} walk from {space.root_paddr:#x}: " + ", ".join(details),
+                 decisive=True)  # fmt: skip
+
+
+def check_linear_map(read: TouchRecorder, space: KernelSpace | None) -> Check:
+    """A linear-map VA from VMCOREINFO (arm64 mem_section) walks to where the linear rule puts it: checks
+    PHYS_OFFSET, which the image checks cannot (arch-kernels-and-introspection.md §1.3)."""
+    probe = None if space is None or space.root_paddr is None else space.linear_probe()
+    if space is None or probe is None:
+        return Check("linear_map", None, "no linear-map VA to check")
+    expected = space.rule_paddr(probe)
     try:
-        got = translate(read, pgd_paddr, stext, levels=levels, sme_mask=sme_mask)
+        got = space.walk(read, probe)
     except KdfixError as exc:
-        return Check("pagetable", False, f"walk from PGD {pgd_paddr:#x} failed: {exc.message}", decisive=True)
-    if got is None:
-        return Check("pagetable", False, f"_stext not mapped by PGD at {pgd_paddr:#x}", decisive=True)
-    ok = got == expected
-    return Check("pagetable", ok, f"_stext → {got:#x}, kphys(_stext) {expected:#x}", decisive=True)
+        return Check("linear_map", False, f"walk of {probe:#x} failed: {exc.message}", decisive=True)
+    ok = got is not None and got == expected
+    shown = "unmapped" if got is None else f"{got:#x}"
+    return Check("linear_map", ok, f"linear VA {probe:#x} walks to {shown}, linear rule {expected:#x}", decisive=True)
 
 
-def check_kernel_offset(kernel_offset: int | None, info: VmcoreInfo | None) -> Check:
-    """A method's KERNELOFFSET agrees with VMCOREINFO's."""
-    known = None if info is None else info.kernel_offset
+def check_kernel_offset(kernel_offset: int | None, info: VmcoreInfo | None, arch: Arch | None = None) -> Check:
+    """A method's KERNELOFFSET agrees with VMCOREINFO's (i386: with _stext's distance from its link address)."""
+    known = None if info is None else (arch.kernel_offset(info) if arch is not None else info.kernel_offset)
     if kernel_offset is None or known is None:
         return Check("kernel_offset", None, "needs both a method's and VMCOREINFO's KERNELOFFSET")
     ok = kernel_offset == known
@@ -98,12 +148,14 @@ def check_kernel_offset(kernel_offset: int | None, info: VmcoreInfo | None) -> C
 
 
 def check_banner(
-    read: TouchRecorder, phys_base: int, kernel_offset: int | None, symbols: Mapping[str, int] | None
+    read: TouchRecorder, space: KernelSpace | None, kernel_offset: int | None, symbols: Mapping[str, int] | None
 ) -> Check:
-    """Rule 4: 13 bytes at kphys(linux_banner + KERNELOFFSET) read ``Linux version`` (needs vmlinux)."""
+    """Rule 4: 13 bytes at the image PA of linux_banner + KERNELOFFSET read ``Linux version`` (needs vmlinux)."""
     if not symbols or "linux_banner" not in symbols:
         return Check("banner", None, "needs the vmlinux symbol linux_banner")
-    paddr = kphys(symbols["linux_banner"] + (kernel_offset or 0), phys_base)
+    if space is None:
+        return Check("banner", None, "needs a known architecture")
+    paddr = space.image_paddr(symbols["linux_banner"] + (kernel_offset or 0))
     try:
         raw = read(paddr, len(BANNER_PREFIX))
     except KdfixError as exc:
@@ -133,13 +185,14 @@ def validate_candidate(
     if info is None and candidate.vmcoreinfo is not None:
         info = VmcoreInfo.parse(candidate.vmcoreinfo)
     read = TouchRecorder(memory)
-    pb = candidate.phys_base
+    space, _why = candidate_space(candidate, info)
     checks = [
-        check_alignment(pb),
-        check_utsname(read, pb, info),
-        check_pagetable(read, pb, info),
-        check_kernel_offset(candidate.kernel_offset, info),
-        check_banner(read, pb, candidate.kernel_offset, vmlinux_symbols),
+        check_alignment(candidate.phys_base),
+        check_utsname(read, space, info),
+        check_pagetable(read, space, info),
+        check_linear_map(read, space),
+        check_kernel_offset(candidate.kernel_offset, info, candidate_arch(candidate, info)),
+        check_banner(read, space, candidate.kernel_offset, vmlinux_symbols),
     ]
     checks.append(check_pages_present(read))
     return tuple(checks)

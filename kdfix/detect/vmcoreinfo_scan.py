@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kdfix.arch import recognise
+from kdfix.arch.base import MIN_PAGE_SIZE
 from kdfix.detect.candidate import Attempt, Candidate, strategy
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.errors import CodecError, KdfixError
@@ -16,25 +18,29 @@ from kdfix.format.notes import NHDR, NHDR_SIZE
 from kdfix.notes.framing import Note, pack_note
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
-from kdfix.units import to_s64
 
 METHOD = "vmcoreinfo_scan"
 TEXT_MAGIC = b"OSRELEASE="
 _NOTE = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, b"")
 HEAD_SIZE = _NOTE.desc_offset  # Nhdr + padded name (24 bytes); also covers TEXT_MAGIC
 NOTE_NAME = pack_note(_NOTE, LP64_LE)[NHDR_SIZE:HEAD_SIZE]  # "VMCOREINFO" padded to 4
-_NHDR = NHDR.bind(LP64_LE)  # x86_64 guest memory is little-endian
+_NHDR = NHDR.bind(LP64_LE)  # guest memory of every architecture kdfix translates is little-endian
 _COMPRESSION, _ZLIB = int(COMPRESSION_FLAGS), int(DumpFlag.COMPRESSED_ZLIB)  # plain ints: IntFlag & is slow per page
 ZLIB_PREFIX = 512  # compressed bytes read first; enough to inflate a head in practice
 
 
 @dataclass(frozen=True, slots=True)
 class VmcoreinfoHit:
-    """One page that starts like the kernel's VMCOREINFO: ``form`` is "text" or "note"."""
+    """One kernel page that starts like the kernel's VMCOREINFO: ``form`` is "text" or "note".
+
+    ``pfn`` is the dump block holding it and ``paddr`` the page start: the kernel's pages (4 KiB or more) can sit
+    inside larger dump blocks (QEMU's 64 KiB blocks on aarch64, arch-kernels-and-introspection.md §1.6).
+    """
 
     pfn: int
     form: str
     text: bytes
+    paddr: int
 
 
 def head_reader(memory: PhysicalMemory, size: int = HEAD_SIZE) -> Callable[[int], bytes]:
@@ -134,22 +140,42 @@ def iter_page_heads(memory: PhysicalMemory) -> Iterator[tuple[int, bytes]]:
     yield from _iter_heads_generic(memory)
 
 
-def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
-    """Yield pages whose head looks like VMCOREINFO, in pfn order (phys-base-and-kaslr.md §3B steps 1-3)."""
+def iter_granule_heads(memory: PhysicalMemory) -> Iterator[tuple[int, bytes]]:
+    """(paddr, head) of every 4 KiB kernel page in ascending order: block heads when blocks are 4 KiB, else each
+    4 KiB slice of every dumped, non-zero block (the kernel's page size is never below MIN_PAGE_SIZE)."""
     ps = memory.page_size
-    for pfn, head in iter_page_heads(memory):
-        form = match_head(head, ps)
+    if ps <= MIN_PAGE_SIZE:
+        for pfn, head in iter_page_heads(memory):
+            yield pfn * ps, head
+        return
+    is_zero = getattr(memory, "is_zero_page", None)
+    for pfn in memory.dumped.iter_set():
+        if is_zero is not None and is_zero(pfn):
+            continue
+        try:
+            block = memory.page(pfn)
+        except KdfixError:
+            continue
+        for offset in range(0, ps, MIN_PAGE_SIZE):
+            yield pfn * ps + offset, block[offset : offset + HEAD_SIZE]
+
+
+def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
+    """Yield kernel pages whose head looks like VMCOREINFO, in address order (phys-base-and-kaslr.md §3B)."""
+    ps = memory.page_size
+    for paddr, head in iter_granule_heads(memory):
+        form = match_head(head, max(ps, MIN_PAGE_SIZE))
         if form is None:
             continue
         try:
             if form == "text":
-                text = memory.page(pfn).split(b"\0", 1)[0]
+                text = memory.read(paddr, MIN_PAGE_SIZE).split(b"\0", 1)[0]
             else:
                 descsz = _NHDR.unpack(head).n_descsz
-                text = memory.read(pfn * ps + HEAD_SIZE, descsz).split(b"\0", 1)[0]
+                text = memory.read(paddr + HEAD_SIZE, descsz).split(b"\0", 1)[0]
         except KdfixError:
             continue
-        yield VmcoreinfoHit(pfn, form, text)
+        yield VmcoreinfoHit(paddr // ps, form, text, paddr)
 
 
 @strategy(METHOD)
@@ -166,17 +192,22 @@ def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
     chosen: Candidate | None = None
     others: list[str] = []
     for text, hits in by_text.items():
-        where = ", ".join(f"{h.form} page {h.pfn * memory.page_size:#x}" for h in hits)
+        where = ", ".join(f"{h.form} page {h.paddr:#x}" for h in hits)
         info = VmcoreInfo.parse(text)
-        phys_base, kernel_offset = info.phys_base, info.kernel_offset
-        if phys_base is None or not info.osrelease:
-            rejected.append(f"{where}: no OSRELEASE or NUMBER(phys_base)")
+        found = recognise(run.model, info)
+        if found is None or not info.osrelease:
+            rejected.append(f"{where}: no OSRELEASE, or the architecture is unknown")
+            continue
+        arch = found.arch
+        phys_base, kernel_offset = arch.header_phys_base(info), arch.kernel_offset(info)
+        if phys_base is None:
+            rejected.append(f"{where}: no {arch.phys_base_key or arch.phys_base_meaning}")
             continue
         evidence = (
-            f"VMCOREINFO at {where}",
-            f"OSRELEASE={info.osrelease} NUMBER(phys_base)={to_s64(phys_base)} KERNELOFFSET={kernel_offset or 0:x}",
+            f"VMCOREINFO at {where}; architecture {arch.name}",
+            f"OSRELEASE={info.osrelease} " + " ".join(arch.vmcoreinfo_evidence(info)),
         )
-        candidate = Candidate(METHOD, phys_base, kernel_offset, text, evidence)
+        candidate = Candidate(METHOD, phys_base, kernel_offset, text, evidence, arch.name)
         checks = validate_candidate(candidate, memory, vmlinux_symbols=run.vmlinux_symbols)
         if not confirmed(checks):
             failed = "; ".join(str(c) for c in checks if c.passed is False) or "no decisive check passed"
@@ -189,4 +220,5 @@ def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
         run.miss(f"{len(by_text)} VMCOREINFO copies found, none validated", details=rejected)
         return None
     extra = tuple(f"ignored {line}" for line in rejected) + tuple(others)
-    return Candidate(METHOD, chosen.phys_base, chosen.kernel_offset, chosen.vmcoreinfo, chosen.evidence + extra)
+    return Candidate(METHOD, chosen.phys_base, chosen.kernel_offset, chosen.vmcoreinfo, chosen.evidence + extra,
+                     chosen.arch)  # fmt: skip

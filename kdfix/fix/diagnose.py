@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kdfix.arch import Arch, recognise
 from kdfix.detect import detect
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import find_by_cr3_walk
@@ -233,7 +234,7 @@ def recover_vmcoreinfo(dump: Dump) -> tuple[bytes, int, dict[str, Any]] | None:
         if walk.kernel_offset is not None and (info.kernel_offset or 0) != walk.kernel_offset:
             continue
         candidate = Candidate("vmcoreinfo_scan", walk.phys_base, info.kernel_offset, hit.text,
-                              (f"VMCOREINFO {hit.form} page at {hit.pfn * dump.page_size:#x}",))  # fmt: skip
+                              (f"VMCOREINFO {hit.form} page at {hit.paddr:#x}",), "x86_64")  # fmt: skip
         checks = validate_candidate(candidate, dump.memory, vmcoreinfo=info)
         if not confirmed(checks):
             continue
@@ -271,7 +272,7 @@ def _resolve_vmcoreinfo_and_phys_base(
         diag.messages.append(f"the dump already carries VMCOREINFO; {options.vmcoreinfo} not used")
     info = VmcoreInfo.parse(text) if text is not None else None
     want_text = text is None and options.vmcoreinfo == "auto"
-    want_pb = need_phys_base and options.phys_base == "auto" and (info is None or info.phys_base is None)
+    want_pb = need_phys_base and options.phys_base == "auto" and header_phys_base(dump, info) is None
     result = None
     fast = recover_vmcoreinfo(dump) if want_text and options.phys_base == "auto" else None
     if fast is not None:
@@ -294,22 +295,40 @@ def _resolve_vmcoreinfo_and_phys_base(
     elif existing is not None:
         diag.detect = _quick_detect(dump) or {}
     diag.vmcoreinfo = text
+    arch = dump_arch(dump, info)
+    from_info = header_phys_base(dump, info)
     if options.phys_base != "auto":
         diag.phys_base = int(options.phys_base)
-        if info is not None and info.phys_base is not None and info.phys_base != diag.phys_base:
+        if from_info is not None and from_info != diag.phys_base and arch is not None:
             diag.messages.append(
-                f"--phys-base {diag.phys_base:#x} differs from VMCOREINFO NUMBER(phys_base) {info.phys_base:#x} "
+                f"--phys-base {diag.phys_base:#x} differs from VMCOREINFO {arch.phys_base_meaning} {from_info:#x} "
                 "(crash, libkdumpfile and drgn use VMCOREINFO)"
             )
-    elif info is not None and info.phys_base is not None:
-        diag.phys_base = info.phys_base
+    elif from_info is not None:
+        diag.phys_base = from_info
     elif result is not None and result.found:
         diag.phys_base = result.phys_base
         if result.confidence == "low":
             diag.messages.append(f"phys_base {result.phys_base:#x} from {result.method} alone (low confidence)")
     elif need_phys_base:
-        diag.missing.append("phys_base: no VMCOREINFO NUMBER(phys_base) and detection found no validated value "
+        key = arch.phys_base_meaning if arch is not None else "value (architecture unknown)"
+        diag.missing.append(f"phys_base: no VMCOREINFO {key} and detection found no validated value "
                             "(give --phys-base N)")  # fmt: skip
+
+
+def dump_arch(dump: Dump, info: VmcoreInfo | None = None) -> Arch | None:
+    """The dump's architecture from its headers, notes and ``info`` (kdfix.arch), or None when nothing tells."""
+    found = recognise(dump.model, info)
+    return None if found is None else found.arch
+
+
+def header_phys_base(dump: Dump, info: VmcoreInfo | None) -> int | None:
+    """The header phys_base ``info`` implies for the dump's architecture (x86_64 phys_base, aarch64 PHYS_OFFSET,
+    i386 0), or None when ``info`` does not say or the architecture is unknown."""
+    if info is None:
+        return None
+    arch = dump_arch(dump, info)
+    return None if arch is None else arch.header_phys_base(info)
 
 
 def _kdump_facts(dump: Dump) -> KdumpFacts:
@@ -381,12 +400,13 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
         wanted: dict[str, bytes] | None = None
         source = "no VMCOREINFO"
         if info is not None:
-            if diag.phys_base is not None:
-                wanted, source = uts.from_memory(dump.memory, info, diag.phys_base)
+            arch = dump_arch(dump, info)
+            if diag.phys_base is not None and arch is not None:
+                wanted, source = uts.from_memory(dump.memory, info, diag.phys_base, arch)
                 if wanted is None:
                     diag.messages.append(f"utsname not taken from memory: {source}")
             if wanted is None:
-                wanted, source = uts.from_vmcoreinfo(info, current, dump.abi)
+                wanted, source = uts.from_vmcoreinfo(info, current, arch)
         if wanted is None:
             diag.messages.append(f"header utsname is not sane and cannot be filled: {source}")
         elif wanted != current:

@@ -5,10 +5,10 @@ notes-and-vmcoreinfo.md §6 (sanity rules, field offsets within the 390 bytes of
 
 from __future__ import annotations
 
-from kdfix.detect.validate import UTSNAME, UTSNAME_SIZE, kphys
+from kdfix.arch import Arch, default_machine
+from kdfix.detect.validate import UTSNAME, UTSNAME_SIZE
 from kdfix.errors import KdfixError
 from kdfix.format.kdump import UTS_LEN
-from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
 from kdfix.read.readiness import KNOWN_MACHINES, is_sane, utsname_fields
@@ -22,13 +22,18 @@ def _field(value: str | bytes) -> bytes:
     return raw[: UTS_LEN - 1].ljust(UTS_LEN, b"\0")
 
 
-def from_memory(memory: PhysicalMemory, info: VmcoreInfo, phys_base: int) -> tuple[dict[str, bytes] | None, str]:
-    """The kernel's ``init_uts_ns.name`` read through the kernel-image mapping, or None and the reason."""
+def from_memory(
+    memory: PhysicalMemory, info: VmcoreInfo, phys_base: int, arch: Arch
+) -> tuple[dict[str, bytes] | None, str]:
+    """The kernel's ``init_uts_ns.name`` read through ``arch``'s kernel-image rule, or None and the reason."""
     sym = info.symbol("init_uts_ns")
     if sym is None:
         return None, "VMCOREINFO has no SYMBOL(init_uts_ns)"
     vaddr = sym + (info.offset("uts_namespace.name") or 0)
-    paddr = kphys(vaddr, phys_base)
+    try:
+        paddr = arch.kernel_space(info, phys_base=phys_base).image_paddr(vaddr)
+    except KdfixError as exc:
+        return None, f"init_uts_ns cannot be located: {exc.message}"
     try:
         raw = memory.read(paddr, UTSNAME_SIZE)
     except KdfixError as exc:
@@ -45,25 +50,21 @@ def from_memory(memory: PhysicalMemory, info: VmcoreInfo, phys_base: int) -> tup
     return fields, f"init_uts_ns.name at PA {paddr:#x}"
 
 
-def default_machine(abi: Abi) -> str | None:
-    """``machine`` implied by the dump's ABI, when it is unambiguous."""
-    if abi == LP64_LE:
-        return "x86_64"
-    if abi.word_size == 4 and abi.byte_order == "<" and abi.align64 == 4:
-        return "i686"
-    return None
+def from_vmcoreinfo(
+    info: VmcoreInfo, current: dict[str, bytes], arch: Arch | None
+) -> tuple[dict[str, bytes] | None, str]:
+    """A sane utsname built from OSRELEASE (sysname Linux, a placeholder version), or None and the reason.
 
-
-def from_vmcoreinfo(info: VmcoreInfo, current: dict[str, bytes], abi: Abi) -> tuple[dict[str, bytes] | None, str]:
-    """A sane utsname built from OSRELEASE (sysname Linux, a placeholder version), or None and the reason."""
+    ``machine`` is kept when it is one of ``arch``'s, else set to the architecture's (never guessed without one).
+    """
     release = info.osrelease
     if not release:
         return None, "VMCOREINFO has no OSRELEASE"
     machine = cstr(current["machine"])
-    if not machine.startswith(KNOWN_MACHINES):
-        machine = default_machine(abi) or ""
-    if not machine:
-        return None, "cannot tell the machine string from the dump's ABI"
+    if arch is None:
+        return None, "cannot tell the dump's architecture, so not its utsname machine"
+    if not machine.startswith(arch.machines):
+        machine = default_machine(arch)
     fields = dict(current)
     fields.update(sysname=_field("Linux"), release=_field(release), machine=_field(machine))
     if not cstr(current["version"]):

@@ -1,4 +1,7 @@
-"""ELF note structures: Nhdr, x86_64/i386 elf_prstatus and QEMUCPUState (notes-and-vmcoreinfo.md §1-§3)."""
+"""ELF note structures: Nhdr, the elf_prstatus of each architecture and QEMUCPUState.
+
+notes-and-vmcoreinfo.md §1-§3; aarch64, i386 and ARM prstatus: arch-kernels-and-introspection.md §1.8, §2.5.
+"""
 
 from __future__ import annotations
 
@@ -70,6 +73,15 @@ I386_USER_REGS: Layout[Any] = Layout(
     ],
 )
 
+AARCH64_USER_REGS: Layout[Any] = Layout(
+    "user_pt_regs", [*(Field(f"x{i}", "u64") for i in range(31)), Field("sp", "u64"), Field("pc", "u64"),
+                     Field("pstate", "u64")]
+)  # fmt: skip
+ARM_USER_REGS: Layout[Any] = Layout(
+    "user_regs_arm",
+    [Field(name, "ulong") for name in (*(f"r{i}" for i in range(11)), "fp", "ip", "sp", "lr", "pc", "cpsr", "orig_r0")],
+)
+
 TIMEVAL_PR: Layout[Any] = Layout("pr_timeval", [Field("tv_sec", "long"), Field("tv_usec", "long")])
 
 
@@ -97,9 +109,11 @@ def _prstatus(name: str, regs: Layout[Any]) -> Layout[Any]:
     )
 
 
-# Bind ELF_PRSTATUS_X86_64 to an LP64 ABI (336 bytes) and ELF_PRSTATUS_I386 to i386 (144 bytes).
+# Bound sizes: x86_64 and aarch64 to LP64 (336, 392 bytes), i386 to i386 "pack" (144), ARM to ARM32 "pad" (148).
 ELF_PRSTATUS_X86_64 = _prstatus("elf_prstatus", X86_64_USER_REGS)
 ELF_PRSTATUS_I386 = _prstatus("elf_prstatus_i386", I386_USER_REGS)
+ELF_PRSTATUS_AARCH64 = _prstatus("elf_prstatus_aarch64", AARCH64_USER_REGS)
+ELF_PRSTATUS_ARM = _prstatus("elf_prstatus_arm", ARM_USER_REGS)
 
 QEMU_CPU_SEGMENT: Layout[Any] = Layout(
     "QEMUCPUSegment",
@@ -133,5 +147,7 @@ QEMU_CPU_STATE_SIZES = {1: 440, 0: 432}
 Nhdr = NHDR.record_type
 PrstatusX86_64 = ELF_PRSTATUS_X86_64.record_type
 PrstatusI386 = ELF_PRSTATUS_I386.record_type
+PrstatusAarch64 = ELF_PRSTATUS_AARCH64.record_type
+PrstatusArm = ELF_PRSTATUS_ARM.record_type
 QemuCpuState = QEMU_CPU_STATE.record_type
 QemuCpuSegment = QEMU_CPU_SEGMENT.record_type

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kdfix.arch import recognise
 from kdfix.format.constants import NOTE_NAME_QEMU
 from kdfix.format.kdump import UTS_LEN, UTSNAME_FIELDS, header_features
 from kdfix.notes.vmcoreinfo import qemu_misparse
@@ -58,13 +59,15 @@ def reader_findings(dump: Dump) -> list[str]:
             findings.append("VMCOREINFO is not referenced by offset_vmcoreinfo: crash and makedumpfile do not see it")
         if note is None and can.notes:
             findings.append("VMCOREINFO is not a note in the notes area: libkdumpfile and drgn do not see it")
-        true_phys_base = info.phys_base
-        if true_phys_base is not None and model.phys_base != true_phys_base:
+        found = recognise(model, info)
+        arch = None if found is None else found.arch
+        true_phys_base = None if arch is None else arch.header_phys_base(info)
+        if arch is not None and true_phys_base is not None and model.phys_base != true_phys_base:
             why = ""
-            raw = info.get("NUMBER(phys_base)")
+            raw = info.get(arch.phys_base_key) if arch.phys_base_key else None
             if raw is not None and qemu_misparse(raw) == model.phys_base:
                 why = " (QEMU's hex misparse of the decimal value)"
-            findings.append(f"header phys_base {model.phys_base:#x}{why} differs from NUMBER(phys_base) "
+            findings.append(f"header phys_base {model.phys_base:#x}{why} differs from {arch.phys_base_meaning} "
                             f"{to_s64(true_phys_base)}: makedumpfile trusts the header")  # fmt: skip
     if not is_sane(utsname_fields(model.utsname)):
         findings.append("utsname is not sane (sysname Linux, release, version, machine): libkdumpfile cannot tell "

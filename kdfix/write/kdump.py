@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from kdfix.arch import recognise
 from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
 from kdfix.format.bitmap import Bitmap
@@ -158,11 +159,14 @@ def _with_offsets(notes: tuple[Note, ...]) -> list[tuple[Note, int]]:
 
 
 def header_phys_base(model: DumpModel, *, from_vmcoreinfo: bool = True) -> int:
-    """phys_base for the sub header: VMCOREINFO ``NUMBER(phys_base)`` when present, else the model's."""
+    """phys_base for the sub header: what VMCOREINFO says for the dump's architecture (x86_64
+    ``NUMBER(phys_base)``, aarch64 ``NUMBER(PHYS_OFFSET)``; kdfix.arch) when it says, else the model's."""
     if from_vmcoreinfo:
         info = model.parsed_vmcoreinfo()
-        if info is not None and info.phys_base is not None:
-            return info.phys_base
+        found = recognise(model, info) if info is not None else None
+        value = found.arch.header_phys_base(info) if found is not None and info is not None else None
+        if value is not None:
+            return value
     return model.phys_base
 
 

@@ -8,6 +8,7 @@ from kdfix.detect.banner import find_by_banner
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.elf_text_load import find_by_elf_text_load
 from kdfix.detect.idt_gate import find_by_idt_gate
+from kdfix.format.constants import EM_AARCH64, EM_X86_64
 from kdfix.format.x86 import gate_handler
 from kdfix.generate.synthetic import build_linux_image
 from kdfix.model import DumpModel
@@ -65,12 +66,25 @@ class ElfLikeMemory(DictMemory):
         self.segments = segments
 
 
+X86_ELF = DumpModel(e_machine=EM_X86_64)
+
+
 def test_elf_text_load():
-    cand = find_by_elf_text_load(DumpModel(), ElfLikeMemory([Seg(0x1000, 0x1000), Seg(0xFFFFFFFFB6600000, 0x4400000)]))
+    cand = find_by_elf_text_load(X86_ELF, ElfLikeMemory([Seg(0x1000, 0x1000), Seg(0xFFFFFFFFB6600000, 0x4400000)]))
     assert cand is not None and cand.phys_base == 0xFFFFFFFFCDE00000
-    cand = find_by_elf_text_load(DumpModel(), ElfLikeMemory([{"p_vaddr": 0xFFFFFFFF81000000, "p_paddr": 0x1600000}]))
+    cand = find_by_elf_text_load(X86_ELF, ElfLikeMemory([{"p_vaddr": 0xFFFFFFFF81000000, "p_paddr": 0x1600000}]))
     assert cand is not None and cand.phys_base == 0x600000
     log: list[str] = []
-    assert find_by_elf_text_load(DumpModel(), ElfLikeMemory([Seg(0x100000, 0x100000)]), log=log) is None
+    assert find_by_elf_text_load(X86_ELF, ElfLikeMemory([Seg(0x100000, 0x100000)]), log=log) is None
     assert "QEMU ELF without paging" in log[0]
-    assert find_by_elf_text_load(DumpModel(), DictMemory({}), log=log) is None and "not an ELF" in log[1]
+    assert find_by_elf_text_load(X86_ELF, DictMemory({}), log=log) is None and "not an ELF" in log[1]
+
+
+def test_elf_text_load_is_x86_64_only():
+    """The kernel-text PT_LOAD rule is x86_64's (__START_KERNEL_map): an aarch64 ELF or an unknown one is refused."""
+    segments = ElfLikeMemory([Seg(0xFFFFFFFFB6600000, 0x4400000)])
+    log: list[str] = []
+    assert find_by_elf_text_load(DumpModel(e_machine=EM_AARCH64), segments, log=log) is None
+    assert "not a method for aarch64" in log[-1]
+    assert find_by_elf_text_load(DumpModel(), segments, log=log) is None
+    assert "architecture is unknown" in log[-1]

@@ -1,4 +1,4 @@
-"""The pure page-table walks of kdfix.detect.paging (phys-base-and-kaslr.md §3C): translate and first mapping."""
+"""The pure x86_64 page-table walks of kdfix.arch.x86_64 (phys-base-and-kaslr.md §3C): translate and first mapping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdfix.detect.paging import WalkBudgetExceeded, canonical, find_first_mapping, level_shifts, translate
+from kdfix.arch.x86_64 import WalkBudgetExceeded, canonical, find_first_mapping, level_shifts, translate
 from kdfix.errors import AddressError
 from kdfix.read.memory import DictMemory
 

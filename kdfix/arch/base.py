@@ -1,0 +1,195 @@
+"""The Arch protocol every architecture module implements, and the values its methods exchange.
+
+An architecture owns everything about a dump that depends on the CPU the guest ran: how to recognise it
+(ELF e_machine, NT_PRSTATUS size, VMCOREINFO keys, utsname machine, QEMU's block size), what the KDUMP header
+``phys_base`` means, how the kernel maps its image and its linear map, how its page tables are walked, and the
+layout of its NT_PRSTATUS registers (arch-kernels-and-introspection.md §1-§2, phys-base-and-kaslr.md §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from kdfix.errors import KdfixError
+
+if TYPE_CHECKING:
+    from kdfix.format.layout import Abi, BoundLayout
+    from kdfix.notes.vmcoreinfo import VmcoreInfo
+
+ReadFn = Callable[[int, int], bytes]  # read(paddr, size) -> bytes; raises KdfixError when absent
+MIN_PAGE_SIZE = 4096  # the smallest kernel page on every supported architecture
+
+
+class WalkBudgetExceeded(Exception):
+    """A search read more page tables than allowed (foreign data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageMapping:
+    """One leaf mapping: page start ``vaddr`` → ``paddr``, ``size`` bytes, and the raw leaf entry."""
+
+    vaddr: int
+    paddr: int
+    size: int
+    entry: int
+
+
+@dataclass(frozen=True, slots=True)
+class Clues:
+    """What a dump says about its architecture, gathered once from headers and notes (no memory reads)."""
+
+    e_machine: int | None = None
+    machine: str = ""  # utsname.machine ("" when empty)
+    prstatus_sizes: tuple[int, ...] = ()
+    qemu_cpu_notes: int = 0
+    block_size: int | None = None  # KDUMP block_size (None for ELF)
+    word_size: int | None = None
+    byte_order: str = "<"
+    vmcoreinfo: VmcoreInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A kernel VA's physical address and the rule or walk that produced it (for evidence lines)."""
+
+    vaddr: int
+    paddr: int
+    how: str
+
+
+class KernelSpace(Protocol):
+    """One running kernel's address space, built from its VMCOREINFO by ``Arch.kernel_space``.
+
+    ``phys_base`` is the value the KDUMP header's ``phys_base`` must hold for this kernel.
+    """
+
+    @property
+    def arch(self) -> str: ...
+
+    @property
+    def phys_base(self) -> int: ...
+
+    @property
+    def kernel_offset(self) -> int | None: ...
+
+    @property
+    def root_paddr(self) -> int | None:
+        """Top-level page table (swapper_pg_dir / init_top_pgt) or None when unknown."""
+        ...
+
+    @property
+    def min_page_size(self) -> int: ...
+
+    def image_paddr(self, vaddr: int) -> int:
+        """Physical address of a kernel-image VA by the arch's image rule (no memory read)."""
+        ...
+
+    def rule_paddr(self, vaddr: int) -> int | None:
+        """Physical address of ``vaddr`` when a fixed rule covers it exactly (image range, linear map), else None."""
+        ...
+
+    def walk(self, read: ReadFn, vaddr: int) -> int | None:
+        """Physical address of ``vaddr`` by a page-table walk; None if unmapped; KdfixError if unreadable."""
+        ...
+
+    def linear_probe(self) -> int | None:
+        """A VMCOREINFO VA that must lie in the linear map (validates the linear rule by a walk), or None."""
+        ...
+
+    def describe(self) -> list[str]:
+        """Evidence lines: the values this space was built from."""
+        ...
+
+
+class Arch(Protocol):
+    """One architecture. Modules in kdfix/arch define one instance each; the registry lists them."""
+
+    @property
+    def name(self) -> str:
+        """Registry key (`kdfix.arch.get_arch`)."""
+        ...
+
+    @property
+    def e_machines(self) -> frozenset[int]: ...
+
+    @property
+    def machines(self) -> tuple[str, ...]:
+        """The utsname machine strings of its kernels, matched by prefix; the first is the one kdfix writes."""
+        ...
+
+    @property
+    def prstatus_size(self) -> int:
+        """NT_PRSTATUS desc bytes."""
+        ...
+
+    @property
+    def word_size(self) -> int:
+        """The size of a C long in its kernels."""
+        ...
+
+    @property
+    def qemu_block_size(self) -> int:
+        """QEMU's dump block size for this target (qemu-dumps.md §3)."""
+        ...
+
+    @property
+    def phys_base_meaning(self) -> str:
+        """What the header phys_base holds, for messages."""
+        ...
+
+    @property
+    def phys_base_key(self) -> str | None:
+        """The VMCOREINFO key holding the header phys_base value, if any."""
+        ...
+
+    @property
+    def vmcoreinfo_keys(self) -> tuple[str, ...]:
+        """Keys only this arch's kernels print."""
+        ...
+
+    @property
+    def detect_methods(self) -> tuple[str, ...]:
+        """The kdfix.detect methods that apply to its dumps."""
+        ...
+
+    def kdump_abi(self, byte_order: str = "<") -> Abi:
+        """The header ABI this architecture's makedumpfile and crash read (kdump-format.md §3-§4)."""
+        ...
+
+    def prstatus(self, byte_order: str = "<") -> BoundLayout:
+        """The bound elf_prstatus declaration (format/notes.py)."""
+        ...
+
+    def header_phys_base(self, info: VmcoreInfo) -> int | None:
+        """The header phys_base this kernel needs, from its VMCOREINFO; None if it does not say."""
+        ...
+
+    def kernel_offset(self, info: VmcoreInfo) -> int | None:
+        """The KASLR offset of the image (runtime - link-time), from VMCOREINFO."""
+        ...
+
+    def vmcoreinfo_evidence(self, info: VmcoreInfo) -> list[str]:
+        """Short evidence lines: the keys of ``info`` this architecture's rules use, as the kernel printed them."""
+        ...
+
+    def kernel_space(self, info: VmcoreInfo, *, phys_base: int | None = None) -> KernelSpace:
+        """The address space of the kernel ``info`` describes; ``phys_base`` overrides what it says.
+
+        Raises UnsupportedError when ``info`` lacks a key the rules need.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """The architecture chosen for a dump and the clues that chose it."""
+
+    arch: Arch
+    evidence: tuple[str, ...] = field(default=())
+
+
+def walk_error(exc: KdfixError, table: int) -> str:
+    """Evidence text for a page table that could not be read."""
+    return f"table at {table:#x} unreadable: {exc.message}"
