@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import kdfix
 from kdfix.codecs import codec_named
 from kdfix.format.abi import probe_abi
-from kdfix.format.layout import ARM32_BE, ARM32_LE, I386_BE, I386_LE
+from kdfix.format.layout import ARM32_BE, ARM32_LE, I386_BE, I386_LE, BoundLayout
 from kdfix.model import DumpModel
+from kdfix.notes.framing import Note
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write import write_elf, write_kdump, write_split
 from kdfix.write.elf import elf_notes
-from kdfix.write.kdump import WriteResult, normalized_model, pack_main_header, plan_kdump
+from kdfix.write.kdump import WriteResult, pack_main_header, plan_kdump
 
 SPLIT_PARTS = 3
 
@@ -50,9 +53,52 @@ def same_sub_header_abi(a: object, b: object, version: int) -> bool:
     return version < 3 and pair in ({I386_LE, ARM32_LE}, {I386_BE, ARM32_BE})
 
 
+# kdump-format.md §4: the header version that introduced each group of sub-header members.
+SINCE = {"dump_level": 1, "split": 2, "vmcoreinfo": 3, "notes": 4, "eraseinfo": 5, "pfn64": 6}
+# kdump-format.md §5: DUMP_DH_COMPRESSED_ZLIB, _LZO, _SNAPPY, _ZSTD; the writer sets the one of its codec.
+COMPRESSION_BITS = 0x1 | 0x2 | 0x4 | 0x20
+VMCOREINFO_NOTE = (b"VMCOREINFO", 0)  # notes-and-vmcoreinfo.md §1: name, type
+_PHYS_BASE = re.compile(rb"^NUMBER\(phys_base\)=(-?\d+)$", re.M)  # signed decimal (notes-and-vmcoreinfo.md §4)
+
+
 def expected_kdump_model(model: DumpModel, memory: PhysicalMemory) -> DumpModel:
-    """What a reader must report for a KDUMP file (or split set: eraseinfo only in part 1) written from ``model``."""
-    return normalized_model(model, memory)
+    """What a reader must report for a KDUMP file (or split set: eraseinfo only in part 1) written from ``model``.
+
+    Derived from the reference tables, not from the writer: each header version keeps only the members it has
+    (§4); VMCOREINFO goes into a note from v4 and through the header pointer from v3 (notes-and-vmcoreinfo.md §5);
+    the sub header's phys_base is VMCOREINFO's NUMBER(phys_base) when the text has one.
+    """
+    version = model.header_version
+    notes = tuple(model.notes)
+    note_text = next((n.desc for n in notes if (n.name, n.type) == VMCOREINFO_NOTE), None)
+    if model.vmcoreinfo is not None and note_text is None:
+        notes += (Note(VMCOREINFO_NOTE[0], VMCOREINFO_NOTE[1], model.vmcoreinfo),)
+    text = model.vmcoreinfo if model.vmcoreinfo is not None else note_text
+    if version >= SINCE["notes"]:
+        stored_text = text
+    elif version >= SINCE["vmcoreinfo"]:
+        stored_text = model.vmcoreinfo
+    else:
+        stored_text = None
+    found = _PHYS_BASE.search(text) if text is not None else None
+    phys_base = int(found[1]) if found else model.phys_base
+    return dataclasses.replace(
+        model,
+        max_mapnr=max(model.max_mapnr, memory.max_pfn),
+        phys_base=phys_base & ((1 << (8 * model.abi.word_size)) - 1),
+        status=model.status & ~COMPRESSION_BITS,
+        notes=notes if version >= SINCE["notes"] else (),
+        vmcoreinfo=stored_text,
+        eraseinfo=model.eraseinfo if version >= SINCE["eraseinfo"] else b"",
+        dump_level=model.dump_level if version >= SINCE["dump_level"] else 0,
+    )
+
+
+def assert_roundtrip(layout: BoundLayout[Any], data: bytes, record: object) -> None:
+    """``data`` unpacks to ``record``, ``record`` packs to ``data``, and the layout's size is ``len(data)``."""
+    assert layout.size == len(data), (layout, layout.size, len(data))
+    assert layout.unpack(data) == record
+    assert layout.pack(record) == data
 
 
 def assert_models_equal(got: DumpModel, want: DumpModel) -> None:
