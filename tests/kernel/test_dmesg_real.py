@@ -18,7 +18,7 @@ from tests.oracle.fixtures import GUEST_CONFIGS, require_tool
 from tests.oracle.tools import makedumpfile_dump_dmesg
 
 
-@pytest.fixture(params=[*sorted(GUEST_CONFIGS), "guest_qemu10"])
+@pytest.fixture(params=[*sorted(GUEST_CONFIGS), "guest_qemu10", "guest_panic"])
 def guest(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     return request.getfixturevalue(request.param)
 

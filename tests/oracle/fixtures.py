@@ -23,6 +23,7 @@ __all__ = [
     "ARCH_GUEST_CONFIGS",
     "FIXTURES_DIR",
     "GUEST_CONFIGS",
+    "PANIC_GUEST",
     "QEMU10_GUEST",
     "in_ci",
     "repo_fixture",
@@ -43,6 +44,9 @@ ARCH_GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
     for arch in ("aarch64", "i386")
     for name, kaslr, vmci in (("nokaslr", False, False), ("kaslr", True, False), ("kaslr_vmcoreinfo", True, True))
 }
+# a guest that touched page cache and anonymous memory, then panicked (sysrq c on its last vCPU) and was dumped
+# while spinning in panic(): the kernel-reading commands' real case (kdfix/kernel)
+PANIC_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=False, memory_mib=256, busy=True, panic=True)
 # the one guest booted under bookworm-backports' QEMU 10.0 (qemu_versions.py); dumps elf, kdump-zlib, kdump-raw-zlib
 QEMU10_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=True, qemu="10.0")
 _QEMU_FIXTURES = {
@@ -57,6 +61,7 @@ _QEMU_FIXTURES = {
     "qemu10",
     "guest_qemu10",
     "firmware_dumps_qemu10",
+    "guest_panic",
 }
 _SLOW_FIXTURES = {"debug_vmlinux"}
 
@@ -176,6 +181,8 @@ guest_i386_kaslr = _guest_fixture("guest_i386_kaslr", ARCH_GUEST_CONFIGS["guest_
 guest_i386_kaslr_vmcoreinfo = _guest_fixture(
     "guest_i386_kaslr_vmcoreinfo", ARCH_GUEST_CONFIGS["guest_i386_kaslr_vmcoreinfo"]
 )
+
+guest_panic = _guest_fixture("guest_panic", PANIC_GUEST)
 
 
 @pytest.fixture(scope="session")

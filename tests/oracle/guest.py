@@ -459,6 +459,12 @@ FW=absent
 if [ "@VMCOREINFO@" = 1 ]; then
     insmod /qemu_fw_cfg.ko && FW=loaded || FW=failed
 fi
+if [ "@BUSY@" = 1 ]; then  # page cache (a tmpfs file) and anonymous memory (a shell holding a string)
+    mount -t tmpfs tmpfs /tmp
+    head -c 4194304 /dev/urandom > /tmp/cache-file
+    sh -c 'x=$(head -c 4194304 /dev/zero | tr "\0" a); touch /tmp/anon-ready; while true; do sleep 3600; done' &
+    while ! [ -e /tmp/anon-ready ]; do sleep 0.2; done
+fi
 echo @BEGIN@
 echo "KDFIX:fw_cfg=$FW"
 echo "KDFIX:iomem_code=$(grep -m1 'Kernel code' /proc/iomem)"
@@ -474,6 +480,9 @@ echo @END@
 echo "@MARKER@" > /dev/kmsg
 sync
 echo @READY@
+if [ -n "@PANIC_CPU@" ]; then
+    taskset -c @PANIC_CPU@ sh -c 'echo c > /proc/sysrq-trigger'
+fi
 while true; do sleep 3600; done
 """
 
@@ -495,14 +504,22 @@ echo "KDFIX:kcore_notes=$(base64 -w 0 /tmp/kn)"
 
 
 def build_initramfs(
-    kernel: KernelArtifacts, out_path: Path, *, marker: str, load_fw_cfg: bool = True, busybox: Path | None = None
+    kernel: KernelArtifacts,
+    out_path: Path,
+    *,
+    marker: str,
+    load_fw_cfg: bool = True,
+    busybox: Path | None = None,
+    busy: bool = False,
+    panic_cpu: int | None = None,
 ) -> Path:
     """Write a gzip'd newc cpio: busybox-static, qemu_fw_cfg.ko and an /init that prints the ground truth.
 
     The /init prints ``KDFIX:key=value`` lines between TRUTH_BEGIN/END markers, writes ``marker`` into the kernel
     log via /dev/kmsg, prints READY and sleeps. /dev/console is a device node in the archive, so the script has a
     console before devtmpfs is mounted. ``busybox``: default busybox_binary(kernel.arch). Non-x86_64 guests also
-    print EXTRA_TRUTH and kallsyms swapper_pg_dir.
+    print EXTRA_TRUTH and kallsyms swapper_pg_dir. ``busy``: before the truth, fill a tmpfs file and start a
+    process holding anonymous memory; ``panic_cpu``: after READY, panic through sysrq ``c`` on that CPU.
     """
     busybox = busybox or busybox_binary(kernel.arch)
     if not busybox.is_file():
@@ -516,6 +533,8 @@ def build_initramfs(
         .replace("@VMCOREINFO@", "1" if load_fw_cfg else "0")
         .replace("@SYMS@", "" if native else " swapper_pg_dir")
         .replace("@EXTRA@", "" if native else EXTRA_TRUTH)
+        .replace("@BUSY@", "1" if busy else "0")
+        .replace("@PANIC_CPU@", "" if panic_cpu is None else str(panic_cpu))
     )
     d, f, c = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFCHR | 0o600
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
@@ -862,6 +881,8 @@ class GuestConfig:
     vga: bool = True
     qemu: str | None = None  # "7.2" / "10.0" (qemu_versions.py); None: qemu-system-<arch> on PATH (7.2)
     arch: str = "x86_64"
+    busy: bool = False  # touch page cache (tmpfs file) and anonymous memory before READY
+    panic: bool = False  # after READY, sysrq-c on the last vCPU; dumped while the kernel spins in panic()
 
     @classmethod
     def of(cls, arch: str, *, kaslr: bool, vmcoreinfo: bool, **kwargs: Any) -> GuestConfig:
@@ -903,6 +924,7 @@ class GuestConfig:
         parts += [f"{self.memory_mib}m", f"{self.cpus}c"]
         if not self.vga:
             parts.append("novga")
+        parts += [flag for flag in ("busy", "panic") if getattr(self, flag)]
         return "-".join(parts)
 
 
@@ -928,7 +950,7 @@ class GuestDumps:
 
 def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, serial: Path, work: Path) -> list[str]:
     ga = config.guest_arch
-    append = f"console={ga.console} quiet panic=-1" + ("" if config.kaslr else " nokaslr")
+    append = f"console={ga.console} quiet panic={0 if config.panic else -1}" + ("" if config.kaslr else " nokaslr")
     argv = [
         *_qemu_prefix(config.qemu, config.arch)[0],
         *ga.machine,
@@ -968,11 +990,14 @@ def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, seri
     return argv
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float) -> float:
+PANIC_END = "---[ end Kernel panic"
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float, needle: str = READY) -> float:
     t0 = time.monotonic()
     while True:
         text = serial.read_text(errors="replace") if serial.exists() else ""
-        if READY in text:
+        if needle in text:
             return time.monotonic() - t0
         if proc.poll() is not None:
             raise GuestError(f"QEMU exited ({proc.returncode}) before ready; serial tail:\n{text[-3000:]}")
@@ -1002,13 +1027,18 @@ def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float | None =
     elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
     for attempt in range(1, BOOT_ATTEMPTS + 1):
         marker = f"KDFIX-MARKER-{secrets.token_hex(8)}"
-        initrd = build_initramfs(kernel, out_dir / "initramfs.cpio.gz", marker=marker, load_fw_cfg=config.vmcoreinfo)
+        panic_cpu = config.cpus - 1 if config.panic else None
+        initrd = build_initramfs(kernel, out_dir / "initramfs.cpio.gz", marker=marker, load_fw_cfg=config.vmcoreinfo,
+                                 busy=config.busy, panic_cpu=panic_cpu)  # fmt: skip
         serial.unlink(missing_ok=True)
         argv = _guest_argv(config, kernel, initrd, serial, out_dir)
         raw: Path | None = None
         try:
             with _qemu(argv, out_dir, _qemu_prefix(config.qemu, config.arch)[1]) as (proc, qmp):
                 boot_s = _wait_ready(proc, serial, timeout)
+                if config.panic:  # panic=0: the kernel stays in panic()'s delay loop, the other CPUs stopped
+                    _wait_ready(proc, serial, timeout, PANIC_END)
+                    time.sleep(0.5)
                 qmp.execute("stop")
                 time.sleep(0.1)
                 dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
