@@ -917,6 +917,7 @@ class GuestConfig:
             parts += [f"{self.memory_mib}m", f"{self.cpus}c"]
             if self.vga:
                 parts.append("vga")
+            parts += [flag for flag in ("busy", "panic") if getattr(self, flag)]
             return "-".join(parts)
         parts = [self.firmware, "kaslr" if self.kaslr else "nokaslr"]
         if self.vmcoreinfo:
