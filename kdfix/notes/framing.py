@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from kdfix.errors import FormatError
+from kdfix.errors import FormatError, KdfixError
+from kdfix.format.constants import NOTE_NAME_VMCOREINFO
 from kdfix.format.layout import Abi
 from kdfix.format.notes import NHDR, NHDR_SIZE
 from kdfix.units import pad4
@@ -40,31 +41,84 @@ class Note:
         return NHDR_SIZE + pad4(len(self.name) + 1)
 
 
-def iter_notes(blob: bytes | memoryview, abi: Abi, *, base_offset: int = 0) -> Iterator[Note]:
-    """Yield the notes of a blob; stop at an all-zero header (the kernel's terminator) or the end."""
+MAX_KEPT_NOTES = 1 << 15  # two notes per CPU for NR_CPUS 8192 (x86_64 MAXSMP) and room to spare
+MAX_NOTES_BYTES = 64 << 20  # notes read from one segment; a real one is under 1 KiB per CPU plus VMCOREINFO
+
+
+def notes_read_size(size: int) -> tuple[int, list[str]]:
+    """How many bytes of a notes segment of ``size`` bytes a reader takes, and the problem if it takes fewer."""
+    if size <= MAX_NOTES_BYTES:
+        return size, []
+    return MAX_NOTES_BYTES, [f"notes: only the first {MAX_NOTES_BYTES:#x} of {size:#x} bytes read"]
+
+
+def _iter_headers(blob: bytes | memoryview, abi: Abi, base_offset: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(pos, n_namesz, n_type, desc_start, desc_end) of each note; the terminator and stray bytes as iter_notes."""
     nhdr = NHDR.bind(abi)
     pos = 0
     size = len(blob)
     while pos + NHDR_SIZE <= size:
-        hdr = nhdr.unpack(blob, pos)
-        if hdr.n_namesz == 0 and hdr.n_descsz == 0 and hdr.n_type == 0:
+        namesz, descsz, ntype = nhdr.unpack_values(blob, pos)
+        if namesz == 0 and descsz == 0 and ntype == 0:
             return
-        name_end = pos + NHDR_SIZE + hdr.n_namesz
-        desc_start = pos + NHDR_SIZE + pad4(hdr.n_namesz)
-        desc_end = desc_start + hdr.n_descsz
-        if name_end > size or desc_end > size:
+        desc_start = pos + NHDR_SIZE + pad4(namesz)
+        desc_end = desc_start + descsz
+        if pos + NHDR_SIZE + namesz > size or desc_end > size:
             raise FormatError(
-                f"note (namesz {hdr.n_namesz}, descsz {hdr.n_descsz}) runs past the end of the notes",
-                field="note.n_descsz" if name_end <= size else "note.n_namesz",
+                f"note (namesz {namesz}, descsz {descsz}) runs past the end of the notes",
+                field="note.n_descsz" if pos + NHDR_SIZE + namesz <= size else "note.n_namesz",
                 offset=base_offset + pos,
             )
-        name = bytes(blob[pos + NHDR_SIZE : name_end])
-        if name.endswith(b"\0"):
-            name = name[:-1]
-        yield Note(name, hdr.n_type, bytes(blob[desc_start:desc_end]), base_offset + pos)
-        pos = desc_start + pad4(hdr.n_descsz)
+        yield pos, namesz, ntype, desc_start, desc_end
+        pos = desc_start + pad4(descsz)
     if pos < size and any(bytes(blob[pos:])):
         raise FormatError(f"{size - pos} stray bytes after the last note", field="note", offset=base_offset + pos)
+
+
+def _note_at(blob: bytes | memoryview, base_offset: int, head: tuple[int, int, int, int, int]) -> Note:
+    pos, namesz, ntype, desc_start, desc_end = head
+    name = bytes(blob[pos + NHDR_SIZE : pos + NHDR_SIZE + namesz])
+    if name.endswith(b"\0"):
+        name = name[:-1]
+    return Note(name, ntype, bytes(blob[desc_start:desc_end]), base_offset + pos)
+
+
+def iter_notes(blob: bytes | memoryview, abi: Abi, *, base_offset: int = 0) -> Iterator[Note]:
+    """Yield the notes of a blob; stop at an all-zero header (the kernel's terminator) or the end."""
+    for head in _iter_headers(blob, abi, base_offset):
+        yield _note_at(blob, base_offset, head)
+
+
+def read_notes(
+    blob: bytes | memoryview, abi: Abi, *, base_offset: int = 0, limit: int = MAX_KEPT_NOTES
+) -> tuple[tuple[Note, ...], list[str]]:
+    """The notes a reader keeps, and the problems seen: bounded memory whatever the blob holds.
+
+    Notes with neither name nor desc carry nothing and are only counted; beyond ``limit`` notes only
+    VMCOREINFO is kept (readers look for it by name). A framing error ends the walk and is a problem.
+    """
+    blob = memoryview(blob)
+    notes: list[Note] = []
+    problems: list[str] = []
+    empty = dropped = 0
+    try:
+        for head in _iter_headers(blob, abi, base_offset):
+            pos, namesz, _, desc_start, desc_end = head
+            if desc_start == desc_end and not any(blob[pos + NHDR_SIZE : pos + NHDR_SIZE + namesz]):
+                empty += 1
+            elif len(notes) < limit or bytes(blob[pos + NHDR_SIZE : pos + NHDR_SIZE + namesz]).rstrip(b"\0") == (
+                NOTE_NAME_VMCOREINFO
+            ):
+                notes.append(_note_at(blob, base_offset, head))
+            else:
+                dropped += 1
+    except KdfixError as exc:
+        problems.append(f"notes: {exc}")
+    if empty:
+        problems.append(f"notes: {empty} empty notes (no name, no desc) skipped")
+    if dropped:
+        problems.append(f"notes: {dropped} notes beyond the first {limit} not kept (a real dump has far fewer)")
+    return tuple(notes), problems
 
 
 def pack_note(note: Note, abi: Abi) -> bytes:

@@ -19,7 +19,7 @@ from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import ELF_INCOMPLETE_FLAG
 from kdfix.format.elf import ELF_EHDR, ident_abi
 from kdfix.format.layout import Abi
-from kdfix.notes.framing import Note, iter_notes
+from kdfix.notes.framing import MAX_KEPT_NOTES, Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import ceil_div
@@ -145,12 +145,12 @@ class ElfContainer:
                 avail = max(0, min(filesz, src.size - offset))
                 if avail < filesz:
                     self.problems.append(f"PT_NOTE {i} ({filesz:#x} bytes at {offset:#x}) is cut by the end of file")
-                blob = src.read_at(offset, avail) if avail else b""
-                try:
-                    for note in iter_notes(blob, self.abi, base_offset=offset):
-                        notes.append(note)
-                except KdfixError as exc:
-                    self.problems.append(f"notes: {exc}")
+                take, problems = notes_read_size(avail)
+                blob = src.read_at(offset, take) if take else b""
+                kept, found = read_notes(blob, self.abi, base_offset=offset, limit=MAX_KEPT_NOTES - len(notes))
+                problems += found
+                notes.extend(kept)
+                self.problems.extend(f"PT_NOTE {i}: {p}" for p in problems)
             elif ptype in ("PT_LOAD", PT_LOAD):
                 if memsz < filesz:
                     raise FormatError(f"PT_LOAD {i}: p_filesz {filesz:#x} > p_memsz {memsz:#x}",

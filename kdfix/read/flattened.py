@@ -7,6 +7,7 @@ One pass over the record headers builds a sorted, non-overlapping extent index (
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 from array import array
 
@@ -104,44 +105,41 @@ class FlattenedSource:
         self._build(records)
 
     def _build(self, records: list[tuple[int, int, int]]) -> None:
+        """Turn the records into disjoint extents, each byte taken from the last record that wrote it.
+
+        A sweep over the sorted record boundaries with a heap of the open records keyed by record
+        number: O(n log n) whatever the overlap (a stream may rewrite any byte any number of times).
+        """
         starts, ends, srcs = self._starts, self._ends, self._src
-        # Fast path: records in ascending, non-overlapping order (QEMU streams are nearly so).
-        ordered = sorted(range(len(records)), key=lambda i: records[i][0])
-        overlap = any(records[a][0] + records[a][1] > records[b][0] for a, b in itertools.pairwise(ordered))
-        if not overlap:
-            for i in ordered:
+        order = sorted(range(len(records)), key=lambda i: records[i][0])
+        if all(records[a][0] + records[a][1] <= records[b][0] for a, b in itertools.pairwise(order)):
+            for i in order:  # no overlap: every record is an extent (QEMU streams are nearly ordered)
                 start, length, src = records[i]
                 starts.append(start)
                 ends.append(start + length)
                 srcs.append(src)
             self.size = max(ends, default=0)
             return
-        # Painter's algorithm from the last record backwards: a byte belongs to the last write covering it.
-        cov_starts: list[int] = []
-        cov_ends: list[int] = []
-        pieces: list[tuple[int, int, int]] = []
-        for start, length, src in reversed(records):
-            end = start + length
-            i = bisect.bisect_right(cov_ends, start)
-            pos = start
-            j = i
-            while j < len(cov_starts) and cov_starts[j] < end:
-                if cov_starts[j] > pos:
-                    pieces.append((pos, cov_starts[j], src + (pos - start)))
-                pos = max(pos, cov_ends[j])
-                j += 1
-            if pos < end:
-                pieces.append((pos, end, src + (pos - start)))
-            # merge [start, end) into the covered set
-            new_start = min(start, cov_starts[i]) if i < j else start
-            new_end = max(end, cov_ends[j - 1]) if i < j else end
-            cov_starts[i:j] = [new_start]
-            cov_ends[i:j] = [new_end]
-        pieces.sort()
-        for start, end, src in pieces:
-            starts.append(start)
-            ends.append(end)
-            srcs.append(src)
+        points = sorted({r[0] for r in records} | {r[0] + r[1] for r in records})
+        open_records: list[tuple[int, int]] = []  # (-record number, end): the heap top is the last write
+        k = 0
+        for here, there in itertools.pairwise(points):
+            while k < len(order) and records[order[k]][0] == here:
+                i = order[k]
+                heapq.heappush(open_records, (-i, records[i][0] + records[i][1]))
+                k += 1
+            while open_records and open_records[0][1] <= here:
+                heapq.heappop(open_records)
+            if not open_records:
+                continue
+            start, _, src = records[-open_records[0][0]]
+            piece_src = src + here - start
+            if ends and ends[-1] == here and srcs[-1] + (here - starts[-1]) == piece_src:
+                ends[-1] = there  # the same record continues (or one contiguous in the stream)
+                continue
+            starts.append(here)
+            ends.append(there)
+            srcs.append(piece_src)
         self.size = max(ends, default=0)
 
     @property

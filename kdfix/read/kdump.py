@@ -34,7 +34,7 @@ from kdfix.format.kdump import (
     pfn_range_fields,
 )
 from kdfix.format.layout import LP64_LE, Abi
-from kdfix.notes.framing import Note, iter_notes
+from kdfix.notes.framing import Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import ceil_div
@@ -218,8 +218,11 @@ class KdumpContainer:
     def _sub_field(self, name: str) -> tuple[str, int]:
         return f"sub_header.{name}", self.block_size + self._sub_layout.offset_of(name)
 
-    def _blob(self, offset: int, size: int, offset_name: str, size_name: str) -> bytes:
-        """Read a blob referenced by a sub-header (offset, size) pair, checking both against the file."""
+    def _blob(self, offset: int, size: int, offset_name: str, size_name: str, *, take: int | None = None) -> bytes:
+        """Read a blob referenced by a sub-header (offset, size) pair, checking both against the file.
+
+        ``take`` reads only the blob's first bytes (a bounded prefix of a huge one).
+        """
         if offset < 0 or offset > self.source.size:
             field, at = self._sub_field(offset_name)
             raise FormatError(f"{offset:#x} is outside the file ({self.source.size:#x} bytes)", field=field, offset=at)
@@ -227,7 +230,7 @@ class KdumpContainer:
             field, at = self._sub_field(size_name)
             raise FormatError(f"{size:#x} bytes at {offset:#x} exceed the file size {self.source.size:#x}",
                               field=field, offset=at)  # fmt: skip
-        return read_exact(self.source, offset, size, field=size_name)
+        return read_exact(self.source, offset, size if take is None else min(take, size), field=size_name)
 
     def _read_notes(self, version: int) -> None:
         sh = self.sub_header
@@ -242,14 +245,10 @@ class KdumpContainer:
         can = header_features(version)
         if can.notes and sh.size_note:
             self.notes_offset, self.notes_size = sh.offset_note, sh.size_note
-            blob = self._blob(sh.offset_note, sh.size_note, "offset_note", "size_note")
-            notes: list[Note] = []
-            try:
-                for note in iter_notes(blob, self.abi, base_offset=sh.offset_note):
-                    notes.append(note)
-            except KdfixError as exc:
-                self.problems.append(f"notes: {exc}")
-            self.notes = tuple(notes)
+            take, problems = notes_read_size(sh.size_note)
+            blob = self._blob(sh.offset_note, sh.size_note, "offset_note", "size_note", take=take)
+            self.notes, found = read_notes(blob, self.abi, base_offset=sh.offset_note)
+            self.problems.extend(problems + found)
         if can.vmcoreinfo and (sh.offset_vmcoreinfo or sh.size_vmcoreinfo):
             try:
                 self.vmcoreinfo_raw = self._blob(

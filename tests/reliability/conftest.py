@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +24,30 @@ class Run:
     code: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system time of the subprocess
 
 
-def _limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+def _limiter(memory: int, cpu_seconds: int | None) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if cpu_seconds is not None:  # past it the kernel kills the process (SIGXCPU, then SIGKILL)
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+
+    return limit
 
 
-def run_kdfix(*args: object, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT) -> Run:
-    """``python -m kdfix.cli`` equivalent in a subprocess with a 1 GiB address-space limit and a timeout."""
+def run_kdfix(
+    *args: object,
+    env: dict[str, str] | None = None,
+    timeout: float = CLI_TIMEOUT,
+    memory: int = MEMORY_LIMIT,
+    cpu_seconds: int | None = None,
+) -> Run:
+    """``python -m kdfix.cli`` equivalent in a subprocess with an address-space limit (1 GiB unless
+    ``memory``), optionally a CPU-time limit, and a timeout."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KDFIX_")}
     full_env.update(env or {})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, "-c", "from kdfix.cli import main; main()", *[str(a) for a in args]],
         capture_output=True,
@@ -40,9 +55,11 @@ def run_kdfix(*args: object, env: dict[str, str] | None = None, timeout: float =
         timeout=timeout,
         env=full_env,
         cwd=REPO,  # ``python -c`` imports kdfix from the working directory first: this tree
-        preexec_fn=_limits,
+        preexec_fn=_limiter(memory, cpu_seconds),
     )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Run(proc.returncode, proc.stdout, proc.stderr, cpu)
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
