@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from kdfix.arch import Arch
 from kdfix.detect.validate import UTSNAME, UTSNAME_SIZE
 from kdfix.errors import KdfixError
 from kdfix.format.constants import NoteType
@@ -18,7 +19,7 @@ from kdfix.kernel.kallsyms import Kallsyms, read_kallsyms
 from kdfix.kernel.printk import KernelLog, LogRecord, format_record, read_kernel_log
 from kdfix.kernel.view import KernelView, kernel_view
 from kdfix.kernel.vmem import Endian, VirtualReader
-from kdfix.notes.prstatus import parse_prstatus, prstatus_registers
+from kdfix.notes.prstatus import prstatus_registers
 from kdfix.read.dump import Dump
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import utsname_fields
@@ -128,13 +129,16 @@ def read_utsname(view: KernelView) -> dict[str, str] | None:
     return {name: cstr(value) for name, value in utsname_fields(UTSNAME.unpack(raw)).items()}
 
 
-def cpu_states(dump: Dump, symbols: Kallsyms | None) -> list[CpuState]:
+def cpu_states(dump: Dump, arch: Arch, symbols: Kallsyms | None) -> list[CpuState]:
     """Every NT_PRSTATUS note in order (note i is CPU i, as crash numbers them), with IP and SP."""
     states: list[CpuState] = []
+    layout = arch.prstatus(dump.model.abi.byte_order)
     prstatus = [n for n in dump.notes if n.type == NoteType.NT_PRSTATUS and n.name == b"CORE"]
     for cpu, note in enumerate(prstatus):
+        if len(note.desc) != arch.prstatus_size:
+            continue
         try:
-            record = parse_prstatus(note.desc, dump.model.abi)
+            record = layout.unpack(note.desc, what="elf_prstatus")
         except KdfixError:
             continue
         regs = prstatus_registers(record)
@@ -197,7 +201,7 @@ def triage(*paths: str | os.PathLike[str]) -> TriageReport:
         uts = read_utsname(view)
         if uts is None:
             notes.append("init_uts_ns unreadable: release from VMCOREINFO, version and machine unknown")
-        cpus = cpu_states(dump, symbols)
+        cpus = cpu_states(dump, view.arch, symbols)
         if not cpus:
             notes.append("no NT_PRSTATUS notes: no CPU registers")
 

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdfix.arch import Arch, KernelMemory, identify, kernel_reader
 from kdfix.errors import UnsupportedError
-from kdfix.kernel.vmem import Endian, KernelMemory, kernel_memory
+from kdfix.kernel.vmem import Endian
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.dump import Dump
 
 
 @dataclass(frozen=True)
 class KernelView:
-    """VMCOREINFO, where it came from ("file" or "memory (<method>)"), and the kernel's virtual memory."""
+    """VMCOREINFO, where it came from ("file" or "memory (<method>)"), the architecture and kernel memory."""
 
     vmcoreinfo: VmcoreInfo
     vmcoreinfo_source: str
+    arch: Arch
     memory: KernelMemory
+    endian: Endian
 
     @property
     def word_size(self) -> int:
-        return self.memory.abi.word_size
-
-    @property
-    def endian(self) -> Endian:
-        return self.memory.endian
+        return self.arch.word_size
 
 
 def find_vmcoreinfo(dump: Dump) -> tuple[VmcoreInfo, str]:
@@ -42,4 +41,6 @@ def find_vmcoreinfo(dump: Dump) -> tuple[VmcoreInfo, str]:
 def kernel_view(dump: Dump) -> KernelView:
     """The kernel view of an opened dump (UnsupportedError when its kernel cannot be read)."""
     info, source = find_vmcoreinfo(dump)
-    return KernelView(info, source, kernel_memory(dump.memory, info, dump.model.abi))
+    arch = identify(dump.model, info)
+    memory = kernel_reader(dump.model, dump.memory, info, arch=arch)
+    return KernelView(info, source, arch, memory, "little" if dump.model.abi.byte_order == "<" else "big")

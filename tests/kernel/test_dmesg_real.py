@@ -13,8 +13,9 @@ from kdfix.cli import build_app
 from kdfix.fix import fix_dump
 from kdfix.kernel.dmesg import dmesg
 from kdfix.kernel.printk import iter_lines
+from kdfix.kernel.triage import triage
 from kdfix.write.convert import convert
-from tests.oracle.fixtures import GUEST_CONFIGS, require_tool
+from tests.oracle.fixtures import ARCH_GUEST_CONFIGS, GUEST_CONFIGS, require_tool
 from tests.oracle.tools import makedumpfile_dump_dmesg
 
 
@@ -67,3 +68,22 @@ def test_dmesg_cli_json_and_filters(guest_seabios_kaslr) -> None:  # type: ignor
     )
     bad = runner.invoke(app, ["dmesg", str(guest_seabios_kaslr.elf), "--level", "loud"])
     assert bad.exit_code == 2
+
+
+@pytest.fixture(params=sorted(ARCH_GUEST_CONFIGS))
+def arch_guest(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    return request.getfixturevalue(request.param)
+
+
+def test_dmesg_and_triage_on_aarch64_and_i386_guests(arch_guest) -> None:  # type: ignore[no-untyped-def]
+    """makedumpfile and crash on this host read x86_64 dumps only: the log must be whole (every seq from the first,
+    no damage) and hold the marker, from both dump files; triage symbolizes every CPU."""
+    for path in (arch_guest.kdump_zlib, arch_guest.elf):
+        result = dmesg(path)
+        assert result.log.damage == (), result.log.damage
+        seqs = [r.seq for r in result.log.records]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert any(r.text.decode() == arch_guest.truth.marker for r in result.log.records)
+    report = triage(arch_guest.elf)
+    assert report.release == arch_guest.truth.osrelease
+    assert report.cpus and all(c.ip_function for c in report.cpus), report.cpus
