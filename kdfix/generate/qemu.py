@@ -32,6 +32,7 @@ from kdfix.format.constants import (
     NoteType,
 )
 from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
+from kdfix.format.file_layout import plan_file
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import I386_LE, LP64_LE, Abi
 from kdfix.format.notes import (
@@ -48,7 +49,7 @@ from kdfix.format.notes import (
 from kdfix.model import make_utsname
 from kdfix.notes.framing import Note, iter_notes, pack_note
 from kdfix.notes.vmcoreinfo import qemu_misparse
-from kdfix.units import ceil_div, pad4
+from kdfix.units import pad4
 
 from .qemu_stream import (
     FileRangeSource,
@@ -381,13 +382,9 @@ def build_notes(guest: QemuGuest, version: QemuVersion, *, mark: bool) -> tuple[
 
 def compute_layout(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: list) -> QemuLayout:
     ps = QEMU_PAGE_SIZE
-    abi = guest.abi
-    sub_size = KDUMP_SUB_HEADER.bind(abi, QEMU_HEADER_VERSION).size
-    sub_hdr_size = ceil_div(sub_size + len(notes), ps)
     max_mapnr = guest.blocks[-1].end // ps
-    len_bitmap = ceil_div(ceil_div(max_mapnr, 8), ps) * ps
-    bitmap_blocks = ceil_div(len_bitmap, ps) * 2
-    offset_note = ps + sub_size
+    file = plan_file(guest.abi, QEMU_HEADER_VERSION, ps, max_mapnr, after_sub_header=len(notes))
+    offset_note = file.offset_note
     offset_vmcoreinfo = size_vmcoreinfo = phys_base = 0
     if guest_at is not None:
         hdr = NHDR.bind(LP64_LE).unpack(notes, guest_at)
@@ -402,13 +399,13 @@ def compute_layout(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: l
     return QemuLayout(
         page_size=ps,
         note_size=len(notes),
-        sub_hdr_size=sub_hdr_size,
+        sub_hdr_size=file.sub_hdr_size,
         max_mapnr=max_mapnr,
-        len_bitmap=len_bitmap,
-        bitmap_blocks=bitmap_blocks,
+        len_bitmap=file.bitmap_len,
+        bitmap_blocks=file.bitmap_blocks,
         offset_note=offset_note,
-        offset_bitmap=(1 + sub_hdr_size) * ps,
-        data_offset=(1 + sub_hdr_size + bitmap_blocks) * ps,
+        offset_bitmap=file.bitmap1_offset,
+        data_offset=file.data_offset,
         num_dumpable=sum(end - first for first, end, _ in runs),
         offset_vmcoreinfo=offset_vmcoreinfo,
         size_vmcoreinfo=size_vmcoreinfo,

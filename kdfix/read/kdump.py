@@ -23,6 +23,7 @@ from kdfix.format.constants import (
     NOTE_NAME_VMCOREINFO,
     DumpFlag,
 )
+from kdfix.format.file_layout import FileLayout
 from kdfix.format.kdump import (
     DISK_DUMP_HEADER,
     KDUMP_SUB_HEADER,
@@ -37,7 +38,6 @@ from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
-from kdfix.units import ceil_div
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class KdumpContainer:
             self.problems.append(f"header_version {self.header_version} is newer than {KDUMP_HEADER_VERSION}; "
                                  "read as version 6")  # fmt: skip
         version = min(self.header_version, KDUMP_HEADER_VERSION)
-        if mh.sub_hdr_size < 0 or (1 + mh.sub_hdr_size) * bs > src.size:
+        if mh.sub_hdr_size < 0 or FileLayout.from_header(abi, mh).bitmap1_offset > src.size:
             raise FormatError(f"sub_hdr_size {mh.sub_hdr_size} blocks does not fit the file ({src.size:#x} bytes)",
                               field="main_header.sub_hdr_size", offset=main.offset_of("sub_hdr_size"))  # fmt: skip
 
@@ -149,14 +149,14 @@ class KdumpContainer:
 
         # Bitmaps (§1, §7): two halves, or one bitmap for old diskdump files.
         total = mh.bitmap_blocks * bs
-        self.bitmap1_offset = (1 + mh.sub_hdr_size) * bs
+        regions = FileLayout.from_header(abi, mh, max_mapnr=self.max_mapnr)
+        self.bitmap1_offset = regions.bitmap1_offset
         if self.bitmap1_offset + total > src.size:
             raise TruncatedError(
                 f"bitmaps ({mh.bitmap_blocks} blocks at {self.bitmap1_offset:#x}) end past the end of the file "
                 f"({src.size:#x})", field="main_header.bitmap_blocks", offset=main.offset_of("bitmap_blocks"),
             )  # fmt: skip
-        len1 = ceil_div(ceil_div(self.max_mapnr, 8), bs) * bs
-        self.single_bitmap = mh.bitmap_blocks * bs < 2 * len1
+        self.single_bitmap = regions.counts_one_bitmap()
         if self.single_bitmap:
             self.bitmap_len = total
             self.bitmap2_offset = self.bitmap1_offset
@@ -173,7 +173,7 @@ class KdumpContainer:
         raw2 = raw1 if self.single_bitmap else read_exact(src, self.bitmap2_offset, self.bitmap_len, field="bitmap2")
         self.valid = Bitmap(raw1, nbits)
         self.dumped = Bitmap(raw2, nbits)
-        self.data_offset = (1 + mh.sub_hdr_size + mh.bitmap_blocks) * bs
+        self.data_offset = regions.data_offset
 
         # Split range (§9).
         self.split = bool(sh is not None and can.split and sh.split)

@@ -21,12 +21,12 @@ from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
+from kdfix.format.file_layout import FileLayout, plan_file
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL, header_features, since
-from kdfix.format.layout import Abi, BoundLayout
+from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
-from kdfix.units import ceil_div
 from kdfix.write.encode import EncodedPage, is_zero, is_zero_stored, pass_through_pages
 from kdfix.write.parallel import compressed_units, plan_memory
 from kdfix.write.sink import FileSink, FlattenedSink, Sink, output_path, output_size
@@ -40,50 +40,14 @@ DATA_BATCH = 1 << 20  # page-data bytes per write
 
 
 @dataclass(frozen=True)
-class KdumpLayout:
-    """Where everything goes in one KDUMP file (absolute file offsets; kdump-format.md §1)."""
+class KdumpLayout(FileLayout):
+    """A :class:`FileLayout` plus what a writer stores after the sub header (notes, VMCOREINFO text)."""
 
-    abi: Abi
-    header_version: int
-    block_size: int
-    max_mapnr: int
-    sub_hdr_size: int  # blocks
-    bitmap_len: int  # bytes of one bitmap
-    bitmap_blocks: int  # both bitmaps
-    offset_note: int
-    size_note: int
-    offset_vmcoreinfo: int
-    size_vmcoreinfo: int
-    notes_blob: bytes  # bytes written at offset_note (notes, then a separate VMCOREINFO text if any)
-    notes: tuple[Note, ...]
-
-    @property
-    def main_header(self) -> BoundLayout:
-        return DISK_DUMP_HEADER.bind(self.abi)
-
-    @property
-    def sub_header(self) -> BoundLayout:
-        return KDUMP_SUB_HEADER.bind(self.abi, self.header_version)
-
-    @property
-    def bitmap1_offset(self) -> int:
-        return (1 + self.sub_hdr_size) * self.block_size
-
-    @property
-    def bitmap2_offset(self) -> int:
-        return self.bitmap1_offset + self.bitmap_len
-
-    @property
-    def data_offset(self) -> int:
-        """Start of the descriptor table."""
-        return (1 + self.sub_hdr_size + self.bitmap_blocks) * self.block_size
-
-    def desc_offset(self, index: int) -> int:
-        return self.data_offset + PAGE_DESC.bind(self.abi).size * index
-
-    def data_start(self, dumped: int) -> int:
-        """First page-data byte when the table holds ``dumped`` descriptors."""
-        return self.desc_offset(dumped)
+    size_note: int = 0
+    offset_vmcoreinfo: int = 0
+    size_vmcoreinfo: int = 0
+    notes_blob: bytes = b""  # bytes written at offset_note (notes, then a separate VMCOREINFO text if any)
+    notes: tuple[Note, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +74,7 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
         raise WriteError(f"block_size {bs} is not a power of two", field="block_size")
     abi = model.abi
     sub = KDUMP_SUB_HEADER.bind(abi, version)
-    offset_note = bs + sub.size
+    offset_note = bs + sub.size  # where notes_blob goes (kdump-format.md §1, both writers)
     can = header_features(version)
     notes = notes_to_write(model) if can.notes else ()
     blob = pack_notes(notes, abi)
@@ -128,17 +92,9 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
             off_vi = offset_note + len(blob)
             size_vi = len(vmcoreinfo)
             blob += vmcoreinfo
-    sub_hdr_size = ceil_div(sub.size + len(blob), bs)
-    bitmap_len = ceil_div(max_mapnr, 8 * bs) * bs
+    file = plan_file(abi, version, bs, max_mapnr, after_sub_header=len(blob))
     return KdumpLayout(
-        abi=abi,
-        header_version=version,
-        block_size=bs,
-        max_mapnr=max_mapnr,
-        sub_hdr_size=sub_hdr_size,
-        bitmap_len=bitmap_len,
-        bitmap_blocks=2 * bitmap_len // bs,
-        offset_note=offset_note if can.notes else 0,
+        **{f.name: getattr(file, f.name) for f in dataclasses.fields(FileLayout)},
         size_note=size_note,
         offset_vmcoreinfo=off_vi,
         size_vmcoreinfo=size_vi,
