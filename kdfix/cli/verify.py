@@ -13,10 +13,12 @@ from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, progres
 def _render(unit: Unit, shape: dict[str, Any]) -> str:
     lines = [f"error: {err}" for err in shape["errors"]]
     lines += [f"bad page pfn {bad['pfn']:#x}: {bad['error']}" for bad in shape["bad_pages"]]
+    lines += [f"missing: {run['error']}" for run in shape["missing"]]
     lines += [f"warning: {warn}" for warn in shape["warnings"]]
     verdict = "OK" if shape["ok"] else "FAILED"
     lines.append(f"{' '.join(unit)}: {shape['format']}, {shape['pages_checked']} pages checked, "
-                 f"{len(shape['bad_pages'])} bad, {len(shape['errors'])} errors: {verdict}")  # fmt: skip
+                 f"{len(shape['bad_pages'])} bad, {shape['missing_pages']} missing, {len(shape['errors'])} errors: "
+                 f"{verdict}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -38,6 +40,7 @@ def register(app: typer.Typer) -> None:
                 report = verify_dump(dump, progress, workers=workers or default_workers())
             shape = {"ok": report.ok, "path": unit[0], "paths": list(unit), "format": report.format,
                      "pages_checked": report.pages_checked, "bad_pages": report.bad_pages,
+                     "missing": [run.as_dict() for run in report.missing], "missing_pages": report.missing_pages,
                      "errors": report.errors, "warnings": report.warnings}  # fmt: skip
             return Answer(unit, shape, _render(unit, shape), 0 if report.ok else EXIT_CHECK_FAILED)
 

@@ -18,6 +18,7 @@ from kdfix.format.constants import (
     DumpFlag,
     NoteType,
 )
+from kdfix.format.kdump import PAGE_DESC_SIZE
 from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note
@@ -26,6 +27,7 @@ from kdfix.read.elf import ElfContainer
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.kdump import KdumpContainer, status_flag_names
 from kdfix.read.memory import PhysicalMemory
+from kdfix.read.missing import DESCRIPTORS, PAGE_DATA, MissingRun, RunCollector, merge_runs
 from kdfix.read.source import Source
 from kdfix.read.split import SplitContainer
 
@@ -223,10 +225,15 @@ class VerifyReport:
     bad_pages: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    missing: list[MissingRun] = field(default_factory=list)  # pages cut off or never written, as runs
+
+    @property
+    def missing_pages(self) -> int:
+        return sum(run.pages for run in self.missing)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.bad_pages
+        return not self.errors and not self.bad_pages and not self.missing
 
 
 def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
@@ -274,12 +281,16 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
                 report.errors.append(f"{part.path}: descriptor table ends past the end of the file")
             report.errors.extend(_bitmap_subset_errors(part))
         done = 0
-        for checked, bad in _check_kdump_pages(dump, parts, workers):
+        lost: list[MissingRun] = []
+        for checked, bad, cut in _check_kdump_pages(dump, parts, workers):
             done += checked
             report.bad_pages.extend(bad)
+            lost.extend(cut)
             if progress is not None:
                 progress(done, total)
         report.bad_pages.sort(key=lambda b: b["pfn"])
+        by_path = {part.path or "": part for part in parts}
+        report.missing = merge_runs(lost, lambda path, a, b: by_path[path].dumped.count(a, b))
         report.pages_checked = done
         if progress is not None:
             progress(done, total)
@@ -293,11 +304,13 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
             missing = seg.file_offset + seg.filesz - max(seg.file_offset, elf.source.size)
             report.errors.append(f"PT_LOAD at paddr {seg.paddr:#x} ends past the end of the file "
                                  f"({missing:#x} bytes missing)")  # fmt: skip
-    # Only pages with bytes in the file are checked: a memsz > filesz tail reads as zero by definition,
-    # and data past EOF is one error above (time is bounded by the file size, not by declared sizes).
-    runs = _elf_file_runs(elf)
-    total = sum(b - a for a, b in runs)
-    done = 0
+    # Pages with all their bytes in the file are read; the others are missing runs computed from the
+    # program headers (time is bounded by the file size, not by declared sizes). A memsz > filesz tail
+    # reads as zero by definition.
+    report.missing = _elf_missing_runs(elf)
+    runs = _subtract(_elf_file_runs(elf), [(r.start_pfn, r.end_pfn) for r in report.missing])
+    total = sum(b - a for a, b in runs) + report.missing_pages
+    done = report.missing_pages
     for a, b in runs:
         pfn = a
         while pfn < b:
@@ -307,14 +320,22 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
                     pfn = _p + 1
                     if progress is not None and done % 4096 == 0:
                         progress(done, total)
-            except KdfixError as exc:
-                report.bad_pages.append({"pfn": pfn, "error": str(exc)})
-                done += 1
-                pfn += 1
+            except KdfixError:
+                # A chunk read failed: find its bad pages one by one, then read in chunks again.
+                for p in range(pfn, min(b, pfn + _ELF_RECHECK_PAGES)):
+                    done += 1
+                    try:
+                        elf.page(p)
+                    except KdfixError as exc:
+                        report.bad_pages.append({"pfn": p, "error": str(exc)})
+                pfn = min(b, pfn + _ELF_RECHECK_PAGES)
     report.pages_checked = done
     if progress is not None:
         progress(done, total)
     return report
+
+
+_ELF_RECHECK_PAGES = 256  # pages read one at a time after a failed chunk read (the reader's chunk size)
 
 
 def _elf_file_runs(elf: ElfContainer) -> list[tuple[int, int]]:
@@ -325,6 +346,10 @@ def _elf_file_runs(elf: ElfContainer) -> list[tuple[int, int]]:
         present = max(0, min(seg.filesz, elf.source.size - seg.file_offset))
         if present:
             spans.append((seg.paddr // ps, -(-(seg.paddr + present) // ps)))
+    return _merge_spans(spans)
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
     for a, b in sorted(spans):
         if runs and a <= runs[-1][1]:
@@ -332,6 +357,43 @@ def _elf_file_runs(elf: ElfContainer) -> list[tuple[int, int]]:
         else:
             runs.append((a, b))
     return runs
+
+
+def _subtract(runs: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``runs`` without the pfns of ``holes`` (both lists of [start, end) ranges)."""
+    out: list[tuple[int, int]] = []
+    holes = _merge_spans(holes)
+    for a, b in runs:
+        for h0, h1 in holes:
+            if h1 <= a or h0 >= b:
+                continue
+            if h0 > a:
+                out.append((a, h0))
+            a = max(a, h1)
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def _elf_missing_runs(elf: ElfContainer) -> list[MissingRun]:
+    """Per PT_LOAD, the pages whose file data (p_offset .. p_offset + p_filesz) the file does not reach.
+
+    The pages are contiguous: from the page holding the byte at the end of the file to the segment's
+    last page with file data; the run starts at that page's first byte of data in the file.
+    """
+    ps, size = elf.page_size, elf.source.size
+    runs: list[MissingRun] = []
+    for seg in elf.segments:
+        data_end = seg.paddr + seg.filesz
+        cut = seg.paddr + max(0, size - seg.file_offset)  # paddr whose data would sit at the end of the file
+        if not seg.filesz or cut >= data_end:
+            continue
+        first = max(cut, seg.paddr) // ps
+        last = -(-data_end // ps)
+        offset = seg.file_offset + max(first * ps, seg.paddr) - seg.paddr
+        runs.append(MissingRun(elf.path or "", f"PT_LOAD data (paddr {seg.paddr:#x})", first, last, last - first,
+                               offset, size))  # fmt: skip
+    return sorted(runs, key=lambda r: r.start_pfn)
 
 
 _CHUNK_PAGES = 16384  # dumped pages per parallel verify task
@@ -356,17 +418,51 @@ def _pfn_chunks(part: KdumpContainer, pages: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[dict[str, Any]], list[MissingRun]]:
+    """Decode the dumped pages of ``[start, end)``: (pages checked, bad pages, runs of missing pages).
+
+    A page is missing, not bad, when its descriptor or data lies past the end of the file or, in a
+    flattened stream, in bytes no record wrote (kdump-format.md §11): what a cut dump lacks.
+    """
     checked, bad = 0, []
+    src = part.source
+    stream = src if isinstance(src, FlattenedSource) and src.has_holes else None
+    collector = RunCollector(part.path or "", src.size)
+    bs = part.block_size
+    zero = bytes(bs)
     for loc, result in part.iter_page_results(start, end):
+        if isinstance(loc, int):  # the descriptor table ends early: every later descriptor is missing
+            stop = min(end, part.end_pfn)
+            count = part.dumped.count(loc, stop) if loc >= 0 else 0
+            offset = result.offset if isinstance(result, KdfixError) and result.offset is not None else src.size
+            if count:
+                collector.missing(loc, DESCRIPTORS, offset, pages=count, end_pfn=stop)
+            checked += count
+            continue
         checked += 1
+        d = loc.desc
+        if stream is not None and stream.hole_bytes(loc.descriptor_offset, PAGE_DESC_SIZE):
+            collector.missing(loc.pfn, DESCRIPTORS, loc.descriptor_offset)
+            continue
+        if (
+            d.offset > 0
+            and d.size <= bs
+            and (d.offset + d.size > src.size or (stream is not None and stream.hole_bytes(d.offset, d.size)))
+        ):
+            collector.missing(loc.pfn, PAGE_DATA, d.offset)
+            continue
+        if collector.open and isinstance(result, bytes) and result == zero:
+            collector.zero_page()
+            continue
+        collector.close()
         if isinstance(result, KdfixError):
-            pfn = loc if isinstance(loc, int) else loc.pfn
-            bad.append({"pfn": pfn, "error": str(result)})
-    return checked, bad
+            bad.append({"pfn": loc.pfn, "error": str(result)})
+    return checked, bad, collector.finish()
 
 
-def _check_range_in_worker(paths: tuple[str, ...], part_index: int, start: int, end: int) -> tuple[int, list]:
+def _check_range_in_worker(
+    paths: tuple[str, ...], part_index: int, start: int, end: int
+) -> tuple[int, list[dict[str, Any]], list[MissingRun]]:
     global _worker_dump
     if _worker_dump is None or _worker_dump.paths != paths:
         from kdfix.read.probe import open_dump
@@ -378,8 +474,8 @@ def _check_range_in_worker(paths: tuple[str, ...], part_index: int, start: int, 
 
 def _check_kdump_pages(
     dump: Dump, parts: tuple[KdumpContainer, ...] | list[KdumpContainer], workers: int
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """Yield (pages checked, bad pages) per chunk; in ``workers`` processes when that is worth it."""
+) -> Iterator[tuple[int, list[dict[str, Any]], list[MissingRun]]]:
+    """Yield (pages checked, bad pages, missing runs) per chunk; in ``workers`` processes when that is worth it."""
     if (
         workers <= 1
         or sum(p.num_dumped for p in parts) < 2 * _CHUNK_PAGES

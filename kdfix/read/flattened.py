@@ -7,6 +7,7 @@ One pass over the record headers builds a sorted, non-overlapping extent index (
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 from array import array
@@ -149,6 +150,13 @@ class FlattenedSource:
     def iter_extents(self) -> list[tuple[int, int, int]]:
         """The index: (logical start, logical end, stream offset) in ascending order."""
         return list(zip(self._starts, self._ends, self._src, strict=True))
+
+    @functools.cached_property
+    def has_holes(self) -> bool:
+        """True if some byte below ``size`` was written by no record (a lost record, or a sparse stream)."""
+        if not self._starts:
+            return False
+        return self._starts[0] > 0 or any(a < b for a, b in zip(self._ends, self._starts[1:], strict=False))
 
     def hole_bytes(self, file_offset: int, length: int) -> int:
         """How many bytes of ``[file_offset, file_offset + length)`` no record wrote (they read as zero)."""
