@@ -288,9 +288,15 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
             lost.extend(cut)
             if progress is not None:
                 progress(done, total)
-        report.bad_pages.sort(key=lambda b: b["pfn"])
         by_path = {part.path or "": part for part in parts}
-        report.missing = merge_runs(lost, lambda path, a, b: by_path[path].dumped.count(a, b))
+        for run in merge_runs(lost, lambda path, a, b: by_path[path].dumped.count(a, b)):
+            part = by_path[run.path]
+            inside = run.closed or part.dumped.count(run.end_pfn, part.end_pfn) > 0
+            if inside and run.pages <= len(run.samples):  # a few pages amid sound ones: corrupt, not cut off
+                report.bad_pages.extend(run.samples)
+            else:
+                report.missing.append(run)
+        report.bad_pages.sort(key=lambda b: b["pfn"])
         report.pages_checked = done
         if progress is not None:
             progress(done, total)
@@ -441,18 +447,19 @@ def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[
             continue
         checked += 1
         d = loc.desc
+        error = str(result) if isinstance(result, KdfixError) else None
         if stream is not None and stream.hole_bytes(loc.descriptor_offset, PAGE_DESC_SIZE):
-            collector.missing(loc.pfn, DESCRIPTORS, loc.descriptor_offset)
+            collector.missing(loc.pfn, DESCRIPTORS, loc.descriptor_offset, error=error)
             continue
         if (
             d.offset > 0
             and d.size <= bs
             and (d.offset + d.size > src.size or (stream is not None and stream.hole_bytes(d.offset, d.size)))
         ):
-            collector.missing(loc.pfn, PAGE_DATA, d.offset)
+            collector.missing(loc.pfn, PAGE_DATA, d.offset, error=error)
             continue
         if collector.open and isinstance(result, bytes) and result == zero:
-            collector.zero_page()
+            collector.zero_page(loc.pfn)
             continue
         collector.close()
         if isinstance(result, KdfixError):

@@ -9,11 +9,12 @@ and where in the file the loss begins.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DESCRIPTORS = "page descriptors"
 PAGE_DATA = "page data"
+SAMPLES = 64  # per-page errors kept per run: a short run between sound pages is reported as bad pages
 
 
 @dataclass
@@ -28,6 +29,8 @@ class MissingRun:
     file_offset: int
     file_size: int
     zero_pages: int = 0  # present pages between the missing ones: all-zero pages (kdump's shared zero page)
+    closed: bool = False  # a sound or bad page follows: the run is inside the dump, not its cut-off end
+    samples: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the first pages' own errors
 
     def describe(self) -> str:
         between = f"; {self.zero_pages} zero pages among them are present" if self.zero_pages else ""
@@ -38,7 +41,8 @@ class MissingRun:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "error": self.describe()}
+        out = {k: v for k, v in asdict(self).items() if k not in ("closed", "samples")}
+        return {**out, "error": self.describe()}
 
 
 class RunCollector:
@@ -50,33 +54,47 @@ class RunCollector:
         self.runs: list[MissingRun] = []
         self._open: MissingRun | None = None
 
-    def missing(self, pfn: int, what: str, file_offset: int, pages: int = 1, end_pfn: int | None = None) -> None:
+    def missing(
+        self,
+        pfn: int,
+        what: str,
+        file_offset: int,
+        pages: int = 1,
+        end_pfn: int | None = None,
+        error: str | None = None,
+    ) -> None:
         """``pages`` dumped pages from ``pfn`` up to ``end_pfn`` (default ``pfn + 1``) lack ``what``."""
         end = pfn + 1 if end_pfn is None else end_pfn
         run = self._open
-        if run is not None and run.what == what:
-            run.end_pfn, run.pages = end, run.pages + pages
-            return
-        self.close()
-        self._open = MissingRun(self.path, what, pfn, end, pages, file_offset, self.file_size)
+        if run is None or run.what != what:
+            self.close()
+            run = self._open = MissingRun(self.path, what, pfn, end, 0, file_offset, self.file_size)
+        run.end_pfn, run.pages = end, run.pages + pages
+        if pages == 1 and len(run.samples) < SAMPLES:
+            run.samples.append({"pfn": pfn, "error": error or run.describe()})
 
     @property
     def open(self) -> bool:
         return self._open is not None
 
-    def zero_page(self) -> None:
+    def zero_page(self, pfn: int) -> None:
         """A zero page inside an open run: it keeps the run open (its bytes need no data in the file)."""
         if self._open is not None:
             self._open.zero_pages += 1
+            self._open.end_pfn = pfn + 1
 
     def close(self) -> None:
-        """The next page is present (or bad for another reason): the open run ends."""
+        """The next page is present (or bad for another reason): the open run ends inside the dump."""
         if self._open is not None:
+            self._open.closed = True
             self.runs.append(self._open)
             self._open = None
 
     def finish(self) -> list[MissingRun]:
-        self.close()
+        """The runs; one still open at the end of the range reaches it (``closed`` False)."""
+        if self._open is not None:
+            self.runs.append(self._open)
+            self._open = None
         return self.runs
 
 
@@ -92,8 +110,9 @@ def merge_runs(runs: Iterable[MissingRun], pages_between: Callable[[str, int, in
             and last.end_pfn <= run.start_pfn
             and pages_between(run.path, last.end_pfn, run.start_pfn) == 0
         ):
-            last.end_pfn, last.pages = run.end_pfn, last.pages + run.pages
+            last.end_pfn, last.pages, last.closed = run.end_pfn, last.pages + run.pages, run.closed
             last.zero_pages += run.zero_pages
+            last.samples += run.samples[: SAMPLES - len(last.samples)]
         else:
-            out.append(MissingRun(**asdict(run)))
+            out.append(run)
     return out

@@ -8,7 +8,7 @@ from kdfix.read.missing import DESCRIPTORS, PAGE_DATA, RunCollector, merge_runs
 def test_collector_runs_end_at_a_present_page_or_a_change_of_kind() -> None:
     c = RunCollector("d", 0x1000)
     c.missing(2, PAGE_DATA, 0x800)
-    c.zero_page()
+    c.zero_page(3)
     c.missing(5, PAGE_DATA, 0x900)
     c.close()
     c.missing(9, PAGE_DATA, 0xA00)
