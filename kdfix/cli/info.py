@@ -75,6 +75,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         info["elf"] = {
             "ei_class": e.ei_class,
             "e_machine": e.e_machine,
+            "pointer_size": e.pointer_size,
             "e_flags": e.e_flags,
             "incomplete": e.incomplete,
             "phdrs_follow_ehdr": e.phdrs_follow_ehdr,
@@ -132,7 +133,8 @@ def render_info(info: dict[str, Any]) -> str:
             lines.append(f"   part {part['path']}: pfns [{part['start_pfn']:#x}, {part['end_pfn']:#x})")
     else:
         e = info["elf"]
-        lines.append(f"   ELF class {e['ei_class'] * 32}, e_machine {e['e_machine']}, e_flags {e['e_flags']:#x}"
+        lines.append(f"   ELF class {e['ei_class'] * 32}, e_machine {e['e_machine']} ({e['pointer_size'] * 8}-bit "
+                     f"pointers), e_flags {e['e_flags']:#x}"
                      f"{' (INCOMPLETE)' if e['incomplete'] else ''}")  # fmt: skip
         lines.append(f"   phdrs follow ehdr: {e['phdrs_follow_ehdr']}; page size {info['block_size']}")
         for s in e["segments"]:

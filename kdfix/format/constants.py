@@ -95,3 +95,8 @@ EM_ARM = 40
 EM_AARCH64 = 183
 EM_PPC64 = 21
 EM_S390 = 22
+
+# Xen's xc_core domain dumps (xen docs/misc/dump-core-format.txt): the legacy header's first u32, and the
+# sections of the ELF form. kdfix names and refuses them.
+XC_CORE_MAGICS = (0xF00FEBED, 0xF00FEBEE)  # XC_CORE_MAGIC, XC_CORE_MAGIC_HVM
+XC_CORE_SECTIONS = frozenset({".note.Xen", ".xen_pages", ".xen_p2m", ".xen_pfn", ".xen_prstatus"})

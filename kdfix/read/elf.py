@@ -13,11 +13,12 @@ import itertools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from kdfix.errors import AddressError, FormatError, KdfixError, TruncatedError
+from kdfix.errors import AddressError, FormatError, KdfixError, TruncatedError, UnsupportedError
 from kdfix.format.bitmap import Bitmap
-from kdfix.format.constants import ELF_INCOMPLETE_FLAG
-from kdfix.format.elf import ELF_EHDR, ident_abi
+from kdfix.format.constants import ELF_INCOMPLETE_FLAG, XC_CORE_SECTIONS
+from kdfix.format.elf import ELF_EHDR, ELFCLASS64, ident_abi
 from kdfix.format.layout import Abi
 from kdfix.notes.framing import MAX_KEPT_NOTES, Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
@@ -123,6 +124,9 @@ class ElfContainer:
                     field="elf_header.e_phnum", offset=self.e_phoff,
                 )  # fmt: skip
             phdrs = [elf.get_segment(i).header for i in range(phnum)]
+            if _xen_sections(elf, src.size):
+                raise UnsupportedError("Xen xc_core dump: not supported", field="elf_section .note.Xen",
+                                       offset=int(hdr["e_shoff"]))  # fmt: skip
         except KdfixError:
             raise
         except (ELFError, struct.error, ValueError, KeyError, OSError) as exc:
@@ -282,11 +286,44 @@ class ElfContainer:
             raise exc.with_context(path=self.path) from None
 
     @property
+    def pointer_size(self) -> int:
+        return pointer_size(self.ei_class, self.e_machine)
+
+    @property
     def memory(self) -> ElfMemory:
         return ElfMemory(self)
 
     def close(self) -> None:
         self.source.close()
+
+
+_MAX_SECTIONS = 256  # an xc_core file has a handful; more is not worth parsing for a name
+
+
+def _xen_sections(elf: Any, size: int) -> bool:
+    """True if the section headers name Xen's xc_core sections (a bad section table is not our concern)."""
+    hdr = elf.header
+    shnum, shoff, shentsize = int(hdr["e_shnum"]), int(hdr["e_shoff"]), int(hdr["e_shentsize"])
+    if not 0 < shnum <= _MAX_SECTIONS or shoff + shnum * shentsize > size:
+        return False
+    try:
+        return any(elf.get_section(i).name in XC_CORE_SECTIONS for i in range(shnum))
+    except Exception:  # pyelftools raises many kinds on a garbage string table
+        return False
+
+
+def pointer_size(ei_class: int, e_machine: int) -> int:
+    """Bytes in a pointer of the dumped kernel: its architecture's word size, else the ELF class's.
+
+    QEMU writes ELF64 cores with EM_386 for x86 guests not in long mode (tools-and-oracles.md §5):
+    the class describes the file, the machine the kernel.
+    """
+    from kdfix.arch import ARCHES
+
+    for arch in ARCHES.values():
+        if e_machine in arch.e_machines:
+            return arch.word_size
+    return 8 if ei_class == ELFCLASS64 else 4
 
 
 def _vmcoreinfo_page_size(notes: tuple[Note, ...]) -> int | None:

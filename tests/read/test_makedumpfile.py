@@ -75,3 +75,29 @@ def test_makedumpfile_split(linux_elf, tmp_path):
     with open_dump(*reversed(parts)) as d:
         assert d.container == "split"
     _assert_pages_from(parts, linux_elf)
+
+
+def test_makedumpfile_flattened_elf(linux_elf, tmp_path):
+    """``-E -F``: a flattened stream holding an ELF core reads like its ``makedumpfile -R`` reassembly."""
+    from tests.read.conftest import reassemble_with_makedumpfile
+
+    out = tmp_path / "out.flat-elf"
+    require_tool("makedumpfile")
+    with open(out, "wb") as fh:
+        proc = subprocess.run(["makedumpfile", "-E", "-F", "-d", "1", str(linux_elf)], stdout=fh,
+                              stderr=subprocess.PIPE, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert out.read_bytes()[:12] == b"makedumpfile"
+    plain = reassemble_with_makedumpfile(out, tmp_path / "reassembled.elf")
+    assert plain.read_bytes()[:4] == b"\x7fELF"
+    with open_dump(out) as d, open_dump(plain) as e:
+        assert d.container == e.container == "elf" and any("flattened stream of an ELF core" in p for p in d.problems)
+        assert d.elf.segments == e.elf.segments and d.notes == e.notes
+        n = 0
+        for (pfn, page), (pfn_e, page_e) in zip(d.memory.iter_pages(), e.memory.iter_pages(), strict=True):
+            assert (pfn, page) == (pfn_e, page_e), f"pfn {pfn:#x}"
+            n += 1
+        assert n > 1000
+        assert d.vmcoreinfo is not None and d.vmcoreinfo.osrelease
+        report = verify_dump(d)
+        assert report.ok, (report.errors, report.bad_pages[:3], report.missing[:3])
