@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from kdfix.errors import KdfixError
 from kdfix.fix.journal import JOURNAL_SUFFIX, ORIGINAL_SUFFIX
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
-from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION, DumpFlag
+from kdfix.format.constants import DISKDUMP_SIGNATURE, KDUMP_HEADER_VERSION
 from kdfix.format.elf import ELF_EHDR, ET_CORE, ident_abi
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features, pfn_range
-from kdfix.format.layout import replace
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features, pfn_range, split_identity
 from kdfix.read.probe import probe_container
 
 HEAD_SIZE = 4096
@@ -109,7 +108,7 @@ def probe_split_part(block0: bytes, read_at: Callable[[int, int], bytes]) -> Spl
     start, end = pfn_range(sh, version)
     max_pfn = sh.max_mapnr_64 if header_features(version).pfn64 and sh.max_mapnr_64 else mh.max_mapnr
     bitmap_bits = mh.bitmap_blocks * mh.block_size * 8 // 2
-    key = main.pack(replace(mh, status=mh.status & ~DumpFlag.COMPRESSED_INCOMPLETE))
+    key = split_identity(main, mh)
     return SplitPart(key, start, end, min(max_pfn, bitmap_bits) if bitmap_bits else max_pfn)
 
 
@@ -257,21 +256,28 @@ def walk(
 
 
 def _tile(parts: list[tuple[SplitPart, str, str, int]]) -> list[tuple[SplitPart, str, str, int]] | None:
-    """Parts (one per range) that tile [0, max_pfn) exactly, lowest range first, or None."""
+    """Parts that tile [0, max_pfn) exactly, lowest range first, or None.
+
+    Empty parts ([n, n): makedumpfile --split writes them when there are more parts than pages to share)
+    belong to the set at their boundary.
+    """
     by_start: dict[int, list[tuple[SplitPart, str, str, int]]] = defaultdict(list)
     for p in parts:
         by_start[p[0].start_pfn].append(p)
     chain = []
     pfn = 0
     max_pfn = parts[0][0].max_pfn
-    while pfn < max_pfn:
-        nxt = [p for p in by_start.get(pfn, ()) if p[0].end_pfn > pfn]
+    while True:
+        here = sorted(by_start.get(pfn, ()), key=lambda p: p[2])
+        chain.extend(p for p in here if p[0].end_pfn == pfn)
+        if pfn >= max_pfn:
+            break
+        nxt = [p for p in here if p[0].end_pfn > pfn]
         if not nxt:
             return None
-        nxt.sort(key=lambda p: p[2])
         chain.append(nxt[0])
         pfn = nxt[0][0].end_pfn
-    return chain
+    return chain if len(chain) > 1 else None
 
 
 def group_split_parts(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdfix.format.layout import LP64_LE, Layout, cfield
+from kdfix.format.constants import DumpFlag
+from kdfix.format.layout import LP64_LE, BoundLayout, Layout, cfield, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,13 @@ def pfn_range(sub: SubHeader, version: int) -> tuple[int, int]:
     if header_features(version).pfn64:
         return sub.start_pfn_64, sub.end_pfn_64
     return sub.start_pfn, sub.end_pfn
+
+
+def split_identity(layout: BoundLayout[MainHeader], main: MainHeader) -> bytes:
+    """What the parts of one split set share: the main header without the INCOMPLETE bit (any part may carry it)
+    and without the timestamp (makedumpfile stamps each part as it writes it), kdump-format.md §9."""
+    same = replace(main, status=main.status & ~DumpFlag.COMPRESSED_INCOMPLETE, timestamp=Timeval(0, 0))
+    return layout.pack(same)
 
 
 def pfn_range_fields(version: int) -> tuple[str, str]:

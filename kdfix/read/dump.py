@@ -67,9 +67,6 @@ class Dump:
             self.memory: PhysicalMemory = split.memory
         elif kdump is not None:
             self.problems.extend(kdump.problems)
-            if kdump.split:
-                self.problems.append(f"one part of a split set alone (pfns {kdump.start_pfn:#x}-{kdump.end_pfn:#x}): "
-                                     "pages outside that range are missing; give every part")  # fmt: skip
             self.memory = kdump.memory
         else:
             assert elf is not None
@@ -272,6 +269,11 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
     if dump.kdump is not None:
         parts = dump.split.parts if dump.split is not None else (dump.kdump,)
         total = sum(p.num_dumped for p in parts)
+        if dump.split is not None:  # pages of a part not given are missing: the set is readable, not whole
+            first = dump.split.first
+            for a, b in dump.split.gaps:
+                if lost := first.dumped.count(a, b):
+                    report.errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {lost} dumped pages missing")
         for part in parts:
             if part.incomplete:
                 report.errors.append(f"{part.path}: status INCOMPLETE is set")

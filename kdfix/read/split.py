@@ -8,8 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from kdfix.errors import AddressError, FormatError, KdfixError
 from kdfix.format.bitmap import Bitmap
-from kdfix.format.constants import DumpFlag
-from kdfix.format.kdump import header_features
+from kdfix.format.kdump import header_features, split_identity
 from kdfix.read.kdump import KdumpContainer, PageLocation
 from kdfix.read.memory import read_range
 
@@ -24,7 +23,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
 
 
 class SplitContainer:
-    """Parts ordered by ``start_pfn_64``; their ranges must tile ``[0, max_mapnr)`` exactly."""
+    """Parts ordered by ``start_pfn_64``; ranges may not overlap, but may leave gaps (``gaps``, in ``problems``)."""
 
     def __init__(self, parts: Sequence[KdumpContainer]) -> None:
         if len(parts) < 2:
@@ -49,6 +48,7 @@ class SplitContainer:
                 raise FormatError("max_mapnr or block_size differs between parts", path=part.path)
         expected = 0
         prev: KdumpContainer | None = None
+        self.gaps: list[tuple[int, int]] = []  # pfn ranges in no part (a part not given, or never written)
         for part in ordered:
             if part.end_pfn < part.start_pfn:  # empty parts are legal: makedumpfile --split writes them
                 raise FormatError(f"inverted pfn range [{part.start_pfn:#x}, {part.end_pfn:#x})",
@@ -61,14 +61,18 @@ class SplitContainer:
                                   f"(ends at {expected:#x})", field="sub_header.start_pfn_64",
                                   path=part.path)  # fmt: skip
             if part.start_pfn > expected:
-                raise FormatError(f"gap: pfns [{expected:#x}, {part.start_pfn:#x}) are in no part",
-                                  field="sub_header.start_pfn_64", path=part.path)  # fmt: skip
-            expected = part.end_pfn
+                self.gaps.append((expected, part.start_pfn))
+            expected = max(expected, part.end_pfn)
             prev = part
         nbits = first.dumped.nbits
         if expected < nbits:
-            raise FormatError(f"gap: pfns [{expected:#x}, {nbits:#x}) are in no part (a part is missing)",
-                              field="sub_header.end_pfn_64", path=ordered[-1].path)  # fmt: skip
+            self.gaps.append((expected, nbits))
+        # Readable as libkdumpfile reads it: pages in no part are missing, and said so (kdump-format.md §9).
+        for a, b in self.gaps:
+            lost = first.dumped.count(a, b)
+            if lost:
+                self.problems.append(f"pfns [{a:#x}, {b:#x}) are in no part: {lost} dumped pages missing "
+                                     "(a part of the set was not given)")  # fmt: skip
         for part in ordered:
             self.problems.extend(f"{part.path}: {p}" for p in part.problems)
         self.parts: tuple[KdumpContainer, ...] = tuple(ordered)
@@ -100,12 +104,8 @@ class SplitContainer:
 
 
 def _header_key(part: KdumpContainer) -> bytes:
-    """Main header bytes with the INCOMPLETE bit cleared (any part may carry it, §9)."""
-    mh = part.main_header
-    layout = part._main_layout
-    from kdfix.format.layout import replace
-
-    return layout.pack(replace(mh, status=mh.status & ~DumpFlag.COMPRESSED_INCOMPLETE))
+    """The main header's identity of a split set: see :func:`kdfix.format.kdump.split_identity`."""
+    return split_identity(part._main_layout, part.main_header)
 
 
 class SplitMemory:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kdfix.batch.walk import matches, probe_elf_core, walk
+from kdfix.batch.walk import SplitPart, group_split_parts, matches, probe_elf_core, walk
 from tests.batch.synthetic import Templates, build_archive, put
 
 
@@ -126,3 +126,39 @@ def test_kept_original_beside_its_dump_is_not_a_dump_to_fix(tmp_path: Path, temp
     put(templates.elf, tmp_path / "b" / "lonely.kdfix-orig")
     found = sorted(d.path for d in walk([tmp_path]).dumps)
     assert found == ["a/core", "b/lonely.kdfix-orig"]
+
+
+def _part(start: int, end: int, name: str, max_pfn: int = 0x8000) -> tuple[SplitPart, str, str, int]:
+    return SplitPart(b"same header", start, end, max_pfn), f"/d/{name}", f"d/{name}", 1
+
+
+def test_empty_parts_join_the_set_at_their_boundary() -> None:
+    """makedumpfile --split into more parts than it has pages to share writes parts [max, max) (issue 14)."""
+    group = [_part(0, 0x8000, "mdf.split1"), *(_part(0x8000, 0x8000, f"mdf.split{i}") for i in (5, 2, 4, 3))]
+    sets, leftovers = group_split_parts(group)
+    assert leftovers == []
+    (found,) = sets
+    assert found.rel_files == ("d/mdf.split1", "d/mdf.split2", "d/mdf.split3", "d/mdf.split4", "d/mdf.split5")
+    middle = [_part(0, 0x100, "a"), _part(0x100, 0x100, "b"), _part(0x100, 0x8000, "c")]
+    (found,) = group_split_parts(middle)[0]
+    assert found.rel_files == ("d/a", "d/b", "d/c")
+
+
+def test_a_lone_part_is_not_a_set() -> None:
+    sets, leftovers = group_split_parts([_part(0, 0x8000, "only")])
+    assert sets == [] and [s.path for s in leftovers] == ["d/only"]
+
+
+def test_split_identity_ignores_the_timestamp(tmp_path: Path, templates: Templates) -> None:
+    """Parts stamped at different times (makedumpfile stamps each) still group into one set."""
+    from kdfix.format.kdump import DISK_DUMP_HEADER
+    from kdfix.format.layout import LP64_LE
+
+    layout = DISK_DUMP_HEADER.bind(LP64_LE)
+    at = layout.offset_of("timestamp.tv_sec")
+    for i, part in enumerate(templates.split):
+        data = bytearray(part.read_bytes())
+        data[at : at + 8] = layout.pack_field("timestamp.tv_sec", 1_700_000_000 + i)
+        (tmp_path / f"p{i}").write_bytes(data)
+    (found,) = walk([tmp_path]).dumps
+    assert found.kind == "split" and len(found.files) == len(templates.split)

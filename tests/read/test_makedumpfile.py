@@ -101,3 +101,25 @@ def test_makedumpfile_flattened_elf(linux_elf, tmp_path):
         assert d.vmcoreinfo is not None and d.vmcoreinfo.osrelease
         report = verify_dump(d)
         assert report.ok, (report.errors, report.bad_pages[:3], report.missing[:3])
+
+
+def test_makedumpfile_split_with_empty_parts(linux_elf, tmp_path):
+    """More parts than makedumpfile has pages to share: the last ones are empty ([max, max)), and still one set
+    for open_dump, the CLI's grouping and batch's walk; one part alone is not called incomplete."""
+    from kdfix.batch.walk import walk
+    from kdfix.cli.dumps import group_dumps
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    parts = [folder / f"mdf.split{i}" for i in range(1, 6)]
+    _makedumpfile("--split", "-c", "-d", "31", str(linux_elf), *map(str, parts))
+    with open_dump(parts[-1]) as last:
+        assert last.kdump.split and last.kdump.start_pfn == last.kdump.end_pfn  # an empty part, as observed
+        assert not any("missing" in p for p in last.problems)
+    _assert_pages_from(parts, linux_elf)
+    (found,) = walk([folder]).dumps
+    assert found.kind == "split" and sorted(found.files) == sorted(map(str, parts))
+    assert (
+        group_dumps([str(p) for p in reversed(parts)]) == [tuple(found.files)]
+        or len(group_dumps([str(p) for p in reversed(parts)])) == 1
+    )

@@ -8,7 +8,10 @@ import subprocess
 import pytest
 
 from kdfix import open_dump
-from kdfix.errors import FormatError
+from kdfix.errors import AddressError, FormatError
+from kdfix.format.kdump import DISK_DUMP_HEADER
+from kdfix.format.layout import LP64_LE
+from kdfix.read.dump import verify_dump
 from kdfix.read.memory import DictMemory
 from kdfix.write import write_kdump, write_split
 from tests.oracle.fixtures import require_tool
@@ -48,12 +51,52 @@ def test_flattened_split_parts(tmp_path):
         assert dict(d.memory.iter_pages()) == pages
 
 
-def test_missing_part_is_a_gap(split3):
+@pytest.mark.parametrize("given", [(0, 2), (0, 1), (1, 2)])
+def test_a_set_with_a_part_missing_is_readable_and_names_the_gap(split3, given):
+    """As libkdumpfile reads it: the parts given are read, the pfns in no part are problems (kdump-format.md §9)."""
+    pages, paths = split3
+    with open_dump(*(paths[i] for i in given)) as d, open_dump(*paths) as whole:
+        ranges = {i: (p.start_pfn, p.end_pfn) for i, p in enumerate(whole.split.parts)}
+        missing = [i for i in range(3) if i not in given]
+        (gap,) = [ranges[i] for i in missing]
+        assert d.split.gaps == [gap]
+        in_gap = [pfn for pfn in pages if gap[0] <= pfn < gap[1]]
+        assert any(f"[{gap[0]:#x}, {gap[1]:#x}) are in no part" in p for p in d.problems) == bool(in_gap)
+        assert dict(d.memory.iter_pages()) == {pfn: pages[pfn] for pfn in pages if pfn not in in_gap}
+        for pfn in in_gap:
+            with pytest.raises(AddressError):
+                d.memory.page(pfn)
+        report = verify_dump(d)
+        assert report.ok == (not in_gap)
+        if in_gap:
+            assert any(f"{len(in_gap)} dumped pages missing" in e for e in report.errors)
+
+
+def test_parts_differing_only_in_the_timestamp_are_one_set(split3, tmp_path):
+    """makedumpfile stamps each part as it writes it: the timestamp is not part of a set's identity."""
+    pages, paths = split3
+    copy = tmp_path / "stamped.kdump"
+    data = bytearray(paths[1].read_bytes())
+    layout = DISK_DUMP_HEADER.bind(LP64_LE)
+    at = layout.offset_of("timestamp.tv_sec")
+    data[at : at + 8] = layout.pack_field("timestamp.tv_sec", 1_700_000_123)
+    copy.write_bytes(data)
+    with open_dump(paths[0], copy, paths[2]) as d:
+        assert dict(d.memory.iter_pages()) == pages
+    data[at : at + 8] = layout.pack_field("timestamp.tv_sec", 0)
+    at = layout.offset_of("nr_cpus")
+    data[at : at + 4] = layout.pack_field("nr_cpus", 7)
+    copy.write_bytes(data)
+    with pytest.raises(FormatError, match="main header differs"):
+        open_dump(paths[0], copy, paths[2])
+
+
+def test_one_part_alone_does_not_call_other_pages_missing(split3):
     _pages, paths = split3
-    with pytest.raises(FormatError, match="gap"):
-        open_dump(paths[0], paths[2])
-    with pytest.raises(FormatError, match="gap"):
-        open_dump(paths[0], paths[1])
+    with open_dump(paths[1]) as d:
+        assert d.container == "kdump" and d.kdump.split
+        assert not any("missing" in p for p in d.problems)
+        assert verify_dump(d).ok
 
 
 def test_same_part_twice_is_refused(split3, tmp_path):
@@ -91,8 +134,12 @@ def test_overlapping_parts_are_refused(tmp_path):
         ranges_b = [(p.start_pfn, p.end_pfn) for p in db.split.parts]
     if ranges_a[0][1] in {r[1] for r in ranges_b}:
         pytest.skip("the two splits share a boundary")
-    with pytest.raises(FormatError, match=r"overlap|gap"):
-        open_dump(a[0], b[1], b[2])
+    if ranges_a[0][1] > ranges_b[1][0]:
+        with pytest.raises(FormatError, match="overlap"):
+            open_dump(a[0], b[1], b[2])
+    else:  # a gap between them: readable, the gap named
+        with open_dump(a[0], b[1], b[2]) as d:
+            assert d.split.gaps == [(ranges_a[0][1], ranges_b[1][0])]
 
 
 def test_makedumpfile_reassembles_our_reading(split3, tmp_path):
