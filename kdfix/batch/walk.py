@@ -264,7 +264,7 @@ def _tile(parts: list[tuple[SplitPart, str, str, int]]) -> list[tuple[SplitPart,
     by_start: dict[int, list[tuple[SplitPart, str, str, int]]] = defaultdict(list)
     for p in parts:
         by_start[p[0].start_pfn].append(p)
-    chain = []
+    chain: list[tuple[SplitPart, str, str, int]] = []
     pfn = 0
     max_pfn = parts[0][0].max_pfn
     while True:
