@@ -8,6 +8,7 @@ Shapes: architecture-and-style.md §3 "Detect and fix".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from kdfix.fix.apply import (
 )
 from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
 from kdfix.fix.plan import Edit, Plan, plan
+from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
@@ -118,6 +120,12 @@ def fix_dump(
         raise KdfixError("the output is the input; use --in-place", path=path)
     if in_place and not dry_run:
         check_writable(path)
+    with open_dump(path) as dump:
+        reason = foreign_layout(dump)
+    if reason is not None:
+        rewrite_options = dict(phys_base=phys_base, vmcoreinfo=vmcoreinfo, utsname=utsname, set_flags=set_flags,
+                               clear_flags=clear_flags)  # fmt: skip
+        return _fix_by_rewrite(path, output, in_place, rewrite_options, dry_run, progress, reason, began)
 
     with open_dump(path) as dump:
         diag = diagnose(dump, options, progress=progress)
@@ -175,6 +183,53 @@ def fix_dump(
         result.messages.append(f"undo with: kdfix undo {path}")
     elif in_place:
         result.output = path
+    result.seconds = time.monotonic() - began
+    return result
+
+
+class _NothingWritten(Exception):
+    """Abandons the rewritten output (the atomic temp file is removed) when the fix cannot be determined."""
+
+
+def _fix_by_rewrite(
+    path: str,
+    output: str | os.PathLike[str] | None,
+    in_place: bool,
+    options: dict[str, Any],
+    dry_run: bool,
+    progress: Progress | None,
+    reason: str,
+    began: float,
+) -> FixResult:
+    """Fix a file in a foreign dialect: write it in the standard layout, fix that copy, replace or write out."""
+    target = os.fspath(output) if output is not None else os.path.realpath(path)
+    journal_path: str | None = None
+    with standard_copy(path, target) as std:
+        if dry_run:
+            inner = fix_dump(std, dry_run=True, **options)
+        else:
+            try:
+                with atomic_output(target, mode_from=path) as tmp:
+                    inner = fix_dump(std, output=tmp, progress=progress, **options)
+                    if inner.status == "undetermined":
+                        raise _NothingWritten
+                    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+                    if in_place:
+                        journal_path = journal.keep_original(target)
+            except _NothingWritten:
+                pass
+    result = dataclasses.replace(inner, path=path, output=None if dry_run else target, journal=journal_path)
+    if inner.status == "undetermined":
+        result.output = None
+        return result
+    result.status = "fixed"
+    result.edits = [{"field": "layout", "file_offset": 0, "dump_offset": 0, "old": "kdumpling", "new": reason},
+                    *inner.edits]  # fmt: skip
+    result.messages = [m for m in inner.messages if m != "nothing to fix"]
+    result.messages.insert(0, reason)
+    if in_place and journal_path is not None:
+        result.messages.append(f"rewritten in place (atomic replace); the original is kept as {journal_path} "
+                               f"(a hard link: delete it to free space); undo with: kdfix undo {target}")  # fmt: skip
     result.seconds = time.monotonic() - began
     return result
 

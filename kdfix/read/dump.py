@@ -146,6 +146,8 @@ class Dump:
             if self.split is not None:  # makedumpfile --reassemble concatenates eraseinfo (§9)
                 eraseinfo = b"".join(p.eraseinfo for p in self.split.parts)
             status = mh.status if k.is_diskdump else mh.status & ~COMPRESSION_FLAGS
+            if k.dialect == "kdumpling":  # its status holds only its own codec number (8 is its zstd)
+                status = 0
             if self.split is not None and any(p.incomplete for p in self.split.parts):
                 status |= DumpFlag.COMPRESSED_INCOMPLETE
             return DumpModel(

@@ -10,9 +10,11 @@ import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kdfix.codecs.base import codec_for_flags, decode_page
 from kdfix.errors import AddressError, CodecError, FormatError, KdfixError, TruncatedError
+from kdfix.format import kdumpling
 from kdfix.format.abi import choose_sub_header_abi, probe_abi
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import (
@@ -38,6 +40,7 @@ from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
+from kdfix.units import ceil_div
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,20 @@ class KdumpContainer:
                 f"({src.size:#x})", field="main_header.bitmap_blocks", offset=main.offset_of("bitmap_blocks"),
             )  # fmt: skip
         self.single_bitmap = regions.counts_one_bitmap()
-        if self.single_bitmap:
+        self.dialect: str | None = None  # "kdumpling": read in that writer's dialect (kdfix.format.kdumpling)
+        data_offset = regions.data_offset
+        if self.single_bitmap and self._kdumpling_layout(mh, total):
+            self.single_bitmap = False
+            self.dialect = "kdumpling"
+            self.bitmap_len = total
+            self.bitmap2_offset = self.bitmap1_offset + total
+            data_offset = self.bitmap2_offset + total
+            self.problems.append(
+                "bitmap_blocks counts one bitmap and the page flags are kdumpling's (tools-and-oracles.md §6): read "
+                f"as kdumpling wrote it (2nd bitmap at {self.bitmap2_offset:#x}, descriptors at {data_offset:#x}); "
+                "`kdfix fix` rewrites it for other readers"
+            )
+        elif self.single_bitmap:
             self.bitmap_len = total
             self.bitmap2_offset = self.bitmap1_offset
             self.problems.append("bitmap_blocks is too small for two bitmaps: read as a single bitmap (old diskdump)")
@@ -173,7 +189,7 @@ class KdumpContainer:
         raw2 = raw1 if self.single_bitmap else read_exact(src, self.bitmap2_offset, self.bitmap_len, field="bitmap2")
         self.valid = Bitmap(raw1, nbits)
         self.dumped = Bitmap(raw2, nbits)
-        self.data_offset = regions.data_offset
+        self.data_offset = data_offset
 
         # Split range (§9).
         self.split = bool(sh is not None and can.split and sh.split)
@@ -200,7 +216,10 @@ class KdumpContainer:
 
         # Status (§5, §8).
         self.status = mh.status
-        if self.is_diskdump:
+        if self.dialect == "kdumpling":
+            self.compression = codec_for_flags(kdumpling.STATUS_CODECS.get(mh.status, 0)).name
+            self.incomplete = False
+        elif self.is_diskdump:
             self.compression = "zlib" if mh.status & _DISKDUMP_COMPRESSED else "none"
             self.incomplete = bool(mh.status & _DISKDUMP_INCOMPLETE)
         else:
@@ -301,7 +320,31 @@ class KdumpContainer:
         """The page descriptor of a dumped pfn."""
         off = self.descriptor_offset(pfn)
         raw = read_exact(self.source, off, PAGE_DESC_SIZE, field=f"page_desc[pfn {pfn:#x}]")
-        return PAGE_DESC.bind(self.abi).unpack(raw)
+        return self._make_desc(*PAGE_DESC.bind(self.abi).struct.unpack(raw))
+
+    def _make_desc(self, offset: int, size: int, flags: int, page_flags: int) -> PageDesc:
+        """A descriptor as the format means it (a kdumpling descriptor's flags translated)."""
+        if self.dialect == "kdumpling":
+            flags = kdumpling.page_flags(flags, self.status)
+            offset, size = kdumpling.stored_block(offset, size, flags)
+        return PageDesc(offset, size, flags, page_flags)
+
+    def _kdumpling_layout(self, mh: Any, total: int) -> bool:
+        """True if the file is laid out as kdumpling writes it: a second bitmap after the first, then a
+        block-padded descriptor table whose first descriptor points right after it, with kdumpling's flags."""
+        bs, src = self.block_size, self.source
+        if mh.sub_hdr_size != kdumpling.SUB_HDR_SIZE or mh.header_version < 4:
+            return False
+        bitmap2_offset = self.bitmap1_offset + total
+        data_offset = bitmap2_offset + total
+        if data_offset + PAGE_DESC_SIZE > src.size or total > src.size:
+            return False
+        dumped = Bitmap(src.read_at(bitmap2_offset, total), total * 8).count()
+        if not dumped:
+            return False
+        first = PAGE_DESC.bind(self.abi).unpack(src.read_at(data_offset, PAGE_DESC_SIZE))
+        table_end = data_offset + ceil_div(dumped * PAGE_DESC_SIZE, bs) * bs
+        return first.offset == table_end and first.flags in kdumpling.PAGE_FLAGS and 0 < first.size <= bs
 
     def iter_dumped_pfns(self, start: int = 0, end: int | None = None) -> Iterator[int]:
         """Dumped pfns of this container in ascending order."""
@@ -316,7 +359,7 @@ class KdumpContainer:
         if start >= end:
             return
         unpack = PAGE_DESC.bind(self.abi).struct.iter_unpack
-        make = PageDesc
+        make = self._make_desc
         index = self.dumped.rank(start) - self._rank_base
         pfns = self.iter_dumped_pfns(start, end)
         src = self.source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kdfix.format import kdumpling
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_KDFIX, NOTE_NAME_QEMU, NoteType
 from kdfix.units import cstr
 
@@ -36,20 +37,29 @@ def _qemu_evidence(dump: Dump) -> list[str]:
 
 
 def _kdumpling_evidence(dump: Dump) -> list[str]:
+    ev: list[str] = []
+    short = [n for n in dump.model.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS
+             and len(n.desc) == kdumpling.PRSTATUS_SIZE]  # fmt: skip
+    if short:
+        ev.append(f"{len(short)} NT_PRSTATUS notes of {kdumpling.PRSTATUS_SIZE} bytes (kdumpling's short elf_prstatus)")
     k = dump.kdump
     if k is None:
-        return []
+        e = dump.elf
+        if e is not None and e.segments and all(s.vaddr == s.paddr for s in e.segments):
+            ev.append("PT_LOAD p_vaddr == p_paddr (kdumpling's ELF; a kernel's vmcore has kernel addresses)")
+        if e is not None and any(s.file_offset % e.page_size for s in e.segments):
+            ev.append("PT_LOAD data not page-aligned in the file (kdumpling packs it after the notes)")
+        return ev
     mh, sh = k.main_header, k.sub_header
-    ev: list[str] = []
     if cstr(mh.utsname.nodename) == "synthetic":
         ev.append("utsname.nodename 'synthetic'")
-    if k.single_bitmap and mh.sub_hdr_size == 1:
+    if k.dialect == "kdumpling" or (k.single_bitmap and mh.sub_hdr_size == 1):
         ev.append("bitmap_blocks counts one bitmap (kdumpling mistake 1)")
     if mh.total_ram_blocks and mh.total_ram_blocks == mh.written_blocks:
         ev.append("total_ram_blocks == written_blocks == page count")
     if sh is not None and not k.split and (sh.start_pfn or sh.end_pfn):
         ev.append("start_pfn/end_pfn set although split is 0")
-    if mh.status & 0x8 and k.compression == "none":
+    if mh.status == 0x8 and (k.dialect == "kdumpling" or k.compression == "none"):
         ev.append("status 8 (kdumpling's ZSTD value)")
     return ev
 
