@@ -26,6 +26,7 @@ from kdfix.fix.apply import (
     edit_rows,
     physical_writes,
     rewrite_elf,
+    rewrite_kdump,
 )
 from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
 from kdfix.fix.plan import Edit, Plan, plan
@@ -141,7 +142,7 @@ def fix_dump(
             return result
         the_plan = plan(diag)
         physical = None
-        if not the_plan.empty and not the_plan.rewrite_elf:
+        if not the_plan.empty and not the_plan.rewrites:
             physical = physical_writes(path, dump.container, the_plan)
         result.edits = edit_rows(the_plan, physical)
         result.status = "ok" if the_plan.empty else "fixed"
@@ -152,18 +153,20 @@ def fix_dump(
             result.seconds = time.monotonic() - began
             return result
 
-        if the_plan.rewrite_elf:
+        if the_plan.rewrites:
             # in place: replace the file a symlink points at, not the link; keep the original inode for undo
             target = os.fspath(output) if output is not None else os.path.realpath(path)
+            rewrite = rewrite_elf if the_plan.rewrite_elf else rewrite_kdump
             with atomic_output(target, mode_from=path) as tmp:
-                result.bytes_written = rewrite_elf(dump, the_plan, tmp, progress)
+                result.bytes_written = rewrite(dump, the_plan, tmp, progress)
                 _verify(tmp, diag, options)
                 if in_place:
                     result.journal = journal.keep_original(target)
             result.output = target
             if in_place:
+                what = "ELF" if the_plan.rewrite_elf else "KDUMP file"
                 result.messages.append(
-                    f"ELF rewritten in place (atomic replace); the original is kept as {result.journal} "
+                    f"{what} rewritten in place (atomic replace); the original is kept as {result.journal} "
                     f"(a hard link: delete it to free its space); undo with: kdfix undo {target}"
                 )
         elif output is not None:
@@ -172,7 +175,7 @@ def fix_dump(
                 if physical is not None and physical.writes:
                     _verify(tmp, diag, options)
             result.output = os.fspath(output)
-    if in_place and not the_plan.rewrite_elf and physical is not None and physical.writes:
+    if in_place and not the_plan.rewrites and physical is not None and physical.writes:
         written, jpath = apply_in_place(path, physical)
         result.bytes_written, result.journal, result.output = written, jpath, path
         try:

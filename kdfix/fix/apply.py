@@ -16,15 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kdfix.codecs import CODECS_BY_NAME
 from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
 from kdfix.faults import checkpoint
 from kdfix.fix import journal as _journal
 from kdfix.fix.journal import Write, pread_full, pwrite_all
 from kdfix.fix.plan import Edit, Plan
-from kdfix.format.constants import FLAT_HEADER_SIZE
+from kdfix.format.constants import COMPRESSION_FLAGS, FLAT_HEADER_SIZE, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.flattened import FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
+from kdfix.model import make_utsname
+from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump
+from kdfix.read.memory import PhysicalMemory
+from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.elf import LoadSegment, write_elf
+from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
 
 Progress = Callable[[int, int], None]
@@ -214,6 +220,40 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     return result.size
 
 
+def rewrite_kdump(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = None) -> int:
+    """Write the KDUMP file anew into ``tmp`` (plain, not flattened) with the plan's header values, in blocks of
+    ``block_size`` (re-blocked from larger ones) and the plan's header ABI; returns the bytes written."""
+    rw = plan.rewrite_kdump
+    assert rw is not None and dump.kdump is not None
+    model = dump.model
+    notes, vmcoreinfo = model.notes, model.vmcoreinfo
+    note = model.vmcoreinfo_note()
+    if rw.vmcoreinfo is not None and note is None:
+        notes += (Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, rw.vmcoreinfo),)
+        vmcoreinfo = rw.vmcoreinfo
+    elif note is not None:
+        vmcoreinfo = note.desc  # the writer points offset_vmcoreinfo at the note
+    memory: PhysicalMemory = dump.memory
+    max_mapnr = model.max_mapnr
+    if rw.block_size != memory.page_size:
+        memory = ReblockedMemory(memory, rw.block_size)
+        max_mapnr *= dump.memory.page_size // rw.block_size
+    changes: dict[str, Any] = {"abi": rw.abi, "block_size": rw.block_size, "max_mapnr": max_mapnr, "notes": notes,
+                               "vmcoreinfo": vmcoreinfo}  # fmt: skip
+    if rw.phys_base is not None:
+        changes["phys_base"] = rw.phys_base
+    if rw.utsname is not None:
+        changes["utsname"] = make_utsname(**{name: raw.split(b"\0", 1)[0] for name, raw in rw.utsname.items()})
+    if rw.tv_sec is not None:
+        changes["tv_sec"] = rw.tv_sec
+    if rw.status is not None:
+        changes["status"] = rw.status & ~int(COMPRESSION_FLAGS)
+    codec = dump.compression if dump.compression in CODECS_BY_NAME else "zlib"
+    result = write_kdump(tmp, dataclasses.replace(model, **changes), memory, codec=codec,
+                         phys_base_from_vmcoreinfo=False, progress=progress)  # fmt: skip
+    return result.size
+
+
 def check_writable(path: str) -> None:
     """Refuse in-place changes to a read-only file (QEMU creates dumps 0400), even for root."""
     st = os.stat(path)
@@ -240,6 +280,9 @@ def edit_rows(p: Plan, physical: PhysicalPlan | None) -> list[dict[str, Any]]:
     if p.rewrite_elf:
         rows.append({"field": "elf", "file_offset": 0, "dump_offset": 0, "old": "QEMU/other layout",
                      "new": p.rewrite_reason})  # fmt: skip
+    if p.rewrite_kdump is not None:
+        rows.append({"field": "kdump", "file_offset": 0, "dump_offset": 0, "old": "the whole file",
+                     "new": f"rewritten: {p.rewrite_kdump.reason}"})  # fmt: skip
     return rows
 
 
@@ -251,5 +294,6 @@ __all__ = [
     "edit_rows",
     "physical_writes",
     "rewrite_elf",
+    "rewrite_kdump",
     "scan_flat_records",
 ]

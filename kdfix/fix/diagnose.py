@@ -44,6 +44,8 @@ FindingKind = Literal[
     "status",
     "elf_rewrite",
     "flat_osrelease_hint",
+    "block_size",
+    "header_abi",
 ]
 MAX_VMCOREINFO_FILE = 1 << 20
 
@@ -430,6 +432,8 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
             else:
                 diag.messages.append("crash --osrelease will not find OSRELEASE in this flattened stream")
 
+    _diagnose_kdump_layout(dump, info, diag)
+
     # status flags.
     status = facts.main_header.status
     new_status = (status | status_mask(options.set_flags, "--set-flag")) & ~status_mask(
@@ -437,6 +441,36 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
     )
     if new_status != status:
         diag.findings.append(Finding("status", f"status {status:#x} → {new_status:#x}", new_status))
+
+
+def _diagnose_kdump_layout(dump: Dump, info: VmcoreInfo | None, diag: Diagnosis) -> None:
+    """Findings that need the KDUMP file rewritten: blocks larger than the kernel's pages (QEMU's 64 KiB aarch64
+    blocks, arch-kernels-and-introspection.md §1.6) and a header ABI the architecture's tools do not read (QEMU's
+    64-bit header for i386 guests, §2.6)."""
+    k = dump.kdump
+    assert k is not None
+    arch = dump_arch(dump, info)
+    if arch is not None:
+        wanted = arch.kdump_abi(dump.model.abi.byte_order)
+        if dump.model.abi != wanted:
+            diag.findings.append(Finding("header_abi", f"header layout {dump.model.abi.name} → {wanted.name}: "
+                                         f"{arch.name} makedumpfile and crash read the {wanted.word_size * 8}-bit "
+                                         "header", wanted))  # fmt: skip
+    page_size = info.page_size if info is not None else None
+    if page_size and page_size != k.block_size:
+        if k.block_size > page_size and k.block_size % page_size == 0:
+            diag.findings.append(Finding("block_size", f"block_size {k.block_size} → {page_size} (the kernel's "
+                                         "PAGESIZE): libkdumpfile and makedumpfile take the page size from "
+                                         "block_size", page_size))  # fmt: skip
+        else:
+            diag.messages.append(f"block_size {k.block_size} differs from PAGESIZE {page_size}; not re-blocked")
+    if any(f.kind in REWRITE_KINDS for f in diag.findings):
+        diag.messages.append("the KDUMP file is rewritten whole (every page re-encoded: time and space grow with "
+                             "the dump): -o writes the new file; --in-place replaces it atomically and keeps the "
+                             "original for kdfix undo")  # fmt: skip
+
+
+REWRITE_KINDS = frozenset({"block_size", "header_abi"})
 
 
 def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Progress | None) -> None:

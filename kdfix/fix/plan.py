@@ -7,11 +7,12 @@ to the stream. Relocating the notes blob to EOF follows notes-and-vmcoreinfo.md 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from kdfix.fix.diagnose import FLAT_HINT_OFFSET, Diagnosis, KdumpFacts
+from kdfix.fix.diagnose import FLAT_HINT_OFFSET, REWRITE_KINDS, Diagnosis, KdumpFacts
 from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.kdump import header_features
-from kdfix.format.layout import BoundLayout
+from kdfix.format.layout import Abi, BoundLayout
 from kdfix.notes.framing import Note, pack_note
 from kdfix.units import align_up, cstr
 
@@ -31,6 +32,20 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class KdumpRewrite:
+    """A KDUMP file written anew: the target header values (None: keep the dump's) and the new blocking/ABI."""
+
+    reason: str
+    block_size: int
+    abi: Abi
+    phys_base: int | None = None
+    utsname: dict[str, bytes] | None = None
+    vmcoreinfo: bytes | None = None  # added as a note when the dump has none
+    tv_sec: int | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """Patches of existing header bytes, an optional blob appended at ``append.dump_offset``, or an ELF rewrite."""
 
@@ -41,10 +56,22 @@ class Plan:
     rewrite_elf: bool = False
     elf_vmcoreinfo: bytes | None = None
     rewrite_reason: str = ""
+    rewrite_kdump: KdumpRewrite | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.edits and self.append is None and not self.rewrite_elf and not self.stream_edits
+        return (
+            not self.edits
+            and self.append is None
+            and not self.rewrite_elf
+            and not self.stream_edits
+            and self.rewrite_kdump is None
+        )
+
+    @property
+    def rewrites(self) -> bool:
+        """The file is written anew (ELF rewrite or KDUMP re-blocking), not patched."""
+        return self.rewrite_elf or self.rewrite_kdump is not None
 
     def all_edits(self) -> tuple[Edit, ...]:
         return self.edits + ((self.append,) if self.append is not None else ()) + self.stream_edits
@@ -88,9 +115,37 @@ def _raw_show(raw: bytes, path: str, endian: str) -> str:
     return f"{int.from_bytes(raw, endian):#x}"  # type: ignore[arg-type]
 
 
+def plan_kdump_rewrite(diag: Diagnosis) -> Plan:
+    """A whole-file rewrite carrying every finding's value (re-blocking or a new header ABI)."""
+    facts = diag.facts
+    assert isinstance(facts, KdumpFacts)
+    values: dict[str, Any] = {"block_size": facts.block_size, "abi": facts.sub.abi}
+    reasons = []
+    for f in diag.findings:
+        if f.kind == "block_size":
+            values["block_size"] = f.value
+            reasons.append(f.message)
+        elif f.kind == "header_abi":
+            values["abi"] = f.value
+            reasons.append(f.message)
+        elif f.kind == "phys_base":
+            values["phys_base"] = f.value
+        elif f.kind == "vmcoreinfo_note":
+            values["vmcoreinfo"] = f.value
+        elif f.kind == "utsname":
+            values["utsname"] = dict(f.value)
+        elif f.kind == "timestamp":
+            values["tv_sec"] = f.value
+        elif f.kind == "status":
+            values["status"] = f.value
+    return Plan(diag.container, rewrite_kdump=KdumpRewrite("; ".join(reasons), **values))
+
+
 def plan_kdump(diag: Diagnosis) -> Plan:
     facts = diag.facts
     assert isinstance(facts, KdumpFacts)
+    if any(f.kind in REWRITE_KINDS for f in diag.findings):
+        return plan_kdump_rewrite(diag)
     bs = facts.block_size
     main = _Patcher("main_header", facts.main, 0, facts.main_raw)
     sub = _Patcher("sub_header", facts.sub, bs, facts.sub_raw)
@@ -161,4 +216,4 @@ def plan(diag: Diagnosis) -> Plan:
     return plan_elf(diag) if diag.container == "elf" else plan_kdump(diag)
 
 
-__all__ = ["APPEND_ALIGN", "Edit", "Plan", "plan"]
+__all__ = ["APPEND_ALIGN", "Edit", "KdumpRewrite", "Plan", "plan"]

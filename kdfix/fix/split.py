@@ -126,7 +126,7 @@ def fix_split_set(
         result.messages.append("nothing written: " + "; ".join(diag.missing))
         result.seconds = time.monotonic() - began
         return result
-    if the_plan.append is not None or the_plan.rewrite_elf or the_plan.stream_edits:
+    if the_plan.append is not None or the_plan.rewrites or the_plan.stream_edits:
         raise UnsupportedError("the fix of this split set appends data to each part; reassemble the set "
                                "(kdfix convert) and fix the result", path=parts[0])  # fmt: skip
     physical = [physical_writes(p, "kdump", the_plan) if not the_plan.empty else PhysicalPlan((), {}, 0)
