@@ -33,6 +33,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "phys_base": model.phys_base,
         "dump_level": model.dump_level,
         "compression": dump.compression,
+        "page_codecs": None,  # {codec: pages} the page flags name, when the header's status names no codec
         "status": k.status if k is not None else model.status,
         "status_flags": dump.status_flags,
         "utsname": {f: cstr(getattr(model.utsname, f)) for f in _field_names(model.utsname)},
@@ -48,6 +49,15 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "problems": list(dump.problems),
         "needs_fix": reader_findings(dump),
     }
+    if k is not None and dump.compression == "none" and not k.is_diskdump:
+        parts = dump.split.parts if dump.split is not None else (k,)
+        used: dict[str, int] = {}
+        for part in parts:
+            counts, _seen = part.page_codecs()
+            for name, n in counts.items():
+                used[name] = used.get(name, 0) + n
+        if set(used) - {"none"}:  # say it only when the pages disagree with the header
+            info["page_codecs"] = used
     if k is not None:
         mh = k.main_header
         info["kdump"] = {
@@ -141,7 +151,15 @@ def render_info(info: dict[str, Any]) -> str:
             lines.append(f"   PT_LOAD paddr {s['paddr']:#014x} memsz {s['memsz']:#x} filesz {s['filesz']:#x} "
                          f"at {s['offset']:#x}")  # fmt: skip
         lines.append(f"   nr_cpus (NT_PRSTATUS notes): {info['nr_cpus']}")
-    lines.append(f"compression: {info['compression']}    dumped pages: {info['dumped_pages']}")
+    used = info.get("page_codecs")
+    if used:
+        seen = sum(used.values())
+        of = f" of the first {seen}" if seen < info["dumped_pages"] else ""
+        shown = ", ".join(f"{name} {n}" for name, n in sorted(used.items()))
+        lines.append(f"compression: {info['compression']} (header status); pages{of}: {shown}    "
+                     f"dumped pages: {info['dumped_pages']}")  # fmt: skip
+    else:
+        lines.append(f"compression: {info['compression']}    dumped pages: {info['dumped_pages']}")
     lines.append(f"phys_base: {info['phys_base']:#x}    dump_level: {info['dump_level']}")
     notes = ", ".join(f"{n['name']}/{n['type']:#x}({n['size']})" for n in info["notes"]) or "none"
     lines.append(f"notes: {notes}")

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _DESC_BATCH = 2048  # descriptors read per pread in the streaming path
 _DATA_SPAN = 8 << 20  # read a batch's page data in one pread when it spans at most this many bytes
 _COMPRESSION_MASK = int(COMPRESSION_FLAGS)
+PAGE_CODEC_SAMPLE = 1 << 16  # descriptors info reads to name the codecs in use (1.5 MiB of table)
 _ZLIB = int(DumpFlag.COMPRESSED_ZLIB)
 _DISKDUMP_COMPRESSED = 0x8  # legacy DISKDUMP status bits (kdump-format.md §2)
 _DISKDUMP_INCOMPLETE = 0x1
@@ -376,6 +377,25 @@ class KdumpContainer:
                 raise TruncatedError(f"descriptor of pfn {batch[have]:#x} is past the end of the file",
                                      field="page_desc", offset=off + PAGE_DESC_SIZE * have, path=self.path)  # fmt: skip
             index += len(batch)
+
+    def page_codecs(self, limit: int = PAGE_CODEC_SAMPLE) -> tuple[dict[str, int], int]:
+        """Codecs the page flags of the first ``limit`` dumped pages name ({name: pages}; "none" for raw), and how
+        many descriptors were read: what the pages use, whatever the header's status says (kdump-format.md §5)."""
+        counts: dict[str, int] = {}
+        seen = 0
+        try:
+            for loc in self.iter_locations():
+                if seen >= limit:
+                    break
+                seen += 1
+                try:
+                    name = codec_for_flags(loc.desc.flags).name
+                except CodecError:
+                    name = "invalid"
+                counts[name] = counts.get(name, 0) + 1
+        except KdfixError:
+            pass  # a cut descriptor table: what was read is the answer
+        return counts, seen
 
     def iter_descriptors(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, PageDesc]]:
         """(pfn, descriptor) of dumped pages in ascending pfn order."""

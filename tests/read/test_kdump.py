@@ -319,3 +319,36 @@ def test_parallel_verify_reports_the_same_bad_pages(tmp_path, monkeypatch, worke
         parallel = verify_dump(d, workers=workers)
     assert [b["pfn"] for b in serial.bad_pages] == bad
     assert parallel.bad_pages == serial.bad_pages and parallel.pages_checked == serial.pages_checked == len(pfns)
+
+
+def test_codecs_the_pages_use_when_the_status_names_none(tmp_path):
+    """A header whose status names no codec over zlib pages: info names what the page flags say (issue 14.6)."""
+    import json
+
+    from kdfix.format.kdump import DISK_DUMP_HEADER
+    from tests.reliability.conftest import run_kdfix
+
+    pages = sample_pages()
+    path = tmp_path / "status-none.kdump"
+    write_kdump(path, make_model(), DictMemory(pages, max_pfn=0x2000), codec="zlib")
+    with open_dump(path) as d:
+        counts, seen = d.kdump.page_codecs()
+        expected: dict[str, int] = {}
+        for p in d.memory.dumped.iter_set():  # DumpFlag.COMPRESSED_ZLIB is bit 0 (kdump-format.md §5)
+            name = "zlib" if d.kdump.descriptor(p).flags & 1 else "none"
+            expected[name] = expected.get(name, 0) + 1
+    assert counts == expected and seen == len(pages) and "zlib" in counts
+    data = bytearray(path.read_bytes())
+    layout = DISK_DUMP_HEADER.bind(LP64_LE)
+    at = layout.offset_of("status")
+    data[at : at + 4] = layout.pack_field("status", 0)
+    path.write_bytes(data)
+    run = run_kdfix("info", "--json", path)
+    shape = json.loads(run.stdout)
+    shape = shape[0] if isinstance(shape, list) else shape
+    assert shape["compression"] == "none" and shape["page_codecs"] == counts
+    assert f"zlib {counts['zlib']}" in run_kdfix("info", path).stdout
+    plain = tmp_path / "plain.kdump"
+    write_kdump(plain, make_model(), DictMemory(pages, max_pfn=0x2000), codec="zlib")
+    shape = json.loads(run_kdfix("info", "--json", plain).stdout)
+    assert (shape[0] if isinstance(shape, list) else shape)["page_codecs"] is None  # the header tells the truth
