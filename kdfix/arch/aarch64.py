@@ -163,6 +163,9 @@ class Aarch64:
     def kernel_offset(self, info: VmcoreInfo) -> int | None:
         return info.kernel_offset
 
+    def elf_load_vaddr(self, paddr: int, size: int) -> int | None:
+        return None  # readers translate through the kernel's page tables; QEMU's p_vaddr is kept
+
     def vmcoreinfo_evidence(self, info: VmcoreInfo) -> list[str]:
         names = ("PHYS_OFFSET", "kimage_voffset", "VA_BITS", "TCR_EL1_T1SZ")
         shown = [f"NUMBER({n})={info.get(f'NUMBER({n})')}" for n in names if info.get(f"NUMBER({n})") is not None]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 ReadFn = Callable[[int, int], bytes]  # read(paddr, size) -> bytes; raises KdfixError when absent
 MIN_PAGE_SIZE = 4096  # the smallest kernel page on every supported architecture
+NO_VADDR = -1  # kexec-tools' p_vaddr for RAM with no permanent kernel mapping (written as all ones)
 
 
 class WalkBudgetExceeded(Exception):
@@ -168,6 +169,11 @@ class Arch(Protocol):
 
     def kernel_offset(self, info: VmcoreInfo) -> int | None:
         """The KASLR offset of the image (runtime - link-time), from VMCOREINFO."""
+        ...
+
+    def elf_load_vaddr(self, paddr: int, size: int) -> int | None:
+        """The p_vaddr /proc/vmcore gives a PT_LOAD of RAM at ``paddr`` (``NO_VADDR``: none), or None to keep
+        the dump's own (kexec-tools crashdump-elf.c; arch-kernels-and-introspection.md §2.4)."""
         ...
 
     def vmcoreinfo_evidence(self, info: VmcoreInfo) -> list[str]:

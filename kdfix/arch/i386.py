@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kdfix.arch.base import MIN_PAGE_SIZE, ReadFn
+from kdfix.arch.base import MIN_PAGE_SIZE, NO_VADDR, ReadFn
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_386
 from kdfix.format.layout import I386_BE, I386_LE, Abi, BoundLayout
@@ -126,6 +126,10 @@ class I386:
         if stext is None:
             return None
         return info.kernel_offset if info.kernel_offset is not None else stext - LINK_TEXT
+
+    def elf_load_vaddr(self, paddr: int, size: int) -> int | None:
+        """Lowmem ranges at ``PAGE_OFFSET + paddr``, anything reaching 896 MiB none (§2.4)."""
+        return PAGE_OFFSET + paddr if paddr + size <= MAXMEM else NO_VADDR
 
     def vmcoreinfo_evidence(self, info: VmcoreInfo) -> list[str]:
         stext, offset = info.symbol("_stext"), self.kernel_offset(info)

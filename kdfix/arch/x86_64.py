@@ -218,6 +218,9 @@ class X86_64:
     def kernel_offset(self, info: VmcoreInfo) -> int | None:
         return info.kernel_offset
 
+    def elf_load_vaddr(self, paddr: int, size: int) -> int | None:
+        return None  # readers translate through the kernel's page tables; QEMU's p_vaddr is kept
+
     def vmcoreinfo_evidence(self, info: VmcoreInfo) -> list[str]:
         lines = []
         pb = info.phys_base

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kdfix.arch import recognise
 from kdfix.codecs import CODECS_BY_NAME
 from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
 from kdfix.faults import checkpoint
 from kdfix.fix import journal as _journal
+from kdfix.fix.diagnose import elf_vaddr
 from kdfix.fix.journal import Write, pread_full, pwrite_all
 from kdfix.fix.plan import Edit, Plan
 from kdfix.format.constants import COMPRESSION_FLAGS, FLAT_HEADER_SIZE, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
@@ -215,7 +217,11 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     model = dump.model
     if plan.elf_vmcoreinfo is not None and model.vmcoreinfo is None:
         model = dataclasses.replace(model, vmcoreinfo=plan.elf_vmcoreinfo)
-    segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
+    found = recognise(model, model.vmcoreinfo)
+    segments = []
+    for s in dump.elf.segments:
+        vaddr = None if found is None else elf_vaddr(found.arch, s.paddr, s.memsz, dump.elf.abi.word_size)
+        segments.append(LoadSegment(s.paddr, s.vaddr if vaddr is None else vaddr, s.memsz))
     result = write_elf(tmp, model, dump.memory, segments=segments, progress=progress)
     return result.size
 

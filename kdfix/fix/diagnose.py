@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kdfix.arch import Arch, recognise
+from kdfix.arch.base import NO_VADDR
 from kdfix.detect import detect
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import find_by_cr3_walk
@@ -318,6 +319,14 @@ def _resolve_vmcoreinfo_and_phys_base(
                             "(give --phys-base N)")  # fmt: skip
 
 
+def elf_vaddr(arch: Arch, paddr: int, size: int, word_size: int) -> int | None:
+    """``arch``'s /proc/vmcore p_vaddr for a PT_LOAD (NO_VADDR as all ones in the file's word), or None."""
+    vaddr = arch.elf_load_vaddr(paddr, size)
+    if vaddr == NO_VADDR:
+        return (1 << (8 * word_size)) - 1
+    return vaddr
+
+
 def dump_arch(dump: Dump, info: VmcoreInfo | None = None) -> Arch | None:
     """The dump's architecture from its headers, notes and ``info`` (kdfix.arch), or None when nothing tells."""
     found = recognise(dump.model, info)
@@ -493,6 +502,10 @@ def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Pr
                        f"e_shnum {facts.e_shnum})")  # fmt: skip
     elif len(e.note_segments) > 1 or facts.notes_offset != facts.expected_notes_offset:
         reasons.append("put the notes right after the program headers")
+    arch = dump_arch(dump, VmcoreInfo.parse(diag.vmcoreinfo) if diag.vmcoreinfo is not None else None)
+    if arch is not None and any(elf_vaddr(arch, s.paddr, s.memsz, e.abi.word_size) not in (None, s.vaddr)
+                                for s in e.segments):  # fmt: skip
+        reasons.append(f"give the PT_LOADs the virtual addresses /proc/vmcore gives them on {arch.name}")
     if reasons:
         diag.findings.append(Finding("elf_rewrite", "rewrite the ELF: " + "; ".join(reasons), diag.vmcoreinfo))
     if options.set_flags or options.clear_flags:

@@ -1,32 +1,28 @@
-"""Typed view of NT_PRSTATUS notes: x86_64 (336 B) and i386 (144 B) elf_prstatus (notes-and-vmcoreinfo.md §2)."""
+"""Typed view of NT_PRSTATUS notes, laid out per architecture (kdfix.arch; notes-and-vmcoreinfo.md §2,
+arch-kernels-and-introspection.md §1.8, §2.5): the desc size tells which."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kdfix.errors import FormatError
-from kdfix.format.layout import I386_BE, I386_LE, LP64_BE, LP64_LE, Abi
-from kdfix.format.notes import ELF_PRSTATUS_I386, ELF_PRSTATUS_X86_64
-
-PRSTATUS_X86_64_SIZE = 336
-PRSTATUS_I386_SIZE = 144
+from kdfix.format.layout import Abi
 
 
 def prstatus_layout(size: int, abi: Abi) -> Any:
-    """The bound elf_prstatus layout for a desc of ``size`` bytes, in ``abi``'s byte order."""
-    little = abi.byte_order == "<"
-    if size == PRSTATUS_X86_64_SIZE:
-        return ELF_PRSTATUS_X86_64.bind(LP64_LE if little else LP64_BE)
-    if size == PRSTATUS_I386_SIZE:
-        return ELF_PRSTATUS_I386.bind(I386_LE if little else I386_BE)
-    raise FormatError(
-        f"NT_PRSTATUS desc of {size} bytes is neither x86_64 ({PRSTATUS_X86_64_SIZE}) nor i386 ({PRSTATUS_I386_SIZE})",
-        field="note.n_descsz",
-    )
+    """The bound elf_prstatus layout of the architecture whose NT_PRSTATUS is ``size`` bytes (kdfix.arch)."""
+    from kdfix.arch import ARCHES
+
+    for arch in ARCHES.values():
+        if arch.prstatus_size == size:
+            return arch.prstatus(abi.byte_order)
+    known = ", ".join(f"{a.name} {a.prstatus_size}" for a in ARCHES.values())
+    raise FormatError(f"NT_PRSTATUS desc of {size} bytes matches no known architecture ({known})",
+                      field="note.n_descsz")  # fmt: skip
 
 
 def parse_prstatus(desc: bytes, abi: Abi) -> Any:
-    """Decode an NT_PRSTATUS desc; the layout (x86_64 or i386) is chosen by its size."""
+    """Decode an NT_PRSTATUS desc; its size picks the architecture's layout."""
     return prstatus_layout(len(desc), abi).unpack(desc, what="elf_prstatus")
 
 
@@ -36,5 +32,8 @@ def prstatus_registers(record: Any) -> dict[str, int]:
     return {name: getattr(regs, name) for name in regs.__dataclass_fields__}
 
 
-def is_x86_64(record: Any) -> bool:
-    return hasattr(record.pr_reg, "rip")
+def prstatus_arch(desc: bytes) -> str | None:
+    """The architecture whose NT_PRSTATUS has this desc's size, or None."""
+    from kdfix.arch import ARCHES
+
+    return next((a.name for a in ARCHES.values() if a.prstatus_size == len(desc)), None)

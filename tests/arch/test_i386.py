@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kdfix.arch.base import NO_VADDR
 from kdfix.arch.i386 import ARCH, translate_2level, translate_pae
 from kdfix.errors import UnsupportedError
 from kdfix.notes.vmcoreinfo import VmcoreInfo
@@ -86,3 +87,12 @@ def test_prstatus_layout_offsets():
     assert layout.size == 144 == ARCH.prstatus_size
     assert [layout.offset_of(f"pr_reg.{r}") for r in ("ebx", "eip", "esp")] == [72, 120, 132]
     assert ARCH.kdump_abi().word_size == 4 and ARCH.kdump_abi().align64 == 4
+
+
+def test_proc_vmcore_load_vaddrs():
+    """§2.4: lowmem PT_LOADs at 0xC0000000 + paddr; a range reaching 896 MiB gets none (kexec-tools' -1)."""
+    assert ARCH.elf_load_vaddr(0, 0xA0000) == 0xC0000000
+    assert ARCH.elf_load_vaddr(0xC0000, 0xFF40000) == 0xC00C0000
+    assert ARCH.elf_load_vaddr(0x38000000 - 4096, 4096) == 0xF7FFF000
+    assert ARCH.elf_load_vaddr(0x38000000 - 4096, 8192) == NO_VADDR
+    assert ARCH.elf_load_vaddr(0xFD000000, 1 << 24) == NO_VADDR

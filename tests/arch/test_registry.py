@@ -118,3 +118,27 @@ def test_kernel_reader_refuses_without_vmcoreinfo_or_arch():
         kernel_reader(DumpModel(), None)  # type: ignore[arg-type]
     with pytest.raises(UnsupportedError, match="architecture"):
         kernel_reader(DumpModel(vmcoreinfo=b"OSRELEASE=6.1\n"), None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("size", "pc"), [(392, "pc"), (144, "eip"), (148, "pc"), (336, "rip")])
+def test_prstatus_decoded_by_size(size, pc):
+    """kdfix notes decodes every architecture's NT_PRSTATUS; the program counter sits where §1.8/§2.5 say."""
+    from kdfix.format.layout import LP64_LE
+    from kdfix.notes.prstatus import parse_prstatus, prstatus_arch
+
+    offsets = {392: 368, 144: 120, 148: 132, 336: 112 + 16 * 8}
+    width = 8 if size in (392, 336) else 4
+    desc = bytearray(size)
+    desc[offsets[size] : offsets[size] + width] = (0x1234).to_bytes(width, "little")
+    record = parse_prstatus(bytes(desc), LP64_LE)
+    assert getattr(record.pr_reg, pc) == 0x1234
+    assert prstatus_arch(bytes(desc)) == {392: "aarch64", 144: "i386", 148: "arm", 336: "x86_64"}[size]
+
+
+def test_prstatus_of_unknown_size_is_refused():
+    from kdfix.errors import FormatError
+    from kdfix.format.layout import LP64_LE
+    from kdfix.notes.prstatus import parse_prstatus
+
+    with pytest.raises(FormatError, match="100 bytes"):
+        parse_prstatus(bytes(100), LP64_LE)

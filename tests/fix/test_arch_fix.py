@@ -126,3 +126,22 @@ def test_i386_fix_writes_the_32bit_header(tmp_path: Path, pae: bool) -> None:
         assert dump.vmcoreinfo is not None
     check_pages_equal(out, memory)
     assert fix_dump(out, output=tmp_path / "again.kdump").status == "ok"
+
+
+def test_i386_elf_gets_proc_vmcore_vaddrs(tmp_path: Path) -> None:
+    """§2.4: after the fix, lowmem PT_LOADs carry 0xC0000000 + paddr (drgn reads the kernel through them)."""
+    import dataclasses
+
+    from kdfix.format.constants import EM_386
+    from kdfix.write.elf import LoadSegment, write_elf
+
+    model, memory, truth = i386_guest(kaslr=True, seed=4)
+    src = tmp_path / "i386.elf"
+    end = memory.max_pfn * 4096
+    write_elf(src, dataclasses.replace(model, e_machine=EM_386), memory, segments=[LoadSegment(0, 0, end)])
+    out = tmp_path / "fixed.elf"
+    assert fix_dump(src, output=out).status == "fixed"
+    with open_dump(str(out)) as dump:
+        assert dump.elf is not None
+        assert [(s.paddr, s.vaddr) for s in dump.elf.segments] == [(0, 0xC0000000)]
+        assert dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease == truth.release  # type: ignore[attr-defined]
