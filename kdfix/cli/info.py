@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from kdfix.arch import recognise
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors
 from kdfix.read.dump import Dump
@@ -21,6 +22,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
     model = dump.model
     origin, evidence = identify_origin(dump)
     k = dump.kdump
+    arch = recognise(model, dump.vmcoreinfo)
     info: dict[str, Any] = {
         "path": dump.path,
         "paths": list(dump.paths),
@@ -28,6 +30,8 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "signature": dump.signature.decode("latin-1") if dump.signature is not None else None,
         "header_version": dump.header_version,
         "abi": dump.abi.name,
+        "arch": None if arch is None else arch.arch.name,
+        "arch_evidence": [] if arch is None else list(arch.evidence),
         "block_size": model.block_size,
         "max_mapnr": model.max_mapnr,
         "phys_base": model.phys_base,
@@ -169,6 +173,8 @@ def render_info(info: dict[str, Any]) -> str:
         lines.append("eraseinfo:")
         lines.extend(f"   {line}" for line in info["eraseinfo"].splitlines())
     evidence = info["origin_evidence"]
+    lines.append(f"arch: {info['arch'] or 'unknown'}" + (f" ({'; '.join(info['arch_evidence'])})"
+                                                         if info["arch_evidence"] else ""))  # fmt: skip
     lines.append(f"origin: {info['origin']}" + (f" ({'; '.join(evidence)})" if evidence else ""))
     for problem in info["problems"]:
         lines.append(f"problem: {problem}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kdfix.arch import recognise
+from kdfix.arch.base import MIN_PAGE_SIZE
 from kdfix.format import kdumpling
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_KDFIX, NOTE_NAME_QEMU, NoteType
 from kdfix.units import cstr
@@ -111,6 +113,30 @@ def _filled_qemu_dump(dump: Dump, k: KdumpContainer, qemu: list[str]) -> tuple[s
     ]
 
 
+def _qemu_block_evidence(dump: Dump) -> list[str]:
+    """QEMU signals of a dump without QEMU CPU notes (aarch64 writes only NT_PRSTATUS): the target's 64 KiB
+    block size, machine "Unknown", timestamp 0, dump_level 1 and phys_base = the RAM start (qemu-dumps.md §3,
+    arch-kernels-and-introspection.md §1.6). Three or more, the block size among them, name QEMU."""
+    k, model = dump.kdump, dump.model
+    found = recognise(model)
+    if k is None or k.is_diskdump or found is None or k.block_size <= MIN_PAGE_SIZE:
+        return []
+    if k.block_size != found.arch.qemu_block_size:
+        return []
+    ev = [f"block_size {k.block_size}: QEMU's {found.arch.name} block, whatever the guest's page size"]
+    uts = model.utsname
+    if not any(getattr(uts, f).strip(b"\0") for f in ("sysname", "nodename", "release", "version", "domainname")):
+        ev.append(f"utsname all zero except machine {cstr(uts.machine)!r}")
+    if model.tv_sec == 0 and model.tv_usec == 0:
+        ev.append("timestamp 0")
+    if model.dump_level == 1:
+        ev.append("dump_level 1")
+    first = next(iter(k.valid.iter_set()), None)
+    if first is not None and model.phys_base == first * k.block_size:
+        ev.append(f"phys_base {model.phys_base:#x} = the lowest dumped address (QEMU without the vmcoreinfo device)")
+    return ev if len(ev) >= 4 else []
+
+
 def identify_origin(dump: Dump) -> tuple[str, list[str]]:
     """Return (origin, evidence): origin is one of qemu, makedumpfile, kdumpling, kdfix, unknown."""
     model = dump.model
@@ -118,7 +144,7 @@ def identify_origin(dump: Dump) -> tuple[str, list[str]]:
     if kdfix_notes:
         text = kdfix_notes[0].desc.split(b"\0", 1)[0].decode("latin-1", "replace").strip()
         return "kdfix", [f"note KDFIX present: {text[:80]!r}" if text else "note KDFIX present"]
-    qemu = _qemu_evidence(dump)
+    qemu = _qemu_evidence(dump) or _qemu_block_evidence(dump)
     k = dump.kdump
     if qemu and k is not None and cstr(model.utsname.sysname) == "Linux" and cstr(model.utsname.release):
         return _filled_qemu_dump(dump, k, qemu)

@@ -69,12 +69,34 @@ def reader_findings(dump: Dump) -> list[str]:
                 why = " (QEMU's hex misparse of the decimal value)"
             findings.append(f"header phys_base {model.phys_base:#x}{why} differs from {arch.phys_base_meaning} "
                             f"{to_s64(true_phys_base)}: makedumpfile trusts the header")  # fmt: skip
+    findings.extend(_arch_findings(dump))
     if not is_sane(utsname_fields(model.utsname)):
         findings.append("utsname is not sane (sysname Linux, release, version, machine): libkdumpfile cannot tell "
                         "the architecture, so drgn needs --architecture")  # fmt: skip
     if info is None and model.phys_base == 0 and any(n.name.startswith(NOTE_NAME_QEMU) for n in model.notes):
         findings.append("header phys_base is 0 as QEMU always writes it: wrong under KASLR or OVMF (kdfix detect)")
     return findings
+
+
+def _arch_findings(dump: Dump) -> list[str]:
+    """What the dump's architecture needs of a KDUMP header: blocks of the kernel's page size (libkdumpfile and
+    makedumpfile take the page size from block_size) and the header ABI its tools read
+    (arch-kernels-and-introspection.md §1.6, §2.6)."""
+    found = recognise(dump.model, dump.vmcoreinfo)
+    if found is None or dump.kdump is None:
+        return [] if found is not None else ["the architecture is unknown: kdfix cannot fix or translate this dump"]
+    arch, k, out = found.arch, dump.kdump, []
+    page_size = dump.vmcoreinfo.page_size if dump.vmcoreinfo is not None else None
+    if page_size and page_size != k.block_size:
+        out.append(f"block_size {k.block_size} is not the kernel's PAGESIZE {page_size}: libkdumpfile (drgn) and "
+                   "makedumpfile take the page size from block_size")  # fmt: skip
+    elif page_size is None and k.block_size == arch.qemu_block_size > 4096:
+        out.append(f"block_size {k.block_size} is QEMU's {arch.name} block, likely larger than the kernel's pages "
+                   "(libkdumpfile and makedumpfile take the page size from it)")  # fmt: skip
+    wanted = arch.kdump_abi(dump.model.abi.byte_order)
+    if dump.model.abi != wanted:
+        out.append(f"header layout {dump.model.abi.name}: {arch.name} makedumpfile and crash read {wanted.name}")
+    return out
 
 
 def _elf_findings(dump: Dump) -> list[str]:
