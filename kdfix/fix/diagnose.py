@@ -237,7 +237,7 @@ def recover_vmcoreinfo(dump: Dump) -> tuple[bytes, int, dict[str, Any]] | None:
         if walk.kernel_offset is not None and (info.kernel_offset or 0) != walk.kernel_offset:
             continue
         candidate = Candidate("vmcoreinfo_scan", walk.phys_base, info.kernel_offset, hit.text,
-                              (f"VMCOREINFO {hit.form} page at {hit.paddr:#x}",), "x86_64")  # fmt: skip
+                              (f"VMCOREINFO {hit.form} page at {hit.paddr:#x}",), walk.arch)  # fmt: skip
         checks = validate_candidate(candidate, dump.memory, vmcoreinfo=info)
         if not confirmed(checks):
             continue

@@ -89,6 +89,7 @@ DEFAULT_LINK_TEXT = 0xFFFFFFFF81000000
 
 # ELF header bits used for vmcores.
 ELF_INCOMPLETE_FLAG = 0x1  # DUMP_ELF_INCOMPLETE in e_flags
+EM_NONE = 0  # no machine claimed
 EM_386 = 3
 EM_X86_64 = 62
 EM_ARM = 40

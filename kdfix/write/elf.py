@@ -12,14 +12,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from kdfix.arch import recognise
 from kdfix.errors import WriteError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.constants import (
     ELF_INCOMPLETE_FLAG,
-    EM_386,
-    EM_ARM,
-    EM_PPC64,
-    EM_X86_64,
+    EM_NONE,
     NOTE_NAME_ERASEINFO,
     DumpFlag,
 )
@@ -58,13 +56,12 @@ class LoadSegment:
 
 
 def default_machine(model: DumpModel) -> int:
-    """e_machine: the model's, else guessed from the ABI (EM_X86_64 for LP64 LE)."""
+    """e_machine: the model's, else its architecture's (kdfix.arch: NT_PRSTATUS size, utsname, VMCOREINFO keys),
+    else EM_NONE: no architecture is claimed that nothing in the dump supports."""
     if model.e_machine is not None:
         return model.e_machine
-    abi = model.abi
-    if abi.is_64bit:
-        return EM_X86_64 if abi.byte_order == "<" else EM_PPC64
-    return EM_386 if abi.align64 == 4 else EM_ARM
+    found = recognise(model)
+    return min(found.arch.e_machines) if found is not None else EM_NONE
 
 
 def elf_notes(model: DumpModel) -> tuple[Note, ...]:

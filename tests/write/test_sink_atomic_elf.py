@@ -139,13 +139,22 @@ def test_atomic_output_other_exceptions_pass_through(tmp_path: Path) -> None:
 # ---- ELF writer ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("size", "machine"), [(336, EM_X86_64), (392, 183), (144, EM_386), (100, 0)])
+def test_elf_machine_comes_from_the_architecture(tmp_path: Path, size: int, machine: int) -> None:
+    """No e_machine in the model: the NT_PRSTATUS size's architecture (kdfix.arch), else EM_NONE, never a guess."""
+    mem = DictMemory({1: bytes(BS)}, max_pfn=2)
+    write_elf(tmp_path / "e", DumpModel(notes=(Note(b"CORE", 1, bytes(size)),)), mem)
+    assert ELF_EHDR.bind(LP64_LE).unpack(file_bytes(tmp_path / "e")).e_machine == machine
+
+
 @pytest.mark.parametrize(("abi", "machine", "phdr"), [(LP64_LE, EM_X86_64, ELF64_PHDR), (I386_LE, EM_386, ELF32_PHDR),
                                                        (ARM32_LE, EM_ARM, ELF32_PHDR)])  # fmt: skip
 def test_elf_layout_is_proc_vmcore_like(tmp_path: Path, abi, machine, phdr) -> None:  # type: ignore[no-untyped-def]
     """Ehdr, Phdrs right after it, PT_NOTE first with all notes (VMCOREINFO included), one PT_LOAD per run."""
     pages = {pfn: bytes([pfn]) * BS for pfn in (1, 2, 3, 7, 9, 10)}
     mem = DictMemory(pages, max_pfn=11)
-    model = DumpModel(abi=abi, notes=(Note(b"CORE", 1, b"r" * 10),), vmcoreinfo=b"OSRELEASE=1\n", eraseinfo=b"e\n")
+    model = DumpModel(abi=abi, notes=(Note(b"CORE", 1, b"r" * 10),), vmcoreinfo=b"OSRELEASE=1\n", eraseinfo=b"e\n",
+                      e_machine=machine)  # fmt: skip
     write_elf(tmp_path / "e", model, mem)
     data = file_bytes(tmp_path / "e")
     eh = ELF_EHDR.bind(abi).unpack(data)
