@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kdfix.codecs import CODECS
 from kdfix.format.bitmap import Bitmap
-from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, DumpFlag, NoteType
+from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_ERASEINFO, NOTE_NAME_VMCOREINFO, DumpFlag, NoteType
 from kdfix.format.layout import ARM32_BE, ARM32_LE, I386_BE, I386_LE, LP64_BE, LP64_LE, Abi
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note
@@ -141,7 +141,7 @@ def notes(draw: st.DrawFn) -> Note:
     name = draw(
         st.one_of(st.sampled_from([b"CORE", b"QEMU", b"LINUX"]), st.binary(min_size=1, max_size=12))
         .map(lambda b: b.replace(b"\0", b"x"))
-        .filter(lambda b: b != NOTE_NAME_VMCOREINFO)
+        .filter(lambda b: b not in (NOTE_NAME_VMCOREINFO, NOTE_NAME_ERASEINFO))  # those two carry model fields
     )
     ntype = draw(st.sampled_from([int(NoteType.NT_PRSTATUS), 0, int(NoteType.NT_VMCOREDD), 0x7FFFFFFF]))
     desc = draw(st.binary(max_size=300))
