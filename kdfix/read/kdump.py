@@ -334,7 +334,7 @@ class KdumpContainer:
         """True if the file is laid out as kdumpling writes it: a second bitmap after the first, then a
         block-padded descriptor table whose first descriptor points right after it, with kdumpling's flags."""
         bs, src = self.block_size, self.source
-        if mh.sub_hdr_size != kdumpling.SUB_HDR_SIZE or mh.header_version < 4:
+        if mh.sub_hdr_size != kdumpling.SUB_HDR_SIZE:
             return False
         bitmap2_offset = self.bitmap1_offset + total
         data_offset = bitmap2_offset + total

@@ -546,7 +546,14 @@ def write_tail(
         layout.block_size,
         pack_sub_header(model, layout, phys_base=phys_base, offset_eraseinfo=offset_eraseinfo, split_range=split_range),
     )
-    return end
+    # A dump with no pages and no bitmap bytes (max_mapnr 0) has written nothing past the sub header: pad the file to
+    # the end of its header blocks, which readers check against the file size (kdump-format.md §1).
+    header_end = layout.bitmap2_offset + layout.bitmap_len
+    if not layout.bitmap_len and end <= header_end:
+        written = layout.block_size + layout.sub_header.size + len(layout.notes_blob)
+        if written < header_end:
+            sink.write_at(written, bytes(header_end - written))
+    return max(end, header_end)
 
 
 def normalized_model(model: DumpModel, memory: PhysicalMemory, *, codec: str = "zlib") -> DumpModel:

@@ -62,3 +62,25 @@ def test_empty_dump_converts_and_reopens(empty: Path, tmp_path: Path, args: tupl
 
     prog = drgn.Program()
     prog.set_core_dump(str(out))  # libkdumpfile for KDUMP, drgn's ELF reader for ELF: both accept it
+
+
+def test_empty_legacy_diskdump_converts_and_reopens(empty: Path, tmp_path: Path) -> None:
+    """The same empty dump as a legacy DISKDUMP file (no sub header, kdump-format.md §2)."""
+    from kdfix.format.constants import DISKDUMP_SIGNATURE
+    from kdfix.format.kdump import DISK_DUMP_HEADER
+
+    data = bytearray(empty.read_bytes())
+    layout = DISK_DUMP_HEADER.bind(LP64_LE)
+    data[0:8] = DISKDUMP_SIGNATURE
+    for name, value in (("header_version", 1), ("sub_hdr_size", 0), ("status", 0)):
+        at = layout.offset_of(name)
+        data[at : at + layout.size_of(name)] = layout.pack_field(name, value)
+    legacy = tmp_path / "diskdump-empty.dump"
+    legacy.write_bytes(data)
+    for args in (("--no-flat",), ("--to", "elf")):
+        out = tmp_path / f"out{len(args)}"
+        run = run_kdfix("convert", legacy, "-o", out, *args)
+        assert run.code == 0, run.stderr
+        assert run_kdfix("info", out).code == 0
+        with open_dump(out) as d:
+            assert d.memory.dumped.count() == 0 and verify_dump(d).ok
