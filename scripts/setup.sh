@@ -76,6 +76,10 @@ log "warming the guest kernel cache (x86_64, aarch64, i386)"
 "$PY" -c 'from tests.oracle.guest import GUEST_ARCHES, busybox_binary, cache_dir, kernel_artifacts
 for a in GUEST_ARCHES:
     print(cache_dir(), kernel_artifacts(a).release, busybox_binary(a))' >&2
+log "warming the arm64/i386 crash + makedumpfile sysroots (apt-get download, unpacked into the cache, not installed)"
+"$PY" -c 'from tests.oracle.sysroot import ORACLE_ARCHES, oracle_sysroot
+for a in ORACLE_ARCHES:
+    print(oracle_sysroot(a).root)' >&2
 log "warming the QEMU 10.0 cache (bookworm-backports, unpacked into the cache, not installed)"
 "$PY" -c 'from tests.oracle.qemu_versions import qemu_install; q = qemu_install("10.0"); print(q.version, q.binary)' >&2
 log "done"

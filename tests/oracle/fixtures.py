@@ -76,10 +76,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def require_tool(name: str) -> None:
-    """Skip the test when ``name`` (executable, or "drgn") is missing; fail instead when CI=true."""
-    if not have_tool(name):
-        _unavailable(f"oracle tool {name!r} is not installed")
+def require_tool(name: str, arch: str | None = None) -> None:
+    """Skip the test when ``name`` (executable, or "drgn") is missing; fail instead when CI=true.
+
+    ``arch`` ("aarch64"/"i386"): crash/makedumpfile built for it (tests/oracle/sysroot.py; downloaded once).
+    """
+    if not have_tool(name, arch):
+        where = f" for {arch}" if arch else ""
+        _unavailable(f"oracle tool {name!r}{where} is not available")
 
 
 def repo_fixture(name: str) -> Path:

@@ -3,6 +3,10 @@
 Process wrappers return :class:`ToolResult` ``(returncode, output)`` with stdout and stderr merged, or a parsed value
 (raising :class:`ToolError` on failure). Every call has a timeout; a timeout raises :class:`ToolTimeout`.
 
+Architectures: the crash and makedumpfile wrappers take ``arch`` (None or "x86_64": the machine's own builds;
+"aarch64"/"i386": Debian's arm64/i386 builds from an unpacked sysroot, run as tests/oracle/sysroot.py says). drgn
+(the x86_64 wheel) reads all three; :func:`drgn_program` takes the platform by name.
+
 Measured on Debian 12 (makedumpfile 1.7.2, ``makedumpfile -v``): zlib ``-c`` and lzo ``-l`` work; snappy ``-p`` and
 zstd ``-z`` are compiled out and *silently ignored* — the output is uncompressed (status 0). So
 :func:`makedumpfile_from_elf` refuses codecs missing from :func:`makedumpfile_codecs` instead of producing a file
@@ -36,6 +40,7 @@ __all__ = [
     "elf_loads",
     "elf_phdrs_after_ehdr",
     "elf_read_phys",
+    "elf_vmcore_vaddrs",
     "have_tool",
     "makedumpfile_codecs",
     "makedumpfile_dump_dmesg",
@@ -43,6 +48,7 @@ __all__ = [
     "makedumpfile_reassemble",
     "makedumpfile_reassemble_split",
     "makedumpfile_split",
+    "oracle_argv",
     "parse_crash_fields",
 ]
 
@@ -72,8 +78,35 @@ class ToolTimeout(ToolError):
     pass
 
 
-def have_tool(name: str) -> bool:
-    """True when ``name`` is usable: an executable on PATH, or for "drgn" an importable module with libkdumpfile."""
+def _native(arch: str | None) -> bool:
+    return arch in (None, "x86_64")
+
+
+def oracle_argv(program: str, arch: str | None = None) -> list[str]:
+    """argv prefix running ``program`` ("crash"/"makedumpfile") built for ``arch`` (None/"x86_64": from PATH)."""
+    if _native(arch):
+        return [program]
+    from tests.oracle.sysroot import runner
+
+    assert arch is not None
+    return runner(arch, program)
+
+
+def have_tool(name: str, arch: str | None = None) -> bool:
+    """True when ``name`` is usable: an executable on PATH, or for "drgn" an importable module with libkdumpfile.
+
+    With a foreign ``arch``, crash/makedumpfile count as usable when their sysroot can be had (downloads it once).
+    """
+    if not _native(arch) and name in ("crash", "makedumpfile"):
+        from tests.oracle.guest import GuestError
+        from tests.oracle.sysroot import oracle_sysroot
+
+        assert arch is not None
+        try:
+            oracle_sysroot(arch)
+        except (GuestError, OSError, subprocess.SubprocessError):
+            return False
+        return True
     if name == "drgn":
         try:
             import drgn  # noqa: F401
@@ -117,14 +150,14 @@ def _run(
 # ------------------------------------------------------------------------------------------------ crash
 
 
-def crash_osrelease(path: Path, *, timeout: float = 120) -> ToolResult:
+def crash_osrelease(path: Path, *, timeout: float = 120, arch: str | None = None) -> ToolResult:
     """``crash --osrelease DUMP``: exit 0 and the release on success; ``unknown`` + exit 1 without VMCOREINFO."""
-    return _run(["crash", "--osrelease", path], timeout=timeout)
+    return _run([*oracle_argv("crash", arch), "--osrelease", path], timeout=timeout)
 
 
-def crash_debug_dump(path: Path, *, timeout: float = 120) -> ToolResult:
+def crash_debug_dump(path: Path, *, timeout: float = 120, arch: str | None = None) -> ToolResult:
     """``crash -d1 --osrelease DUMP``: field-by-field header/sub-header/notes decode (use parse_crash_fields)."""
-    return _run(["crash", "-d1", "--osrelease", path], timeout=timeout)
+    return _run([*oracle_argv("crash", arch), "-d1", "--osrelease", path], timeout=timeout)
 
 
 _FIELD_RE = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*):\s*(.*?)\s*$")
@@ -141,23 +174,30 @@ def parse_crash_fields(text: str) -> dict[str, str]:
 
 
 def crash_with_vmlinux(
-    vmlinux: Path, dump: Path, commands: list[str], *, timeout: float = 600, extra_args: Sequence[str] = ()
+    vmlinux: Path,
+    dump: Path,
+    commands: list[str],
+    *,
+    timeout: float = 600,
+    extra_args: Sequence[str] = (),
+    arch: str | None = None,
 ) -> ToolResult:
     """Run crash in batch mode: ``crash [extra] VMLINUX DUMP`` with ``commands`` + ``quit`` on stdin.
 
     A wrong phys_base/KASLR shows as "vmlinux and DUMP do not match!" in the output (tools-and-oracles.md §1).
     """
     script = "\n".join([*commands, "quit"]) + "\n"
-    return _run(["crash", "--no_scroll", *extra_args, vmlinux, dump], input_text=script, timeout=timeout)
+    argv: list[str | os.PathLike[str]] = [*oracle_argv("crash", arch), "--no_scroll", *extra_args, vmlinux, dump]
+    return _run(argv, input_text=script, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------ makedumpfile
 
 
 @functools.cache
-def makedumpfile_codecs() -> frozenset[str]:
+def makedumpfile_codecs(arch: str | None = None) -> frozenset[str]:
     """Codecs this makedumpfile build really implements (``makedumpfile -v``: "lzo enabled", ...); zlib always."""
-    res = _run(["makedumpfile", "-v"], timeout=30)
+    res = _run([*oracle_argv("makedumpfile", arch), "-v"], timeout=60)
     codecs = {"zlib"}
     for name in ("lzo", "snappy", "zstd"):
         if re.search(rf"^{name}\s+enabled", res.output, re.M):
@@ -165,30 +205,34 @@ def makedumpfile_codecs() -> frozenset[str]:
     return frozenset(codecs)
 
 
-def _compress_args(compress: Compress | None) -> list[str]:
+def _compress_args(compress: Compress | None, arch: str | None = None) -> list[str]:
     if compress is None:
         return []
     if compress not in MAKEDUMPFILE_CODEC_FLAGS:
         raise ValueError(f"unknown codec {compress!r}")
-    if compress not in makedumpfile_codecs():
+    if compress not in makedumpfile_codecs(None if _native(arch) else arch):
         raise ToolError(f"this makedumpfile build lacks {compress} (it would silently write uncompressed pages)")
     return [MAKEDUMPFILE_CODEC_FLAGS[compress]]
 
 
-def makedumpfile_reassemble(flat: Path, out: Path, *, timeout: float = DEFAULT_TIMEOUT) -> ToolResult:
+def makedumpfile_reassemble(
+    flat: Path, out: Path, *, timeout: float = DEFAULT_TIMEOUT, arch: str | None = None
+) -> ToolResult:
     """``makedumpfile -R OUT < FLAT``: flattened stream → plain kdump file."""
     with open(flat, "rb") as fh:
-        return _run(["makedumpfile", "-R", out], stdin=fh, timeout=timeout)
+        return _run([*oracle_argv("makedumpfile", arch), "-R", out], stdin=fh, timeout=timeout)
 
 
-def makedumpfile_dump_dmesg(dump: Path, *, timeout: float = DEFAULT_TIMEOUT, extra_args: Sequence[str] = ()) -> str:
+def makedumpfile_dump_dmesg(
+    dump: Path, *, timeout: float = DEFAULT_TIMEOUT, extra_args: Sequence[str] = (), arch: str | None = None
+) -> str:
     """``makedumpfile --dump-dmesg DUMP LOG`` → the log text; raises ToolError on failure.
 
     Uses the header phys_base and VMCOREINFO, so it is the oracle for a phys_base fix (tools-and-oracles.md §2).
     """
     with tempfile.TemporaryDirectory(prefix="kdfix-dmesg-") as tmp:
         log = Path(tmp) / "dmesg.txt"
-        res = _run(["makedumpfile", *extra_args, "--dump-dmesg", dump, log], timeout=timeout)
+        res = _run([*oracle_argv("makedumpfile", arch), *extra_args, "--dump-dmesg", dump, log], timeout=timeout)
         if res.returncode != 0 or not log.is_file():
             raise ToolError(f"makedumpfile --dump-dmesg {dump} failed", res)
         return log.read_text(errors="replace")
@@ -203,6 +247,7 @@ def makedumpfile_from_elf(
     flat: bool = False,
     extra_args: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    arch: str | None = None,
 ) -> ToolResult:
     """``makedumpfile [-c|-l|-p|-z] -d N [-F] ELF OUT`` (with -F the stream goes to OUT via stdout).
 
@@ -210,7 +255,7 @@ def makedumpfile_from_elf(
     is refused ("Can't get the number of PT_LOAD"): convert it first (kdfix.write.elf, or elf_phdrs_after_ehdr).
     Refuses (ToolError) a codec the installed build lacks.
     """
-    args = ["makedumpfile", *_compress_args(compress), "-d", str(dump_level), *extra_args]
+    args = [*oracle_argv("makedumpfile", arch), *_compress_args(compress, arch), "-d", str(dump_level), *extra_args]
     if flat:
         with open(out, "wb") as fh:
             return _run([*args, "-F", elf_in], stdout=fh, timeout=timeout)
@@ -228,7 +273,8 @@ def makedumpfile_split(
     """``makedumpfile --split [-c|-l] -d N ELF OUT1 OUT2 ...``."""
     if len(outs) < 2:
         raise ValueError("--split needs at least two output files")
-    args = ["makedumpfile", "--split", *_compress_args(compress), "-d", str(dump_level), elf_in, *outs]
+    args: list[str | os.PathLike[str]] = ["makedumpfile", "--split", *_compress_args(compress), "-d", str(dump_level)]
+    args += [elf_in, *outs]
     return _run(args, timeout=timeout)
 
 
@@ -263,6 +309,32 @@ def elf_phdrs_after_ehdr(src: Path, dst: Path) -> Path:
     with open(dst, "r+b") as fh:
         fh.write(eh)
         fh.write(ph)
+    return dst
+
+
+def elf_vmcore_vaddrs(src: Path, dst: Path, *, page_offset: int, lowmem_end: int) -> Path:
+    """Copy an ELF64 core giving each PT_LOAD the p_vaddr /proc/vmcore gives it on i386 (arch-kernels-and-
+    introspection.md §2.4): ``page_offset + p_paddr`` when the segment lies wholly below ``lowmem_end``, else -1.
+
+    Test helper, independent of kdfix (QEMU writes p_vaddr = p_paddr with paging off; qemu-dumps.md §6).
+    """
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o600)
+    with open(dst, "r+b") as fh:
+        eh = fh.read(64)
+        if eh[:4] != b"\x7fELF" or eh[4] != 2 or eh[5] != 1:
+            raise ValueError(f"{src}: not a little-endian ELF64 file")
+        phoff = struct.unpack_from("<Q", eh, 32)[0]
+        phentsize, phnum = struct.unpack_from("<HH", eh, 54)
+        for i in range(phnum):
+            fh.seek(phoff + i * phentsize)
+            ph = fh.read(56)
+            p_type, paddr, memsz = struct.unpack_from("<I", ph, 0)[0], *struct.unpack_from("<Q8xQ", ph, 24)
+            if p_type != 1:
+                continue
+            vaddr = page_offset + paddr if paddr + memsz <= lowmem_end else (1 << 64) - 1
+            fh.seek(phoff + i * phentsize + 16)
+            fh.write(struct.pack("<Q", vaddr))
     return dst
 
 
@@ -337,9 +409,14 @@ def _platform(platform: Any) -> Any:
 
     if platform is None or isinstance(platform, drgn.Platform):
         return platform
-    if platform == "x86_64":
-        flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
-        return drgn.Platform(drgn.Architecture.X86_64, flags)
+    le64 = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    named = {
+        "x86_64": (drgn.Architecture.X86_64, le64),
+        "aarch64": (drgn.Architecture.AARCH64, le64),
+        "i386": (drgn.Architecture.I386, drgn.PlatformFlags.IS_LITTLE_ENDIAN),
+    }
+    if platform in named:
+        return drgn.Platform(*named[platform])
     raise ValueError(f"unknown platform {platform!r}")
 
 
@@ -352,15 +429,17 @@ def drgn_release_by_vaddr(path: Path) -> str:
     with kdfix.open_dump(path) as dump:
         info = dump.vmcoreinfo
         assert info is not None
-        va = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)
+        sym = info.symbol("init_uts_ns")
+        assert sym is not None
+        va = sym + (info.offset("uts_namespace.name") or 0)
     return prog.read(va + 130, 65).split(b"\0", 1)[0].decode()
 
 
 def drgn_program(path: Path, *, platform: Any = None, vmcoreinfo: bytes | str | None = None) -> Any:
     """drgn.Program(platform, vmcoreinfo=...) with ``set_core_dump(path)``.
 
-    ``platform``: None, "x86_64" or a drgn.Platform. QEMU kdump files have an empty utsname, so drgn needs
-    "x86_64" for them (tools-and-oracles.md §4).
+    ``platform``: None, "x86_64", "aarch64", "i386" or a drgn.Platform. QEMU kdump files have an empty utsname, so
+    drgn needs the platform for them (tools-and-oracles.md §4).
     """
     import drgn
 
