@@ -10,10 +10,19 @@ import typer
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors
 from kdfix.detect import DetectResult, detect
-from kdfix.errors import FormatError
+from kdfix.detect.kernels import WANTED, Wanted
+from kdfix.errors import FormatError, KdfixError
 from kdfix.read.probe import open_dump
 from kdfix.units import to_s64
 
+KernelOption = Annotated[
+    str,
+    typer.Option(
+        "--kernel",
+        help="With several kernels in memory (a dump of a running kdump capture kernel): describe the 'crashed' "
+        "one (default, as the capture kernel's /proc/vmcore would) or the 'running' one.",
+    ),
+]
 SymbolsOption = Annotated[
     Path | None,
     typer.Option("--system-map", help="System.map of the vmlinux (link-time symbols for the IDT and banner methods)."),
@@ -36,6 +45,14 @@ def read_system_map(path: Path) -> dict[str, int]:
     return symbols
 
 
+def parse_kernel(text: str) -> Wanted:
+    """``--kernel``: crashed or running (UsageError-style KdfixError otherwise)."""
+    for wanted in WANTED:
+        if text == wanted:
+            return wanted
+    raise KdfixError(f"{text!r} is not one of {', '.join(WANTED)}", field="--kernel")
+
+
 def result_json(result: DetectResult) -> dict[str, Any]:
     """The ``--json`` shape: phys_base as an int (u64), kernel_offset, method, confidence, evidence, vmcoreinfo."""
     text = None if result.vmcoreinfo is None else result.vmcoreinfo.split(b"\0", 1)[0].decode("latin-1")
@@ -52,6 +69,9 @@ def result_json(result: DetectResult) -> dict[str, Any]:
             {"method": c.method, "arch": c.arch, "phys_base": c.phys_base, "kernel_offset": c.kernel_offset}
             for c in result.candidates
         ],
+        "kernels": result.kernels.as_json() if result.kernels is not None else [],
+        "kernel": None if result.choice is None or result.choice.kernel is None else result.choice.kernel.role,
+        "kernel_reason": None if result.choice is None else result.choice.reason,
     }
 
 
@@ -64,6 +84,10 @@ def _render(result: DetectResult) -> str:
         offset = "unknown" if result.kernel_offset is None else f"{result.kernel_offset:#x}"
         lines.append(f"kernel_offset: {offset}")
     lines.append(f"method: {result.method}  confidence: {result.confidence}  arch: {result.arch or 'unknown'}")
+    if result.kernels is not None and result.kernels.several and result.choice is not None:
+        chosen = result.choice.kernel
+        role = "no" if chosen is None else f"the {chosen.role}"
+        lines.append(f"{result.kernels.problem()}; this describes {role} kernel: {result.choice.reason}")
     lines.extend(f"  {line}" for line in result.evidence)
     return "\n".join(lines)
 
@@ -72,7 +96,11 @@ def register(app: typer.Typer) -> None:
     @app.command("detect")
     @handle_errors
     def detect_command(
-        dumps: DumpPaths, system_map: SymbolsOption = None, split_set: SplitSetFlag = False, as_json: JsonFlag = False
+        dumps: DumpPaths,
+        system_map: SymbolsOption = None,
+        kernel: KernelOption = "crashed",
+        split_set: SplitSetFlag = False,
+        as_json: JsonFlag = False,
     ) -> None:
         """Find phys_base and the KASLR offset of each dump.
 
@@ -80,10 +108,11 @@ def register(app: typer.Typer) -> None:
         Exit 1 if a dump's phys_base could not be determined.
         """
         symbols = read_system_map(system_map) if system_map is not None else None
+        wanted = parse_kernel(kernel)
 
         def answer(unit: Unit) -> Answer:
             with open_dump(*unit) as dump:
-                result = detect(dump.model, dump.memory, vmlinux_symbols=symbols)
+                result = detect(dump.model, dump.memory, vmlinux_symbols=symbols, kernel=wanted)
             text = _render(result)
             if len(dumps) > 1:
                 text = f"{' '.join(unit)}:\n{text}"

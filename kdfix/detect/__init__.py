@@ -17,6 +17,7 @@ from kdfix.detect.candidate import Candidate, Check, Confidence, DetectResult, S
 from kdfix.detect.cr3_walk import find_by_cr3_walk
 from kdfix.detect.elf_text_load import find_by_elf_text_load
 from kdfix.detect.idt_gate import find_by_idt_gate
+from kdfix.detect.kernels import Choice, Kernel, Kernels, Wanted, find_kernels
 from kdfix.detect.validate import accepted, confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note, qemu_misparse, unmisparse_qemu_phys_base
 from kdfix.detect.vmcoreinfo_scan import find_by_vmcoreinfo_scan
@@ -57,11 +58,16 @@ def detect(
     vmlinux_symbols: Mapping[str, int] | None = None,
     strategies: Sequence[tuple[str, Strategy]] = STRATEGIES,
     progress: Callable[[int, int], None] | None = None,
+    kernel: Wanted = "crashed",
 ) -> DetectResult:
     """Run every strategy, validate each candidate (§4), and pick the best-supported value.
 
     Confidence: high = two or more methods agree and a decisive check (utsname, page-table translation,
     banner, KERNELOFFSET) passed; medium = only one of those; low = one unconfirmed method; none = nothing.
+
+    When memory holds several kernels (a dump of a running kdump capture kernel), the result describes the
+    one ``kernel`` names ("crashed", the default, or "running"; kernels.py), and it is "high" only when the
+    roles are unambiguous. ``kdfix fix`` takes the same choice from here.
     """
     log: list[str] = []
     found: list[Candidate] = []
@@ -78,6 +84,11 @@ def detect(
     if progress is not None:
         progress(len(strategies), len(strategies))
 
+    kernels = find_kernels(model, memory, vmlinux_symbols=vmlinux_symbols, file_vmcoreinfo=model.vmcoreinfo)
+    choice = kernels.choose(kernel, file_vmcoreinfo=model.vmcoreinfo)
+    if kernels.several and choice.kernel is not None:
+        return _several_kernels(model, memory, log, found, kernels, choice, vmlinux_symbols)
+
     evidence = list(log)
     verdicts: list[tuple[Candidate, tuple[Check, ...]]] = []
     for candidate in found:
@@ -92,7 +103,7 @@ def detect(
         if all(candidate is not c for c, _ in good):
             evidence.append(f"{candidate.method}: rejected phys_base {candidate.phys_base:#x}")
     if not good:
-        return DetectResult(None, None, "none", "none", evidence, None, found)
+        return DetectResult(None, None, "none", "none", evidence, None, found, kernels=kernels, choice=choice)
 
     order = {name: i for i, (name, _) in enumerate(strategies)}
     groups: list[list[tuple[Candidate, tuple[Check, ...]]]] = []
@@ -126,14 +137,65 @@ def detect(
         if confidence == "high":
             confidence = "medium"
     evidence.append(f"agreeing methods: {', '.join(methods)}")
-    return DetectResult(lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found, lead.arch)
+    return DetectResult(
+        lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found, lead.arch, kernels,
+        choice,
+    )
+
+
+def _several_kernels(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    log: list[str],
+    found: list[Candidate],
+    kernels: Kernels,
+    choice: Choice,
+    vmlinux_symbols: Mapping[str, int] | None,
+) -> DetectResult:
+    """The result for a dump with several kernels: the chosen kernel's values, and every kernel as evidence.
+
+    Candidates are checked against the VMCOREINFO of the kernel they agree with, not one picked by order.
+    """
+    chosen = choice.kernel
+    assert chosen is not None
+    evidence = list(log) + [f"kernels: {line}" for line in kernels.evidence]
+    for k in kernels.kernels:
+        evidence.append(f"kernels: {k.summary()}: " + "; ".join(k.evidence))
+    agreeing: list[str] = []
+    arch: str | None = None
+    for candidate in found:
+        own = next((k for k in kernels.kernels if _agrees(candidate, _as_candidate(k))), None)
+        info = VmcoreInfo.parse(own.vmcoreinfo) if own is not None else _reference_vmcoreinfo(candidate, found)
+        checks = validate_candidate(candidate, memory, vmcoreinfo=info, vmlinux_symbols=vmlinux_symbols)
+        evidence.extend(f"{candidate.method}: {line}" for line in candidate.evidence)
+        evidence.extend(f"{candidate.method}: {check}" for check in checks if check.passed is not None)
+        belongs = own.summary() if own is not None else "no kernel found in memory"
+        evidence.append(f"{candidate.method}: phys_base {candidate.phys_base:#x} belongs to: {belongs}")
+        if own is chosen and accepted(checks):
+            agreeing.append(candidate.method)
+            arch = arch or candidate.arch
+    methods = list(dict.fromkeys(agreeing)) or ["vmcoreinfo_scan"]
+    confidence: Confidence = "medium" if choice.ambiguous else "high"
+    evidence.append(f"chosen: the {chosen.role} kernel (phys_base {chosen.phys_base:#x}): {choice.reason}")
+    evidence.append(f"agreeing methods: {', '.join(methods)}")
+    return DetectResult(
+        chosen.phys_base, chosen.kernel_offset, methods[0], confidence, evidence, chosen.vmcoreinfo, found, arch,
+        kernels, choice,
+    )  # fmt: skip
+
+
+def _as_candidate(k: Kernel) -> Candidate:
+    return Candidate("kernels", k.phys_base, k.kernel_offset, k.vmcoreinfo)
 
 
 __all__ = [
     "STRATEGIES",
     "Candidate",
     "Check",
+    "Choice",
     "DetectResult",
+    "Kernel",
+    "Kernels",
     "Strategy",
     "detect",
     "find_by_banner",
@@ -142,6 +204,7 @@ __all__ = [
     "find_by_idt_gate",
     "find_by_vmcoreinfo_note",
     "find_by_vmcoreinfo_scan",
+    "find_kernels",
     "qemu_misparse",
     "unmisparse_qemu_phys_base",
 ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from kdfix.arch import Recognition
+    from kdfix.detect.kernels import Choice, Kernels
     from kdfix.model import DumpModel
     from kdfix.read.memory import PhysicalMemory
 
@@ -64,6 +65,8 @@ class DetectResult:
     vmcoreinfo: bytes | None = None
     candidates: list[Candidate] = field(default_factory=list)
     arch: str | None = None  # the architecture the chosen value is for
+    kernels: Kernels | None = None  # every kernel in memory, with roles (kernels.py)
+    choice: Choice | None = None  # which of them the result describes, and why
 
     @property
     def found(self) -> bool:

@@ -1,0 +1,561 @@
+"""Every kernel in a dump, each with a role, and the one choice ``detect`` and ``fix`` share.
+
+A dump taken while a kdump capture kernel runs holds two kernels: the crashed one, intact outside the
+``crashkernel=`` reservation, and the capture kernel, relocated into it (arch-kernels-and-introspection.md §3).
+Each kernel is found by its own validated VMCOREINFO in memory (phys-base-and-kaslr.md §3B, §4). Its role comes
+from evidence, never from the order of the pages:
+
+- ``crashed``: the ELF core header that kexec-tools prepared for the capture kernel (§3.3, the ``elfcorehdr=``
+  of its command line) points at this kernel's VMCOREINFO note; failing a header, its VMCOREINFO has the
+  ``CRASHTIME`` its panic appended (§3.4).
+- ``running``: any other kernel that a vCPU executes (its page-table root maps the kernel's ``_stext`` to
+  the kernel's own physical ``_stext``), or whose ``_text`` lies inside the reservation the header leaves out.
+- ``only``: the single kernel of an ordinary dump. ``unknown``: a kernel none of the above explains.
+
+The crashed kernel is described as the capture kernel's ``/proc/vmcore`` would (§3.5): its phys_base, its
+VMCOREINFO, and NT_PRSTATUS notes from its per-CPU ``crash_notes`` (the registers at panic), found through the
+core header's PT_NOTE entries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from kdfix.detect.candidate import Candidate
+from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
+from kdfix.detect.paging import WalkBudgetExceeded, find_first_mapping, translate
+from kdfix.detect.validate import confirmed, kphys, validate_candidate
+from kdfix.detect.vmcoreinfo_scan import iter_page_heads, iter_vmcoreinfo_pages
+from kdfix.errors import FormatError, KdfixError
+from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
+from kdfix.format.elf import ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
+from kdfix.format.layout import Abi
+from kdfix.model import DumpModel
+from kdfix.notes.framing import Note, iter_notes
+from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.read.memory import PhysicalMemory
+from kdfix.units import U64_MASK, to_s64
+
+Role = Literal["crashed", "running", "only", "unknown"]
+Wanted = Literal["crashed", "running"]
+WANTED: tuple[Wanted, ...] = ("crashed", "running")
+
+MAX_PHNUM = 1024  # kexec-tools writes one PT_NOTE per CPU plus a PT_LOAD per RAM range
+MAX_NOTE_SEGMENT = 1 << 16  # a CPU's crash_notes buffer (368 B on x86_64) or the VMCOREINFO note (4132 B)
+# kexec-tools places the boot parameters (with the command line) and the core header at the top of the
+# reservation; measured: the command line 0x5c00 below the header. Search that far down, not the whole range.
+CMDLINE_SEARCH_PAGES = 4096
+_ELFCOREHDR = re.compile(rb"elfcorehdr=(?:(?:0[xX][0-9a-fA-F]+|\d+)[KMG]?@)?(0[xX][0-9a-fA-F]+|\d+)([KMG]?)")
+_SUFFIX = {b"": 0, b"K": 10, b"M": 20, b"G": 30}
+ReadFn = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True)
+class CoreHeader:
+    """An ELF core header found in memory: the crashed kernel as kexec-tools described it (§3.3).
+
+    ``cpu_notes`` are the NT_PRSTATUS notes of each CPU's crash_notes buffer, in CPU order, without the empty
+    buffers of CPUs that never saved their registers (as fs/proc/vmcore.c merges them, §3.5).
+    """
+
+    paddr: int
+    e_machine: int
+    loads: tuple[tuple[int, int], ...]  # (p_paddr, p_memsz) of every PT_LOAD
+    vmcoreinfo_paddr: int | None  # p_paddr of the PT_NOTE holding a VMCOREINFO note
+    vmcoreinfo: bytes | None
+    cpu_notes: tuple[Note, ...]
+    cmdline: tuple[int, bytes] | None = None  # (PA, text) of a command line whose elfcorehdr= names this header
+
+    def reservation(self) -> tuple[int, int] | None:
+        """The hole of the PT_LOADs that holds the header itself: the Crash kernel range [start, end) (§3.3)."""
+        below = [start + size for start, size in self.loads if start + size <= self.paddr]
+        above = [start for start, _size in self.loads if start > self.paddr]
+        if not below or not above or any(s <= self.paddr < s + n for s, n in self.loads):
+            return None
+        return max(below), min(above)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel found in memory, with its role and the evidence for it."""
+
+    role: Role
+    phys_base: int  # u64 two's complement, as the KDUMP header holds it
+    kernel_offset: int | None
+    vmcoreinfo: bytes
+    vmcoreinfo_paddrs: tuple[int, ...]  # where copies of its VMCOREINFO (note or text page) were found
+    text_paddr: int | None  # physical address of its _stext
+    cpus: tuple[int, ...]  # vCPUs whose page tables map it (they execute it)
+    crashtime: int | None
+    core_header: CoreHeader | None  # the header that describes this kernel (the crashed one)
+    evidence: tuple[str, ...] = ()
+    in_reservation: bool | None = None  # its _text lies inside the reservation the core header leaves out
+
+    @property
+    def osrelease(self) -> str | None:
+        return VmcoreInfo.parse(self.vmcoreinfo).osrelease
+
+    def summary(self) -> str:
+        """e.g. ``crashed (phys_base 0x8000000)``; a running kernel is called the capture kernel when it is one."""
+        name = "capture" if self.role == "running" and self.in_reservation is True else self.role
+        return f"{name} (phys_base {to_s64(self.phys_base):#x})"
+
+    def as_json(self) -> dict[str, Any]:
+        header = self.core_header
+        return {
+            "role": self.role,
+            "phys_base": self.phys_base,
+            "phys_base_signed": to_s64(self.phys_base),
+            "kernel_offset": self.kernel_offset,
+            "vmcoreinfo_paddr": self.vmcoreinfo_paddrs[0] if self.vmcoreinfo_paddrs else None,
+            "vmcoreinfo_paddrs": list(self.vmcoreinfo_paddrs),
+            "text_paddr": self.text_paddr,
+            "osrelease": self.osrelease,
+            "cpus": list(self.cpus),
+            "crashtime": self.crashtime,
+            "elfcorehdr": None if header is None else header.paddr,
+            "in_reservation": self.in_reservation,
+            "evidence": list(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel a dump is described as (``kernel`` None when memory shows none), and why."""
+
+    kernel: Kernel | None
+    wanted: Wanted
+    reason: str
+    ambiguous: bool
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """All kernels found, the core headers seen, and the reservation they imply."""
+
+    kernels: tuple[Kernel, ...] = ()
+    core_headers: tuple[CoreHeader, ...] = ()
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def several(self) -> bool:
+        return len(self.kernels) > 1
+
+    @property
+    def ambiguous(self) -> bool:
+        """True unless there is one kernel, or exactly one crashed and one running kernel."""
+        if len(self.kernels) <= 1:
+            return False
+        roles = sorted(k.role for k in self.kernels)
+        return roles != ["crashed", "running"]
+
+    def of_role(self, role: Role) -> list[Kernel]:
+        return [k for k in self.kernels if k.role == role]
+
+    def choose(self, wanted: Wanted = "crashed", *, file_vmcoreinfo: bytes | None = None) -> Choice:
+        """The kernel ``detect`` reports and ``fix`` writes: the crashed one by default, or the running one."""
+        if wanted not in WANTED:
+            raise KdfixError(f"{wanted!r} is not one of {', '.join(WANTED)}", field="--kernel")
+        if not self.kernels:
+            return Choice(None, wanted, "no validated VMCOREINFO in memory", False)
+        if len(self.kernels) == 1:
+            return Choice(self.kernels[0], wanted, "the only kernel in memory", False)
+        matches = self.of_role(wanted)
+        if len(matches) == 1 and not self.ambiguous:
+            return Choice(matches[0], wanted, _why(matches[0]), False)
+        # Ambiguous: say so, and fall back on what the file itself names, then on the evidence at hand.
+        fallback = matches[0] if len(matches) == 1 else None
+        if fallback is None and file_vmcoreinfo is not None:
+            fallback = next((k for k in self.kernels if _same_text(k.vmcoreinfo, file_vmcoreinfo)), None)
+        if fallback is None and wanted == "crashed":
+            fallback = next((k for k in self.kernels if k.crashtime is not None), None)
+        if fallback is None:
+            fallback = max(self.kernels, key=lambda k: len(k.cpus))
+        roles = ", ".join(k.summary() for k in self.kernels)
+        return Choice(fallback, wanted, f"ambiguous: {len(self.kernels)} kernels ({roles}); {_why(fallback)}", True)
+
+    def problem(self) -> str | None:
+        """The ``info`` problem line for a dump with several kernels, else None."""
+        if not self.several:
+            return None
+        order = {"crashed": 0, "running": 1, "only": 2, "unknown": 3}
+        listed = sorted(self.kernels, key=lambda k: order[k.role])
+        return f"{_count(len(self.kernels))} kernels in memory: " + " and ".join(k.summary() for k in listed)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [k.as_json() for k in self.kernels]
+
+
+def _count(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
+
+
+def _why(kernel: Kernel) -> str:
+    header = kernel.core_header
+    if kernel.role == "crashed" and header is not None:
+        return (
+            f"the ELF core header at PA {header.paddr:#x}"
+            + (" (the capture kernel's elfcorehdr=)" if header.cmdline is not None else "")
+            + " describes it, as the capture kernel's /proc/vmcore would"
+        )
+    if kernel.role == "crashed":
+        return "its VMCOREINFO has the CRASHTIME its panic appended"
+    if kernel.role == "running":
+        cpus = ", ".join(f"cpu{c}" for c in kernel.cpus) or "no vCPU"
+        where = ", from inside the crashkernel reservation" if kernel.in_reservation else ""
+        return f"executed by {cpus}{where}; described with QEMU's CPU registers"
+    if kernel.role == "only":
+        return "the only kernel in memory"
+    return f"its role is unknown; a kernel whose role is unknown (phys_base {kernel.phys_base:#x})"
+
+
+def _same_text(a: bytes, b: bytes) -> bool:
+    return a.split(b"\0", 1)[0].rstrip(b"\n") == b.split(b"\0", 1)[0].rstrip(b"\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# per-CPU page-table roots (x86_64: CR3 of the QEMU notes, phys-base-and-kaslr.md §3C)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuRoot:
+    """The page-table roots a vCPU may be using, and how to walk them."""
+
+    cpu: int
+    roots: tuple[int, ...]
+    levels: int
+
+
+def cpu_roots(model: DumpModel) -> list[CpuRoot]:
+    """The page-table root of every vCPU with paging on, from the dump's CPU notes."""
+    return [CpuRoot(c.cpu, tuple(pgd_choices(c.cr3)), c.levels) for c in iter_qemu_cpu_states(model) if c.paging]
+
+
+def cpu_runs(read: ReadFn, root: CpuRoot, info: VmcoreInfo, phys_base: int) -> bool:
+    """True when ``root`` maps the kernel's ``_stext`` to that kernel's own physical ``_stext``."""
+    stext = info.symbol("_stext")
+    if stext is None:
+        return False
+    expected = kphys(stext, phys_base)
+    sme_mask = info.number("sme_mask") or 0
+    for pgd in root.roots:
+        try:
+            if translate(read, pgd, stext, levels=root.levels, sme_mask=sme_mask) == expected:
+                return True
+        except KdfixError:
+            continue
+    return False
+
+
+def foreign_cpus(model: DumpModel, memory: PhysicalMemory, vmcoreinfo: bytes) -> list[int] | None:
+    """vCPUs whose page tables do not map the kernel ``vmcoreinfo`` describes: they run another kernel.
+
+    Cheap (a few page-table reads per vCPU): ``fix`` and ``info`` use it to decide whether a dump that carries
+    VMCOREINFO needs the full search for other kernels. None when the dump has no usable CPU roots.
+    """
+    info = VmcoreInfo.parse(vmcoreinfo)
+    roots = cpu_roots(model)
+    if info.phys_base is None or not roots:
+        return None
+    return [r.cpu for r in roots if not cpu_runs(memory.read, r, info, info.phys_base)]
+
+
+def cpu_image_bases(model: DumpModel, memory: PhysicalMemory) -> set[int]:
+    """The distinct phys_base values the vCPUs' page tables imply (first kernel-image mapping, §3C); cheap."""
+    bases: set[int] = set()
+    for root in cpu_roots(model):
+        for pgd in root.roots:
+            try:
+                m = find_first_mapping(memory.read, pgd, levels=root.levels, skipped=[])
+            except (WalkBudgetExceeded, KdfixError):
+                continue
+            if m is not None:
+                bases.add((m.paddr - (m.vaddr - START_KERNEL_MAP)) & U64_MASK)
+                break
+    return bases
+
+
+def several_kernels_problem(model: DumpModel, memory: PhysicalMemory) -> str | None:
+    """``info``'s problem line when vCPUs hint at another kernel (then every kernel is searched), else None.
+
+    The hint is cheap: vCPUs that do not execute the dump's own VMCOREINFO kernel, or, without VMCOREINFO,
+    vCPUs whose page tables map different kernel images. A capture kernel alone on a one-vCPU guest gives no
+    hint without VMCOREINFO in the file; ``kdfix detect`` searches memory in any case.
+    """
+    text = model.vmcoreinfo
+    hinted = bool(foreign_cpus(model, memory, text)) if text is not None else len(cpu_image_bases(model, memory)) > 1
+    if not hinted:
+        return None
+    return find_kernels(model, memory, file_vmcoreinfo=text).problem()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ELF core headers in memory (§3.3)
+
+
+def parse_core_header(read: ReadFn, paddr: int, head: bytes) -> CoreHeader | None:
+    """The ELF core header at ``paddr`` (its first bytes ``head``), or None if it is not one kexec-tools wrote.
+
+    A usable header has PT_NOTE entries whose ``p_paddr`` lead to notes (the capture kernel's own /proc/vmcore
+    header, with ``p_paddr`` 0 for its merged notes, is skipped).
+    """
+    abi = ident_abi(head)
+    if abi is None:
+        return None
+    try:
+        eh = ehdr_layout(abi)
+        hdr = eh.unpack(read(paddr, eh.size))
+        if hdr.e_type != ET_CORE or not 0 < hdr.e_phnum <= MAX_PHNUM:
+            return None
+        ph = phdr_layout(abi)
+        if hdr.e_phentsize != ph.size:
+            return None
+        table = read(paddr + hdr.e_phoff, hdr.e_phnum * ph.size)
+    except (KdfixError, FormatError):
+        return None
+    loads: list[tuple[int, int]] = []
+    vmcoreinfo_paddr: int | None = None
+    vmcoreinfo: bytes | None = None
+    cpu_notes: list[Note] = []
+    for i in range(hdr.e_phnum):
+        p = ph.unpack(table, i * ph.size)
+        if p.p_type == PT_LOAD:
+            loads.append((p.p_paddr, p.p_memsz))
+        elif p.p_type == PT_NOTE and p.p_paddr and 0 < p.p_filesz <= MAX_NOTE_SEGMENT:
+            notes = _segment_notes(read, p.p_paddr, p.p_filesz, abi)
+            if notes and notes[0].name == NOTE_NAME_VMCOREINFO:
+                vmcoreinfo_paddr, vmcoreinfo = p.p_paddr, notes[0].desc
+            else:
+                cpu_notes += [n for n in notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
+    if vmcoreinfo is None and not cpu_notes:
+        return None
+    return CoreHeader(paddr, hdr.e_machine, tuple(loads), vmcoreinfo_paddr, vmcoreinfo, tuple(cpu_notes))
+
+
+def _segment_notes(read: ReadFn, paddr: int, size: int, abi: Abi) -> list[Note]:
+    """The notes of one PT_NOTE buffer up to its terminating empty note; [] when unreadable or malformed."""
+    try:
+        blob = read(paddr, size)
+    except KdfixError:
+        return []
+    out: list[Note] = []
+    try:
+        for note in iter_notes(blob, abi):
+            out.append(note)
+    except FormatError:
+        pass  # the buffer's tail after the empty note, or a CPU that never wrote its note
+    return out
+
+
+def parse_elfcorehdr(text: bytes) -> int | None:
+    """The address of an ``elfcorehdr=[size[KMG]@]offset[KMG]`` parameter (§3.5), or None."""
+    m = _ELFCOREHDR.search(text)
+    if m is None:
+        return None
+    return int(m.group(1), 0 if m.group(1)[:2].lower() == b"0x" else 10) << _SUFFIX[m.group(2)]
+
+
+def find_cmdline(memory: PhysicalMemory, header: CoreHeader) -> tuple[int, bytes] | None:
+    """A command line in the reservation whose ``elfcorehdr=`` is ``header``'s address: (its PA, its text).
+
+    x86 passes the header this way (§3.2); arm64 passes it in the device tree, so None there is expected.
+    """
+    region = header.reservation()
+    if region is None:
+        return None
+    ps = memory.page_size
+    top, bottom = (region[1] - 1) // ps, region[0] // ps
+    for pfn in range(top, max(bottom, top - CMDLINE_SEARCH_PAGES) - 1, -1):
+        if pfn >= memory.max_pfn or not memory.present(pfn):
+            continue
+        try:
+            page = memory.page(pfn)
+        except KdfixError:
+            continue
+        at = page.find(b"elfcorehdr=")
+        while at >= 0:
+            start, end = page.rfind(b"\0", 0, at) + 1, page.find(b"\0", at)
+            text = page[start : end if end >= 0 else len(page)].strip()
+            if parse_elfcorehdr(page[at : at + 64]) == header.paddr:
+                return pfn * ps + start, text
+            at = page.find(b"elfcorehdr=", at + 1)
+    return None
+
+
+def find_core_headers(memory: PhysicalMemory) -> list[CoreHeader]:
+    """Every page that starts with a usable ELF core header, in address order."""
+    out: list[CoreHeader] = []
+    ps = memory.page_size
+    for pfn, head in iter_page_heads(memory):
+        if head[:4] != b"\x7fELF" or len(head) < 18 or int.from_bytes(head[16:18], "little") != ET_CORE:
+            continue
+        header = parse_core_header(memory.read, pfn * ps, head)
+        if header is not None:
+            out.append(replace(header, cmdline=find_cmdline(memory, header)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the kernels and their roles
+
+
+@dataclass
+class _Found:
+    phys_base: int
+    kernel_offset: int | None
+    texts: list[bytes] = field(default_factory=list)
+    paddrs: list[int] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+
+def _validated_kernels(
+    memory: PhysicalMemory, extra: Iterable[bytes], vmlinux_symbols: Mapping[str, int] | None, log: list[str]
+) -> list[_Found]:
+    """One entry per distinct validated (phys_base, KERNELOFFSET) among the VMCOREINFO copies in memory."""
+    copies: dict[bytes, list[int]] = {}
+    for hit in iter_vmcoreinfo_pages(memory):
+        copies.setdefault(hit.text, []).append(hit.pfn * memory.page_size)
+    for text in extra:
+        copies.setdefault(text.split(b"\0", 1)[0], [])
+    found: dict[tuple[int, int | None], _Found] = {}
+    for text, paddrs in copies.items():
+        info = VmcoreInfo.parse(text)
+        if info.phys_base is None or not info.osrelease:
+            continue
+        candidate = Candidate("vmcoreinfo_scan", info.phys_base, info.kernel_offset, text)
+        checks = validate_candidate(candidate, memory, vmcoreinfo=info, vmlinux_symbols=vmlinux_symbols)
+        where = ", ".join(f"{p:#x}" for p in paddrs) or "the dump's own VMCOREINFO"
+        if not confirmed(checks):
+            log.append(f"VMCOREINFO at {where} (phys_base {info.phys_base:#x}) not validated: stale or foreign")
+            continue
+        key = (info.phys_base, info.kernel_offset)
+        entry = found.setdefault(key, _Found(info.phys_base, info.kernel_offset))
+        entry.texts.append(text)
+        entry.paddrs += paddrs
+        entry.evidence.append(f"validated VMCOREINFO at {where}")
+    return sorted(found.values(), key=lambda f: min(f.paddrs, default=1 << 64))
+
+
+def _best_text(texts: Sequence[bytes]) -> bytes:
+    """The fullest copy: the one with CRASHTIME (written at panic, §3.4), else the longest."""
+    return max(texts, key=lambda t: (b"\nCRASHTIME=" in b"\n" + t, len(t)))
+
+
+def _describes(header: CoreHeader, entry: _Found, text: bytes) -> bool:
+    if header.vmcoreinfo_paddr is not None and header.vmcoreinfo_paddr in entry.paddrs:
+        return True
+    return header.vmcoreinfo is not None and _same_text(header.vmcoreinfo, text)
+
+
+def find_kernels(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    *,
+    vmlinux_symbols: Mapping[str, int] | None = None,
+    file_vmcoreinfo: bytes | None = None,
+) -> Kernels:
+    """Every kernel whose VMCOREINFO is in memory (plus the dump's own, if validated), each with its role.
+
+    Reads every page head once for VMCOREINFO; a second pass for ELF core headers runs only when there are
+    several kernels.
+    """
+    log: list[str] = []
+    extra = [file_vmcoreinfo] if file_vmcoreinfo is not None else []
+    entries = _validated_kernels(memory, extra, vmlinux_symbols, log)
+    if not entries:
+        return Kernels((), (), tuple(log))
+    roots = cpu_roots(model)
+    headers = find_core_headers(memory) if len(entries) > 1 else []
+    for h in headers:
+        log.append(
+            f"ELF core header at PA {h.paddr:#x}: {len(h.cpu_notes)} CPU note(s), VMCOREINFO note at "
+            + (f"{h.vmcoreinfo_paddr:#x}" if h.vmcoreinfo_paddr is not None else "none")
+        )
+        if h.cmdline is not None:
+            shown = h.cmdline[1][-160:].decode("latin-1", "replace")
+            log.append(f"command line at PA {h.cmdline[0]:#x} names it: {shown!r}")
+    kernels: list[Kernel] = []
+    reservation: tuple[int, int] | None = None
+    for entry in entries:
+        text = _best_text(entry.texts)
+        info = VmcoreInfo.parse(text)
+        stext = info.symbol("_stext")
+        text_paddr = kphys(stext, entry.phys_base) if stext is not None else None
+        cpus = tuple(r.cpu for r in roots if cpu_runs(memory.read, r, info, entry.phys_base))
+        header = next((h for h in headers if _describes(h, entry, text)), None)
+        evidence = list(entry.evidence)
+        if cpus:
+            evidence.append(f"executed by {', '.join(f'cpu{c}' for c in cpus)} (page tables map its _stext)")
+        if header is not None:
+            evidence.append(f"described by the ELF core header at PA {header.paddr:#x}")
+            reservation = reservation or header.reservation()
+        if info.crashtime is not None:
+            evidence.append(f"CRASHTIME={info.crashtime}: it panicked")
+        kernels.append(
+            Kernel(
+                "unknown",
+                entry.phys_base,
+                entry.kernel_offset,
+                text,
+                tuple(entry.paddrs),
+                text_paddr,
+                cpus,
+                info.crashtime,
+                header,
+                tuple(evidence),
+            )
+        )
+    if reservation is not None:
+        log.append(f"crashkernel reservation [{reservation[0]:#x}, {reservation[1]:#x}) (the core header's hole)")
+    return Kernels(tuple(assign_roles(kernels, reservation)), tuple(headers), tuple(log))
+
+
+def assign_roles(kernels: Sequence[Kernel], reservation: tuple[int, int] | None) -> list[Kernel]:
+    """Each kernel with its role (the rules of the module docstring); pure, for any architecture."""
+    if len(kernels) == 1:
+        return [replace(kernels[0], role="only", in_reservation=_inside(kernels[0], reservation))]
+    described = [k for k in kernels if k.core_header is not None]
+    crashed = described or [k for k in kernels if k.crashtime is not None]
+    out = []
+    for k in kernels:
+        inside = _inside(k, reservation)
+        role: Role
+        if any(k is c for c in crashed):
+            role = "crashed"
+        elif k.cpus or inside:
+            role = "running"
+        else:
+            role = "unknown"
+        out.append(replace(k, role=role, in_reservation=inside))
+    return out
+
+
+def _inside(kernel: Kernel, reservation: tuple[int, int] | None) -> bool | None:
+    if reservation is None or kernel.text_paddr is None:
+        return None
+    return reservation[0] <= kernel.text_paddr < reservation[1]
+
+
+__all__ = [
+    "WANTED",
+    "Choice",
+    "CoreHeader",
+    "CpuRoot",
+    "Kernel",
+    "Kernels",
+    "Role",
+    "Wanted",
+    "assign_roles",
+    "cpu_image_bases",
+    "cpu_roots",
+    "cpu_runs",
+    "find_core_headers",
+    "find_kernels",
+    "foreign_cpus",
+    "parse_core_header",
+    "parse_elfcorehdr",
+    "several_kernels_problem",
+]
