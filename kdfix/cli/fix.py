@@ -90,6 +90,15 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--set-flag", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}.")
         ] = None,
         clear_flag: Annotated[list[str] | None, typer.Option("--clear-flag", help="Clear a status flag.")] = None,
+        kernel: Annotated[
+            str,
+            typer.Option(
+                "--kernel",
+                help="With several kernels in memory (a dump of a running kdump capture kernel): describe the "
+                "'crashed' one (default: its phys_base, VMCOREINFO and registers at panic, as the capture kernel's "
+                "/proc/vmcore would) or the 'running' one (with QEMU's CPU registers). kdfix detect chooses alike.",
+            ),
+        ] = "crashed",
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
         split_set: SplitSetFlag = False,
         as_json: JsonFlag = False,
@@ -119,6 +128,7 @@ def register(app: typer.Typer) -> None:
             "utsname": utsname,
             "set_flags": tuple(set_flag or ()),
             "clear_flags": tuple(clear_flag or ()),
+            "kernel": kernel,
             "dry_run": dry_run,
         }
         from kdfix.fix import fix_dump, fix_split_set

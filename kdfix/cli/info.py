@@ -10,11 +10,22 @@ import typer
 from kdfix.arch import recognise
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors
+from kdfix.detect.kernels import several_kernels_problem
+from kdfix.errors import KdfixError
 from kdfix.read.dump import Dump
 from kdfix.read.origin import identify_origin
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import reader_findings
 from kdfix.units import cstr
+
+
+def _kernel_problems(dump: Dump) -> list[str]:
+    """ "two kernels in memory: ..." when the CPU notes hint at a running kdump capture kernel (kernels.py)."""
+    try:
+        line = several_kernels_problem(dump.model, dump.memory)
+    except KdfixError:
+        return []
+    return [line] if line is not None else []
 
 
 def describe_dump(dump: Dump) -> dict[str, Any]:
@@ -50,7 +61,7 @@ def describe_dump(dump: Dump) -> dict[str, Any]:
         "eraseinfo": dump.eraseinfo.decode("latin-1") if dump.eraseinfo else None,
         "origin": origin,
         "origin_evidence": evidence,
-        "problems": list(dump.problems),
+        "problems": [*dump.problems, *_kernel_problems(dump)],
         "needs_fix": reader_findings(dump),
     }
     if k is not None and dump.compression == "none" and not k.is_diskdump:

@@ -101,11 +101,14 @@ def fix_dump(
     utsname: str = "auto",
     set_flags: Sequence[str] = (),
     clear_flags: Sequence[str] = (),
+    kernel: str = "crashed",
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> FixResult:
     """Diagnose, plan and apply the fix of one dump; ``output`` (keeps the container and mode) or ``in_place``.
 
+    ``kernel`` ("crashed" or "running") picks the kernel a dump with several kernels in memory is made to
+    describe (a dump of a running kdump capture kernel; kdfix.detect.kernels), the same choice ``detect`` makes.
     Status "ok": nothing to change (with ``output``, the output is a plain copy); "fixed": edits applied (or,
     with ``dry_run``, planned); "undetermined": a needed value could not be found (``missing`` says which) and
     nothing was written.
@@ -116,7 +119,7 @@ def fix_dump(
         raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
     if output is not None and in_place:
         raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
-    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags)
+    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags, kernel)
     if output is not None and os.path.abspath(os.fspath(output)) == os.path.abspath(path):
         raise KdfixError("the output is the input; use --in-place", path=path)
     if in_place and not dry_run:

@@ -215,7 +215,9 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     """Write the ELF vmcore anew (Ehdr, Phdrs, notes incl. VMCOREINFO, the same PT_LOADs) into ``tmp``."""
     assert dump.elf is not None
     model = dump.model
-    if plan.elf_vmcoreinfo is not None and model.vmcoreinfo is None:
+    if plan.elf_notes is not None:  # several kernels: the chosen kernel's notes, VMCOREINFO among them
+        model = dataclasses.replace(model, notes=plan.elf_notes, vmcoreinfo=plan.elf_vmcoreinfo)
+    elif plan.elf_vmcoreinfo is not None and model.vmcoreinfo is None:
         model = dataclasses.replace(model, vmcoreinfo=plan.elf_vmcoreinfo)
     found = recognise(model, model.vmcoreinfo)
     segments = []

@@ -16,14 +16,12 @@ from typing import Any, Literal
 from kdfix.arch import Arch, recognise
 from kdfix.arch.base import NO_VADDR
 from kdfix.detect import detect
-from kdfix.detect.candidate import Candidate
-from kdfix.detect.cr3_walk import find_by_cr3_walk
-from kdfix.detect.validate import confirmed, validate_candidate
+from kdfix.detect.kernels import WANTED, Choice, Kernels, Wanted, foreign_cpus
+from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
-from kdfix.detect.vmcoreinfo_scan import iter_vmcoreinfo_pages
 from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.fix import utsname as uts
-from kdfix.format.constants import NOTE_NAME_VMCOREINFO, STATUS_FLAG_NAMES
+from kdfix.format.constants import NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, STATUS_FLAG_NAMES
 from kdfix.format.elf import ehdr_layout, phdr_layout
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features
 from kdfix.format.layout import BoundLayout
@@ -47,6 +45,7 @@ FindingKind = Literal[
     "flat_osrelease_hint",
     "block_size",
     "header_abi",
+    "notes",
 ]
 MAX_VMCOREINFO_FILE = 1 << 20
 
@@ -86,6 +85,7 @@ class FixOptions:
     utsname: str = "auto"
     set_flags: tuple[str, ...] = ()
     clear_flags: tuple[str, ...] = ()
+    kernel: Wanted = "crashed"  # with several kernels in memory: which one the fixed dump describes
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ class Diagnosis:
     vmcoreinfo: bytes | None = None
     detect: dict[str, Any] = field(default_factory=dict)
     facts: KdumpFacts | ElfFacts | None = None
+    kernels: Kernels | None = None  # set when memory holds several kernels
+    choice: Choice | None = None  # the one the fix describes
 
     def finding(self, kind: str) -> Finding | None:
         return next((f for f in self.findings if f.kind == kind), None)
@@ -192,12 +194,16 @@ def read_vmcoreinfo_file(path: str) -> bytes:
 
 
 def _detect_summary(result: Any) -> dict[str, Any]:
+    choice = result.choice
     return {
         "method": result.method,
         "confidence": result.confidence,
         "phys_base": None if result.phys_base is None else f"{result.phys_base:#x}",
         "kernel_offset": None if result.kernel_offset is None else f"{result.kernel_offset:#x}",
         "evidence": list(result.evidence),
+        "kernels": result.kernels.as_json() if result.kernels is not None else [],
+        "kernel": None if choice is None or choice.kernel is None else choice.kernel.role,
+        "kernel_reason": None if choice is None else choice.reason,
     }
 
 
@@ -216,42 +222,6 @@ def _quick_detect(dump: Dump) -> dict[str, Any] | None:
         "kernel_offset": None if candidate.kernel_offset is None else f"{candidate.kernel_offset:#x}",
         "evidence": evidence,
     }
-
-
-def recover_vmcoreinfo(dump: Dump) -> tuple[bytes, int, dict[str, Any]] | None:
-    """Fast path: the CR3 walk's (phys_base, KERNELOFFSET), then the first in-memory VMCOREINFO (pfn order) that
-    agrees with it and passes the utsname/page-table checks; stops there instead of scanning every page.
-
-    Two independent methods agree and a decisive check passed, so the result is "high" confidence
-    (phys-base-and-kaslr.md §3B, §3C, §4). None when either method finds nothing: run the full ``detect()``.
-    """
-    evidence: list[str] = []
-    walk = find_by_cr3_walk(dump.model, dump.memory, log=evidence)
-    if walk is None:
-        return None
-    evidence += [f"cr3_walk: {line}" for line in walk.evidence]
-    for hit in iter_vmcoreinfo_pages(dump.memory):
-        info = VmcoreInfo.parse(hit.text)
-        if not info.osrelease or info.phys_base != walk.phys_base:
-            continue
-        if walk.kernel_offset is not None and (info.kernel_offset or 0) != walk.kernel_offset:
-            continue
-        candidate = Candidate("vmcoreinfo_scan", walk.phys_base, info.kernel_offset, hit.text,
-                              (f"VMCOREINFO {hit.form} page at {hit.paddr:#x}",), walk.arch)  # fmt: skip
-        checks = validate_candidate(candidate, dump.memory, vmcoreinfo=info)
-        if not confirmed(checks):
-            continue
-        evidence += list(candidate.evidence) + [f"vmcoreinfo_scan: {c}" for c in checks if c.passed is not None]
-        evidence.append("agreeing methods: cr3_walk, vmcoreinfo_scan (first validated copy; scan stopped there)")
-        summary = {
-            "method": "cr3_walk+vmcoreinfo_scan",
-            "confidence": "high",
-            "phys_base": f"{walk.phys_base:#x}",
-            "kernel_offset": None if info.kernel_offset is None else f"{info.kernel_offset:#x}",
-            "evidence": evidence,
-        }
-        return hit.text, walk.phys_base, summary
-    return None
 
 
 def _resolve_vmcoreinfo_and_phys_base(
@@ -277,14 +247,18 @@ def _resolve_vmcoreinfo_and_phys_base(
     want_text = text is None and options.vmcoreinfo == "auto"
     want_pb = need_phys_base and options.phys_base == "auto" and header_phys_base(dump, info) is None
     result = None
-    fast = recover_vmcoreinfo(dump) if want_text and options.phys_base == "auto" else None
-    if fast is not None:
-        text, _, diag.detect = fast
-        info = VmcoreInfo.parse(text)
-        diag.messages.append("VMCOREINFO recovered from memory (cr3_walk + vmcoreinfo_scan, high)")
-    elif want_text or want_pb:
-        result = detect(dump.model, dump.memory, progress=progress)
+    # The dump's own VMCOREINFO stands unless vCPUs run another kernel (a running kdump capture kernel), or
+    # the running kernel is asked for: then every kernel in memory is found, as `kdfix detect` does.
+    foreign = foreign_cpus(dump.model, dump.memory, existing) if existing is not None and not want_pb else None
+    search = existing is not None and (bool(foreign) or options.kernel == "running")
+    if foreign:
+        diag.messages.append(f"{', '.join(f'cpu{c}' for c in foreign)} run(s) another kernel than the dump's "
+                             "VMCOREINFO describes: searching memory for every kernel")  # fmt: skip
+    if want_text or want_pb or search:
+        result = detect(dump.model, dump.memory, progress=progress, kernel=options.kernel)
         diag.detect = _detect_summary(result)
+        if result.kernels is not None and result.kernels.several and result.choice is not None:
+            text, info = _choose_kernel(result.kernels, result.choice, text, options, diag)
         if want_text:
             if result.vmcoreinfo is not None and result.found:
                 text = result.vmcoreinfo
@@ -341,6 +315,53 @@ def header_phys_base(dump: Dump, info: VmcoreInfo | None) -> int | None:
     arch = dump_arch(dump, info)
     return None if arch is None else arch.header_phys_base(info)
 
+def _choose_kernel(
+    kernels: Kernels, choice: Choice, text: bytes | None, options: FixOptions, diag: Diagnosis
+) -> tuple[bytes | None, VmcoreInfo | None]:
+    """Take the kernel detect chose (several in memory): its VMCOREINFO replaces one describing another kernel."""
+    chosen = choice.kernel
+    assert chosen is not None
+    diag.kernels, diag.choice = kernels, choice
+    diag.messages.append(f"{kernels.problem()}; the fix describes the {chosen.role} kernel: {choice.reason}")
+    if options.vmcoreinfo != "auto":  # the user's --vmcoreinfo FILE or none stands
+        return text, VmcoreInfo.parse(text) if text is not None else None
+    if text is not None and text.split(b"\0", 1)[0].rstrip(b"\n") != chosen.vmcoreinfo.rstrip(b"\n"):
+        diag.messages.append(f"the dump's VMCOREINFO is not the {chosen.role} kernel's: replaced")
+    elif text is not None:
+        return text, VmcoreInfo.parse(text)
+    return chosen.vmcoreinfo, VmcoreInfo.parse(chosen.vmcoreinfo)
+
+
+def wanted_notes(notes: Sequence[Note], diag: Diagnosis) -> tuple[Note, ...] | None:
+    """The notes a dump with several kernels should carry for the chosen kernel, or None (one kernel).
+
+    Crashed: as the capture kernel's /proc/vmcore (arch-kernels-and-introspection.md §3.5): each CPU's NT_PRSTATUS
+    from the crashed kernel's crash_notes, then its VMCOREINFO. Running: the dump's notes (QEMU's registers) with
+    the running kernel's VMCOREINFO.
+    """
+    choice, text = diag.choice, diag.vmcoreinfo
+    if choice is None or choice.kernel is None or text is None:
+        return None
+    vmcoreinfo = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
+    header = choice.kernel.core_header
+    if choice.kernel.role == "crashed" and header is not None and header.cpu_notes:
+        return (*header.cpu_notes, vmcoreinfo)
+    return (*(n for n in notes if n.name != NOTE_NAME_VMCOREINFO), vmcoreinfo)
+
+
+def _notes_finding(notes: Sequence[Note], diag: Diagnosis) -> Finding | None:
+    wanted = wanted_notes(notes, diag)
+    if wanted is None or tuple(notes) == wanted:
+        return None
+    assert diag.choice is not None and diag.choice.kernel is not None
+    kernel = diag.choice.kernel
+    header = kernel.core_header
+    if kernel.role == "crashed" and header is not None and header.cpu_notes:
+        what = f"{len(header.cpu_notes)} NT_PRSTATUS from crash_notes (ELF core header at PA {header.paddr:#x})"
+    else:
+        what = "the dump's CPU notes"
+    return Finding("notes", f"notes of the {kernel.summary()}: {what} + its VMCOREINFO", wanted)
+
 
 def _kdump_facts(dump: Dump) -> KdumpFacts:
     k = dump.kdump
@@ -388,8 +409,12 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
         diag.findings.append(Finding("phys_base", f"header phys_base {k.phys_base:#x} → {diag.phys_base:#x} "
                                      f"({to_s64(diag.phys_base)})", diag.phys_base))  # fmt: skip
 
+    # Several kernels: the chosen kernel's notes (kernels.py), which also places VMCOREINFO.
+    notes = _notes_finding(dump.model.notes, diag)
+    if notes is not None:
+        diag.findings.append(notes)
     # VMCOREINFO placement (notes-and-vmcoreinfo.md §5).
-    if text is not None:
+    elif text is not None:
         note = facts.vmcoreinfo_note
         version = facts.header_version
         can = header_features(version)
@@ -506,6 +531,12 @@ def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Pr
     if arch is not None and any(elf_vaddr(arch, s.paddr, s.memsz, e.abi.word_size) not in (None, s.vaddr)
                                 for s in e.segments):  # fmt: skip
         reasons.append(f"give the PT_LOADs the virtual addresses /proc/vmcore gives them on {arch.name}")
+    notes = _notes_finding(dump.model.notes, diag)
+    if notes is not None:
+        diag.findings.append(notes)
+        reasons.append(notes.message)
+    elif existing is not None and diag.vmcoreinfo is not None and existing != diag.vmcoreinfo:
+        reasons.append("replace the VMCOREINFO note")
     if reasons:
         diag.findings.append(Finding("elf_rewrite", "rewrite the ELF: " + "; ".join(reasons), diag.vmcoreinfo))
     if options.set_flags or options.clear_flags:
@@ -530,11 +561,15 @@ def make_options(
     utsname: str = "auto",
     set_flags: Sequence[str] = (),
     clear_flags: Sequence[str] = (),
+    kernel: str = "crashed",
 ) -> FixOptions:
-    """FixOptions from the ``kdfix fix`` arguments; raises KdfixError on a bad phys_base or utsname."""
+    """FixOptions from the ``kdfix fix`` arguments; raises KdfixError on a bad phys_base, utsname or kernel."""
     if utsname not in ("auto", "none"):
         raise KdfixError(f"{utsname!r} is not auto or none", field="--utsname")
-    return FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags))
+    wanted = next((w for w in WANTED if w == kernel), None)
+    if wanted is None:
+        raise KdfixError(f"{kernel!r} is not one of {', '.join(WANTED)}", field="--kernel")
+    return FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags), wanted)
 
 
 def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
@@ -545,6 +580,7 @@ def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
         utsname=options.utsname,
         set_flags=options.set_flags,
         clear_flags=options.clear_flags,
+        kernel=options.kernel,
     )
 
 
@@ -558,4 +594,5 @@ __all__ = [
     "make_options",
     "parse_phys_base",
     "verification_options",
+    "wanted_notes",
 ]

@@ -13,7 +13,7 @@ from kdfix.fix.diagnose import FLAT_HINT_OFFSET, REWRITE_KINDS, Diagnosis, Kdump
 from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.kdump import header_features
 from kdfix.format.layout import Abi, BoundLayout
-from kdfix.notes.framing import Note, pack_note
+from kdfix.notes.framing import Note, note_offsets, pack_note, pack_notes
 from kdfix.units import align_up, cstr
 
 APPEND_ALIGN = 8
@@ -57,6 +57,7 @@ class Plan:
     elf_vmcoreinfo: bytes | None = None
     rewrite_reason: str = ""
     rewrite_kdump: KdumpRewrite | None = None
+    elf_notes: tuple[Note, ...] | None = None  # the notes the rewritten ELF carries (None: the dump's own)
 
     @property
     def empty(self) -> bool:
@@ -165,7 +166,7 @@ def plan_kdump(diag: Diagnosis) -> Plan:
             offset, size = f.value
             sub.set("offset_vmcoreinfo", offset)
             sub.set("size_vmcoreinfo", size)
-        elif f.kind == "vmcoreinfo_note":
+        elif f.kind in ("vmcoreinfo_note", "notes"):
             can = header_features(facts.header_version)
             if not can.notes:
                 # The upgraded header declares fields the old one did not have: give each a defined value.
@@ -179,17 +180,25 @@ def plan_kdump(diag: Diagnosis) -> Plan:
                                     ("max_mapnr_64", facts.max_mapnr)):  # fmt: skip
                     if facts.sub.has(path) and (not can.split or path not in ("split", "start_pfn", "end_pfn")):
                         sub.set(path, value)
-            note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
-            blob = facts.notes_raw + pack_note(note, facts.main.abi)
             at = align_up(facts.file_size, APPEND_ALIGN)
-            desc_at = at + len(facts.notes_raw) + note.desc_offset
+            if f.kind == "notes":  # the whole notes area anew (several kernels: the chosen kernel's notes)
+                notes: tuple[Note, ...] = f.value
+                blob = pack_notes(notes, facts.main.abi)
+                index = next(i for i, n in enumerate(notes) if n.name == NOTE_NAME_VMCOREINFO)
+                note = notes[index]
+                desc_at = at + note_offsets(notes)[index] + note.desc_offset
+                shown = f"{len(blob)} bytes ({len(notes) - 1} CPU notes + VMCOREINFO {len(note.desc)})"
+            else:
+                note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
+                blob = facts.notes_raw + pack_note(note, facts.main.abi)
+                desc_at = at + len(facts.notes_raw) + note.desc_offset
+                shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
             old_note = field_value(facts.sub_raw, facts.sub, "size_note") if can.notes else 0
-            shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
             append = Edit("notes", at, b"", blob, f"{old_note} bytes", shown)
             sub.set("offset_note", at)
             sub.set("size_note", len(blob))
             sub.set("offset_vmcoreinfo", desc_at)
-            sub.set("size_vmcoreinfo", len(f.value))
+            sub.set("size_vmcoreinfo", len(note.desc))
         elif f.kind == "utsname":
             for name, raw in f.value.items():
                 main.set(f"utsname.{name}", raw)
@@ -208,7 +217,9 @@ def plan_elf(diag: Diagnosis) -> Plan:
     f = diag.finding("elf_rewrite")
     if f is None:
         return Plan(diag.container)
-    return Plan(diag.container, rewrite_elf=True, elf_vmcoreinfo=f.value, rewrite_reason=f.message)
+    notes = diag.finding("notes")
+    return Plan(diag.container, rewrite_elf=True, elf_vmcoreinfo=f.value, rewrite_reason=f.message,
+                elf_notes=notes.value if notes is not None else None)  # fmt: skip
 
 
 def plan(diag: Diagnosis) -> Plan:

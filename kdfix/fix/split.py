@@ -90,6 +90,7 @@ def fix_split_set(
     utsname: str = "auto",
     set_flags: Sequence[str] = (),
     clear_flags: Sequence[str] = (),
+    kernel: str = "crashed",
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> SplitFixResult:
@@ -106,7 +107,7 @@ def fix_split_set(
         raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
     if targets is not None and in_place:
         raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
-    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags)
+    options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags, kernel)
     if targets is not None:
         if len(targets) != len(parts):
             raise KdfixError(f"{len(targets)} outputs for {len(parts)} parts", path=parts[0])

@@ -1,0 +1,151 @@
+"""detect and fix on real dumps of a running kdump capture kernel (kexec_guest.py): two kernels in one dump.
+
+Expected values come from each kernel's own ground truth and from the capture kernel's /proc/vmcore (the crashed
+kernel as Linux presents it, arch-kernels-and-introspection.md §3.5). By default the fixed dump describes the
+crashed kernel: its phys_base, its VMCOREINFO, its registers at panic; ``--kernel running`` the capture kernel
+with QEMU's registers. Oracles: makedumpfile --dump-dmesg, crash with the vmlinux (``log``), drgn with no hints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import kdfix
+from kdfix.cli.info import describe_dump
+from kdfix.detect import detect
+from kdfix.fix import fix_dump
+from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, NoteType
+from kdfix.write.convert import convert
+from tests.oracle.fixtures import require_tool
+from tests.oracle.guest import GroundTruth
+from tests.oracle.kexec_guest import KexecDumps
+from tests.oracle.tools import crash_with_vmlinux, drgn_program, makedumpfile_dump_dmesg
+
+pytestmark = pytest.mark.oracle
+
+# crash with the vmlinux takes most of a minute per run: each kernel role on two of the variants
+CRASH_CASES = {("cpu0", "crashed"), ("cpu1", "running"), ("cpu0-vmcoreinfo", "crashed"), ("cpu0-vmcoreinfo", "running")}
+
+
+def _truth(guest: KexecDumps, kernel: str) -> tuple[GroundTruth, GroundTruth]:
+    """(the kernel the fixed dump must describe, the other one)."""
+    return (guest.first, guest.capture) if kernel == "crashed" else (guest.capture, guest.first)
+
+
+def _prstatus(path: Path) -> list[bytes]:
+    with kdfix.open_dump(path) as dump:
+        return [n.desc for n in dump.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
+
+
+def _variant(guest: KexecDumps) -> str:
+    cfg = guest.config
+    return f"cpu{cfg.panic_cpu}" + ("-vmcoreinfo" if cfg.vmcoreinfo else "")
+
+
+def test_detect_reports_both_kernels_with_roles(kexec_guest: KexecDumps) -> None:
+    for path in (kexec_guest.kdump_zlib, kexec_guest.elf):
+        with kdfix.open_dump(path) as dump:
+            for kernel in ("crashed", "running"):
+                want, _other = _truth(kexec_guest, kernel)
+                result = detect(dump.model, dump.memory, kernel=kernel)  # type: ignore[arg-type]
+                assert result.phys_base == want.phys_base, (path, kernel)
+                assert result.confidence == "high", result.evidence
+                assert result.kernels is not None and result.choice is not None
+                roles = {k.role: k for k in result.kernels.kernels}
+                assert sorted(roles) == ["crashed", "running"]
+                assert roles["crashed"].phys_base == kexec_guest.first.phys_base
+                assert roles["running"].phys_base == kexec_guest.capture.phys_base
+                assert roles["crashed"].text_paddr == kexec_guest.first.kernel_code_start
+                assert roles["running"].in_reservation is True and roles["crashed"].in_reservation is False
+                header = roles["crashed"].core_header
+                assert header is not None and header.reservation() == (
+                    kexec_guest.crash_region[0],
+                    kexec_guest.crash_region[1] + 1,
+                )
+                assert header.cmdline is not None and b"elfcorehdr=" in header.cmdline[1]
+                panicked = kexec_guest.config.panic_cpu
+                assert roles["running"].cpus == (panicked,)  # the capture kernel runs on the panicking vCPU
+                assert panicked not in roles["crashed"].cpus
+                assert result.vmcoreinfo is not None
+                assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
+
+
+@pytest.mark.parametrize("kernel", ["crashed", "running"])
+def test_fixed_kdump_describes_the_chosen_kernel(
+    tmp_path: Path, kexec_guest: KexecDumps, kernel: str, debug_vmlinux: Path
+) -> None:
+    for tool in ("crash", "makedumpfile", "drgn"):
+        require_tool(tool)
+    want, other = _truth(kexec_guest, kernel)
+    with kdfix.open_dump(kexec_guest.kdump_zlib) as dump:
+        detected = detect(dump.model, dump.memory, kernel=kernel)  # type: ignore[arg-type]
+    flat = tmp_path / "fixed.flat"
+    result = fix_dump(kexec_guest.kdump_zlib, output=flat, kernel=kernel)
+    assert result.status == "fixed", result.messages
+    assert result.phys_base == f"{want.phys_base:#x}" == f"{detected.phys_base:#x}"  # detect and fix agree
+    assert result.detect["kernel"] == kernel
+    assert any("two kernels in memory" in m and f"describes the {kernel} kernel" in m for m in result.messages)
+    plain = tmp_path / "fixed.kdump"
+    convert([flat], plain, flat=False)
+    with kdfix.open_dump(plain) as fixed:
+        assert fixed.sub_header.phys_base == want.phys_base
+        assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.symbol("_stext") == want.stext_va
+        assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
+        again = detect(fixed.model, fixed.memory, kernel=kernel)  # type: ignore[arg-type]
+        assert again.phys_base == want.phys_base
+    # registers: the crashed kernel's at panic, exactly as its /proc/vmcore carries them; else QEMU's
+    expected = kexec_guest.vmcore_head.prstatus() if kernel == "crashed" else _prstatus(kexec_guest.kdump_zlib)
+    assert _prstatus(plain) == expected
+    log = makedumpfile_dump_dmesg(plain)
+    assert want.marker in log and other.marker not in log
+    prog = drgn_program(flat)  # no platform, no vmcoreinfo hint
+    with kdfix.open_dump(flat) as fixed:
+        info = fixed.vmcoreinfo
+        assert info is not None
+        uts = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)  # type: ignore[operator]
+        assert prog.read(uts + 130, 65).split(b"\0", 1)[0].decode() == want.osrelease
+        # a pointer only this kernel holds: prb -> its own printk_rb_static (KASLR differs between the kernels)
+        assert prog.read_u64(info.symbol("prb")) == info.symbol("printk_rb_static")
+    if (_variant(kexec_guest), kernel) in CRASH_CASES:
+        res = crash_with_vmlinux(debug_vmlinux, plain, ["log"])
+        assert want.marker in res.output and other.marker not in res.output, res.output[-3000:]
+        assert "do not match" not in res.output
+    if kernel == "crashed":  # consistent now: info lists no problem (its notes are the crashed kernel's)
+        with kdfix.open_dump(flat) as fixed:
+            assert not any(p.startswith("two kernels") for p in describe_dump(fixed)["problems"])
+    flat.chmod(0o600)
+    assert fix_dump(flat, in_place=True, kernel=kernel).status == "ok"  # idempotent
+
+
+def test_fixed_elf_describes_the_crashed_kernel(tmp_path: Path, kexec_guest: KexecDumps) -> None:
+    for tool in ("makedumpfile", "drgn"):
+        require_tool(tool)
+    first, capture = kexec_guest.first, kexec_guest.capture
+    out = tmp_path / "fixed.elf"
+    result = fix_dump(kexec_guest.elf, output=out)
+    assert result.status == "fixed", result.messages
+    with kdfix.open_dump(out) as fixed:
+        assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.phys_base == first.phys_base
+        assert fixed.vmcoreinfo.symbol("_stext") == first.stext_va
+    assert _prstatus(out) == kexec_guest.vmcore_head.prstatus()
+    log = makedumpfile_dump_dmesg(out)
+    assert first.marker in log and capture.marker not in log
+    prog = drgn_program(out)
+    assert prog.read(first.init_uts_ns_va + 130, 65).split(b"\0", 1)[0].decode() == first.osrelease
+
+
+def test_info_lists_two_kernels(kexec_guest: KexecDumps) -> None:
+    for path in (kexec_guest.kdump_zlib, kexec_guest.elf):
+        with kdfix.open_dump(path) as dump:
+            problems = describe_dump(dump)["problems"]
+        line = next((p for p in problems if p.startswith("two kernels in memory")), None)
+        assert line is not None, problems
+        assert f"crashed (phys_base {_shown(kexec_guest.first.phys_base)})" in line
+        assert f"capture (phys_base {_shown(kexec_guest.capture.phys_base)})" in line
+
+
+def _shown(phys_base: int) -> str:
+    signed = phys_base - (1 << 64) if phys_base >> 63 else phys_base
+    return f"{signed:#x}"
