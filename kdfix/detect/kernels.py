@@ -28,7 +28,7 @@ from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
 from kdfix.detect.paging import WalkBudgetExceeded, find_first_mapping, translate
 from kdfix.detect.validate import confirmed, kphys, validate_candidate
-from kdfix.detect.vmcoreinfo_scan import iter_page_heads, iter_vmcoreinfo_pages
+from kdfix.detect.vmcoreinfo_scan import iter_page_heads, vmcoreinfo_pages
 from kdfix.errors import FormatError, KdfixError
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
 from kdfix.format.elf import ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
@@ -416,7 +416,7 @@ def _validated_kernels(
 ) -> list[_Found]:
     """One entry per distinct validated (phys_base, KERNELOFFSET) among the VMCOREINFO copies in memory."""
     copies: dict[bytes, list[int]] = {}
-    for hit in iter_vmcoreinfo_pages(memory):
+    for hit in vmcoreinfo_pages(memory):
         copies.setdefault(hit.text, []).append(hit.pfn * memory.page_size)
     for text in extra:
         copies.setdefault(text.split(b"\0", 1)[0], [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -178,12 +180,28 @@ def iter_vmcoreinfo_pages(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
         yield VmcoreinfoHit(paddr // ps, form, text, paddr)
 
 
+_SCANNED: weakref.WeakKeyDictionary[Any, tuple[VmcoreinfoHit, ...]] = weakref.WeakKeyDictionary()
+
+
+def vmcoreinfo_pages(memory: PhysicalMemory) -> tuple[VmcoreinfoHit, ...]:
+    """Every VMCOREINFO page of ``memory`` (iter_vmcoreinfo_pages), scanned once per memory object: the
+    strategy and the search for every kernel (kernels.py) share one pass over the page heads."""
+    try:
+        return _SCANNED[memory]
+    except (KeyError, TypeError):
+        pass
+    hits = tuple(iter_vmcoreinfo_pages(memory))
+    with contextlib.suppress(TypeError):  # not weak-referenceable: scan again next time
+        _SCANNED[memory] = hits
+    return hits
+
+
 @strategy(METHOD)
 def find_by_vmcoreinfo_scan(run: Attempt) -> Candidate | None:
     """The first in-memory VMCOREINFO whose values pass the utsname/page-table checks (the live copy)."""
     memory = run.memory
     by_text: dict[bytes, list[VmcoreinfoHit]] = {}
-    for hit in iter_vmcoreinfo_pages(memory):
+    for hit in vmcoreinfo_pages(memory):
         by_text.setdefault(hit.text, []).append(hit)
     if not by_text:
         run.miss("no page starts with a VMCOREINFO note or OSRELEASE= text")

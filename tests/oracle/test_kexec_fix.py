@@ -72,31 +72,31 @@ def test_detect_reports_both_kernels_with_roles(kexec_guest: KexecDumps) -> None
                 assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
 
 
-@pytest.mark.parametrize("kernel", ["crashed", "running"])
+@pytest.mark.parametrize("role", ["crashed", "running"])
 def test_fixed_kdump_describes_the_chosen_kernel(
-    tmp_path: Path, kexec_guest: KexecDumps, kernel: str, debug_vmlinux: Path
+    tmp_path: Path, kexec_guest: KexecDumps, role: str, debug_vmlinux: Path
 ) -> None:
     for tool in ("crash", "makedumpfile", "drgn"):
         require_tool(tool)
-    want, other = _truth(kexec_guest, kernel)
+    want, other = _truth(kexec_guest, role)
     with kdfix.open_dump(kexec_guest.kdump_zlib) as dump:
-        detected = detect(dump.model, dump.memory, kernel=kernel)  # type: ignore[arg-type]
+        detected = detect(dump.model, dump.memory, kernel=role)  # type: ignore[arg-type]
     flat = tmp_path / "fixed.flat"
-    result = fix_dump(kexec_guest.kdump_zlib, output=flat, kernel=kernel)
+    result = fix_dump(kexec_guest.kdump_zlib, output=flat, kernel=role)
     assert result.status == "fixed", result.messages
     assert result.phys_base == f"{want.phys_base:#x}" == f"{detected.phys_base:#x}"  # detect and fix agree
-    assert result.detect["kernel"] == kernel
-    assert any("two kernels in memory" in m and f"describes the {kernel} kernel" in m for m in result.messages)
+    assert result.detect["kernel"] == role
+    assert any("two kernels in memory" in m and f"describes the {role} kernel" in m for m in result.messages)
     plain = tmp_path / "fixed.kdump"
     convert([flat], plain, flat=False)
     with kdfix.open_dump(plain) as fixed:
         assert fixed.sub_header.phys_base == want.phys_base
         assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.symbol("_stext") == want.stext_va
         assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
-        again = detect(fixed.model, fixed.memory, kernel=kernel)  # type: ignore[arg-type]
+        again = detect(fixed.model, fixed.memory, kernel=role)  # type: ignore[arg-type]
         assert again.phys_base == want.phys_base
     # registers: the crashed kernel's at panic, exactly as its /proc/vmcore carries them; else QEMU's
-    expected = kexec_guest.vmcore_head.prstatus() if kernel == "crashed" else _prstatus(kexec_guest.kdump_zlib)
+    expected = kexec_guest.vmcore_head.prstatus() if role == "crashed" else _prstatus(kexec_guest.kdump_zlib)
     assert _prstatus(plain) == expected
     log = makedumpfile_dump_dmesg(plain)
     assert want.marker in log and other.marker not in log
@@ -108,15 +108,15 @@ def test_fixed_kdump_describes_the_chosen_kernel(
         assert prog.read(uts + 130, 65).split(b"\0", 1)[0].decode() == want.osrelease
         # a pointer only this kernel holds: prb -> its own printk_rb_static (KASLR differs between the kernels)
         assert prog.read_u64(info.symbol("prb")) == info.symbol("printk_rb_static")
-    if (_variant(kexec_guest), kernel) in CRASH_CASES:
+    if (_variant(kexec_guest), role) in CRASH_CASES:
         res = crash_with_vmlinux(debug_vmlinux, plain, ["log"])
         assert want.marker in res.output and other.marker not in res.output, res.output[-3000:]
         assert "do not match" not in res.output
-    if kernel == "crashed":  # consistent now: info lists no problem (its notes are the crashed kernel's)
+    if role == "crashed":  # consistent now: info lists no problem (its notes are the crashed kernel's)
         with kdfix.open_dump(flat) as fixed:
             assert not any(p.startswith("two kernels") for p in describe_dump(fixed)["problems"])
     flat.chmod(0o600)
-    assert fix_dump(flat, in_place=True, kernel=kernel).status == "ok"  # idempotent
+    assert fix_dump(flat, in_place=True, kernel=role).status == "ok"  # idempotent
 
 
 def test_fixed_elf_describes_the_crashed_kernel(tmp_path: Path, kexec_guest: KexecDumps) -> None:
