@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from kdfix.arch import Arch, KernelSpace, recognise
+from kdfix.arch.x86_64 import WalkBudgetExceeded, find_first_mapping
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
-from kdfix.detect.paging import WalkBudgetExceeded, find_first_mapping, translate
-from kdfix.detect.validate import confirmed, kphys, validate_candidate
+from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_scan import iter_page_heads, vmcoreinfo_pages
 from kdfix.errors import FormatError, KdfixError
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
@@ -217,12 +218,14 @@ def _same_text(a: bytes, b: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# per-CPU page-table roots (x86_64: CR3 of the QEMU notes, phys-base-and-kaslr.md §3C)
+# per-CPU page-table roots. Only x86_64 QEMU dumps carry them (CR3 in the QEMU note, phys-base-and-kaslr.md §3C);
+# QEMU's arm64 dumps have no TTBR (arch-kernels-and-introspection.md §1.6), so there the roles rest on the core
+# header and the reservation alone. The walk itself is the kernel's arch (KernelSpace.walk from another root).
 
 
 @dataclass(frozen=True, slots=True)
 class CpuRoot:
-    """The page-table roots a vCPU may be using, and how to walk them."""
+    """The page-table roots a vCPU may be using (with PTI, CR3 may name the user half: both are tried)."""
 
     cpu: int
     roots: tuple[int, ...]
@@ -234,18 +237,26 @@ def cpu_roots(model: DumpModel) -> list[CpuRoot]:
     return [CpuRoot(c.cpu, tuple(pgd_choices(c.cr3)), c.levels) for c in iter_qemu_cpu_states(model) if c.paging]
 
 
-def cpu_runs(read: ReadFn, root: CpuRoot, info: VmcoreInfo, phys_base: int) -> bool:
-    """True when ``root`` maps the kernel's ``_stext`` to that kernel's own physical ``_stext``."""
-    stext = info.symbol("_stext")
-    if stext is None:
-        return False
-    expected = kphys(stext, phys_base)
-    sme_mask = info.number("sme_mask") or 0
+def kernel_space(model: DumpModel, info: VmcoreInfo) -> tuple[Arch, KernelSpace] | None:
+    """The architecture and address space of the kernel ``info`` describes, or None when they cannot be told."""
+    found = recognise(model, info)
+    if found is None:
+        return None
+    try:
+        return found.arch, found.arch.kernel_space(info)
+    except KdfixError:
+        return None
+
+
+def cpu_runs(read: ReadFn, root: CpuRoot, space: KernelSpace, stext: int) -> bool:
+    """True when the tables at ``root`` map the kernel's ``_stext`` to that kernel's own physical ``_stext``."""
+    expected = space.image_paddr(stext)
     for pgd in root.roots:
         try:
-            if translate(read, pgd, stext, levels=root.levels, sme_mask=sme_mask) == expected:
+            moved = replace(space, root_paddr=pgd)  # type: ignore[type-var]
+            if moved.walk(read, stext) == expected:
                 return True
-        except KdfixError:
+        except (KdfixError, TypeError):
             continue
     return False
 
@@ -257,10 +268,10 @@ def foreign_cpus(model: DumpModel, memory: PhysicalMemory, vmcoreinfo: bytes) ->
     VMCOREINFO needs the full search for other kernels. None when the dump has no usable CPU roots.
     """
     info = VmcoreInfo.parse(vmcoreinfo)
-    roots = cpu_roots(model)
-    if info.phys_base is None or not roots:
+    roots, known, stext = cpu_roots(model), kernel_space(model, info), info.symbol("_stext")
+    if known is None or stext is None or not roots:
         return None
-    return [r.cpu for r in roots if not cpu_runs(memory.read, r, info, info.phys_base)]
+    return [r.cpu for r in roots if not cpu_runs(memory.read, r, known[1], stext)]
 
 
 def cpu_image_bases(model: DumpModel, memory: PhysicalMemory) -> set[int]:
@@ -412,27 +423,36 @@ class _Found:
 
 
 def _validated_kernels(
-    memory: PhysicalMemory, extra: Iterable[bytes], vmlinux_symbols: Mapping[str, int] | None, log: list[str]
+    model: DumpModel,
+    memory: PhysicalMemory,
+    extra: Iterable[bytes],
+    vmlinux_symbols: Mapping[str, int] | None,
+    log: list[str],
 ) -> list[_Found]:
     """One entry per distinct validated (phys_base, KERNELOFFSET) among the VMCOREINFO copies in memory."""
     copies: dict[bytes, list[int]] = {}
     for hit in vmcoreinfo_pages(memory):
-        copies.setdefault(hit.text, []).append(hit.pfn * memory.page_size)
+        copies.setdefault(hit.text, []).append(hit.paddr)
     for text in extra:
         copies.setdefault(text.split(b"\0", 1)[0], [])
     found: dict[tuple[int, int | None], _Found] = {}
     for text, paddrs in copies.items():
         info = VmcoreInfo.parse(text)
-        if info.phys_base is None or not info.osrelease:
+        recognised = recognise(model, info)
+        if recognised is None or not info.osrelease:
             continue
-        candidate = Candidate("vmcoreinfo_scan", info.phys_base, info.kernel_offset, text)
+        arch = recognised.arch
+        phys_base, kernel_offset = arch.header_phys_base(info), arch.kernel_offset(info)
+        if phys_base is None:
+            continue
+        candidate = Candidate("vmcoreinfo_scan", phys_base, kernel_offset, text, (), arch.name)
         checks = validate_candidate(candidate, memory, vmcoreinfo=info, vmlinux_symbols=vmlinux_symbols)
         where = ", ".join(f"{p:#x}" for p in paddrs) or "the dump's own VMCOREINFO"
         if not confirmed(checks):
-            log.append(f"VMCOREINFO at {where} (phys_base {info.phys_base:#x}) not validated: stale or foreign")
+            log.append(f"VMCOREINFO at {where} (phys_base {phys_base:#x}) not validated: stale or foreign")
             continue
-        key = (info.phys_base, info.kernel_offset)
-        entry = found.setdefault(key, _Found(info.phys_base, info.kernel_offset))
+        key = (phys_base, kernel_offset)
+        entry = found.setdefault(key, _Found(phys_base, kernel_offset))
         entry.texts.append(text)
         entry.paddrs += paddrs
         entry.evidence.append(f"validated VMCOREINFO at {where}")
@@ -464,7 +484,7 @@ def find_kernels(
     """
     log: list[str] = []
     extra = [file_vmcoreinfo] if file_vmcoreinfo is not None else []
-    entries = _validated_kernels(memory, extra, vmlinux_symbols, log)
+    entries = _validated_kernels(model, memory, extra, vmlinux_symbols, log)
     if not entries:
         return Kernels((), (), tuple(log))
     roots = cpu_roots(model)
@@ -482,9 +502,12 @@ def find_kernels(
     for entry in entries:
         text = _best_text(entry.texts)
         info = VmcoreInfo.parse(text)
-        stext = info.symbol("_stext")
-        text_paddr = kphys(stext, entry.phys_base) if stext is not None else None
-        cpus = tuple(r.cpu for r in roots if cpu_runs(memory.read, r, info, entry.phys_base))
+        stext, known = info.symbol("_stext"), kernel_space(model, info)
+        space = known[1] if known is not None else None
+        text_paddr = space.image_paddr(stext) if space is not None and stext is not None else None
+        cpus: tuple[int, ...] = ()
+        if space is not None and stext is not None:
+            cpus = tuple(r.cpu for r in roots if cpu_runs(memory.read, r, space, stext))
         header = next((h for h in headers if _describes(h, entry, text)), None)
         evidence = list(entry.evidence)
         if cpus:
