@@ -29,10 +29,10 @@ from kdfix.arch.x86_64 import WalkBudgetExceeded, find_first_mapping
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
 from kdfix.detect.validate import confirmed, validate_candidate
-from kdfix.detect.vmcoreinfo_scan import iter_page_heads, vmcoreinfo_pages
+from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, vmcoreinfo_pages
 from kdfix.errors import FormatError, KdfixError
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
-from kdfix.format.elf import ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
+from kdfix.format.elf import ELFDATA2MSB, ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
 from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, iter_notes
@@ -397,13 +397,15 @@ def find_cmdline(memory: PhysicalMemory, header: CoreHeader) -> tuple[int, bytes
 
 
 def find_core_headers(memory: PhysicalMemory) -> list[CoreHeader]:
-    """Every page that starts with a usable ELF core header, in address order."""
+    """Every 4 KiB kernel page that starts with a usable ELF core header, in address order (kexec-tools places
+    it page-aligned; dump blocks may be larger, e.g. QEMU's 64 KiB on aarch64)."""
     out: list[CoreHeader] = []
-    ps = memory.page_size
-    for pfn, head in iter_page_heads(memory):
-        if head[:4] != b"\x7fELF" or len(head) < 18 or int.from_bytes(head[16:18], "little") != ET_CORE:
+    for paddr, head in iter_granule_heads(memory):
+        if head[:4] != b"\x7fELF" or len(head) < 18:
             continue
-        header = parse_core_header(memory.read, pfn * ps, head)
+        if int.from_bytes(head[16:18], "big" if head[5] == ELFDATA2MSB else "little") != ET_CORE:
+            continue
+        header = parse_core_header(memory.read, paddr, head)
         if header is not None:
             out.append(replace(header, cmdline=find_cmdline(memory, header)))
     return out

@@ -148,15 +148,15 @@ def _ehdr(phnum: int) -> bytes:
     return eh.pack(record)
 
 
-def _synthetic_capture_memory(cmdline: bytes) -> tuple[DictMemory, int, list[bytes]]:
+def _synthetic_capture_memory(cmdline: bytes, block: int = PS) -> tuple[DictMemory, int, list[bytes]]:
     """Low RAM with a VMCOREINFO note and two crash_notes buffers (CPU 1 never answered: empty), and in the
     reservation [RESERVATION) a kexec-tools style core header and the capture kernel's command line."""
     abi = LP64_LE
     pages: dict[int, bytes] = {}
 
     def put(paddr: int, data: bytes) -> None:
-        pfn, off = divmod(paddr, PS)
-        page = bytearray(pages.get(pfn, bytes(PS)))
+        pfn, off = divmod(paddr, block)
+        page = bytearray(pages.get(pfn, bytes(block)))
         page[off : off + len(data)] = data
         pages[pfn] = bytes(page)
 
@@ -184,15 +184,16 @@ def _synthetic_capture_memory(cmdline: bytes) -> tuple[DictMemory, int, list[byt
     merged = _ehdr(1)
     merged += ph.pack(ph.layout.make(p_type=PT_NOTE, p_offset=0x1000, p_paddr=0, p_filesz=2000, p_memsz=2000))
     put(RESERVATION[0] + 0x922000, merged)
-    return DictMemory(pages, PS, max_pfn=(RESERVATION[1] + 0x1000000) // PS), header_at, [descs[0], descs[2]]
+    return DictMemory(pages, block, max_pfn=(RESERVATION[1] + 0x1000000) // block), header_at, [descs[0], descs[2]]
 
 
+@pytest.mark.parametrize("block", [PS, 0x10000], ids=["4k-blocks", "64k-blocks"])  # QEMU aarch64: 64 KiB blocks
 @pytest.mark.parametrize("form", ["{k}K", "{h:#x}", "64M@{k}K", "0x4000000@{h:#x}"])
-def test_core_header_found_with_its_cmdline_and_reservation(form: str) -> None:
-    header_at = RESERVATION[1] - 0xA3000
+def test_core_header_found_with_its_cmdline_and_reservation(form: str, block: int) -> None:
+    header_at = RESERVATION[1] - 0xA3000  # 4 KiB aligned, inside a 64 KiB block
     param = form.format(k=header_at // 1024, h=header_at)
     cmdline = b"console=ttyS0 irqpoll nr_cpus=1 reset_devices elfcorehdr=" + param.encode()
-    memory, at, descs = _synthetic_capture_memory(cmdline)
+    memory, at, descs = _synthetic_capture_memory(cmdline, block)
     headers = find_core_headers(memory)
     assert [h.paddr for h in headers] == [at]
     h = headers[0]
