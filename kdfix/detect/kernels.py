@@ -31,7 +31,7 @@ from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, vmcoreinfo_pages
 from kdfix.errors import FormatError, KdfixError
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
+from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
 from kdfix.format.elf import ELFDATA2MSB, ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
 from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
@@ -259,6 +259,23 @@ def cpu_runs(read: ReadFn, root: CpuRoot, space: KernelSpace, stext: int) -> boo
         except (KdfixError, TypeError):
             continue
     return False
+
+
+def notes_of_cpus(notes: Sequence[Note], cpus: Iterable[int]) -> tuple[Note, ...]:
+    """``notes`` without the per-CPU notes (NT_PRSTATUS, QEMU CPU state) of vCPUs not in ``cpus``.
+
+    The n-th note of each kind belongs to vCPU n, as QEMU writes them (and as cpu_roots numbers them).
+    """
+    keep, seen = set(cpus), {NOTE_NAME_CORE: 0, NOTE_NAME_QEMU: 0}
+    out = []
+    for note in notes:
+        kind = NOTE_NAME_QEMU if note.name.startswith(NOTE_NAME_QEMU) else note.name
+        if kind in seen and (kind != NOTE_NAME_CORE or note.type == NoteType.NT_PRSTATUS):
+            cpu, seen[kind] = seen[kind], seen[kind] + 1
+            if cpu not in keep:
+                continue
+        out.append(note)
+    return tuple(out)
 
 
 def foreign_cpus(model: DumpModel, memory: PhysicalMemory, vmcoreinfo: bytes) -> list[int] | None:
@@ -580,6 +597,7 @@ __all__ = [
     "find_core_headers",
     "find_kernels",
     "foreign_cpus",
+    "notes_of_cpus",
     "parse_core_header",
     "parse_elfcorehdr",
     "several_kernels_problem",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from kdfix.arch import Arch, recognise
 from kdfix.arch.base import NO_VADDR
 from kdfix.detect import detect
-from kdfix.detect.kernels import WANTED, Choice, Kernels, Wanted, foreign_cpus
+from kdfix.detect.kernels import WANTED, Choice, Kernels, Wanted, foreign_cpus, notes_of_cpus
 from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
 from kdfix.errors import KdfixError, UnsupportedError
@@ -315,6 +315,7 @@ def header_phys_base(dump: Dump, info: VmcoreInfo | None) -> int | None:
     arch = dump_arch(dump, info)
     return None if arch is None else arch.header_phys_base(info)
 
+
 def _choose_kernel(
     kernels: Kernels, choice: Choice, text: bytes | None, options: FixOptions, diag: Diagnosis
 ) -> tuple[bytes | None, VmcoreInfo | None]:
@@ -336,8 +337,9 @@ def wanted_notes(notes: Sequence[Note], diag: Diagnosis) -> tuple[Note, ...] | N
     """The notes a dump with several kernels should carry for the chosen kernel, or None (one kernel).
 
     Crashed: as the capture kernel's /proc/vmcore (arch-kernels-and-introspection.md §3.5): each CPU's NT_PRSTATUS
-    from the crashed kernel's crash_notes, then its VMCOREINFO. Running: the dump's notes (QEMU's registers) with
-    the running kernel's VMCOREINFO.
+    from the crashed kernel's crash_notes, then its VMCOREINFO. Running: the dump's notes (QEMU's registers) of the
+    vCPUs that execute it (the others are parked in the crashed kernel, and readers such as libkdumpfile take the
+    page-table root of the first vCPU), with the running kernel's VMCOREINFO.
     """
     choice, text = diag.choice, diag.vmcoreinfo
     if choice is None or choice.kernel is None or text is None:
@@ -346,7 +348,8 @@ def wanted_notes(notes: Sequence[Note], diag: Diagnosis) -> tuple[Note, ...] | N
     header = choice.kernel.core_header
     if choice.kernel.role == "crashed" and header is not None and header.cpu_notes:
         return (*header.cpu_notes, vmcoreinfo)
-    return (*(n for n in notes if n.name != NOTE_NAME_VMCOREINFO), vmcoreinfo)
+    kept = notes_of_cpus(notes, choice.kernel.cpus) if choice.kernel.cpus else tuple(notes)
+    return (*(n for n in kept if n.name != NOTE_NAME_VMCOREINFO), vmcoreinfo)
 
 
 def _notes_finding(notes: Sequence[Note], diag: Diagnosis) -> Finding | None:
@@ -359,7 +362,7 @@ def _notes_finding(notes: Sequence[Note], diag: Diagnosis) -> Finding | None:
     if kernel.role == "crashed" and header is not None and header.cpu_notes:
         what = f"{len(header.cpu_notes)} NT_PRSTATUS from crash_notes (ELF core header at PA {header.paddr:#x})"
     else:
-        what = "the dump's CPU notes"
+        what = f"QEMU's notes of {', '.join(f'cpu{c}' for c in kernel.cpus) or 'every vCPU'}"
     return Finding("notes", f"notes of the {kernel.summary()}: {what} + its VMCOREINFO", wanted)
 
 

@@ -16,6 +16,7 @@ from kdfix.detect.kernels import (
     Kernels,
     assign_roles,
     find_core_headers,
+    notes_of_cpus,
     parse_elfcorehdr,
 )
 from kdfix.errors import KdfixError
@@ -227,3 +228,13 @@ def test_reservation_needs_a_hole_around_the_header() -> None:
     inside_a_load = replace(_header(), paddr=0x200000)
     assert inside_a_load.reservation() is None
     assert _header().reservation() == RESERVATION
+
+
+def test_notes_of_cpus_keeps_the_per_cpu_notes_of_the_named_vcpus() -> None:
+    core = [Note(NOTE_NAME_CORE, NoteType.NT_PRSTATUS, bytes([i]) * 336) for i in range(3)]
+    qemu = [Note(b"QEMU", 0, bytes([i]) * 440) for i in range(3)]
+    other = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, b"OSRELEASE=x\n")
+    notes = [core[0], qemu[0], core[1], qemu[1], core[2], qemu[2], other]
+    assert notes_of_cpus(notes, [1]) == (core[1], qemu[1], other)
+    assert notes_of_cpus(notes, [0, 2]) == (core[0], qemu[0], core[2], qemu[2], other)
+    assert notes_of_cpus(notes, []) == (other,)

@@ -95,8 +95,12 @@ def test_fixed_kdump_describes_the_chosen_kernel(
         assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
         again = detect(fixed.model, fixed.memory, kernel=role)  # type: ignore[arg-type]
         assert again.phys_base == want.phys_base
-    # registers: the crashed kernel's at panic, exactly as its /proc/vmcore carries them; else QEMU's
-    expected = kexec_guest.vmcore_head.prstatus() if role == "crashed" else _prstatus(kexec_guest.kdump_zlib)
+    # registers: the crashed kernel's at panic, exactly as its /proc/vmcore carries them; else QEMU's of the vCPU
+    # that runs the capture kernel (the panicking one)
+    panicked = kexec_guest.config.panic_cpu
+    expected = (
+        kexec_guest.vmcore_head.prstatus() if role == "crashed" else [_prstatus(kexec_guest.kdump_zlib)[panicked]]
+    )
     assert _prstatus(plain) == expected
     log = makedumpfile_dump_dmesg(plain)
     assert want.marker in log and other.marker not in log
