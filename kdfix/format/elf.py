@@ -74,7 +74,24 @@ class Elf32Phdr:
     p_align: int = cfield("u32")
 
 
+@dataclass(frozen=True, slots=True)
+class Shdr:
+    """``ElfN_Shdr``; a core file has at most section 0, whose ``sh_info`` holds e_phnum when that is PN_XNUM."""
+
+    sh_name: int = cfield("u32")
+    sh_type: int = cfield("u32")
+    sh_flags: int = cfield("ulong")
+    sh_addr: int = cfield("ulong")
+    sh_offset: int = cfield("ulong")
+    sh_size: int = cfield("ulong")
+    sh_link: int = cfield("u32")
+    sh_info: int = cfield("u32")
+    sh_addralign: int = cfield("ulong")
+    sh_entsize: int = cfield("ulong")
+
+
 ELF_EHDR = Layout.declare("elf_ehdr", Ehdr)
+ELF_SHDR = Layout.declare("elf_shdr", Shdr)
 ELF64_PHDR = Layout.declare("elf64_phdr", Elf64Phdr)
 ELF32_PHDR = Layout.declare("elf32_phdr", Elf32Phdr)
 
@@ -85,6 +102,10 @@ def elf_class(abi: Abi) -> int:
 
 def ehdr_layout(abi: Abi) -> BoundLayout[Ehdr]:
     return ELF_EHDR.bind(abi)
+
+
+def shdr_layout(abi: Abi) -> BoundLayout[Shdr]:
+    return ELF_SHDR.bind(abi)
 
 
 def phdr_layout(abi: Abi) -> BoundLayout[Any]:

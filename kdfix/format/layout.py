@@ -33,6 +33,11 @@ class Abi:
         return self.word_size == 8
 
     @property
+    def word_mask(self) -> int:
+        """All ones in a ``ulong``: what a signed value becomes when stored in one."""
+        return (1 << (8 * self.word_size)) - 1
+
+    @property
     def endian(self) -> Literal["little", "big"]:
         return "little" if self.byte_order == "<" else "big"
 

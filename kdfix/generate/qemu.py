@@ -31,7 +31,7 @@ from kdfix.format.constants import (
     NOTE_TYPE_VMCOREINFO,
     NoteType,
 )
-from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
+from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout, shdr_layout
 from kdfix.format.file_layout import plan_file
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import I386_LE, LP64_LE, Abi
@@ -240,8 +240,8 @@ def _elf_segments(f: BinaryIO, path: str) -> tuple[int, bool, list, bytes]:
     ph_layout = phdr_layout(abi)
     phnum = ehdr.e_phnum
     if phnum == PN_XNUM:  # the real count is sh_info of section header 0
-        at = ehdr.e_shoff + (44 if class64 else 28)
-        phnum = int.from_bytes(_read_exact(f, at, 4, "sh_info", path), "little")
+        sh_layout = shdr_layout(abi)
+        phnum = sh_layout.unpack(_read_exact(f, ehdr.e_shoff, sh_layout.size, "elf_shdr", path)).sh_info
     if phnum and ehdr.e_phentsize < ph_layout.size:
         raise FormatError(f"e_phentsize {ehdr.e_phentsize} is too small", field="e_phentsize", path=path)
     table = _read_exact(f, ehdr.e_phoff, phnum * ehdr.e_phentsize, "e_phoff", path)

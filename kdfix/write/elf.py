@@ -98,7 +98,7 @@ def write_elf(
     loads = list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero)
     if not loads:  # a dump with no pages: readers (libkdumpfile, drgn) want at least one PT_LOAD, an empty one does
         loads = [LoadSegment(0, 0, 0)]
-    limit = (1 << (8 * abi.word_size)) - 1
+    limit = abi.word_mask
     for seg in loads:
         if seg.paddr + seg.size - 1 > limit or seg.vaddr > limit:
             raise WriteError(f"segment at {seg.paddr:#x} does not fit an Elf32 file", field="p_paddr")

@@ -156,7 +156,7 @@ def pack_sub_header(
     split_range: tuple[int, int] | None = None,
 ) -> bytes:
     """The sub header bytes for ``layout.header_version`` (fields of later versions are not written)."""
-    word_mask = (1 << (8 * layout.abi.word_size)) - 1
+    word_mask = layout.abi.word_mask
     start, end = split_range if split_range is not None else (0, 0)
     with_erase = header_features(layout.header_version).eraseinfo and bool(model.eraseinfo)
     record = KDUMP_SUB_HEADER.make(
@@ -562,7 +562,7 @@ def normalized_model(model: DumpModel, memory: PhysicalMemory, *, codec: str = "
     can = header_features(layout.header_version)
     changes: dict[str, object] = {
         "max_mapnr": layout.max_mapnr,
-        "phys_base": header_phys_base(model) & ((1 << (8 * model.abi.word_size)) - 1),
+        "phys_base": header_phys_base(model) & model.abi.word_mask,
         "status": model.status & ~COMPRESSION_FLAGS,
         "notes": layout.notes,
         "vmcoreinfo": _written_vmcoreinfo(layout) if can.vmcoreinfo else None,
