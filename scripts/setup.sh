@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 APT_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-user-static ovmf crash makedumpfile busybox-static liblzo2-dev
-              cpio xz-utils zstd gzip dpkg-dev ca-certificates kexec-tools)
+              cpio xz-utils zstd gzip dpkg-dev ca-certificates kexec-tools librsvg2-bin)
 FOREIGN_ARCHES=(arm64 i386)
 
 missing=()
@@ -63,7 +63,7 @@ fi
 
 PY=${PYTHON:-python3}
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if "$PY" -c 'import kdfix, pytest, hypothesis, drgn, kdumpling' >/dev/null 2>&1 && command -v ruff >/dev/null; then
+if "$PY" -c 'import kdfix, pytest, hypothesis, drgn, kdumpling, numpy, drawsvg' >/dev/null 2>&1 && command -v ruff >/dev/null; then
     log "python packages already installed; refreshing the editable install"
     "$PY" -m pip install -q --no-deps -e . >/dev/null
 else

@@ -15,8 +15,8 @@ import typer
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
 COMMAND_MODULES = (
-    "info", "notes", "vmcoreinfo", "dmesg", "triage", "read_mem", "verify", "detect", "generate", "convert", "batch",
-    "fix", "undo",
+    "info", "notes", "vmcoreinfo", "dmesg", "triage", "map", "read_mem", "verify", "detect", "generate", "convert",
+    "batch", "fix", "undo",
 )  # fmt: skip
 
 
