@@ -274,8 +274,8 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
         if dump.split is not None:  # pages of a part not given are missing: the set is readable, not whole
             first = dump.split.first
             for a, b in dump.split.gaps:
-                if lost := first.dumped.count(a, b):
-                    report.errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {lost} dumped pages missing")
+                if uncovered := first.dumped.count(a, b):
+                    report.errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {uncovered} dumped pages missing")
         for part in parts:
             if part.incomplete:
                 report.errors.append(f"{part.path}: status INCOMPLETE is set")
