@@ -56,23 +56,29 @@ CRASH_STRINGS_MIN = 10
 CRASH_STRINGS_LINES = 90
 FLAT_HINT_OFFSET = 64
 FLAT_HINT_MAX = 1024
-_PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09}
+_PRINTABLE_MAP = bytes(int(b == 0x09 or 0x20 <= b < 0x7F) for b in range(256))  # byte -> 1 printable, 0 not
 
 
 def early_strings(head: bytes, *, minimum: int = CRASH_STRINGS_MIN, lines: int = CRASH_STRINGS_LINES) -> list[bytes]:
-    """The first ``lines`` runs of at least ``minimum`` printable bytes, as ``strings -n`` prints them."""
+    """The first ``lines`` runs of at least ``minimum`` printable bytes, as ``strings -n`` prints them.
+
+    A run still open at the end of ``head`` is not counted: ``head`` is a prefix of the file and the run may go on.
+    Runs are found with bytes.find over a 0/1 map of the bytes (C speed: this reads a MiB of every flattened
+    stream that is fixed, and of its output when the fix is verified).
+    """
     out: list[bytes] = []
-    start = None
-    for i, b in enumerate(head):
-        if b in _PRINTABLE:
-            if start is None:
-                start = i
-            continue
-        if start is not None and i - start >= minimum:
-            out.append(head[start:i])
-            if len(out) >= lines:
-                break
-        start = None
+    marks = head.translate(_PRINTABLE_MAP)
+    run = b"\1" * max(minimum, 1)
+    pos = 0
+    while len(out) < lines:
+        first = marks.find(run, pos)  # pos is 0 or just after a run: a match starts a run
+        if first < 0:
+            break
+        stop = marks.find(b"\0", first)
+        if stop < 0:
+            break
+        out.append(head[first:stop])
+        pos = stop
     return out
 
 

@@ -28,6 +28,7 @@ from kdfix.read.flattened import FlattenedSource
 from kdfix.read.kdump import KdumpContainer, status_flag_names
 from kdfix.read.memory import PhysicalMemory
 from kdfix.read.missing import DESCRIPTORS, PAGE_DATA, MissingRun, RunCollector, merge_runs
+from kdfix.read.page_check import check_pages
 from kdfix.read.source import Source
 from kdfix.read.split import SplitContainer
 
@@ -429,6 +430,22 @@ def _pfn_chunks(part: KdumpContainer, pages: int) -> list[tuple[int, int]]:
 
 
 def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[dict[str, Any]], list[MissingRun]]:
+    """Decode the dumped pages of ``[start, end)``: (pages checked, bad pages, runs of missing pages).
+
+    Sound ranges of a file without holes take the hot loop (kdfix.read.page_check); anything it finds wrong is
+    checked again page by page, so bad and missing pages are reported by ``_check_range_pages``.
+    """
+    src = part.source
+    if not (isinstance(src, FlattenedSource) and src.has_holes) and part.descriptors_end <= src.size:
+        checked, bad = check_pages(part, start, end)
+        if not bad:
+            return checked, [], []
+    return _check_range_pages(part, start, end)
+
+
+def _check_range_pages(
+    part: KdumpContainer, start: int, end: int
+) -> tuple[int, list[dict[str, Any]], list[MissingRun]]:
     """Decode the dumped pages of ``[start, end)``: (pages checked, bad pages, runs of missing pages).
 
     A page is missing, not bad, when its descriptor or data lies past the end of the file or, in a

@@ -478,7 +478,7 @@ echo "KDFIX:cmdline=$(cat /proc/cmdline)"
 echo "KDFIX:marker=@MARKER@"
 echo @END@
 echo "@MARKER@" > /dev/kmsg
-sync
+@FILL@sync
 echo @READY@
 if [ -n "@PANIC_CPU@" ]; then
     taskset -c @PANIC_CPU@ sh -c 'echo c > /proc/sysrq-trigger'
@@ -503,6 +503,16 @@ echo "KDFIX:kcore_notes=$(base64 -w 0 /tmp/kn)"
 """
 
 
+def _fill_lines(random_mib: int, text_mib: int) -> str:
+    """/init lines that fill tmpfs with random bytes and decimal text (empty when both are 0)."""
+    lines = ""
+    if random_mib > 0:
+        lines += f"dd if=/dev/urandom of=/tmp/random bs=1048576 count={random_mib} 2>/dev/null\n"
+    if text_mib > 0:
+        lines += f"seq 1 2000000000 | head -c {text_mib * 1048576} > /tmp/text\n"
+    return lines
+
+
 def build_initramfs(
     kernel: KernelArtifacts,
     out_path: Path,
@@ -512,6 +522,8 @@ def build_initramfs(
     busybox: Path | None = None,
     busy: bool = False,
     panic_cpu: int | None = None,
+    random_mib: int = 0,
+    text_mib: int = 0,
 ) -> Path:
     """Write a gzip'd newc cpio: busybox-static, qemu_fw_cfg.ko and an /init that prints the ground truth.
 
@@ -520,6 +532,9 @@ def build_initramfs(
     console before devtmpfs is mounted. ``busybox``: default busybox_binary(kernel.arch). Non-x86_64 guests also
     print EXTRA_TRUTH and kallsyms swapper_pg_dir. ``busy``: before the truth, fill a tmpfs file and start a
     process holding anonymous memory; ``panic_cpu``: after READY, panic through sysrq ``c`` on that CPU.
+    ``random_mib``/``text_mib`` (benchmarks): before READY, fill that much of the guest's page cache (tmpfs files)
+    with /dev/urandom bytes and with compressible decimal text, so that a large guest (TCG allocates lazily) has
+    realistic pages to dump.
     """
     busybox = busybox or busybox_binary(kernel.arch)
     if not busybox.is_file():
@@ -535,6 +550,7 @@ def build_initramfs(
         .replace("@EXTRA@", "" if native else EXTRA_TRUTH)
         .replace("@BUSY@", "1" if busy else "0")
         .replace("@PANIC_CPU@", "" if panic_cpu is None else str(panic_cpu))
+        .replace("@FILL@", _fill_lines(int(random_mib), int(text_mib)))
     )
     d, f, c = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFCHR | 0o600
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
