@@ -42,7 +42,8 @@ from bench_convert import run_measured  # noqa: E402
 # The bare floor: pread and inflate every page of a KDUMP file (descriptor table position given by the parent).
 _INFLATE = """
 import os, struct, sys, zlib
-path, data_offset, count, fmt, zlib_flag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+path, fmt = sys.argv[1], sys.argv[4]
+data_offset, count, zlib_flag = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
 fd = os.open(path, os.O_RDONLY)
 desc = struct.Struct(fmt)
 pread, decompress = os.pread, zlib.decompress
@@ -125,12 +126,14 @@ def _layout(path: Path) -> tuple[int, int, str, int, list[tuple[int, int]], int]
     """(descriptor table offset, descriptors, struct format, zlib flag, dumped pfn runs, page size) of a dump."""
     from kdfix import open_dump
     from kdfix.format.constants import DumpFlag
+    from kdfix.format.kdump import PAGE_DESC
 
     with open_dump(path) as dump:
         k = dump.kdump
         assert k is not None
         runs = list(dump.memory.dumped.iter_runs())
-        return k.data_offset, k.num_dumped, k.abi.byte_order + "qIIQ", int(DumpFlag.COMPRESSED_ZLIB), runs, k.block_size
+        fmt = PAGE_DESC.bind(k.abi).struct.format
+        return k.data_offset, k.num_dumped, fmt, int(DumpFlag.COMPRESSED_ZLIB), runs, k.block_size
 
 
 def main() -> None:
@@ -143,7 +146,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep vmcore.elf and vmcore.kdump-zlib in this directory")
     ap.add_argument("--from-dir", type=Path, help="reuse a --keep directory: no boot, no QEMU timing")
     ap.add_argument("--only", help="comma-separated command names to time (default: all)")
-    ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one; needs ~3× the dump)")
+    ap.add_argument(
+        "--workdir", type=Path, help="scratch directory (default: a temporary one; needs about 3 times the dump)"
+    )
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
 
@@ -211,12 +216,14 @@ def main() -> None:
                           env)  # fmt: skip
                     timed(f"{prefix}:convert_no_flat", [*kd, "convert", str(flat), "-o", str(out), "--no-flat"], env)
                     if out.exists() and (only is None or "convert_no_flat" in only):
-                        identical[f"{prefix}:convert_no_flat_vs_makedumpfile_R"] = filecmp.cmp(out, kdump, shallow=False)
+                        identical[f"{prefix}:convert_no_flat_vs_makedumpfile_R"] = filecmp.cmp(
+                            out, kdump, shallow=False
+                        )
                 timed("peer:drgn", [sys.executable, "-c", _DRGN, str(flat), str(runs_file), str(page_size),
                                     _MIN_VMCOREINFO])  # fmt: skip
                 timed("peer:inflate", [sys.executable, "-c", _INFLATE, str(kdump), str(data_offset), str(count), fmt,
                                        str(zlib_flag)])  # fmt: skip
-                timed("peer:makedumpfile_R", ["sh", "-c", f'makedumpfile -R "$1" < "$2"', "sh", str(out), str(flat)])
+                timed("peer:makedumpfile_R", ["sh", "-c", 'makedumpfile -R "$1" < "$2"', "sh", str(out), str(flat)])
             out.unlink(missing_ok=True)
             if args.keep and not args.from_dir:
                 args.keep.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ GATE_SIZE = GATE.size
 GATE_INTERRUPT_PRESENT = 0x8E  # present, DPL 0, 64-bit interrupt gate
 KERNEL_CS = 0x10
 
-# Physical starts of ZONE_DMA32 (MAX_DMA_PFN, 16 MiB) and ZONE_NORMAL (MAX_DMA32_PFN, 4 GiB), arch/x86/include/asm/dma.h.
+# Physical starts of ZONE_DMA32 (MAX_DMA_PFN, 16 MiB) and ZONE_NORMAL (MAX_DMA32_PFN, 4 GiB):
+# arch/x86/include/asm/dma.h.
 # Early GFP_KERNEL pages, such as the kernel's VMCOREINFO buffers (phys-base-and-kaslr.md §3B), come from the low
 # end of the highest zone: measured on Debian 6.1 guests at +2.7 MiB (128 MiB SeaBIOS, KASLR), +58 MiB (256 MiB
 # OVMF, above the kernel image) and +8 MiB (8 GiB SeaBIOS) from the zone start.

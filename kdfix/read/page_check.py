@@ -10,7 +10,6 @@ the reader describes it.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 from kdfix.codecs.base import decode_page
 from kdfix.errors import KdfixError
 from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
-from kdfix.format.kdump import PAGE_DESC_SIZE
+from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
 
 if TYPE_CHECKING:
     from kdfix.read.kdump import KdumpContainer
@@ -38,7 +37,7 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
     src = part.source
     size = src.size
     zero_offsets = part._zero_page_offsets()
-    unpack = struct.Struct(part.abi.byte_order + "qIIQ").iter_unpack
+    unpack = PAGE_DESC.bind(part.abi).struct.iter_unpack
     inflate = zlib.decompress
     pfns = part.iter_dumped_pfns(start, end)
     index = part.dumped.rank(start) - part._rank_base
