@@ -99,6 +99,10 @@ def register(app: typer.Typer) -> None:
                 "/proc/vmcore would) or the 'running' one (with QEMU's CPU registers). kdfix detect chooses alike.",
             ),
         ] = "crashed",
+        flat: Annotated[
+            bool,
+            typer.Option("--flat", help="With -o: write a flattened stream (default: a random-access KDUMP file)."),
+        ] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
         split_set: SplitSetFlag = False,
         as_json: JsonFlag = False,
@@ -107,6 +111,8 @@ def register(app: typer.Typer) -> None:
 
         Fixes the header phys_base, injects VMCOREINFO (note + header pointer), fills the utsname and the
         timestamp, sets or clears status flags; an ELF dump gets a VMCOREINFO note and the /proc/vmcore layout.
+        With -o the result is a random-access KDUMP file (a flattened stream is reassembled, as makedumpfile -R
+        does) unless --flat is given; --in-place keeps the container.
 
         Each DUMP is fixed on its own, except the parts of a makedumpfile --split set (found by content, or all
         DUMPs with --split-set): the set is diagnosed as one dump and every part gets the same header edits.
@@ -143,8 +149,12 @@ def register(app: typer.Typer) -> None:
             with progress_bar("fix", None) as progress:
                 if len(unit) == 1:
                     target = None if out is None else out[0]
-                    result = fix_dump(unit[0], output=target, in_place=in_place, progress=progress, **options)
+                    result = fix_dump(
+                        unit[0], output=target, in_place=in_place, progress=progress, flat=flat, **options
+                    )
                 else:
+                    if flat:
+                        raise KdfixError("--flat: split parts are written as they are", path=unit[0])
                     result = fix_split_set(list(unit), outputs=out, in_place=in_place, progress=progress, **options)
             shape = fix_json(result)
             return Answer(unit, shape, render_fix(shape), EXIT_CHECK_FAILED if result.status == "undetermined" else 0)

@@ -8,11 +8,13 @@ Shapes: architecture-and-style.md §3 "Detect and fix".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +36,29 @@ from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
+from kdfix.read.readiness import FLATTENED_FINDING
 from kdfix.write.atomic import atomic_output
+from kdfix.write.convert import convert
 
 log = logging.getLogger(__name__)
+
+REFORMAT_MESSAGE = {
+    False: "written as a random-access KDUMP file (the flattened stream reassembled; --flat keeps a stream)",
+    True: "written as a flattened stream (--flat)",
+}
+
+
+@contextlib.contextmanager
+def scratch_file(near: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary file beside ``near`` (named as kdfix.write.atomic names its temp files), removed afterwards."""
+    where = os.path.dirname(os.path.abspath(os.fspath(near)))
+    fd, name = tempfile.mkstemp(dir=where, prefix=f".{os.path.basename(os.fspath(near))}.", suffix=".kdfix-tmp")
+    os.close(fd)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 @dataclass
@@ -104,12 +126,18 @@ def fix_dump(
     kernel: str = "crashed",
     dry_run: bool = False,
     progress: Progress | None = None,
+    flat: bool = False,
 ) -> FixResult:
-    """Diagnose, plan and apply the fix of one dump; ``output`` (keeps the container and mode) or ``in_place``.
+    """Diagnose, plan and apply the fix of one dump; ``output`` (keeps the mode) or ``in_place``.
 
     ``kernel`` ("crashed" or "running") picks the kernel a dump with several kernels in memory is made to
     describe (a dump of a running kdump capture kernel; kdfix.detect.kernels), the same choice ``detect`` makes.
-    Status "ok": nothing to change (with ``output``, the output is a plain copy); "fixed": edits applied (or,
+
+    ``output`` of a KDUMP-family dump is a random-access KDUMP file, which every reader opens (a flattened input
+    is reassembled as ``makedumpfile -R`` would), or a flattened stream with ``flat``; ``in_place`` keeps the
+    container (O(1)), so a flattened stream stays one.
+
+    Status "ok": nothing to change (with ``output``, a copy, reassembled if flattened); "fixed": edits applied (or,
     with ``dry_run``, planned); "undetermined": a needed value could not be found (``missing`` says which) and
     nothing was written.
     """
@@ -122,6 +150,8 @@ def fix_dump(
     options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags, kernel)
     if output is not None and os.path.abspath(os.fspath(output)) == os.path.abspath(path):
         raise KdfixError("the output is the input; use --in-place", path=path)
+    if flat and output is None:
+        raise KdfixError("--flat needs -o OUT: an in-place fix keeps the container")
     if in_place and not dry_run:
         check_writable(path)
     with open_dump(path) as dump:
@@ -132,6 +162,10 @@ def fix_dump(
         return _fix_by_rewrite(path, output, in_place, rewrite_options, dry_run, progress, reason, began)
 
     with open_dump(path) as dump:
+        if flat and dump.container == "elf":
+            raise KdfixError("--flat: an ELF dump cannot be written as a flattened stream", path=path)
+        reformat = output is not None and dump.container in ("kdump", "flattened") and (
+            (dump.container == "flattened") != flat)  # fmt: skip
         diag = diagnose(dump, options, progress=progress)
         result = FixResult(path, dump.container, "ok", dry_run=dry_run, detect=diag.detect)
         result.messages.extend(f"warning: {problem}" for problem in dump.problems)  # e.g. truncated: fix anyway
@@ -151,6 +185,10 @@ def fix_dump(
         result.status = "ok" if the_plan.empty else "fixed"
         if the_plan.empty:
             result.messages.append("nothing to fix")
+        if reformat:
+            result.messages.append(REFORMAT_MESSAGE[flat])
+        elif in_place and dump.container == "flattened":
+            result.messages.append(f"still a {FLATTENED_FINDING} (or fix with -o)")
         if dry_run:
             result.messages.append("dry run: nothing written")
             result.seconds = time.monotonic() - began
@@ -172,6 +210,13 @@ def fix_dump(
                     f"{what} rewritten in place (atomic replace); the original is kept as {result.journal} "
                     f"(a hard link: delete it to free its space); undo with: kdfix undo {target}"
                 )
+        elif output is not None and reformat:
+            with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
+                copy_and_patch(path, patched, physical or PhysicalPlan((), {}, 0), progress)
+                convert([patched], tmp, flat=flat, progress=progress)  # pages pass through undecoded
+                result.bytes_written = os.path.getsize(tmp)
+                _verify(tmp, diag, options)
+            result.output = os.fspath(output)
         elif output is not None:
             with atomic_output(output, mode_from=path) as tmp:
                 result.bytes_written = copy_and_patch(path, tmp, physical or PhysicalPlan((), {}, 0), progress)

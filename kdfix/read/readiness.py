@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from kdfix.read.dump import Dump
 
 
+FLATTENED_FINDING = ("flattened stream: makedumpfile and libkdumpfile < 0.5.2 cannot open it; "
+                     "`kdfix convert --no-flat`")  # fmt: skip
+
 # machine strings libkdumpfile maps to an arch (notes-and-vmcoreinfo.md §6), by prefix.
 KNOWN_MACHINES = ("x86_64", "i386", "i586", "i686", "aarch64", "arm", "ppc", "s390", "riscv", "mips", "ia64", "alpha")
 
@@ -45,7 +48,7 @@ def reader_findings(dump: Dump) -> list[str]:
         return _elf_findings(dump)
     if dump.kdump is None:
         return []
-    findings: list[str] = []
+    findings: list[str] = [FLATTENED_FINDING] if dump.container == "flattened" else []
     model, sub, version = dump.model, dump.sub_header, dump.header_version or 0
     info = dump.vmcoreinfo
     note = model.vmcoreinfo_note()
@@ -70,9 +73,12 @@ def reader_findings(dump: Dump) -> list[str]:
             findings.append(f"header phys_base {model.phys_base:#x}{why} differs from {arch.phys_base_meaning} "
                             f"{to_s64(true_phys_base)}: makedumpfile trusts the header")  # fmt: skip
     findings.extend(_arch_findings(dump))
-    if not is_sane(utsname_fields(model.utsname)):
-        findings.append("utsname is not sane (sysname Linux, release, version, machine): libkdumpfile cannot tell "
-                        "the architecture, so drgn needs --architecture")  # fmt: skip
+    fields = utsname_fields(model.utsname)
+    if not is_sane(fields):
+        found = ", ".join(f"{n} {cstr(fields[n])!r}" for n in ("sysname", "release", "version", "machine"))
+        findings.append(f"utsname is not sane ({found}; libkdumpfile needs sysname 'Linux', a release, a version "
+                        "and a known machine): it cannot tell the architecture, so drgn needs "
+                        "--architecture")  # fmt: skip
     if info is None and model.phys_base == 0 and any(n.name.startswith(NOTE_NAME_QEMU) for n in model.notes):
         findings.append("header phys_base is 0 as QEMU always writes it: wrong under KASLR or OVMF (kdfix detect)")
     return findings

@@ -19,6 +19,7 @@ from kdfix.fix.journal import journal_path, undo
 from kdfix.fix.utsname import is_sane, utsname_fields
 from kdfix.format.constants import DumpFlag
 from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
 from kdfix.units import cstr
 from kdfix.write import reassemble
 from tests.fix.conftest import MiB, file_state, make_dump
@@ -83,18 +84,39 @@ def test_dry_run_changes_nothing_and_lists_the_edits(tmp_path: Path, synthetic_f
     assert not Path(journal_path(path)).exists()
 
 
-def test_output_keeps_container_and_mode_and_leaves_the_input(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
-    src, truth = synthetic_flat
-    path = _copy(src, tmp_path / "in", 0o400)
-    state = file_state(path)
-    out = tmp_path / "out"
-    result = fix_dump(path, output=out)
-    assert result.status == "fixed" and result.output == str(out)
-    assert file_state(path) == state
-    assert out.stat().st_mode & 0o777 == 0o400
-    with open_dump(out) as dump:
+@pytest.mark.parametrize("flat", [False, True], ids=["random-access", "flat"])
+def test_output_is_random_access_unless_flat_keeps_mode_and_leaves_the_input(
+    tmp_path: Path, synthetic_flat, synthetic_plain, flat: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """-o of a flattened stream writes a KDUMP file every reader opens (issue 14 item 1); --flat keeps a stream,
+    and also flattens a plain input; the pages are those of the input."""
+    for src, truth in (synthetic_flat, synthetic_plain):
+        path = _copy(src, tmp_path / "in", 0o400)
+        state = file_state(path)
+        out = tmp_path / "out"
+        result = fix_dump(path, output=out, flat=flat)
+        assert result.status == "fixed" and result.output == str(out)
+        assert file_state(path) == state
+        assert out.stat().st_mode & 0o777 == 0o400
+        with open_dump(out) as dump, open_dump(path) as original:
+            assert dump.container == ("flattened" if flat else "kdump")
+            assert dict(dump.memory.iter_pages()) == dict(original.memory.iter_pages())
+            assert not any("flattened stream" in f for f in reader_findings(dump)) or flat
+        _check_fixed(out, truth)
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".kdfix-tmp")]
+        out.unlink()
+        path.unlink()
+
+
+def test_flattened_in_place_stays_flattened_and_info_says_so(tmp_path: Path, synthetic_flat) -> None:  # type: ignore[no-untyped-def]
+    path = _copy(synthetic_flat[0], tmp_path / "in", 0o600)
+    result = fix_dump(path, in_place=True)
+    assert result.status == "fixed" and any("kdfix convert --no-flat" in m for m in result.messages)
+    with open_dump(path) as dump:
         assert dump.container == "flattened"
-    _check_fixed(out, truth)
+        assert FLATTENED_FINDING in reader_findings(dump)
+    with pytest.raises(KdfixError, match="--flat needs -o"):
+        fix_dump(path, in_place=True, flat=True)
 
 
 def test_read_only_input_refuses_in_place(tmp_path: Path, synthetic_plain) -> None:  # type: ignore[no-untyped-def]

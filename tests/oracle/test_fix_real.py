@@ -56,24 +56,27 @@ def test_fixed_kdump_files_are_read_by_every_tool(tmp_path: Path, guest) -> None
     plain = tmp_path / "plain.kdump"
     convert([guest.kdump_zlib], plain, flat=False)
     plain.chmod(0o600)
+    out = tmp_path / "out.kdump"  # -o of the flattened file: a random-access KDUMP file by default
     flat_out = tmp_path / "out.flat"
 
     results = [
         fix_dump(flat_in_place, in_place=True),
-        fix_dump(guest.kdump_zlib, output=flat_out),
+        fix_dump(guest.kdump_zlib, output=out),
+        fix_dump(guest.kdump_zlib, output=flat_out, flat=True),
         fix_dump(plain, in_place=True),
     ]
     for result in results:
         assert result.status in ("fixed", "ok"), result.messages
         assert result.phys_base == f"{truth.phys_base:#x}"
-    for path in (flat_in_place, flat_out, plain):
+    for path in (flat_in_place, out, flat_out, plain):
         with kdfix.open_dump(path) as dump:
             assert dump.sub_header.phys_base == truth.phys_base, path
-            assert dump.container == ("kdump" if path == plain else "flattened")
+            assert dump.container == ("flattened" if path in (flat_in_place, flat_out) else "kdump")
         res = crash_osrelease(path)
         assert res.returncode == 0 and truth.osrelease in res.output, (path, res.output)
         assert drgn_release_by_vaddr(path) == truth.osrelease
-    assert truth.marker in makedumpfile_dump_dmesg(plain)
+    for path in (plain, out):  # makedumpfile opens the fixed file itself, with no -R step
+        assert truth.marker in makedumpfile_dump_dmesg(path)
     assert fix_dump(plain, in_place=True).status == "ok"  # idempotent on the real file
 
     # every page of the fixed file equals the ELF's
