@@ -276,8 +276,9 @@ def run_batch(
     ``report`` defaults to ``out_dir/kdfix-batch-report.jsonl`` (no default with ``in_place``; ``resume``
     then needs one). Raises KdfixError when the batch itself cannot run; per-file errors are outcomes.
     """
-    if (out_dir is None) == (not in_place):
-        raise KdfixError("give exactly one of --out-dir DIR and --in-place", field="out_dir")
+    if (out_dir is not None and in_place) or (out_dir is None and not in_place and not dry_run):
+        raise KdfixError("give exactly one of --out-dir DIR and --in-place (or neither with --dry-run)",
+                         field="out_dir")  # fmt: skip
     out_root = None
     explicit_report = report is not None
     if out_dir is not None:

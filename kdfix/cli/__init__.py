@@ -42,10 +42,14 @@ def build_app(modules: Iterable[str] = COMMAND_MODULES) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )
     app.callback()(_root)  # a callback keeps the app a command group even with one command registered
     for name in modules:
         importlib.import_module(f"kdfix.cli.{name}").register(app)
+    from kdfix.cli.helptext import use_helpful_commands
+
+    use_helpful_commands(app)
     return app
 
 

@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         Dumps are recognised by content (KDUMP, DISKDUMP, flattened, ELF core) and split sets are grouped;
         every other file is reported as skipped. The report gets one JSON line per file as it finishes.
         """
-        if (out_dir is None) == (not in_place):
-            raise fail("give exactly one of --out-dir DIR and --in-place", EXIT_UNUSABLE)
+        if (out_dir is not None and in_place) or (out_dir is None and not in_place and not dry_run):
+            raise fail("give exactly one of --out-dir DIR and --in-place (or neither with --dry-run)", EXIT_UNUSABLE)
         try:
             the_shard = parse_shard(shard) if shard is not None else None
         except KdfixError as exc:

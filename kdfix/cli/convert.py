@@ -18,17 +18,27 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def convert_command(
         inputs: Annotated[list[Path], typer.Argument(metavar="IN...", help="Dump file; several = one split set.")],
-        output: Annotated[Path, typer.Option("-o", "--output", help="Output file (with --split: OUT.1..OUT.N).")],
-        to: Annotated[str | None, typer.Option("--to", help="kdump or elf (default: the input's kind).")] = None,
+        output: Annotated[
+            Path, typer.Option("-o", "--output", metavar="OUT", help="Output file (with --split: OUT.1..OUT.N).")
+        ],
+        to: Annotated[
+            str | None, typer.Option("--to", metavar="kdump|elf", help="kdump or elf (default: the input's kind).")
+        ] = None,
         compress: Annotated[
-            str | None, typer.Option("--compress", help="zlib, lzo, snappy, zstd or none (default: the input's).")
+            str | None,
+            typer.Option("--compress", metavar="CODEC", help="zlib, lzo, snappy, zstd or none (default: the input's)."),
         ] = None,
         flat: Annotated[
             bool | None, typer.Option("--flat/--no-flat", help="Flattened stream (default: as the input).")
         ] = None,
         split: Annotated[int | None, typer.Option("--split", min=1, help="Write N split parts OUT.1..OUT.N.")] = None,
         dump_level: Annotated[
-            int | None, typer.Option("--dump-level", min=0, max=31, help="0 or 1 (share/exclude zero pages).")
+            int | None,
+            typer.Option(
+                "--dump-level",
+                metavar="0|1",
+                help="0: keep zero pages; 1: exclude them (excluding more needs the kernel's page structures).",
+            ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")] = 1,
         as_json: JsonFlag = False,

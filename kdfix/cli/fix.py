@@ -73,23 +73,35 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             Path | None,
             typer.Option(
-                "-o", "--output", help="The fixed dump; with several dumps or a split set, an existing directory."
+                "-o",
+                "--output",
+                metavar="OUT",
+                help="The fixed dump; with several dumps or a split set, an existing directory.",
             ),
         ] = None,
         in_place: Annotated[
             bool, typer.Option("--in-place", help="Patch DUMP itself (undo journal beside it; each part's own).")
         ] = False,
         phys_base: Annotated[
-            str, typer.Option("--phys-base", help="auto (VMCOREINFO, else detection) or N (decimal, 0x-hex, negative).")
+            str,
+            typer.Option(
+                "--phys-base",
+                metavar="auto|N",
+                help="auto (VMCOREINFO, else detection) or N (decimal, 0x-hex, negative).",
+            ),
         ] = "auto",
         vmcoreinfo: Annotated[
-            str, typer.Option("--vmcoreinfo", help="auto (recover from memory), FILE, or none.")
+            str,
+            typer.Option("--vmcoreinfo", metavar="auto|FILE|none", help="auto (recover from memory), FILE, or none."),
         ] = "auto",
-        utsname: Annotated[str, typer.Option("--utsname", help="auto or none.")] = "auto",
+        utsname: Annotated[str, typer.Option("--utsname", metavar="auto|none", help="auto or none.")] = "auto",
         set_flag: Annotated[
-            list[str] | None, typer.Option("--set-flag", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}.")
+            list[str] | None,
+            typer.Option("--set-flag", metavar="FLAG", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}."),
         ] = None,
-        clear_flag: Annotated[list[str] | None, typer.Option("--clear-flag", help="Clear a status flag.")] = None,
+        clear_flag: Annotated[
+            list[str] | None, typer.Option("--clear-flag", metavar="FLAG", help="Clear a status flag.")
+        ] = None,
         kernel: Annotated[
             str,
             typer.Option(

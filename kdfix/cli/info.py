@@ -126,71 +126,82 @@ def _hex(value: Any) -> str:
     return f"{value:#x}" if isinstance(value, int) else str(value)
 
 
+VALUE_COLUMN = 22  # every value starts here, whatever the key's depth
+
+
+def _row(key: str, value: Any = "", depth: int = 1) -> str:
+    indent = "  " * depth
+    return f"{indent}{key + ':':<{VALUE_COLUMN - len(indent)}}{value}".rstrip()
+
+
 def render_info(info: dict[str, Any]) -> str:
-    """A ``help -n``-like text view."""
+    """A ``help -n``-like text view: one field per line, every value in one column."""
     lines = [f"{info['path']}:  {info['format']}"]
     if info["format"] != "elf":
-        lines.append("header:")
-        lines.append(f'      signature: "{info["signature"]}"')
-        lines.append(f"  header_version: {info['header_version']}")
-        lines.append("        utsname:")
-        for name, value in info["utsname"].items():
-            lines.append(f"{name:>18}: {value}")
-        ts = info["timestamp"]
-        lines.append(f"      timestamp: tv_sec {ts['tv_sec']}  tv_usec {ts['tv_usec']}")
-        flags = " | ".join(info["status_flags"]) or "0"
-        lines.append(f"         status: {info['status']:#x} ({flags})")
-        lines.append(f"     block_size: {info['block_size']}")
         kd = info["kdump"]
-        for key in ("sub_hdr_size", "bitmap_blocks"):
-            lines.append(f"{key:>15}: {kd[key]}")
-        lines.append(f"      max_mapnr: {info['max_mapnr']} ({info['max_mapnr']:#x})")
-        for key in ("total_ram_blocks", "device_blocks", "written_blocks", "current_cpu"):
-            lines.append(f"{key:>15}: {kd[key]}")
-        lines.append(f"        nr_cpus: {info['nr_cpus']}")
+        lines.append("header")
+        lines.append(_row("signature", f'"{info["signature"]}"'))
+        lines.append(_row("header_version", info["header_version"]))
+        lines.append(_row("utsname"))
+        lines.extend(_row(name, value, 2) for name, value in info["utsname"].items())
+        ts = info["timestamp"]
+        lines.append(_row("timestamp", f"tv_sec {ts['tv_sec']}  tv_usec {ts['tv_usec']}"))
+        flags = " | ".join(info["status_flags"]) or "0"
+        lines.append(_row("status", f"{info['status']:#x} ({flags})"))
+        lines.append(_row("block_size", info["block_size"]))
+        lines.extend(_row(key, kd[key]) for key in ("sub_hdr_size", "bitmap_blocks"))
+        lines.append(_row("max_mapnr", f"{info['max_mapnr']} ({info['max_mapnr']:#x})"))
+        lines.extend(_row(key, kd[key]) for key in ("total_ram_blocks", "device_blocks", "written_blocks",
+                                                    "current_cpu"))  # fmt: skip
+        lines.append(_row("nr_cpus", info["nr_cpus"]))
         if kd["sub_header"] is not None:
-            lines.append("sub header:")
+            lines.append("sub header")
             for name, value in kd["sub_header"].items():
-                lines.append(f"{name:>18}: {_hex(value) if name != 'dump_level' else value}")
-        lines.append(f"   bitmap1 at {kd['bitmap1_offset']:#x}, bitmap2 at {kd['bitmap2_offset']:#x}, "
-                     f"{kd['bitmap_len']:#x} bytes each; descriptors at {kd['data_offset']:#x}")  # fmt: skip
+                lines.append(_row(name, _hex(value) if name != "dump_level" else value))
+        lines.append("layout")
+        lines.append(_row("bitmap1", f"{kd['bitmap1_offset']:#x}"))
+        lines.append(_row("bitmap2", f"{kd['bitmap2_offset']:#x}"))
+        lines.append(_row("bitmap size", f"{kd['bitmap_len']:#x} bytes each"))
+        lines.append(_row("descriptors", f"{kd['data_offset']:#x}"))
         for part in kd.get("parts", []):
-            lines.append(f"   part {part['path']}: pfns [{part['start_pfn']:#x}, {part['end_pfn']:#x})")
+            lines.append(_row("part", f"{part['path']}: pfns [{part['start_pfn']:#x}, {part['end_pfn']:#x})"))
     else:
         e = info["elf"]
-        lines.append(f"   ELF class {e['ei_class'] * 32}, e_machine {e['e_machine']} ({e['pointer_size'] * 8}-bit "
-                     f"pointers), e_flags {e['e_flags']:#x}"
-                     f"{' (INCOMPLETE)' if e['incomplete'] else ''}")  # fmt: skip
-        lines.append(f"   phdrs follow ehdr: {e['phdrs_follow_ehdr']}; page size {info['block_size']}")
-        for s in e["segments"]:
-            lines.append(f"   PT_LOAD paddr {s['paddr']:#014x} memsz {s['memsz']:#x} filesz {s['filesz']:#x} "
-                         f"at {s['offset']:#x}")  # fmt: skip
-        lines.append(f"   nr_cpus (NT_PRSTATUS notes): {info['nr_cpus']}")
+        lines.append("ELF header")
+        lines.append(_row("class", f"ELF{e['ei_class'] * 32}"))
+        lines.append(_row("e_machine", f"{e['e_machine']} ({e['pointer_size'] * 8}-bit pointers)"))
+        lines.append(_row("e_flags", f"{e['e_flags']:#x}{' (INCOMPLETE)' if e['incomplete'] else ''}"))
+        lines.append(_row("phdrs follow ehdr", e["phdrs_follow_ehdr"]))
+        lines.append(_row("page size", info["block_size"]))
+        lines.append(_row("nr_cpus", f"{info['nr_cpus']} (NT_PRSTATUS notes)"))
+        for seg in e["segments"]:
+            lines.append(_row("PT_LOAD", f"paddr {seg['paddr']:#014x} memsz {seg['memsz']:#x} filesz "
+                                         f"{seg['filesz']:#x} at {seg['offset']:#x}"))  # fmt: skip
+    lines.append("dump")
     used = info.get("page_codecs")
     if used:
         seen = sum(used.values())
         of = f" of the first {seen}" if seen < info["dumped_pages"] else ""
         shown = ", ".join(f"{name} {n}" for name, n in sorted(used.items()))
-        lines.append(f"compression: {info['compression']} (header status); pages{of}: {shown}    "
-                     f"dumped pages: {info['dumped_pages']}")  # fmt: skip
+        lines.append(_row("compression", f"{info['compression']} (header status); pages{of}: {shown}"))
     else:
-        lines.append(f"compression: {info['compression']}    dumped pages: {info['dumped_pages']}")
-    lines.append(f"phys_base: {info['phys_base']:#x}    dump_level: {info['dump_level']}")
+        lines.append(_row("compression", info["compression"]))
+    lines.append(_row("dumped pages", info["dumped_pages"]))
+    lines.append(_row("phys_base", f"{info['phys_base']:#x}"))
+    lines.append(_row("dump_level", info["dump_level"]))
     notes = ", ".join(f"{n['name']}/{n['type']:#x}({n['size']})" for n in info["notes"]) or "none"
-    lines.append(f"notes: {notes}")
-    lines.append(f"vmcoreinfo: {'yes' if info['vmcoreinfo'] else 'no'}"
-                 f"{'  OSRELEASE=' + info['osrelease'] if info['osrelease'] else ''}")  # fmt: skip
+    lines.append(_row("notes", notes))
+    osrelease = f"  OSRELEASE={info['osrelease']}" if info["osrelease"] else ""
+    lines.append(_row("vmcoreinfo", f"{'yes' if info['vmcoreinfo'] else 'no'}{osrelease}"))
     if info["eraseinfo"]:
-        lines.append("eraseinfo:")
-        lines.extend(f"   {line}" for line in info["eraseinfo"].splitlines())
+        lines.append(_row("eraseinfo"))
+        lines.extend(_row("", line, 2) for line in info["eraseinfo"].splitlines())
     evidence = info["origin_evidence"]
-    lines.append(f"arch: {info['arch'] or 'unknown'}" + (f" ({'; '.join(info['arch_evidence'])})"
-                                                         if info["arch_evidence"] else ""))  # fmt: skip
-    lines.append(f"origin: {info['origin']}" + (f" ({'; '.join(evidence)})" if evidence else ""))
-    for problem in info["problems"]:
-        lines.append(f"problem: {problem}")
-    for finding in info["needs_fix"]:
-        lines.append(f"needs fix: {finding}")
+    arch_evidence = f" ({'; '.join(info['arch_evidence'])})" if info["arch_evidence"] else ""
+    lines.append(_row("arch", f"{info['arch'] or 'unknown'}{arch_evidence}"))
+    lines.append(_row("origin", info["origin"] + (f" ({'; '.join(evidence)})" if evidence else "")))
+    lines.extend(_row("problem", problem) for problem in info["problems"])
+    lines.extend(_row("needs fix", finding) for finding in info["needs_fix"])
     return "\n".join(lines)
 
 

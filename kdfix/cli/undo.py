@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("undo")
     @handle_errors
     def undo_command(
-        dump: Annotated[Path, typer.Argument(help="A dump fixed with kdfix fix --in-place.")],
+        dump: Annotated[Path, typer.Argument(metavar="DUMP", help="A dump fixed with kdfix fix --in-place.")],
         force: Annotated[
             bool, typer.Option("--force", help="Restore even if the fixed bytes were changed since.")
         ] = False,

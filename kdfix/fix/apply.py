@@ -267,6 +267,8 @@ def check_writable(path: str) -> None:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise UnsupportedError("not a regular file: cannot fix in place", path=path)
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise UnsupportedError("the file system is mounted read-only: use -o OUT on a writable one", path=path)
     if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
         raise UnsupportedError(
             f"the file is read-only (mode {stat.S_IMODE(st.st_mode):04o}; QEMU creates dumps 0400): "

@@ -21,7 +21,7 @@ from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
 from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.fix import utsname as uts
-from kdfix.format.constants import NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, STATUS_FLAG_NAMES
+from kdfix.format.constants import NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, STATUS_FLAG_NAMES
 from kdfix.format.elf import ehdr_layout, phdr_layout
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features
 from kdfix.format.layout import BoundLayout
@@ -532,8 +532,10 @@ def _diagnose_elf(dump: Dump, options: FixOptions, diag: Diagnosis, progress: Pr
     if existing is None and diag.vmcoreinfo is not None:
         reasons.append("add a VMCOREINFO note")
     if facts.e_phoff != eh.size or facts.e_ehsize != eh.size or facts.e_shoff or facts.e_shnum:
-        reasons.append(f"restore the /proc/vmcore layout (e_phoff {facts.e_phoff}, e_ehsize {facts.e_ehsize}, "
-                       f"e_shnum {facts.e_shnum})")  # fmt: skip
+        whose = "QEMU's header" if any(n.name.startswith(NOTE_NAME_QEMU) for n in e.notes) else "the file's header"
+        reasons.append(f"restore the /proc/vmcore layout ({whose}: e_phoff {facts.e_phoff}, e_ehsize "
+                       f"{facts.e_ehsize}, e_shnum {facts.e_shnum}; /proc/vmcore's: e_phoff {eh.size}, e_ehsize "
+                       f"{eh.size}, e_shnum 0)")  # fmt: skip
     elif len(e.note_segments) > 1 or facts.notes_offset != facts.expected_notes_offset:
         reasons.append("put the notes right after the program headers")
     arch = dump_arch(dump, VmcoreInfo.parse(diag.vmcoreinfo) if diag.vmcoreinfo is not None else None)

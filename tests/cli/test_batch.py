@@ -147,3 +147,13 @@ def test_killed_by_fault_checkpoint_resumes_to_same_state(tmp_path: Path, templa
     stdout, _ = again.communicate(timeout=120)
     assert json.loads(stdout)["counts"]["fixed"] == 0 and json.loads(stdout)["counts"]["ok"] == 8
     assert out.exists() is False
+
+
+def test_dry_run_needs_neither_out_dir_nor_in_place(tmp_path: Path, templates: Templates) -> None:
+    """``batch --dry-run`` diagnoses and plans without a destination, writes nothing (issue 14, item 9)."""
+    small_archive(tmp_path / "in", templates)
+    before = {p: p.read_bytes() for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    res = runner.invoke(app, ["batch", str(tmp_path / "in"), "--dry-run", "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["counts"] == {"fixed": 1, "ok": 1, "skipped": 1, "failed": 0}
+    assert {p: p.read_bytes() for p in (tmp_path / "in").rglob("*") if p.is_file()} == before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from kdfix.cli import app
 from tests.fix.conftest import file_state
+from tests.oracle.fixtures import repo_fixture
 
 runner = CliRunner()
 
@@ -98,3 +101,37 @@ def test_fix_output_summary_prints_the_output_size(tmp_path: Path, synthetic_pla
     assert code == 0 and f"written: {tmp_path / 'o'} ({size} bytes)" in out
     code, out, _ = _run("fix", src, "-o", tmp_path / "o2", "--json")
     assert code == 0 and json.loads(out)["bytes_written"] > size  # the copy plus the patched bytes
+
+
+def test_read_only_file_system_gets_its_own_message(tmp_path: Path, synthetic_plain, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A dump on a read-only mount is not told to chmod (issue 14, item 9): the file system is named."""
+    path = tmp_path / "d"
+    shutil.copyfile(synthetic_plain[0], path)
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self._st = st
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real_statvfs(p)))
+    code, _, err = _run("fix", path, "--in-place")
+    assert code == 2 and "file system is mounted read-only" in err and "chmod" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_elf_fix_line_names_qemus_header_values(tmp_path: Path) -> None:
+    """The old values read as old (issue 14, item 10): "(QEMU's header: e_phoff 192, ...; /proc/vmcore's: ...)"."""
+    elf = tmp_path / "qemu.elf"
+    with gzip.open(repo_fixture("firmware-16m-vmcoreinfo-note.elf.gz")) as fin:
+        elf.write_bytes(fin.read())
+    code, out, _ = _run("fix", elf, "-o", tmp_path / "out.elf", "--dry-run")
+    assert code == 0, out
+    assert "(QEMU's header: e_phoff 192, e_ehsize 8, e_shnum 2; /proc/vmcore's: e_phoff 64, e_ehsize 64" in out
+
+
+def test_info_names_the_utsname_values_it_found() -> None:
+    code, out, _ = _run("info", repo_fixture("firmware-16m.kdump-zlib"), "--json")
+    assert code == 0
+    finding = next(f for f in json.loads(out)["needs_fix"] if f.startswith("utsname is not sane"))
+    assert "sysname ''" in finding and "release ''" in finding and "machine 'x86_64'" in finding

@@ -57,7 +57,7 @@ def test_info_of_two_dumps_is_a_list_in_argument_order(files: dict[str, Path]) -
     assert [i["path"] for i in infos] == [str(files["b"]), str(files["a"])]
     assert [i["compression"] for i in infos] == ["zstd", "zlib"]
     human = run("info", files["a"], files["b"])
-    assert human.exit_code == 0 and human.stdout.count("\nheader:") == 2
+    assert human.exit_code == 0 and human.stdout.count("\nheader\n") == 2
     assert f"{files['a']}:" in human.stdout and f"{files['b']}:" in human.stdout
 
 
