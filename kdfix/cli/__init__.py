@@ -1,7 +1,9 @@
 """The ``kdfix`` command line: one module per command, joined here.
 
 ``kdfix.cli.app`` has every command.  The ``kdfix`` script imports only the module of the command it runs
-(all of them for ``--help`` or an unknown name), so a command starts without importing the others.
+(all of them for ``--help`` or an unknown name), so a command starts without importing the others, and
+``kdfix --version`` imports nothing but ``kdfix`` itself. Command modules import their heavy machinery inside
+the command function (start-up time: bench/bench_startup.py).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 # Each module defines ``register(app)``; add a command by adding its module name here.
 COMMAND_MODULES = (
@@ -22,20 +25,25 @@ COMMAND_MODULES = (
 
 def _print_version(value: bool) -> None:
     if value:
+        import typer
+
         from kdfix import __version__
 
         typer.echo(f"kdfix {__version__}")
         raise typer.Exit()
 
 
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
-) -> None:
-    """Exit codes: 0 all is well; 1 a check failed or a fix could not be determined; 2 unusable input or usage."""
-
-
 def build_app(modules: Iterable[str] = COMMAND_MODULES) -> typer.Typer:
     """A Typer app with the commands of ``modules`` registered."""
+    import typer
+
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        """Exit codes: 0 all is well; 1 a check failed or a fix could not be determined; 2 unusable input or usage."""
+
     app = typer.Typer(
         name="kdfix",
         help="Read, convert, generate, detect and fix Linux kernel crash dumps (KDUMP-compressed and ELF).",
@@ -74,5 +82,10 @@ def _module_for(argv: list[str]) -> str | None:
 
 def main() -> None:
     """Entry point of the ``kdfix`` script."""
+    if sys.argv[1:] == ["--version"]:  # the one answer that needs no command line parser
+        from kdfix import __version__
+
+        sys.stdout.write(f"kdfix {__version__}\n")
+        return
     module = _module_for(sys.argv[1:])
     build_app([module] if module is not None else COMMAND_MODULES)()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from kdfix.batch.report import STATUSES, Summary
-from kdfix.batch.runner import BatchProgress, BatchResult, run_batch
-from kdfix.batch.shard import parse_shard
 from kdfix.cli.output import EXIT_UNUSABLE, JsonFlag, fail, handle_errors, print_json, stderr, stdout
 from kdfix.errors import KdfixError
+
+if TYPE_CHECKING:
+    from kdfix.batch.report import Summary
+    from kdfix.batch.runner import BatchProgress, BatchResult
 
 _MAX_LISTED = 20
 
@@ -56,6 +55,9 @@ def register(app: typer.Typer) -> None:
         """
         if (out_dir is not None and in_place) or (out_dir is None and not in_place and not dry_run):
             raise fail("give exactly one of --out-dir DIR and --in-place (or neither with --dry-run)", EXIT_UNUSABLE)
+        from kdfix.batch.runner import run_batch
+        from kdfix.batch.shard import parse_shard
+
         try:
             the_shard = parse_shard(shard) if shard is not None else None
         except KdfixError as exc:
@@ -86,13 +88,15 @@ class _progress:
     """Two rich bars on stderr (files, bytes); hidden when stderr is not a terminal."""
 
     def __enter__(self) -> Any:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
         self._p = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[detail]}"),
             DownloadColumn(),
             TimeRemainingColumn(),
-            console=stderr,
+            console=stderr.console,
             transient=True,
             disable=not stderr.is_terminal,
         )
@@ -110,6 +114,10 @@ class _progress:
 
 
 def _print_summary(result: BatchResult) -> None:
+    from rich.table import Table
+
+    from kdfix.batch.report import STATUSES
+
     s: Summary = result.summary
     table = Table(title="kdfix batch", title_justify="left")
     table.add_column("status")

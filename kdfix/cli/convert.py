@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from kdfix.cli.output import JsonFlag, handle_errors, print_json, progress_bar, stdout
-from kdfix.write.convert import convert
 
 CODEC_NAMES = ("zlib", "lzo", "snappy", "zstd", "none")
 
@@ -53,6 +52,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{compress!r} is not one of {', '.join(CODEC_NAMES)}", param_hint="--compress")
         if to is not None and to not in ("kdump", "elf"):
             raise typer.BadParameter(f"{to!r} is not kdump or elf", param_hint="--to")
+        from kdfix.write.convert import convert
+
         with progress_bar("convert", None) as progress:
             result = convert(
                 [str(p) for p in inputs],

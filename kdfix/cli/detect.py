@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors
-from kdfix.detect import DetectResult, detect
-from kdfix.detect.kernels import WANTED, Wanted
 from kdfix.errors import FormatError, KdfixError
-from kdfix.read.probe import open_dump
 from kdfix.units import to_s64
+
+if TYPE_CHECKING:
+    from kdfix.detect import DetectResult
+    from kdfix.detect.kernels import Wanted
 
 KernelOption = Annotated[
     str,
@@ -46,6 +47,8 @@ def read_system_map(path: Path) -> dict[str, int]:
 
 
 def parse_kernel(text: str) -> Wanted:
+    from kdfix.detect.kernels import WANTED
+
     """``--kernel``: crashed or running (UsageError-style KdfixError otherwise)."""
     for wanted in WANTED:
         if text == wanted:
@@ -107,6 +110,9 @@ def register(app: typer.Typer) -> None:
         Sources, in order: VMCOREINFO, a memory scan, a CR3 walk, the IDT, the banner, the ELF PT_LOAD.
         Exit 1 if a dump's phys_base could not be determined.
         """
+        from kdfix.detect import detect
+        from kdfix.read.probe import open_dump
+
         symbols = read_system_map(system_map) if system_map is not None else None
         wanted = parse_kernel(kernel)
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, stderr
-from kdfix.kernel.dmesg import DmesgResult, dmesg
-from kdfix.kernel.printk import LEVEL_NAMES, format_timestamp, iter_lines
+
+if TYPE_CHECKING:
+    from kdfix.kernel.dmesg import DmesgResult
 
 
 def parse_level(value: str | None) -> int | None:
     """A syslog level by number (0-7) or name (emerg … debug, also warning/error)."""
     if value is None:
         return None
+    from kdfix.kernel.printk import LEVEL_NAMES
+
     name = {"warning": "warn", "error": "err"}.get(value.lower(), value.lower())
     if name in LEVEL_NAMES:
         return LEVEL_NAMES.index(name)
@@ -26,6 +29,8 @@ def parse_level(value: str | None) -> int | None:
 
 def describe_dmesg(result: DmesgResult) -> dict[str, Any]:
     """The shape ``kdfix dmesg --json`` prints for one dump (README "JSON shapes")."""
+    from kdfix.kernel.printk import format_timestamp
+
     log = result.log
     return {
         "path": result.paths[0],
@@ -77,6 +82,9 @@ def register(app: typer.Typer) -> None:
         max_level = parse_level(level)
 
         def answer(unit: Unit) -> Answer:
+            from kdfix.kernel.dmesg import dmesg
+            from kdfix.kernel.printk import iter_lines
+
             result = dmesg(*unit, since_seq=since, max_level=max_level)
             lines = iter_lines(result.log, show_caller=show_caller, show_level=show_level)
             text = "\n".join(lines) if not as_json else ""

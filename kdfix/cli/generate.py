@@ -6,15 +6,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kdfix import __version__
 from kdfix.cli.output import EXIT_UNUSABLE, JsonFlag, fail, handle_errors, print_json, stdout
-from kdfix.format.constants import NOTE_NAME_KDFIX, NOTE_TYPE_KDFIX
-from kdfix.notes.framing import Note
 from kdfix.units import to_s64
+
+if TYPE_CHECKING:
+    from kdfix.notes.framing import Note
 
 CODEC_CHOICES = ("zlib", "lzo", "snappy", "zstd", "none")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -64,6 +65,9 @@ class GenerateOptions:
 
 def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
     """The KDFIX note that makes ``kdfix info`` report origin kdfix."""
+    from kdfix.format.constants import NOTE_NAME_KDFIX, NOTE_TYPE_KDFIX
+    from kdfix.notes.framing import Note
+
     text = f"kdfix {__version__} generate --style {style} seed={opts.seed}\n"
     return Note(NOTE_NAME_KDFIX, NOTE_TYPE_KDFIX, text.encode())
 

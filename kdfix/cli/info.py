@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from kdfix.arch import recognise
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors
-from kdfix.detect.kernels import several_kernels_problem
 from kdfix.errors import KdfixError
-from kdfix.read.dump import Dump
-from kdfix.read.origin import identify_origin
-from kdfix.read.probe import open_dump
-from kdfix.read.readiness import reader_findings
 from kdfix.units import cstr
+
+if TYPE_CHECKING:
+    from kdfix.read.dump import Dump
 
 
 def _kernel_problems(dump: Dump) -> list[str]:
     """ "two kernels in memory: ..." when the CPU notes hint at a running kdump capture kernel (kernels.py)."""
+    from kdfix.detect.kernels import several_kernels_problem
+
     try:
         line = several_kernels_problem(dump.model, dump.memory)
     except KdfixError:
@@ -30,6 +29,10 @@ def _kernel_problems(dump: Dump) -> list[str]:
 
 def describe_dump(dump: Dump) -> dict[str, Any]:
     """The facts ``kdfix info --json`` prints."""
+    from kdfix.arch import recognise
+    from kdfix.read.origin import identify_origin
+    from kdfix.read.readiness import reader_findings
+
     model = dump.model
     origin, evidence = identify_origin(dump)
     k = dump.kdump
@@ -210,6 +213,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def info_command(dumps: DumpPaths, split_set: SplitSetFlag = False, as_json: JsonFlag = False) -> None:
         """Show the headers, notes, origin, problems and what readers need fixed, for each dump."""
+
+        from kdfix.read.probe import open_dump
 
         def answer(unit: Unit) -> Answer:
             with open_dump(*unit) as dump:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors, to_jsonable
-from kdfix.format.layout import Abi
-from kdfix.notes.framing import Note
-from kdfix.notes.qemu_cpu import decode_note
-from kdfix.notes.vmcoreinfo import VmcoreInfo
-from kdfix.read.probe import open_dump
+
+if TYPE_CHECKING:
+    from kdfix.format.layout import Abi
+    from kdfix.notes.framing import Note
 
 
 def describe_note(note: Note, abi: Abi, index: int) -> dict[str, Any]:
     """One note as JSON-friendly data: header, and the decoded payload when kdfix knows it."""
+    from kdfix.notes.qemu_cpu import decode_note
+    from kdfix.notes.vmcoreinfo import VmcoreInfo
+
     out: dict[str, Any] = {
         "index": index,
         "name": note.name.decode("latin-1"),
@@ -73,6 +75,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def notes_command(dumps: DumpPaths, split_set: SplitSetFlag = False, as_json: JsonFlag = False) -> None:
         """Show the ELF notes of each dump, decoded: registers per CPU, QEMU CPU state, VMCOREINFO."""
+
+        from kdfix.read.probe import open_dump
 
         def answer(unit: Unit) -> Answer:
             with open_dump(*unit) as dump:

@@ -9,21 +9,52 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kdfix.errors import KdfixError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_UNUSABLE = 2
 EXIT_SIGPIPE = 141  # what a shell reports for a process killed by SIGPIPE
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+
+class LazyConsole:
+    """A rich Console made on first use: importing rich costs more than most commands' own work."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        return (sys.stderr if self._stderr else sys.stdout).isatty()
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Plain text goes straight to the stream; tables and other renderables through rich."""
+        if all(isinstance(o, str) for o in objects) and kwargs.get("markup") is False:
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(" ".join(objects) + kwargs.get("end", "\n"))
+            stream.flush()
+            return
+        self.console.print(*objects, **kwargs)
+
+
+stderr = LazyConsole(stderr=True)
+stdout = LazyConsole(stderr=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -99,10 +130,15 @@ def progress_bar(
     description: str, total: int | None, *, bytes_mode: bool = False
 ) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr; yields a ``progress(done, total)`` callback. Hidden when stderr is not a TTY."""
+    if not stderr.is_terminal:  # nothing to show: do not even import rich
+        yield lambda done, new_total: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
     columns.append(DownloadColumn() if bytes_mode else TextColumn("{task.completed}/{task.total}"))
     columns.append(TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+    with Progress(*columns, console=stderr.console, transient=True) as progress:
         task = progress.add_task(description, total=total)
 
         def update(done: int, new_total: int) -> None:

@@ -6,15 +6,15 @@ import hashlib
 import io
 import sys
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
 from kdfix.cli.output import EXIT_UNUSABLE, fail, handle_errors, print_json
 from kdfix.errors import AddressError
-from kdfix.read.memory import PhysicalMemory
-from kdfix.read.probe import open_dump
-from kdfix.write.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from kdfix.read.memory import PhysicalMemory
 
 
 def parse_int(text: str, what: str) -> int:
@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         """Write LENGTH raw physical bytes starting at ADDR (decimal or 0x-hex)."""
         if len(args) < 3:
             raise fail("usage: kdfix read-mem DUMP... ADDR LENGTH", EXIT_UNUSABLE)
+        from kdfix.read.probe import open_dump
+        from kdfix.write.atomic import atomic_output
+
         *paths, addr_text, length_text = args
         paddr = parse_int(addr_text, "ADDR")
         length = parse_int(length_text, "LENGTH")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from kdfix.cli.output import JsonFlag, handle_errors, print_json, stdout
-from kdfix.fix.journal import journal_path, undo
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +22,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restore the original bytes of DUMP exactly (patched bytes back, appended data truncated), verify, and
         remove the journal."""
+        from kdfix.fix.journal import journal_path, undo
+
         journal = undo(dump, force=force)
         summary = {
             "path": str(dump),

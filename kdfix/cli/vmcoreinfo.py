@@ -8,7 +8,6 @@ import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors, stderr
-from kdfix.read.probe import open_dump
 
 
 def missing_hint(unit: Unit) -> str:
@@ -26,6 +25,8 @@ def register(app: typer.Typer) -> None:
 
         Exit 1 if a dump has none (kdfix detect recovers it from memory).
         """
+
+        from kdfix.read.probe import open_dump
 
         def answer(unit: Unit) -> Answer:
             with open_dump(*unit) as dump:

@@ -49,3 +49,22 @@ def test_single_command_app_still_needs_the_command_name():
     """With one command registered the app stays a group: ``kdfix info --help`` is the info command's help."""
     proc = subprocess.run([sys.executable, "-m", "kdfix", "info", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Usage: python -m kdfix info" in proc.stdout
+
+
+def test_version_and_help_import_no_dump_machinery() -> None:
+    """Start-up (issue 14, item 11): ``--version`` imports no parser at all, ``--help`` no reader or writer."""
+    heavy = ("typer", "rich", "pydantic", "kdfix.read", "kdfix.write", "kdfix.model", "kdfix.fix", "kdfix.kernel",
+             "kdfix.detect", "kdfix.notes", "kdfix.batch", "kdfix.arch", "kdfix.generate")  # fmt: skip
+    code = (
+        "import sys\n"
+        "from kdfix.cli import main\n"
+        "for argv in (['kdfix', '--version'], ['kdfix', '--help']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+        f"    print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    after_version, after_help = [line for line in proc.stderr.splitlines() if line.startswith("LOADED")]
+    assert after_version == "LOADED []"
+    assert "'kdfix." not in after_help and "'rich" not in after_help and "pydantic" not in after_help, after_help
