@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors, to_jsonable
-from kdfix.kernel.triage import TriageReport, triage
+
+if TYPE_CHECKING:
+    from kdfix.kernel.triage import TriageReport
 
 
 def describe_triage(report: TriageReport) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def register(app: typer.Typer) -> None:
         """
 
         def answer(unit: Unit) -> Answer:
+            from kdfix.kernel.triage import triage
+
             report = triage(*unit)
             text = render_triage(report)
             if len(dumps) > 1:
