@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import JsonFlag, handle_errors
-from kdfix.kernel.memmap import MemoryMap, memory_map
-from kdfix.write.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from kdfix.kernel.memmap import MemoryMap
 
 BAR_CHARS = {"data": "#", "zero": ".", "excluded": "x", "hole": " "}
 BAR_WIDTH = 64
@@ -65,6 +66,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show the physical memory map: RAM and holes, dumped / zero / excluded page runs, kernel image,
         VMCOREINFO note and split parts."""
+
+        from kdfix.kernel.memmap import memory_map
+        from kdfix.write.atomic import atomic_output
 
         def answer(unit: Unit) -> Answer:
             mm = memory_map(*unit)
