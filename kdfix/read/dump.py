@@ -432,11 +432,11 @@ def _pfn_chunks(part: KdumpContainer, pages: int) -> list[tuple[int, int]]:
 def _check_range(part: KdumpContainer, start: int, end: int) -> tuple[int, list[dict[str, Any]], list[MissingRun]]:
     """Decode the dumped pages of ``[start, end)``: (pages checked, bad pages, runs of missing pages).
 
-    Sound ranges of a file without holes take the hot loop (kdfix.read.page_check); anything it finds wrong is
+    Sound ranges take the hot loop (kdfix.read.page_check); anything it finds wrong is
     checked again page by page, so bad and missing pages are reported by ``_check_range_pages``.
     """
     src = part.source
-    if not (isinstance(src, FlattenedSource) and src.has_holes) and part.descriptors_end <= src.size:
+    if part.descriptors_end <= src.size:
         checked, bad = check_pages(part, start, end)
         if not bad:
             return checked, [], []

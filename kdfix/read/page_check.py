@@ -18,6 +18,7 @@ from kdfix.codecs.base import decode_page
 from kdfix.errors import KdfixError
 from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
 from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
+from kdfix.read.flattened import FlattenedSource
 
 if TYPE_CHECKING:
     from kdfix.read.kdump import KdumpContainer
@@ -37,6 +38,7 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
     src = part.source
     size = src.size
     zero_offsets = part._zero_page_offsets()
+    holes = src.hole_bytes if isinstance(src, FlattenedSource) and src.has_holes else None
     unpack = PAGE_DESC.bind(part.abi).struct.iter_unpack
     inflate = zlib.decompress
     pfns = part.iter_dumped_pfns(start, end)
@@ -53,11 +55,14 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
         index += len(batch)
         if len(raw) < PAGE_DESC_SIZE * len(batch):  # the table ends early: the reader reports the rest
             return _slow(part, batch[0], end, checked, bad)
+        if holes is not None and holes(off, len(raw)):  # bytes no record wrote: missing, reported by the reader
+            checked, bad = _slow(part, batch[0], batch[-1] + 1, checked, bad)
+            continue
         sound = True
         for offset, stored, flags, _page_flags in unpack(raw):
             if offset in zero_offsets and stored == bs and not flags & _COMPRESSION:
                 continue
-            if stored > bs or offset <= 0 or offset + stored > size:
+            if stored > bs or offset <= 0 or offset + stored > size or (holes is not None and holes(offset, stored)):
                 sound = False
                 break
             if chunk_lo <= offset and offset + stored <= chunk_hi:
