@@ -6,6 +6,8 @@ from __future__ import annotations
 class KdfixError(Exception):
     """An error about a dump; ``str()`` is one line naming the file, field and offset."""
 
+    exit_code = 2  # the CLI's exit status for this error: unusable input, usage, failed write
+
     def __init__(
         self,
         message: str,
@@ -81,3 +83,9 @@ class JournalError(KdfixError):
 
 class WriteError(KdfixError):
     """Writing an output failed (disk full, I/O error, permissions)."""
+
+
+class VerificationError(KdfixError):
+    """An output re-read after writing does not pass the checks it must (it was not published; exit 1)."""
+
+    exit_code = 1

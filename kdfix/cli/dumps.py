@@ -104,7 +104,8 @@ class Answer:
 
 
 def answer_each(units: Sequence[Unit], answer: Callable[[Unit], Answer]) -> list[Answer]:
-    """``answer(unit)`` for every dump; a KdfixError or OSError becomes that dump's error (exit 2), not the run's."""
+    """``answer(unit)`` for every dump; a KdfixError or OSError becomes that dump's error (exit 2, or the error's own
+    code: 1 for a result that did not verify), not the run's."""
     answers = []
     for unit in units:
         try:
@@ -112,7 +113,8 @@ def answer_each(units: Sequence[Unit], answer: Callable[[Unit], Answer]) -> list
         except (KdfixError, OSError) as exc:
             if os.environ.get("KDFIX_DEBUG") or isinstance(exc, BrokenPipeError):
                 raise
-            answers.append(Answer(unit, code=EXIT_UNUSABLE, error=error_message(exc)))
+            code = exc.exit_code if isinstance(exc, KdfixError) else EXIT_UNUSABLE  # 1: a result did not verify
+            answers.append(Answer(unit, code=code, error=error_message(exc)))
     return answers
 
 

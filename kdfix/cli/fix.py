@@ -117,6 +117,12 @@ def register(app: typer.Typer) -> None:
         ] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
         split_set: SplitSetFlag = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="--in-place even on a file with several hard links.")
+        ] = False,
+        no_wait: Annotated[
+            bool, typer.Option("--no-wait", help="Fail at once if another kdfix is using DUMP (default: wait).")
+        ] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Make DUMP readable by crash, makedumpfile, libkdumpfile and drgn.
@@ -131,7 +137,11 @@ def register(app: typer.Typer) -> None:
         With several dumps, -o DIR writes DIR/<file name> for each file; --in-place leaves an undo journal
         beside each file (kdfix undo FILE).
 
-        Exit 0: fixed or already fine; 1: a needed value could not be determined (nothing written); 2: unusable.
+        DUMP is locked while it is fixed: a second kdfix on the same dump waits (or, with --no-wait, fails at
+        once). --in-place refuses a file with several hard links unless --force (docs/GUARANTEES.md).
+
+        Exit 0: fixed (re-read and verified) or already fine; 1: a needed value could not be determined, or the
+        result did not verify (nothing replaced the input); 2: unusable input or a failed write.
         """
         if (output is None) == (not in_place) and not dry_run:
             raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
@@ -148,6 +158,8 @@ def register(app: typer.Typer) -> None:
             "clear_flags": tuple(clear_flag or ()),
             "kernel": kernel,
             "dry_run": dry_run,
+            "force": force,
+            "wait": not no_wait,
         }
         from kdfix.fix import fix_dump, fix_split_set
 

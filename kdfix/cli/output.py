@@ -87,7 +87,7 @@ def handle_errors(func: F) -> F:
         except KdfixError as exc:
             if os.environ.get("KDFIX_DEBUG"):
                 raise
-            raise fail(str(exc)) from None
+            raise fail(str(exc), exc.exit_code) from None
         except BrokenPipeError:  # the reader went away (`kdfix read-mem ... | head`): stop quietly, as on SIGPIPE
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -16,15 +16,27 @@ def register(app: typer.Typer) -> None:
     def undo_command(
         dump: Annotated[Path, typer.Argument(metavar="DUMP", help="A dump fixed with kdfix fix --in-place.")],
         force: Annotated[
-            bool, typer.Option("--force", help="Restore even if the fixed bytes were changed since.")
+            bool,
+            typer.Option(
+                "--force",
+                help="Restore even if patched bytes were changed since, or into a copy (another inode) whose bytes "
+                "prove it is the fixed file. Never truncates bytes the fix did not append.",
+            ),
+        ] = False,
+        no_wait: Annotated[
+            bool, typer.Option("--no-wait", help="Fail at once if another kdfix is using DUMP (default: wait).")
         ] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Restore the original bytes of DUMP exactly (patched bytes back, appended data truncated), verify, and
-        remove the journal."""
+        remove the journal.
+
+        The journal records which file it was made for (device, inode, sizes, digests of the header blocks and of
+        the appended tail): for any other file, or one that grew or changed past the fix, undo refuses in one
+        line and changes nothing."""
         from kdfix.fix.journal import journal_path, undo
 
-        journal = undo(dump, force=force)
+        journal = undo(dump, force=force, wait=not no_wait)
         summary = {
             "path": str(dump),
             "journal": journal_path(dump),

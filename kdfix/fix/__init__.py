@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdfix.errors import KdfixError
+from kdfix.errors import KdfixError, UnsupportedError, VerificationError
 from kdfix.fix import journal
 from kdfix.fix.apply import (
     PhysicalPlan,
@@ -34,11 +34,13 @@ from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose
 from kdfix.fix.plan import Edit, Plan, plan
 from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
+from kdfix.lock import dump_lock
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
-from kdfix.read.readiness import FLATTENED_FINDING
+from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
 from kdfix.write.atomic import atomic_output
 from kdfix.write.convert import convert
+from kdfix.write.recheck import SAMPLE_PAGES, Health, health, recheck
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +99,53 @@ class FixResult:
         }
 
 
-def _verify(target: str, diag: Diagnosis, options: FixOptions) -> None:
-    """Re-read the result and diagnose it again with the values just written: nothing may be left to change."""
+def _verify(target: str, diag: Diagnosis, options: FixOptions, before: list[str], baseline: Health,
+            pages: int | str) -> None:  # fmt: skip
+    """Re-read the result: it passes verify's checks, diagnosing it again with the values just written leaves
+    nothing to change, and no reader obstacle ``needs_fix`` listed before is still there (else exit 1)."""
+    wanted = any(f.lower() == "incomplete" for f in options.set_flags)
+    had = any("INCOMPLETE" in e for e in baseline.errors) and not any(f.lower() == "incomplete"
+                                                                    for f in options.clear_flags)  # fmt: skip
+    recheck(target, pages=pages, baseline=baseline, what="the fixed dump", incomplete_ok=wanted or had)
     again = verification_options(diag, options)
     with open_dump(target) as dump:
         if isinstance(dump.source, FlattenedSource) and not dump.source.end_marker:
-            raise KdfixError("verification failed: the fixed stream has no end marker", path=target)
+            raise VerificationError("verification failed: the fixed stream has no end marker", path=target)
         check = diagnose(dump, again)
         if dump.container != "elf" and diag.vmcoreinfo is not None:
             found, _ = dump.kdump.vmcoreinfo_text()  # type: ignore[union-attr]
             if found is None or dump.vmcoreinfo is None:
-                raise KdfixError("verification failed: VMCOREINFO not found after the fix", path=target)
+                raise VerificationError("verification failed: VMCOREINFO not found after the fix", path=target)
+        after = reader_findings(dump)
     left = [f.message for f in check.findings if f.kind != "elf_rewrite" or diag.container == "elf"]
+    waived = _waived(options)
+    left += [f for f in after if f in before and not any(w in f for w in waived)]
     if left:
-        raise KdfixError("verification failed, still to fix: " + "; ".join(left), path=target)
+        raise VerificationError("verification failed, still to fix: " + "; ".join(left), path=target)
+
+
+def _waived(options: FixOptions) -> tuple[str, ...]:
+    """Obstacles the user asked the fix to leave alone (``--vmcoreinfo none``, ``--utsname none``)."""
+    out = []
+    if options.vmcoreinfo == "none":
+        out.append("VMCOREINFO")
+    if options.utsname == "none":
+        out.append("utsname")
+    return tuple(out)
+
+
+def check_links(path: str, *, force: bool) -> None:
+    """One rule for every container: refuse ``--in-place`` on a file with several names unless ``force``.
+
+    Patching (KDUMP, flattened) would change every name of the inode; a whole rewrite (ELF) only this one.
+    """
+    links = os.stat(path).st_nlink
+    if links > 1 and not force:
+        raise UnsupportedError(
+            f"the file has {links} names (hard links): an in-place fix would change all of them (or, for an ELF, "
+            "only this one); use -o OUT, or --force to fix it in place anyway",
+            path=path,
+        )
 
 
 def fix_dump(
@@ -125,6 +160,8 @@ def fix_dump(
     clear_flags: Sequence[str] = (),
     kernel: str = "crashed",
     dry_run: bool = False,
+    force: bool = False,
+    wait: bool = True,
     progress: Progress | None = None,
     flat: bool = False,
 ) -> FixResult:
@@ -137,9 +174,13 @@ def fix_dump(
     is reassembled as ``makedumpfile -R`` would), or a flattened stream with ``flat``; ``in_place`` keeps the
     container (O(1)), so a flattened stream stays one.
 
-    Status "ok": nothing to change (with ``output``, a copy, reassembled if flattened); "fixed": edits applied (or,
-    with ``dry_run``, planned); "undetermined": a needed value could not be found (``missing`` says which) and
-    nothing was written.
+    Status "ok": nothing to change (with ``output``, the output is a plain copy); "fixed": edits applied (or,
+    with ``dry_run``, planned) and the result re-read and verified; "undetermined": a needed value could not be
+    found (``missing`` says which) and nothing was written. A result that does not verify raises
+    VerificationError (exit 1) and replaces nothing.
+
+    The dump is locked for the whole run (kdfix/lock.py): exclusively in place, shared otherwise; ``wait=False``
+    fails at once if another kdfix holds it. ``force`` allows ``in_place`` on a file with several hard links.
     """
     began = time.monotonic()
     path = os.fspath(path)
@@ -152,15 +193,31 @@ def fix_dump(
         raise KdfixError("the output is the input; use --in-place", path=path)
     if flat and output is None:
         raise KdfixError("--flat needs -o OUT: an in-place fix keeps the container")
-    if in_place and not dry_run:
+    modifying = in_place and not dry_run
+    if modifying:
         check_writable(path)
-    with open_dump(path) as dump:
-        reason = foreign_layout(dump)
-    if reason is not None:
-        rewrite_options = dict(phys_base=phys_base, vmcoreinfo=vmcoreinfo, utsname=utsname, set_flags=set_flags,
-                               clear_flags=clear_flags)  # fmt: skip
-        return _fix_by_rewrite(path, output, in_place, rewrite_options, dry_run, progress, reason, began)
+    with dump_lock(path, shared=not modifying, wait=wait):
+        notes: list[str] = []
+        if modifying:
+            done = journal.recover(os.path.realpath(path))  # an in-place rewrite killed before its rename
+            if done is not None:
+                notes.append(done)
+            check_links(os.path.realpath(path), force=force)
+        with open_dump(path) as dump:
+            reason = foreign_layout(dump)
+        if reason is not None:
+            rewrite_options = dict(phys_base=phys_base, vmcoreinfo=vmcoreinfo, utsname=utsname, set_flags=set_flags,
+                                   clear_flags=clear_flags)  # fmt: skip
+            result = _fix_by_rewrite(path, output, in_place, rewrite_options, dry_run, progress, reason, began)
+        else:
+            result = _fix_locked(path, output, in_place, options, dry_run, progress, flat)
+        result.messages[:0] = notes
+    result.seconds = time.monotonic() - began
+    return result
 
+
+def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool, options: FixOptions,
+                dry_run: bool, progress: Progress | None, flat: bool) -> FixResult:  # fmt: skip
     with open_dump(path) as dump:
         if flat and dump.container == "elf":
             raise KdfixError("--flat: an ELF dump cannot be written as a flattened stream", path=path)
@@ -175,7 +232,6 @@ def fix_dump(
             result.status = "undetermined"
             result.missing = list(diag.missing)
             result.messages.append("nothing written: " + "; ".join(diag.missing))
-            result.seconds = time.monotonic() - began
             return result
         the_plan = plan(diag)
         physical = None
@@ -191,8 +247,9 @@ def fix_dump(
             result.messages.append(f"still a {FLATTENED_FINDING} (or fix with -o)")
         if dry_run:
             result.messages.append("dry run: nothing written")
-            result.seconds = time.monotonic() - began
             return result
+        before = reader_findings(dump)
+        baseline = health(dump, SAMPLE_PAGES)
 
         if the_plan.rewrites:
             # in place: replace the file a symlink points at, not the link; keep the original inode for undo
@@ -200,41 +257,44 @@ def fix_dump(
             rewrite = rewrite_elf if the_plan.rewrite_elf else rewrite_kdump
             with atomic_output(target, mode_from=path) as tmp:
                 result.bytes_written = rewrite(dump, the_plan, tmp, progress)
-                _verify(tmp, diag, options)
+                _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
                 if in_place:
-                    result.journal = journal.keep_original(target)
+                    journal.keep_original(target, tmp)
+                    result.journal = journal.original_path(target)
             result.output = target
             if in_place:
                 what = "ELF" if the_plan.rewrite_elf else "KDUMP file"
                 result.messages.append(
                     f"{what} rewritten in place (atomic replace); the original is kept as {result.journal} "
-                    f"(a hard link: delete it to free its space); undo with: kdfix undo {target}"
+                    f"(a hard link: delete it and {journal.journal_path(target)} to keep the fix and free its "
+                    f"space); undo with: kdfix undo {target}"
                 )
         elif output is not None and reformat:
             with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
                 copy_and_patch(path, patched, physical or PhysicalPlan((), {}, 0), progress)
                 convert([patched], tmp, flat=flat, progress=progress)  # pages pass through undecoded
                 result.bytes_written = os.path.getsize(tmp)
-                _verify(tmp, diag, options)
+                _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
             result.output = os.fspath(output)
         elif output is not None:
             with atomic_output(output, mode_from=path) as tmp:
                 result.bytes_written = copy_and_patch(path, tmp, physical or PhysicalPlan((), {}, 0), progress)
                 if physical is not None and physical.writes:
-                    _verify(tmp, diag, options)
+                    _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
+                else:
+                    recheck(tmp, pages=SAMPLE_PAGES, baseline=baseline, what="the copy")
             result.output = os.fspath(output)
     if in_place and not the_plan.rewrites and physical is not None and physical.writes:
         written, jpath = apply_in_place(path, physical)
         result.bytes_written, result.journal, result.output = written, jpath, path
         try:
-            _verify(path, diag, options)
-        except KdfixError:
+            _verify(path, diag, options, before, baseline, SAMPLE_PAGES)
+        except KdfixError as exc:
             journal.undo(path, force=True)
-            raise
+            raise VerificationError(f"{exc.message}; the original was restored", path=path) from exc
         result.messages.append(f"undo with: kdfix undo {path}")
     elif in_place:
         result.output = path
-    result.seconds = time.monotonic() - began
     return result
 
 
@@ -266,7 +326,8 @@ def _fix_by_rewrite(
                         raise _NothingWritten
                     os.chmod(tmp, os.stat(path).st_mode & 0o7777)
                     if in_place:
-                        journal_path = journal.keep_original(target)
+                        journal.keep_original(target, tmp)
+                        journal_path = journal.original_path(target)
             except _NothingWritten:
                 pass
     result = dataclasses.replace(inner, path=path, output=None if dry_run else target, journal=journal_path)
@@ -291,6 +352,7 @@ __all__ = [
     "FixResult",
     "Plan",
     "SplitFixResult",
+    "check_links",
     "check_writable",
     "edit_rows",
     "fix_dump",

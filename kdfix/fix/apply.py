@@ -1,8 +1,11 @@
 """Apply a Plan: positional writes to the file (journal first), a patched copy (-o), or an ELF rewrite.
 
-For a flattened stream (kdump-format.md §11) a header patch is applied inside the payload of *every* record that
-covers the patched bytes, so whichever copy a reader picks (crash's binary search, ``-R``'s last write) holds the
-new value; appended data becomes new records written over the end marker, followed by a new end marker.
+For a flattened stream (kdump-format.md §11) a header patch is applied inside the payload of every record that
+covers the patched bytes (normally one), so whichever copy a reader picks (crash's binary search, ``-R``'s last
+write) holds the new value. A stream where more than ``MAX_COVERING`` records cover a field (valid, but built to
+make a fix do work proportional to their number) gets the new value as one new record instead (last write wins,
+as ``makedumpfile -R`` and the reader resolve it), so a fix stays O(1) and its journal small. Appended data
+becomes new records written over the end marker, followed by a new end marker.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +36,14 @@ from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
+from kdfix.write.sparse import copy_sparse
 
 Progress = Callable[[int, int], None]
 _END_MARKER = b"\xff" * FLAT_RECORD_SIZE
 _RECORD = FLAT_RECORD_BOUND.struct
 _SCAN = 1 << 20
 MAX_APPEND_RECORD = 1 << 20
+MAX_COVERING = 4  # records covering one patched field that are patched in place; past that, a new record
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +116,16 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
         if end_marker is None:
             raise UnsupportedError("flattened stream has no end marker (truncated); convert it with -o first",
                                    field="flat_record", path=path)  # fmt: skip
-        extra: list[tuple[int, bytes]] = []  # (dump offset, bytes) of uncovered patch bytes: new records
+        extra: list[tuple[int, bytes]] = []  # (dump offset, bytes) to append as new records (last write wins)
         for e in plan.edits:
             lo, hi = e.dump_offset, e.dump_offset + len(e.new)
+            covering = [r for r in records if r.dump_offset < hi and lo < r.dump_offset + r.size]
+            if len(covering) > MAX_COVERING:  # a hostile stream: keep the fix O(1), one new record
+                extra.append((lo, e.new))
+                continue
             covered = bytearray(hi - lo)
-            for r in records:
+            for r in covering:
                 a, b = max(lo, r.dump_offset), min(hi, r.dump_offset + r.size)
-                if a >= b:
-                    continue
                 at = r.payload + (a - r.dump_offset)
                 old = pread_full(fd, at, b - a)
                 writes.append(Write(at, old, e.new[a - lo : b - lo]))
@@ -187,26 +193,13 @@ def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
 
 
 def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progress | None = None) -> int:
-    """Stream-copy ``src`` to ``dst`` (an open temp path), then apply the writes there; returns bytes written."""
-    size = os.path.getsize(src)
+    """Copy ``src`` to ``dst`` (an open temp path) keeping its holes, then apply the writes there; returns the
+    apparent bytes written (the size copied plus the patches)."""
     with open(src, "rb") as fin, open(dst, "r+b" if os.path.exists(dst) else "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
         fout.truncate(0)
-        done = 0
-        try:
-            while done < size:
-                n = os.copy_file_range(fin.fileno(), fout.fileno(), min(size - done, 64 << 20))
-                if n <= 0:
-                    break
-                done += n
-                if progress is not None:
-                    progress(done, size)
-        except OSError:
-            fin.seek(done)
-            fout.seek(done)
-            shutil.copyfileobj(fin, fout, 8 << 20)
-            done = size
-        fout.flush()
-        written = done + _write_all(fout.fileno(), physical.writes)
+        copy_sparse(fin.fileno(), fout.fileno(), size, progress)
+        written = size + _write_all(fout.fileno(), physical.writes)
         os.fsync(fout.fileno())
     return written
 

@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.errors import KdfixError, UnsupportedError, VerificationError
 from kdfix.fix import journal as fix_journal
 from kdfix.fix.apply import PhysicalPlan, apply_in_place, check_writable, copy_and_patch, edit_rows, physical_writes
 from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
 from kdfix.fix.plan import Plan, plan
+from kdfix.lock import dump_lock
 from kdfix.read.probe import open_dump
 from kdfix.write.atomic import atomic_output
+from kdfix.write.recheck import SAMPLE_PAGES, recheck
 
 
 @dataclass
@@ -74,9 +76,11 @@ def _diagnose_set(
 
 def _verify(paths: Sequence[str], diag: Diagnosis, options: FixOptions) -> None:
     """Re-read the fixed set and diagnose it again with the values just written: nothing may be left to change."""
+    recheck(list(paths), pages=SAMPLE_PAGES, what="the fixed set",
+            incomplete_ok=any(f.lower() == "incomplete" for f in options.set_flags))  # fmt: skip
     check, left = _diagnose_set(paths, verification_options(diag, options))
     if not left.empty:
-        raise KdfixError("verification failed, still to fix: " + "; ".join(f.message for f in check.findings),
+        raise VerificationError("verification failed, still to fix: " + "; ".join(f.message for f in check.findings),
                          path=paths[0])  # fmt: skip
 
 
@@ -92,6 +96,8 @@ def fix_split_set(
     clear_flags: Sequence[str] = (),
     kernel: str = "crashed",
     dry_run: bool = False,
+    force: bool = False,
+    wait: bool = True,
     progress: Progress | None = None,
 ) -> SplitFixResult:
     """Diagnose the parts ``paths`` as one dump and apply the same fix to each: into ``outputs`` (one per part,
@@ -114,10 +120,23 @@ def fix_split_set(
         for part, target in zip(parts, targets, strict=True):
             if os.path.abspath(target) == os.path.abspath(part):
                 raise KdfixError("the output is the input; use --in-place", path=part)
-    if in_place and not dry_run:
+    modifying = in_place and not dry_run
+    if modifying:
         for part in parts:
             check_writable(part)
+    with dump_lock(parts, shared=not modifying, wait=wait):
+        if modifying:
+            from kdfix.fix import check_links
 
+            for part in parts:
+                check_links(os.path.realpath(part), force=force)
+        result = _fix_set_locked(parts, targets, in_place, options, dry_run, progress)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _fix_set_locked(parts: list[str], targets: list[str] | None, in_place: bool, options: FixOptions,
+                    dry_run: bool, progress: Progress | None) -> SplitFixResult:  # fmt: skip
     diag, the_plan = _diagnose_set(parts, options, progress)
     result = SplitFixResult(parts, "ok", messages=list(diag.messages), dry_run=dry_run, detect=diag.detect)
     result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
@@ -125,7 +144,6 @@ def fix_split_set(
         result.status = "undetermined"
         result.missing = list(diag.missing)
         result.messages.append("nothing written: " + "; ".join(diag.missing))
-        result.seconds = time.monotonic() - began
         return result
     if the_plan.append is not None or the_plan.rewrites or the_plan.stream_edits:
         raise UnsupportedError("the fix of this split set appends data to each part; reassemble the set "
@@ -152,7 +170,6 @@ def fix_split_set(
         result.outputs = parts
         if not the_plan.empty:
             _apply_in_place(parts, physical, diag, options, result)
-    result.seconds = time.monotonic() - began
     return result
 
 

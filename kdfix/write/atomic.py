@@ -1,4 +1,9 @@
-"""Crash-safe output: write a temp file beside the target, fsync, rename over it, fsync the directory."""
+"""Crash-safe output: write a temp file beside the target, fsync, rename over it, fsync the directory.
+
+The output takes the metadata of the file it is made from (``mode_from``): permission bits always, and owner,
+group and extended attributes (POSIX ACLs are the ``system.posix_acl_*`` attributes) where the process may set
+them, so that a dump rewritten as root still belongs to, and is readable by, whoever owned it.
+"""
 
 from __future__ import annotations
 
@@ -25,16 +30,43 @@ def output_mode(mode_from: str | os.PathLike[str] | None) -> int:
         return DEFAULT_MODE
 
 
+def copy_metadata(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Give ``dst`` the owner, group, mode and extended attributes of ``src``, as far as this process may.
+
+    Owner and group: both if allowed (root), else the group alone (a member may), else left as they are.
+    Extended attributes the process may not set (``trusted.*`` as a user, read-only ``security.*``) are skipped.
+    """
+    st = os.stat(src)
+    now = os.stat(dst)
+    if (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid):
+        try:
+            os.chown(dst, st.st_uid, st.st_gid)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.chown(dst, -1, st.st_gid)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))  # after chown, which may clear set-id bits
+    if not hasattr(os, "listxattr"):
+        return
+    try:
+        names = os.listxattr(src)
+    except OSError:
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(dst, name, os.getxattr(src, name))
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, mode_from: str | os.PathLike[str] | None = None) -> Iterator[str]:
     """Yield a temp path beside ``path``; on success fsync it, rename it over ``path`` and fsync the directory.
 
-    The result keeps the file mode of ``mode_from`` (or 0644). On any exception the temp file is
-    removed and ``path`` is untouched; ENOSPC, EIO and other OSErrors become a one-line WriteError.
+    The result keeps the metadata of ``mode_from`` (:func:`copy_metadata`; without it, mode 0644). On any
+    exception the temp file is removed and ``path`` is untouched; ENOSPC, EIO and other OSErrors become a
+    one-line WriteError naming the file written and what was left untouched.
     """
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
-    mode = output_mode(mode_from)
+    existed = os.path.lexists(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".kdfix-tmp", dir=directory)
     except OSError as exc:
@@ -42,21 +74,30 @@ def atomic_output(path: str | os.PathLike[str], *, mode_from: str | os.PathLike[
     os.close(fd)
     try:
         yield tmp
-        _finish(tmp, target, directory, mode)
+        _finish(tmp, target, directory, mode_from)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, KdfixError):
-            raise WriteError(_reason(exc), path=target) from exc
+            kept = "kept its old content" if existed else "was not created"
+            source = f"; {os.fspath(mode_from)} is untouched" if mode_from is not None else ""
+            raise WriteError(f"writing failed: {reason(exc)}; the partial temp file was removed, {target} {kept}"
+                             f"{source}", path=target) from exc  # fmt: skip
         raise
 
 
-def _reason(exc: OSError) -> str:
+def reason(exc: OSError) -> str:
+    """A short reason for a failed write ("no space left on device", "I/O error", ...)."""
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
     if exc.errno == errno.EIO:
         return "I/O error"
     return exc.strerror or str(exc)
+
+
+_reason = reason
 
 
 def fsync_path(path: str) -> None:
@@ -68,10 +109,13 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _finish(tmp: str, target: str, directory: str, mode: int) -> None:
+def _finish(tmp: str, target: str, directory: str, mode_from: str | os.PathLike[str] | None) -> None:
     checkpoint("atomic.before_fsync")
+    if mode_from is not None and os.path.exists(mode_from):
+        copy_metadata(mode_from, tmp)
+    else:
+        os.chmod(tmp, output_mode(mode_from))
     fsync_path(tmp)
-    os.chmod(tmp, mode)
     checkpoint("atomic.before_rename")
     os.replace(tmp, target)
     checkpoint("atomic.after_rename")
