@@ -78,6 +78,7 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
 
     from kdfix.generate.synthetic import build_linux_image
     from kdfix.write import atomic_output, write_kdump
+    from kdfix.write.recheck import recheck
 
     try:
         model, memory, truth = build_linux_image(
@@ -96,6 +97,7 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
         model = dataclasses.replace(model, notes=(*model.notes, kdfix_mark_note("linux", opts)))
     with atomic_output(opts.output) as tmp:
         result = write_kdump(tmp, model, memory, codec=opts.codec, flat=opts.flat, phys_base_from_vmcoreinfo=False)
+        recheck(tmp, what="the generated dump")
     return {
         "path": str(opts.output),
         "style": "linux",

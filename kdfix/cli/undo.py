@@ -47,4 +47,5 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(summary)
         else:
-            stdout.print(f"{dump}: restored {len(journal.writes)} write(s), size {journal.original_size}", markup=False)
+            what = f"restored {len(journal.writes)} write(s)" if journal.writes else "restored the original file"
+            stdout.print(f"{dump}: {what}, size {journal.original_size}", markup=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 from kdfix.arch import recognise
 from kdfix.codecs import CODECS_BY_NAME
-from kdfix.errors import FormatError, JournalError, UnsupportedError, WriteError
+from kdfix.errors import FormatError, JournalError, KdfixError, UnsupportedError, WriteError
 from kdfix.faults import checkpoint
 from kdfix.fix import journal as _journal
 from kdfix.fix.diagnose import elf_vaddr
@@ -31,12 +31,14 @@ from kdfix.format.flattened import FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.model import make_utsname
 from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump
-from kdfix.read.memory import PhysicalMemory
+from kdfix.read.memory import DictMemory, PhysicalMemory
+from kdfix.read.probe import open_dump
 from kdfix.read.reblock import ReblockedMemory
+from kdfix.write.atomic import reason
 from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
-from kdfix.write.sparse import copy_sparse
+from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
 
 Progress = Callable[[int, int], None]
 _END_MARKER = b"\xff" * FLAT_RECORD_SIZE
@@ -125,12 +127,12 @@ def physical_writes(path: str, container: str, plan: Plan) -> PhysicalPlan:
                 continue
             covered = bytearray(hi - lo)
             for r in covering:
-                a, b = max(lo, r.dump_offset), min(hi, r.dump_offset + r.size)
-                at = r.payload + (a - r.dump_offset)
-                old = pread_full(fd, at, b - a)
-                writes.append(Write(at, old, e.new[a - lo : b - lo]))
+                first, end = max(lo, r.dump_offset), min(hi, r.dump_offset + r.size)
+                at = r.payload + (first - r.dump_offset)
+                old = pread_full(fd, at, end - first)
+                writes.append(Write(at, old, e.new[first - lo : end - lo]))
                 offsets.setdefault(e.field, at)
-                covered[a - lo : b - lo] = b"\1" * (b - a)
+                covered[first - lo : end - lo] = b"\1" * (end - first)
             start = None
             for i in range(len(covered) + 1):
                 if i < len(covered) and not covered[i]:
@@ -172,7 +174,13 @@ def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
     """Journal the writes (fsynced), then write them and fsync; returns (bytes written, journal path)."""
     if not physical.writes:
         return 0, ""
-    journal = _journal.begin(path, physical.writes, physical.original_size)
+    try:
+        journal = _journal.begin(path, physical.writes, physical.original_size)
+    except OSError as exc:
+        if isinstance(exc, KdfixError):
+            raise
+        raise WriteError(f"cannot write the undo journal {_journal.journal_path(path)}: {reason(exc)}; the dump "
+                         "is untouched", path=path) from exc  # fmt: skip
     checkpoint("fix.journal_saved")
     try:
         fd = os.open(path, os.O_WRONLY)
@@ -187,7 +195,8 @@ def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
         os.close(fd)
         with contextlib.suppress(JournalError):
             _journal.undo(path, force=True)
-        raise WriteError(f"writing the fix failed ({exc.strerror or exc}); original bytes restored", path=path) from exc
+        raise WriteError(f"writing the fix into {path} failed ({reason(exc)}); its original bytes were restored "
+                         "from the journal", path=path) from exc  # fmt: skip
     os.close(fd)
     return written, _journal.journal_path(journal.path)
 
@@ -205,7 +214,11 @@ def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progres
 
 
 def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = None) -> int:
-    """Write the ELF vmcore anew (Ehdr, Phdrs, notes incl. VMCOREINFO, the same PT_LOADs) into ``tmp``."""
+    """Write the ELF vmcore anew (Ehdr, Phdrs, notes incl. VMCOREINFO, the same PT_LOADs) into ``tmp``.
+
+    The headers are written first over holes; then each segment's bytes are copied from the input file extent by
+    extent (SEEK_DATA), so holes stay holes and the time follows the data, not the segments' size.
+    """
     assert dump.elf is not None
     model = dump.model
     if plan.elf_notes is not None:  # several kernels: the chosen kernel's notes, VMCOREINFO among them
@@ -213,12 +226,36 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     elif plan.elf_vmcoreinfo is not None and model.vmcoreinfo is None:
         model = dataclasses.replace(model, vmcoreinfo=plan.elf_vmcoreinfo)
     found = recognise(model, model.vmcoreinfo)
+    elf = dump.elf
     segments = []
-    for s in dump.elf.segments:
-        vaddr = None if found is None else elf_vaddr(found.arch, s.paddr, s.memsz, dump.elf.abi.word_size)
+    for s in elf.segments:
+        vaddr = None if found is None else elf_vaddr(found.arch, s.paddr, s.memsz, elf.abi.word_size)
         segments.append(LoadSegment(s.paddr, s.vaddr if vaddr is None else vaddr, s.memsz))
-    result = write_elf(tmp, model, dump.memory, segments=segments, progress=progress)
-    return result.size
+    nothing = DictMemory({}, page_size=dump.memory.page_size, max_pfn=dump.memory.max_pfn)
+    sink = SparseFileSink(tmp)
+    try:
+        result = write_elf(sink, model, nothing, segments=segments)
+    finally:
+        sink.close()
+    with open_dump(tmp) as out:
+        placed = [s.file_offset for s in out.elf.segments]  # type: ignore[union-attr]
+    src_fd = os.open(dump.path, os.O_RDONLY)
+    try:
+        size = os.fstat(src_fd).st_size
+        extents = list(data_extents(src_fd, size))
+        total = sum(max(0, min(s.filesz, size - s.file_offset)) for s in elf.segments)
+        done = 0
+        with open(tmp, "r+b") as fout:
+            for seg, at in zip(elf.segments, placed, strict=True):
+                present = max(0, min(seg.filesz, size - seg.file_offset))
+                copy_extents(src_fd, seg.file_offset, present, fout.fileno(), at, extents)
+                done += present
+                if progress is not None:
+                    progress(done, total)
+            os.fsync(fout.fileno())
+    finally:
+        os.close(src_fd)
+    return max(result.size, sink.size)
 
 
 def rewrite_kdump(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = None) -> int:

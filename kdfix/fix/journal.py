@@ -152,7 +152,7 @@ def _context_blocks(writes: Sequence[Write], original_size: int) -> list[int]:
 
 def _context_digest(fd: int, writes: Sequence[Write], original_size: int) -> str:
     """Digest of the bytes of the context blocks the fix does not write: the same before, during and after it."""
-    written = set()
+    written: set[int] = set()
     for w in writes:
         written.update(range(w.file_offset, min(w.file_offset + len(w.new), original_size)))
     h = hashlib.sha256()
@@ -352,8 +352,8 @@ def check_file(fd: int, journal: Journal, *, force: bool = False, exact: bool = 
     if force and not other_inode:
         return
     for off, values in sorted(effect.allowed.items()):
-        b = pread_full(fd, off, 1)
-        ok = b and (b[0] == effect.final_patch[off] if exact else b[0] in values)
+        byte = pread_full(fd, off, 1)
+        ok = bool(byte) and (byte[0] == effect.final_patch[off] if exact else byte[0] in values)
         if not ok:
             raise _refuse(path, "the file changed since the fix (bytes differ from what the fix wrote)", offset=off)
 

@@ -567,6 +567,7 @@ def generate_qemu(
     if os.path.exists(out_path) and os.path.samefile(source, out_path):
         raise UnsupportedError("the output would overwrite the source", field="output", path=os.fspath(out_path))
     from kdfix.write.atomic import atomic_output
+    from kdfix.write.recheck import recheck
 
     guest = guest_from_path(source)
     try:
@@ -574,6 +575,7 @@ def generate_qemu(
             result = write_qemu_kdump(
                 guest, tmp, compress=compress, raw=raw, qemu_version=version, workers=workers, mark=mark
             )
+            recheck(tmp, what="the generated dump", workers=workers)
     finally:
         guest.close()
     return dataclasses.replace(result, path=os.fspath(out_path))

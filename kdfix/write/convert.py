@@ -22,6 +22,7 @@ from kdfix.write.atomic import atomic_output
 from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.kdump import Progress, WriteResult, write_kdump
 from kdfix.write.passthrough import iter_stored_pages, kdump_parts
+from kdfix.write.recheck import recheck
 from kdfix.write.split import write_split
 
 TARGETS = ("kdump", "elf")
@@ -93,6 +94,7 @@ def convert(
             with atomic_output(output, mode_from=paths[0]) as tmp:
                 result = write_elf(tmp, model, dump.memory, progress=progress, segments=segments,
                                    exclude_zero=exclude)  # fmt: skip
+                recheck(tmp, what="the converted file")
             return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began)
 
         in_codec = dump.compression if in_kdump else None
@@ -123,10 +125,12 @@ def convert(
             with contextlib.ExitStack() as stack:
                 tmps = [stack.enter_context(atomic_output(n, mode_from=paths[0])) for n in names]
                 result = write_split(tmps, model, dump.memory, **options)  # type: ignore[arg-type]
+                recheck(tmps, what="the converted split set")
             kind = "split-flattened" if flat else "split"
             return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began)
         with atomic_output(output, mode_from=paths[0]) as tmp:
             result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
+            recheck(tmp, what="the converted file")
         kind = "flattened" if flat else "kdump"
         return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began)
 

@@ -171,6 +171,14 @@ def write_elf(
     )
 
 
+def _zero_chunks(size: int, ps: int) -> Iterator[bytes]:
+    """``size`` zero bytes in chunks of at most COPY_PAGES pages (never one allocation of a whole gap)."""
+    chunk = bytes(min(size, COPY_PAGES * ps))
+    while size > 0:
+        yield chunk if size >= len(chunk) else bytes(size)
+        size -= len(chunk)
+
+
 def _segment_chunks(memory: PhysicalMemory, seg: LoadSegment, ps: int) -> Iterator[bytes]:
     """The bytes of one segment in chunks; page-aligned runs stream pages, others read byte ranges."""
     if seg.paddr % ps == 0 and seg.size % ps == 0:
@@ -179,17 +187,20 @@ def _segment_chunks(memory: PhysicalMemory, seg: LoadSegment, ps: int) -> Iterat
         buf = bytearray()
         expect = first
         for pfn, page in memory.iter_pages(first, end):
-            if pfn != expect:
-                buf += bytes((pfn - expect) * ps)  # pages missing inside a given segment read as zero
+            if pfn != expect:  # pages missing inside a given segment read as zero: chunks a sink may skip
+                if buf:
+                    yield bytes(buf)
+                    buf = bytearray()
+                yield from _zero_chunks((pfn - expect) * ps, ps)
             buf += page
             expect = pfn + 1
             if len(buf) >= COPY_PAGES * ps:
                 yield bytes(buf)
                 buf = bytearray()
-        if expect < end:
-            buf += bytes((end - expect) * ps)
         if buf:
             yield bytes(buf)
+        if expect < end:
+            yield from _zero_chunks((end - expect) * ps, ps)
         return
     pos = seg.paddr
     end = seg.paddr + seg.size

@@ -90,12 +90,12 @@ def _sample_pfns(part: KdumpContainer, count: int) -> list[int]:
     return pfns
 
 
-def health(dump: Dump, pages: int | str = SAMPLE_PAGES) -> Health:
+def health(dump: Dump, pages: int | str = SAMPLE_PAGES, workers: int = 1) -> Health:
     """Check ``dump``: structure, and every page (``pages="all"``) or about ``pages`` spread over each part."""
     out = Health(problems=list(dump.problems))
     out.errors = structure(dump)
     if pages == "all":
-        report = verify_dump(dump)
+        report = verify_dump(dump, workers=workers)
         paths = [f"{p.path}: " for p in _parts(dump)]
         more = [next((e.removeprefix(p) for p in paths if e.startswith(p)), e) for e in report.errors]
         out.errors = list(dict.fromkeys(out.errors + more))
@@ -126,7 +126,7 @@ def health(dump: Dump, pages: int | str = SAMPLE_PAGES) -> Health:
 
 
 def recheck(paths: Sequence[str] | str, *, pages: int | str = "all", baseline: Health | None = None,
-            what: str = "the written file", incomplete_ok: bool = False) -> Health:  # fmt: skip
+            what: str = "the written file", incomplete_ok: bool = False, workers: int = 1) -> Health:  # fmt: skip
     """Reopen ``paths`` and check them; raise VerificationError unless they pass (``baseline``: known damage;
     ``incomplete_ok``: the INCOMPLETE flag is wanted, e.g. ``fix --set-flag incomplete``)."""
     paths = [paths] if isinstance(paths, str) else list(paths)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from kdfix.faults import checkpoint
+from kdfix.write.sink import FileSink, write_error
 
 Progress = Callable[[int, int], None]
 _CHUNK = 64 << 20
@@ -71,4 +72,54 @@ def copy_sparse(src_fd: int, dst_fd: int, size: int, progress: Progress | None =
     return copied
 
 
-__all__ = ["copy_sparse", "data_extents"]
+def copy_extents(src_fd: int, start: int, length: int, dst_fd: int, dst_start: int,
+                 extents: list[tuple[int, int]]) -> int:  # fmt: skip
+    """Copy the data of ``src_fd[start, start+length)`` to ``dst_fd`` at ``dst_start``, skipping holes
+    (``extents``: the source's data extents, from :func:`data_extents`); returns the data bytes copied."""
+    copied = 0
+    for a, b in extents:
+        a, b = max(a, start), min(b, start + length)
+        pos = a
+        while pos < b:
+            checkpoint("copy.extent")
+            n = min(b - pos, _CHUNK)
+            done = 0
+            with contextlib.suppress(OSError):
+                done = os.copy_file_range(src_fd, dst_fd, n, pos, dst_start + pos - start)
+            if done <= 0:
+                data = os.pread(src_fd, min(n, 8 << 20), pos)
+                if not data:
+                    raise OSError(errno.EIO, "the source ended early")
+                view, w = memoryview(data), 0
+                while w < len(view):
+                    w += os.pwrite(dst_fd, view[w:], dst_start + pos - start + w)
+                done = len(data)
+            pos += done
+            copied += done
+    return copied
+
+
+class SparseFileSink(FileSink):
+    """A FileSink that leaves all-zero writes as holes (the file is extended to its full size on close)."""
+
+    _zero = b""
+
+    def write_at(self, file_offset: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        if len(self._zero) != n:
+            self._zero = bytes(n)
+        if (bytes(data) if isinstance(data, memoryview) else data) == self._zero:
+            self.size = max(self.size, file_offset + n)
+            return
+        super().write_at(file_offset, data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self.size)
+            except OSError as exc:
+                raise write_error(exc, self.path) from exc
+        super().close()
+
+
+__all__ = ["SparseFileSink", "copy_extents", "copy_sparse", "data_extents"]

@@ -155,7 +155,7 @@ def test_oversized_hand_made_journal_is_refused_before_any_write(tmp_path: Path)
     Path(journal_path(path)).write_text(json.dumps(record))
     assert os.path.getsize(journal_path(path)) > 8_000_000 > MAX_JOURNAL_BYTES // 3
     began = time.process_time()
-    with pytest.raises(JournalError, match="more than an in-place fix|bigger than any journal"):
+    with pytest.raises(JournalError, match=r"more than an in-place fix|bigger than any journal"):
         undo(path)
     assert time.process_time() - began < 2
     assert path.read_bytes() == bytes(4 << 20)

@@ -8,6 +8,7 @@ An injected or real write error leaves the input intact and is reported on one s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -118,6 +119,16 @@ def test_elf_fix_in_place_killed_at_every_checkpoint(tmp_path: Path) -> None:
     assert outcomes == {"original", "finished"}, outcomes
 
 
+def _copy_fixed(fixed: Path, dst: Path) -> Path:
+    """A copy of a dump fixed in place with its journal, the journal re-addressed to the copy's inode."""
+    shutil.copyfile(fixed, dst)
+    record = json.loads(Path(journal_path(fixed)).read_text())
+    st = dst.stat()
+    record["device"], record["inode"] = st.st_dev, st.st_ino
+    Path(journal_path(dst)).write_text(json.dumps(record))
+    return dst
+
+
 def test_undo_killed_at_every_checkpoint_then_rerun(tmp_path: Path, fixable: dict[str, Path]) -> None:
     """A killed undo can be run again and restores the original exactly."""
     src = fixable["plain"]
@@ -125,15 +136,11 @@ def test_undo_killed_at_every_checkpoint_then_rerun(tmp_path: Path, fixable: dic
     fixed = tmp_path / "fixed"
     shutil.copyfile(src, fixed)
     assert run_kdfix("fix", fixed, "--in-place").code == 0
-    probe = tmp_path / "probe"
-    shutil.copyfile(fixed, probe)
-    shutil.copyfile(journal_path(fixed), journal_path(probe))
+    probe = _copy_fixed(fixed, tmp_path / "probe")
     hits = _trace(tmp_path, "undo", probe)
     assert "undo.restore" in hits and sha256(probe) == original
     for k in _sample(len(hits), 6):
-        dump = tmp_path / f"u{k}"
-        shutil.copyfile(fixed, dump)
-        shutil.copyfile(journal_path(fixed), journal_path(dump))
+        dump = _copy_fixed(fixed, tmp_path / f"u{k}")
         res = run_kdfix("undo", dump, env={"KDFIX_FAULT": f"*:{k}=kill"})
         assert res.code == KILLED, (k, res.stderr)
         again = run_kdfix("undo", dump)
