@@ -104,11 +104,11 @@ class SparseFileSink(FileSink):
 
     _zero = b""
 
-    def write_at(self, file_offset: int, data: bytes | memoryview) -> None:
+    def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         if len(self._zero) != n:
             self._zero = bytes(n)
-        if (bytes(data) if isinstance(data, memoryview) else data) == self._zero:
+        if (data.tobytes() if isinstance(data, memoryview) else data) == self._zero:
             self.size = max(self.size, file_offset + n)
             return
         super().write_at(file_offset, data)
