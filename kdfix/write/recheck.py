@@ -102,6 +102,9 @@ def health(dump: Dump, pages: int | str = SAMPLE_PAGES, workers: int = 1) -> Hea
         out.bad_pages = {b["pfn"]: b["error"] for b in report.bad_pages}
         return out
     assert isinstance(pages, int)
+    if pages == 0:  # reopen only
+        out.errors = []
+        return out
     for part in _parts(dump):
         for pfn in _sample_pfns(part, pages):
             for _loc, result in part.iter_page_results(pfn, pfn + 1):
