@@ -75,8 +75,8 @@ def reader_findings(dump: Dump) -> list[str]:
     findings.extend(_arch_findings(dump))
     fields = utsname_fields(model.utsname)
     if not is_sane(fields):
-        found = ", ".join(f"{n} {cstr(fields[n])!r}" for n in ("sysname", "release", "version", "machine"))
-        findings.append(f"utsname is not sane ({found}; libkdumpfile needs sysname 'Linux', a release, a version "
+        values = ", ".join(f"{n} {cstr(fields[n])!r}" for n in ("sysname", "release", "version", "machine"))
+        findings.append(f"utsname is not sane ({values}; libkdumpfile needs sysname 'Linux', a release, a version "
                         "and a known machine): it cannot tell the architecture, so drgn needs "
                         "--architecture")  # fmt: skip
     if info is None and model.phys_base == 0 and any(n.name.startswith(NOTE_NAME_QEMU) for n in model.notes):
