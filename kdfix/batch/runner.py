@@ -238,12 +238,14 @@ class _Stop:
 
 
 def _remove_stale_temps(paths: Sequence[str]) -> None:
-    """Remove ``.NAME.*.kdfix-tmp`` files beside ``paths`` (left by a SIGKILLed run; atomic.py names them so)."""
+    """Remove ``.NAME.*.kdfix-tmp`` files beside ``paths`` (left by a SIGKILLed run; atomic.py names them so), and
+    ``..NAME.*.kdfix-tmp``: the temp file of a write whose own target was a temp file (fix -o reassembling)."""
     for p in paths:
-        pattern = os.path.join(glob.escape(os.path.dirname(p)), f".{glob.escape(os.path.basename(p))}.*{TEMP_SUFFIX}")
-        for tmp in glob.glob(pattern):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        where, name = glob.escape(os.path.dirname(p)), glob.escape(os.path.basename(p))
+        for prefix in (".", ".."):
+            for tmp in glob.glob(os.path.join(where, f"{prefix}{name}.*{TEMP_SUFFIX}")):
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 def _skipped_outcome(s: SkippedFile) -> Outcome:
