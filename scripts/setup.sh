@@ -63,7 +63,7 @@ fi
 
 PY=${PYTHON:-python3}
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if "$PY" -c 'import kdfix, pytest, hypothesis, drgn, kdumpling, numpy, drawsvg' >/dev/null 2>&1 && command -v ruff >/dev/null; then
+if "$PY" -c 'import kdfix, pytest, hypothesis, drgn, kdumpling, numpy, drawsvg' >/dev/null 2>&1 && command -v ruff >/dev/null && command -v mypy >/dev/null; then
     log "python packages already installed; refreshing the editable install"
     "$PY" -m pip install -q --no-deps -e . >/dev/null
 else
