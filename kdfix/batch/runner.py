@@ -429,6 +429,7 @@ def _run_pool(
                         os.kill(proc.pid, signal.SIGINT)
             done, _ = wait(list(running), timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
             broken = False
+            orphaned: list[Job] = []  # jobs whose worker died: their temp files are left behind
             for fut in done:
                 job = running.pop(fut)
                 try:
@@ -437,6 +438,7 @@ def _run_pool(
                     continue  # aborted by Ctrl-C: no outcome, --resume redoes it
                 except BrokenProcessPool:
                     broken = True
+                    orphaned.append(job)
                     if stop.requested:
                         continue
                     if job.dump.path not in retried:  # maybe another file's worker died: try once more
@@ -450,6 +452,7 @@ def _run_pool(
                 finished(job, outcome)
             if broken:
                 executor.shutdown(wait=False, cancel_futures=True)
+                _remove_stale_temps([p for j in orphaned for p in (j.outputs or j.dump.files)])
                 executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                                initargs=(immediate,))  # fmt: skip
     finally:
