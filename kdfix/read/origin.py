@@ -8,6 +8,7 @@ from kdfix.arch import recognise
 from kdfix.arch.base import MIN_PAGE_SIZE
 from kdfix.format import kdumpling
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_KDFIX, NOTE_NAME_QEMU, NoteType
+from kdfix.model import DumpModel
 from kdfix.units import cstr
 
 if TYPE_CHECKING:
@@ -28,13 +29,20 @@ def _qemu_evidence(dump: Dump) -> list[str]:
     if len(qemu) == len(core):
         ev.append(f"one QEMU note per CORE note ({len(core)})")
     if dump.kdump is not None:
-        uts = model.utsname
-        if not any(getattr(uts, f).strip(b"\0") for f in ("sysname", "nodename", "release", "version", "domainname")):
-            ev.append(f"utsname all zero except machine {cstr(uts.machine)!r}")
-        if model.tv_sec == 0 and model.tv_usec == 0:
-            ev.append("timestamp 0")
-        if model.dump_level == 1:
-            ev.append("dump_level 1")
+        ev.extend(_qemu_header_defaults(model))
+    return ev
+
+
+def _qemu_header_defaults(model: DumpModel) -> list[str]:
+    """The header values QEMU hard-codes: empty utsname but for the machine, timestamp 0, dump_level 1."""
+    ev = []
+    uts = model.utsname
+    if not any(getattr(uts, f).strip(b"\0") for f in ("sysname", "nodename", "release", "version", "domainname")):
+        ev.append(f"utsname all zero except machine {cstr(uts.machine)!r}")
+    if model.tv_sec == 0 and model.tv_usec == 0:
+        ev.append("timestamp 0")
+    if model.dump_level == 1:
+        ev.append("dump_level 1")
     return ev
 
 
@@ -124,13 +132,7 @@ def _qemu_block_evidence(dump: Dump) -> list[str]:
     if k.block_size != found.arch.qemu_block_size:
         return []
     ev = [f"block_size {k.block_size}: QEMU's {found.arch.name} block, whatever the guest's page size"]
-    uts = model.utsname
-    if not any(getattr(uts, f).strip(b"\0") for f in ("sysname", "nodename", "release", "version", "domainname")):
-        ev.append(f"utsname all zero except machine {cstr(uts.machine)!r}")
-    if model.tv_sec == 0 and model.tv_usec == 0:
-        ev.append("timestamp 0")
-    if model.dump_level == 1:
-        ev.append("dump_level 1")
+    ev.extend(_qemu_header_defaults(model))
     first = next(iter(k.valid.iter_set()), None)
     if first is not None and model.phys_base == first * k.block_size:
         ev.append(f"phys_base {model.phys_base:#x} = the lowest dumped address (QEMU without the vmcoreinfo device)")
