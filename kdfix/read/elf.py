@@ -221,9 +221,18 @@ class ElfContainer:
                 out.append(s)
         return out
 
+    @property
+    def valid(self) -> Bitmap:
+        """Every page a PT_LOAD touches exists; ELF records no others (the 1st bitmap is the 2nd)."""
+        return self.dumped
+
     def present(self, pfn: int) -> bool:
         ps = self.page_size
         return 0 <= pfn < self.max_pfn and bool(self._segments_for(pfn * ps, pfn * ps + ps))
+
+    def is_zero_page(self, pfn: int) -> bool:
+        """ELF has no shared zero page; the hint is always False."""
+        return False
 
     def _fill(self, paddr: int, size: int, segs: list[ElfSegment]) -> bytes:
         end = paddr + size
@@ -346,14 +355,3 @@ class ElfMemory(ContainerMemory):
 
     def __init__(self, container: ElfContainer) -> None:
         super().__init__(container, container.page_size, container.max_pfn)
-
-    @property
-    def valid(self) -> Bitmap:
-        return self.container.dumped
-
-    def present(self, pfn: int) -> bool:
-        return self.container.present(pfn)
-
-    def is_zero_page(self, pfn: int) -> bool:
-        """ELF has no shared zero page; the hint is always False."""
-        return False

@@ -95,6 +95,18 @@ class KdumpContainer:
     # ---- parsing ---------------------------------------------------------------------------------------
 
     def _parse(self) -> None:
+        """Read the file's structure in the order its regions depend on each other (kdump-format.md §1)."""
+        version = self._parse_main_header()
+        self._parse_sub_header(version)
+        self._resolve_max_mapnr(version)
+        self._parse_bitmaps()
+        self._parse_split_range(version)
+        self._locate_descriptors()
+        self._parse_status()
+        self._read_notes(version)
+
+    def _parse_main_header(self) -> int:
+        """The main header (§2, §3); returns the header version the rest is read as."""
         src = self.source
         head = src.read_at(0, 512)
         abi = probe_abi(head)
@@ -115,21 +127,23 @@ class KdumpContainer:
         self.signature: bytes = mh.signature
         self.is_diskdump = mh.signature == DISKDUMP_SIGNATURE
         self.header_version: int = mh.header_version
-        self.block_size = bs = mh.block_size
+        self.block_size = mh.block_size
         if self.header_version > KDUMP_HEADER_VERSION:
             self.problems.append(f"header_version {self.header_version} is newer than {KDUMP_HEADER_VERSION}; "
                                  "read as version 6")  # fmt: skip
-        version = min(self.header_version, KDUMP_HEADER_VERSION)
         if mh.sub_hdr_size < 0 or FileLayout.from_header(abi, mh).bitmap1_offset > src.size:
             raise FormatError(f"sub_hdr_size {mh.sub_hdr_size} blocks does not fit the file ({src.size:#x} bytes)",
                               field="main_header.sub_hdr_size", offset=main.offset_of("sub_hdr_size"))  # fmt: skip
+        return min(self.header_version, KDUMP_HEADER_VERSION)
 
-        # Sub header (kdump-format.md §4); DISKDUMP has none (§2).
+    def _parse_sub_header(self, version: int) -> None:
+        """The sub header (§4); DISKDUMP has none (§2)."""
+        mh, bs = self.main_header, self.block_size
         self.sub_header = None
-        self.sub_abi = abi
+        self.sub_abi = self.abi
         if not self.is_diskdump:
-            sub_block = src.read_at(bs, 512)
-            self.sub_abi = choose_sub_header_abi(abi, version, sub_block, bs, mh.sub_hdr_size)
+            sub_block = self.source.read_at(bs, 512)
+            self.sub_abi = choose_sub_header_abi(self.abi, version, sub_block, bs, mh.sub_hdr_size)
             sub = KDUMP_SUB_HEADER.bind(self.sub_abi, version)
             self._sub_layout = sub
             if len(sub_block) < sub.size:
@@ -139,40 +153,45 @@ class KdumpContainer:
         self.phys_base = getattr(sh, "phys_base", 0) if sh is not None else 0
         self.dump_level = getattr(sh, "dump_level", 0) if sh is not None else 0
 
-        can = header_features(version)
-        # max_mapnr: 64-bit field from v6 (§4).
+    def _resolve_max_mapnr(self, version: int) -> None:
+        """max_mapnr: the sub header's 64-bit field from v6 wins over the main header's 32 bits (§4)."""
+        mh, sh = self.main_header, self.sub_header
         self.max_mapnr = mh.max_mapnr
-        if sh is not None and can.pfn64:
-            if sh.max_mapnr_64:
-                self.max_mapnr = sh.max_mapnr_64
-                if mh.max_mapnr != min(sh.max_mapnr_64, 0xFFFFFFFF):
-                    self.problems.append(f"main_header.max_mapnr {mh.max_mapnr:#x} disagrees with "
-                                         f"sub_header.max_mapnr_64 {sh.max_mapnr_64:#x}")  # fmt: skip
-            else:
-                self.problems.append("sub_header.max_mapnr_64 is 0; using the 32-bit max_mapnr")
+        if sh is None or not header_features(version).pfn64:
+            return
+        if sh.max_mapnr_64:
+            self.max_mapnr = sh.max_mapnr_64
+            if mh.max_mapnr != min(sh.max_mapnr_64, 0xFFFFFFFF):
+                self.problems.append(f"main_header.max_mapnr {mh.max_mapnr:#x} disagrees with "
+                                     f"sub_header.max_mapnr_64 {sh.max_mapnr_64:#x}")  # fmt: skip
+        else:
+            self.problems.append("sub_header.max_mapnr_64 is 0; using the 32-bit max_mapnr")
 
-        # Bitmaps (§1, §7): two halves, or one bitmap for old diskdump files.
-        total = mh.bitmap_blocks * bs
-        regions = FileLayout.from_header(abi, mh, max_mapnr=self.max_mapnr)
+    def _parse_bitmaps(self) -> None:
+        """The bitmaps (§1, §7): two halves, one bitmap for old diskdump files, or kdumpling's dialect."""
+        mh, src = self.main_header, self.source
+        total = mh.bitmap_blocks * self.block_size
+        regions = FileLayout.from_header(self.abi, mh, max_mapnr=self.max_mapnr)
         self.bitmap1_offset = regions.bitmap1_offset
         if self.bitmap1_offset + total > src.size:
             raise TruncatedError(
                 f"bitmaps ({mh.bitmap_blocks} blocks at {self.bitmap1_offset:#x}) end past the end of the file "
-                f"({src.size:#x})", field="main_header.bitmap_blocks", offset=main.offset_of("bitmap_blocks"),
+                f"({src.size:#x})", field="main_header.bitmap_blocks",
+                offset=self._main_layout.offset_of("bitmap_blocks"),
             )  # fmt: skip
         self.single_bitmap = regions.counts_one_bitmap()
         self.dialect: str | None = None  # "kdumpling": read in that writer's dialect (kdfix.format.kdumpling)
-        data_offset = regions.data_offset
+        self.data_offset = regions.data_offset
         if self.single_bitmap and self._kdumpling_layout(mh, total):
             self.single_bitmap = False
             self.dialect = "kdumpling"
             self.bitmap_len = total
             self.bitmap2_offset = self.bitmap1_offset + total
-            data_offset = self.bitmap2_offset + total
+            self.data_offset = self.bitmap2_offset + total
             self.problems.append(
                 "bitmap_blocks counts one bitmap and the page flags are kdumpling's (tools-and-oracles.md §6): read "
-                f"as kdumpling wrote it (2nd bitmap at {self.bitmap2_offset:#x}, descriptors at {data_offset:#x}); "
-                "`kdfix fix` rewrites it for other readers"
+                f"as kdumpling wrote it (2nd bitmap at {self.bitmap2_offset:#x}, descriptors at "
+                f"{self.data_offset:#x}); `kdfix fix` rewrites it for other readers"
             )
         elif self.single_bitmap:
             self.bitmap_len = total
@@ -190,32 +209,40 @@ class KdumpContainer:
         raw2 = raw1 if self.single_bitmap else read_exact(src, self.bitmap2_offset, self.bitmap_len, field="bitmap2")
         self.valid = Bitmap(raw1, nbits)
         self.dumped = Bitmap(raw2, nbits)
-        self.data_offset = data_offset
 
-        # Split range (§9).
-        self.split = bool(sh is not None and can.split and sh.split)
+    def _parse_split_range(self, version: int) -> None:
+        """The part's pfn range of a split set (§9); the whole bitmap otherwise."""
+        sh = self.sub_header
+        nbits = self.dumped.nbits
+        self.split = bool(sh is not None and header_features(version).split and sh.split)
         self.start_pfn, self.end_pfn = 0, nbits
-        if self.split:
-            assert sh is not None
-            start, end = pfn_range(sh, version)
-            if not 0 <= start <= end <= max(nbits, self.max_mapnr):
-                start_field = pfn_range_fields(version)[0]
-                raise FormatError(f"split range [{start:#x}, {end:#x}) is not within [0, max_mapnr {nbits:#x})",
-                                  field=f"sub_header.{start_field}",
-                                  offset=bs + self._sub_layout.offset_of(start_field))  # fmt: skip
-            self.start_pfn, self.end_pfn = start, min(end, nbits)
+        if not self.split:
+            return
+        assert sh is not None
+        start, end = pfn_range(sh, version)
+        if not 0 <= start <= end <= max(nbits, self.max_mapnr):
+            start_field = pfn_range_fields(version)[0]
+            raise FormatError(f"split range [{start:#x}, {end:#x}) is not within [0, max_mapnr {nbits:#x})",
+                              field=f"sub_header.{start_field}",
+                              offset=self.block_size + self._sub_layout.offset_of(start_field))  # fmt: skip
+        self.start_pfn, self.end_pfn = start, min(end, nbits)
+
+    def _locate_descriptors(self) -> None:
+        """Where this part's descriptor table ends, and where the shared zero page may sit after it (§7)."""
         self._rank_base = self.dumped.rank(self.start_pfn)
         self.num_dumped = self.dumped.count(self.start_pfn, self.end_pfn)
         self.descriptors_end = self.data_offset + PAGE_DESC_SIZE * self.num_dumped
-        if self.descriptors_end > src.size:
+        if self.descriptors_end > self.source.size:
             self.problems.append(
-                f"descriptor table ends at {self.descriptors_end:#x}, past the end of the file ({src.size:#x}): "
-                "truncated"
+                f"descriptor table ends at {self.descriptors_end:#x}, past the end of the file "
+                f"({self.source.size:#x}): truncated"
             )
         self._zero_candidates = {self.descriptors_end, self.data_offset + PAGE_DESC_SIZE * self.dumped.count()}
         self._zero_offsets: set[int] | None = None
 
-        # Status (§5, §8).
+    def _parse_status(self) -> None:
+        """Compression and completeness from the header status (§5, §8), per dialect."""
+        mh = self.main_header
         self.status = mh.status
         if self.dialect == "kdumpling":
             self.compression = codec_for_flags(kdumpling.STATUS_CODECS.get(mh.status, 0)).name
@@ -232,8 +259,6 @@ class KdumpContainer:
             self.incomplete = bool(mh.status & DumpFlag.COMPRESSED_INCOMPLETE)
         if self.incomplete:
             self.problems.append("status flag INCOMPLETE: the dump was not completely written")
-
-        self._read_notes(version)
 
     def _sub_field(self, name: str) -> tuple[str, int]:
         return f"sub_header.{name}", self.block_size + self._sub_layout.offset_of(name)
@@ -346,6 +371,10 @@ class KdumpContainer:
         first = PAGE_DESC.bind(self.abi).unpack(src.read_at(data_offset, PAGE_DESC_SIZE))
         table_end = data_offset + ceil_div(dumped * PAGE_DESC_SIZE, bs) * bs
         return first.offset == table_end and first.flags in kdumpling.PAGE_FLAGS and 0 < first.size <= bs
+
+    def present(self, pfn: int) -> bool:
+        """True if the page has data in this part (dumped and inside the split range)."""
+        return self.start_pfn <= pfn < self.end_pfn and self.dumped.test(pfn)
 
     def iter_dumped_pfns(self, start: int = 0, end: int | None = None) -> Iterator[int]:
         """Dumped pfns of this container in ascending order."""
@@ -549,14 +578,3 @@ class KdumpMemory(ContainerMemory):
 
     def __init__(self, container: KdumpContainer) -> None:
         super().__init__(container, container.block_size, container.max_mapnr)
-
-    @property
-    def valid(self) -> Bitmap:
-        return self.container.valid
-
-    def present(self, pfn: int) -> bool:
-        c = self.container
-        return c.start_pfn <= pfn < c.end_pfn and c.dumped.test(pfn)
-
-    def is_zero_page(self, pfn: int) -> bool:
-        return self.container.is_zero_page(pfn)

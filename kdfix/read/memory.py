@@ -113,10 +113,17 @@ class DictMemory:
 
 
 class PageContainer(Protocol):
-    """What ContainerMemory needs of a container: its dumped bitmap and page reads."""
+    """What ContainerMemory needs of a container: its bitmaps, presence and zero-page hint, and page reads."""
+
+    @property
+    def valid(self) -> Bitmap: ...
 
     @property
     def dumped(self) -> Bitmap: ...
+
+    def present(self, pfn: int) -> bool: ...
+
+    def is_zero_page(self, pfn: int) -> bool: ...
 
     def page(self, pfn: int) -> bytes: ...
 
@@ -124,9 +131,9 @@ class PageContainer(Protocol):
 
 
 class ContainerMemory:
-    """PhysicalMemory of one container: ``dumped``, ``page`` and ``iter_pages`` are the container's.
+    """PhysicalMemory of one container: every answer is the container's (each format gives its own).
 
-    Subclasses add ``valid``, ``present`` and ``is_zero_page``, which differ by format.
+    Subclasses name the container type and where its page size and pfn bound come from.
     """
 
     def __init__(self, container: PageContainer, page_size: int, max_pfn: int) -> None:
@@ -135,8 +142,18 @@ class ContainerMemory:
         self.max_pfn = max_pfn
 
     @property
+    def valid(self) -> Bitmap:
+        return self.container.valid
+
+    @property
     def dumped(self) -> Bitmap:
         return self.container.dumped
+
+    def present(self, pfn: int) -> bool:
+        return self.container.present(pfn)
+
+    def is_zero_page(self, pfn: int) -> bool:
+        return self.container.is_zero_page(pfn)
 
     def page(self, pfn: int) -> bytes:
         return self.container.page(pfn)
