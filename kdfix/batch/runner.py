@@ -281,21 +281,10 @@ def run_batch(
     if (out_dir is not None and in_place) or (out_dir is None and not in_place and not dry_run):
         raise KdfixError("give exactly one of --out-dir DIR and --in-place (or neither with --dry-run)",
                          field="out_dir")  # fmt: skip
-    out_root = None
+    out_root = None if out_dir is None else _prepare_out_root(paths, out_dir, dry_run)
     explicit_report = report is not None
-    if out_dir is not None:
-        out_root = os.path.realpath(os.fspath(out_dir))
-        if any(root == out_root for root, _, _ in walk_roots(paths)):
-            raise KdfixError("--out-dir must not be a walked directory (outputs would replace the originals)",
-                             path=os.fspath(out_dir))  # fmt: skip
-        if not dry_run:
-            try:
-                os.makedirs(out_root, exist_ok=True)
-            except OSError as exc:
-                raise WriteError(f"cannot create the output directory: {exc.strerror or exc}", path=out_root) from exc
-        if report is None:
-            name = DEFAULT_REPORT_NAME if shard is None else f"kdfix-batch-report.{shard.index}-of-{shard.count}.jsonl"
-            report = os.path.join(out_root, name)
+    if report is None and out_root is not None:
+        report = os.path.join(out_root, _default_report_name(shard))
     if resume and report is None:
         raise KdfixError("--resume needs --report FILE (the report of the run to resume)", field="report")
     workers = default_workers() if workers is None else workers
@@ -303,72 +292,116 @@ def run_batch(
         raise KdfixError(f"--workers must be at least 1, got {workers}", field="workers")
 
     report_path = None if report is None else os.path.realpath(os.fspath(report))
-    ignore = [p for p in (out_root, report_path) if p is not None]
-    found = walk(paths, include=include, exclude=exclude, ignore=ignore)
+    found = walk(paths, include=include, exclude=exclude, ignore=[p for p in (out_root, report_path) if p is not None])
     result = BatchResult(found, report=report_path)
-    summary = result.summary
     began = time.monotonic()
+    done = read_report(report_path) if resume and report_path is not None else {}
+    dumps, skipped = _still_to_do(found, shard, done, result.summary)
+    jobs = _make_jobs(dumps, out_root, dry_run, fix_options)
+    if resume:
+        _remove_stale_temps([p for j in jobs for p in (j.outputs or j.dump.files)])
+    # a dry run writes a report only when asked for one by name
+    writer = ReportWriter(report_path, append=resume) if report_path and (explicit_report or not dry_run) else None
+    recorder = _Recorder(result, writer, len(jobs), sum(d.size_bytes for d in dumps), progress, on_outcome)
+    try:
+        for s in skipped:
+            recorder.record(_skipped_outcome(s))
+        recorder.report_progress()
+        immediate = dry_run or not in_place
+        with _Stop(immediate) as stop:
+            if workers == 1 or len(jobs) <= 1:
+                _run_inline(jobs, stop, recorder.finished)
+            else:
+                _run_pool(jobs, workers, stop, recorder.finished, immediate)
+            result.summary.interrupted = stop.requested
+    finally:
+        if writer is not None:
+            writer.close()
+        result.summary.not_done = len(jobs) - recorder.files_done
+        result.summary.seconds = time.monotonic() - began
+    return result
 
+
+def _prepare_out_root(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], dry_run: bool) -> str:
+    """The real path of ``--out-dir``, created unless dry-running; never one of the walked directories."""
+    out_root = os.path.realpath(os.fspath(out_dir))
+    if any(root == out_root for root, _, _ in walk_roots(paths)):
+        raise KdfixError("--out-dir must not be a walked directory (outputs would replace the originals)",
+                         path=os.fspath(out_dir))  # fmt: skip
+    if not dry_run:
+        try:
+            os.makedirs(out_root, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"cannot create the output directory: {exc.strerror or exc}", path=out_root) from exc
+    return out_root
+
+
+def _default_report_name(shard: Shard | None) -> str:
+    """One report per shard, so that shards sharing an output directory do not write the same file."""
+    return DEFAULT_REPORT_NAME if shard is None else f"kdfix-batch-report.{shard.index}-of-{shard.count}.jsonl"
+
+
+def _still_to_do(
+    found: WalkResult, shard: Shard | None, done: dict[str, Any], summary: Summary
+) -> tuple[list[FoundDump], list[SkippedFile]]:
+    """This shard's dumps and skipped files not already in the resumed report (counted in ``summary``)."""
     dumps = [d for d in found.dumps if shard is None or shard.holds(d.path)]
     skipped = [s for s in found.skipped if shard is None or shard.holds(s.path)]
-    done = read_report(report_path) if resume and report_path is not None else {}
     summary.resumed = sum(1 for d in dumps if d.path in done) + sum(1 for s in skipped if s.path in done)
     paths = [d.path for d in dumps] + [s.path for s in skipped]
     summary.resumed_failed = sum(1 for p in paths if done.get(p, {}).get("status") == "failed")
-    dumps = [d for d in dumps if d.path not in done]
-    skipped = [s for s in skipped if s.path not in done]
+    return [d for d in dumps if d.path not in done], [s for s in skipped if s.path not in done]
 
-    jobs: list[Job] = []
+
+def _make_jobs(
+    dumps: Sequence[FoundDump], out_root: str | None, dry_run: bool, fix_options: dict[str, Any] | None
+) -> list[Job]:
+    """One job per dump; with an output root, each file's output mirrors its place in the walked tree."""
     opts = tuple(sorted((fix_options or {}).items()))
+    jobs: list[Job] = []
     for d in dumps:
         outputs = None
         if out_root is not None:
             outputs = tuple(os.path.join(out_root, *rel.split("/")) for rel in d.rel_files)
         jobs.append(Job(d, outputs, dry_run, out_root or "", opts))
-    if resume:
-        _remove_stale_temps([p for j in jobs for p in (j.outputs or j.dump.files)])
+    return jobs
 
-    # a dry run writes a report only when asked for one by name
-    writer = None
-    if report_path is not None and (explicit_report or not dry_run):
-        writer = ReportWriter(report_path, append=resume)
-    total_bytes = sum(d.size_bytes for d in dumps)
-    counters = {"files": 0, "bytes": 0}
 
-    def record(outcome: Outcome) -> None:
-        if writer is not None:
-            writer.write(outcome)
+class _Recorder:
+    """The main process's one place that takes an outcome: report line, summary, result, callbacks, progress."""
+
+    def __init__(
+        self,
+        result: BatchResult,
+        writer: ReportWriter | None,
+        files_total: int,
+        bytes_total: int,
+        progress: Callable[[BatchProgress], None] | None,
+        on_outcome: Callable[[Outcome], None] | None,
+    ) -> None:
+        self.result, self.writer = result, writer
+        self.files_total, self.bytes_total = files_total, bytes_total
+        self.progress, self.on_outcome = progress, on_outcome
+        self.files_done = self.bytes_done = 0
+
+    def record(self, outcome: Outcome) -> None:
+        if self.writer is not None:
+            self.writer.write(outcome)
             checkpoint("batch.report.line")
-        summary.add(outcome)
-        result.outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+        self.result.summary.add(outcome)
+        self.result.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
-    def finished(job: Job, outcome: Outcome) -> None:
-        record(outcome)
-        counters["files"] += 1
-        counters["bytes"] += job.dump.size_bytes
-        if progress is not None:
-            progress(BatchProgress(counters["files"], len(jobs), counters["bytes"], total_bytes))
+    def finished(self, job: Job, outcome: Outcome) -> None:
+        self.record(outcome)
+        self.files_done += 1
+        self.bytes_done += job.dump.size_bytes
+        self.report_progress()
 
-    try:
-        for s in skipped:
-            record(_skipped_outcome(s))
-        if progress is not None:
-            progress(BatchProgress(0, len(jobs), 0, total_bytes))
-        immediate = dry_run or not in_place
-        with _Stop(immediate) as stop:
-            if workers == 1 or len(jobs) <= 1:
-                _run_inline(jobs, stop, finished)
-            else:
-                _run_pool(jobs, workers, stop, finished, immediate)
-            summary.interrupted = stop.requested
-    finally:
-        if writer is not None:
-            writer.close()
-        summary.not_done = len(jobs) - counters["files"]
-        summary.seconds = time.monotonic() - began
-    return result
+    def report_progress(self) -> None:
+        if self.progress is not None:
+            self.progress(BatchProgress(self.files_done, self.files_total, self.bytes_done, self.bytes_total))
 
 
 def _run_inline(jobs: Sequence[Job], stop: _Stop, finished: Callable[[Job, Outcome], None]) -> None:
