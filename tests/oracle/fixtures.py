@@ -207,7 +207,7 @@ def firmware_dumps_vmcoreinfo() -> _guest.FirmwareDumps:
 def qemu10() -> object:
     """The QemuInstall of QEMU 10.0 from bookworm-backports (downloaded and unpacked once into cache_dir()).
 
-    Skips when it cannot be obtained (no backports source, offline); fails instead when CI=true.
+    Skips when it cannot be obtained (offline and not cached); fails instead when CI=true.
     """
     from tests.oracle.qemu_versions import qemu_install
 

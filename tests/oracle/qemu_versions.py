@@ -6,8 +6,12 @@ bookworm has 1.16.2) from bookworm-backports with ``apt-get download``, unpacks 
 ``cache_dir()/qemu-10.0/<debian version>/`` and runs the binary with ``-L`` on the unpacked firmware directories
 (searched before the system ones) and QEMU_MODULE_DIR on the unpacked modules (so 7.2's modules are never loaded).
 Libraries that the machine lacks are unpacked too and reach the binary through LD_LIBRARY_PATH; ``ldd`` must then
-find every library. The apt source is added by scripts/setup.sh
-(``/etc/apt/sources.list.d/bookworm-backports.sources``).
+find every library.
+
+Nothing system-wide changes: bookworm-backports is known only to a private apt configuration under
+``cache_dir()/apt/`` (its own sources.list, lists and package cache; the system's apt.conf, proxies included, still
+applies). :func:`qemu_install` refreshes those lists under a file lock when they are missing or a day old, and once
+more when a download fails on stale lists; offline, the newest cached build is used.
 
 Measured with 10.0.2 (qemu-dumps.md §1): ``query-dump-guest-memory-capability`` lists elf, kdump-zlib,
 kdump-raw-zlib and win-dmp.
@@ -22,6 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -97,9 +102,54 @@ def _system_install() -> QemuInstall:
 # apt
 
 
+_BACKPORTS_SOURCE = (
+    "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+    f"http://deb.debian.org/debian {BACKPORTS_SUITE} main\n"
+)
+_LISTS_MAX_AGE_S = 24 * 3600
+
+
+def _apt_root() -> Path:
+    return cache_dir() / "apt"
+
+
+def _apt_argv(command: str, *args: str) -> list[str]:
+    """``apt-get``/``apt-cache`` on the private configuration: only the backports source, lists and cache in the
+    kdfix cache (SourceParts ``-`` names no directory, so /etc/apt/sources.list.d is not read)."""
+    root = _apt_root()
+    opts = {
+        "Dir::Etc::SourceList": str(root / "sources.list"),
+        "Dir::Etc::SourceParts": "-",
+        "Dir::State::Lists": str(root / "lists"),
+        "Dir::Cache": str(root / "cache"),
+    }
+    return [command, *(a for k, v in opts.items() for a in ("-o", f"{k}={v}")), *args]
+
+
+def _lists_age() -> float | None:
+    """Seconds since the private lists were last refreshed (None: never, or the source changed since)."""
+    stamp = _apt_root() / "lists" / ".kdfix-updated"
+    try:
+        if stamp.read_text() != _BACKPORTS_SOURCE:
+            return None
+        return time.time() - stamp.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _apt_update() -> None:
+    """Refresh the private backports lists (caller holds the qemu-10.0 lock)."""
+    root = _apt_root()
+    for d in (root / "lists" / "partial", root / "cache" / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    (root / "sources.list").write_text(_BACKPORTS_SOURCE)
+    _run(_apt_argv("apt-get", "-q", "update"), timeout=600)
+    (root / "lists" / ".kdfix-updated").write_text(_BACKPORTS_SOURCE)
+
+
 def _backports_version(package: str, prefix: str) -> str:
     """The version of ``package`` that bookworm-backports offers (``apt-cache policy``), starting with ``prefix``."""
-    out = _run(["apt-cache", "policy", package], timeout=60)
+    out = _run(_apt_argv("apt-cache", "policy", package), timeout=60)
     table = out.split("Version table:", 1)[-1]
     found: list[str] = []
     version = None
@@ -110,10 +160,7 @@ def _backports_version(package: str, prefix: str) -> str:
         elif version and BACKPORTS_SUITE in line and version.startswith(prefix):
             found.append(version)
     if not found:
-        raise GuestError(
-            f"apt has no {BACKPORTS_SUITE} version {prefix}* of {package} "
-            f"(add the {BACKPORTS_SUITE} source and apt-get update: scripts/setup.sh)"
-        )
+        raise GuestError(f"{BACKPORTS_SUITE} offers no version {prefix}* of {package} (private lists {_apt_root()})")
     return found[0]  # apt lists versions newest first
 
 
@@ -181,12 +228,13 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
     try:
         debs_dir = work / "debs"
         debs_dir.mkdir()
-        _run(["apt-get", "download", "-q", *(f"{p}={v}" for p, v in versions.items())], cwd=debs_dir, timeout=1800)
+        specs = [f"{p}={v}" for p, v in versions.items()]
+        _run(_apt_argv("apt-get", "download", "-q", *specs), cwd=debs_dir, timeout=1800)
         debs = sorted(debs_dir.glob("*.deb"))
         if len(debs) != len(versions):
             raise GuestError(f"apt-get download: expected {len(versions)} .debs, found {[d.name for d in debs]}")
         extra = sorted({m for deb in debs for m in _missing_dependencies(deb)})
-        if extra:  # libraries this machine lacks: whatever version apt picks for them
+        if extra:  # libraries this machine lacks: whatever version the system's own sources offer (read-only use)
             _run(["apt-get", "download", "-q", *extra], cwd=debs_dir, timeout=1800)
         tree = work / "tree"
         for deb in sorted(debs_dir.glob("*.deb")):
@@ -225,27 +273,54 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
         raise
 
 
+def _newest_cached() -> QemuInstall | None:
+    cached = sorted(p for p in _qemu10_root().iterdir() if (p / _META).is_file())
+    return _load_install(cached[-1]) if cached else None
+
+
+def _resolve_versions(refresh: bool) -> dict[str, str]:
+    """Backports versions of the packages, from the private lists (refreshed when asked, missing or a day old)."""
+    age = _lists_age()
+    if refresh or age is None or age > _LISTS_MAX_AGE_S:
+        try:
+            _apt_update()
+        except GuestError:
+            if _lists_age() is None:
+                raise
+            # offline with lists from an earlier refresh: they still name a version, maybe cached
+    return {p: _backports_version(p, prefix) for p, prefix in _BACKPORTS_PACKAGES.items()}
+
+
 def _qemu10_install() -> QemuInstall:
-    try:
-        versions = {p: _backports_version(p, prefix) for p, prefix in _BACKPORTS_PACKAGES.items()}
-    except (GuestError, OSError, subprocess.SubprocessError) as exc:  # offline / no lists: newest cached build
-        cached = sorted(p for p in _qemu10_root().iterdir() if (p / _META).is_file())
-        hit = _load_install(cached[-1]) if cached else None
-        if hit is None:
-            raise GuestError(f"QEMU 10.0 is not cached and apt cannot provide it: {exc}") from exc
-        return hit
-    final = _qemu10_root() / re.sub(r"[^A-Za-z0-9.+~-]", "_", versions["qemu-system-x86"])
     with _locked("qemu-10.0"):
-        hit = _load_install(final)
-        if hit is not None:
+        for attempt in range(2):  # the second pass refreshes lists that named a .deb the mirror no longer has
+            try:
+                versions = _resolve_versions(refresh=attempt > 0)
+            except (GuestError, OSError, subprocess.SubprocessError) as exc:  # offline / no lists: newest cached
+                hit = _newest_cached()
+                if hit is None:
+                    raise GuestError(f"QEMU 10.0 is not cached and apt cannot provide it: {exc}") from exc
+                return hit
+            final = _qemu10_root() / re.sub(r"[^A-Za-z0-9.+~-]", "_", versions["qemu-system-x86"])
+            hit = _load_install(final)
+            if hit is not None:
+                return hit
+            if final.exists():  # incomplete or damaged: rebuild
+                _rmtree(final)
+            try:
+                _unpack_qemu10(final, versions)
+            except GuestError:
+                if attempt == 0:
+                    continue
+                hit = _newest_cached()  # an older 10.0.x build still serves
+                if hit is None:
+                    raise
+                return hit
+            hit = _load_install(final)
+            if hit is None:
+                raise GuestError(f"{final} unreadable right after unpacking")
             return hit
-        if final.exists():  # incomplete or damaged: rebuild
-            _rmtree(final)
-        _unpack_qemu10(final, versions)
-        hit = _load_install(final)
-        if hit is None:
-            raise GuestError(f"{final} unreadable right after unpacking")
-        return hit
+        raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------------------------------------------

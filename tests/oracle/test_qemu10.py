@@ -103,6 +103,20 @@ def test_backports_version_parser(monkeypatch: pytest.MonkeyPatch) -> None:
         qemu_versions._backports_version("qemu-system-x86", "1:10.0.")
 
 
+@pytest.mark.oracle
+def test_backports_come_from_the_private_apt_configuration(qemu10: qemu_versions.QemuInstall) -> None:
+    """apt with the cache's private options sees bookworm-backports and nothing of the system's sources (so the
+    system needs no backports source), and the private lists hold backports only."""
+    out = subprocess.run(
+        qemu_versions._apt_argv("apt-cache", "policy"), capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    sources = [line.split()[1:] for line in out.splitlines() if "://" in line]
+    assert sources, out
+    assert all(any(qemu_versions.BACKPORTS_SUITE in word for word in src) for src in sources), out
+    lists = qemu_versions._apt_root() / "lists"
+    assert all(qemu_versions.BACKPORTS_SUITE in p.name for p in lists.glob("*_Packages*")), sorted(lists.iterdir())
+
+
 # ------------------------------------------------------------------------------------------------ (1) byte identity
 
 
