@@ -9,7 +9,8 @@ import typer
 
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors
-from kdfix.errors import FormatError, KdfixError
+from kdfix.errors import KdfixError
+from kdfix.kernel.system_map import read_system_map
 from kdfix.units import to_s64
 
 if TYPE_CHECKING:
@@ -30,26 +31,10 @@ SymbolsOption = Annotated[
 ]
 
 
-def read_system_map(path: Path) -> dict[str, int]:
-    """Symbols of a System.map (``ADDRESS TYPE NAME`` lines); FormatError if none parse."""
-    symbols: dict[str, int] = {}
-    with open(path, encoding="latin-1") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 3:
-                try:
-                    symbols.setdefault(parts[2], int(parts[0], 16))
-                except ValueError:
-                    continue
-    if not symbols:
-        raise FormatError("no symbols found", path=str(path))
-    return symbols
-
-
 def parse_kernel(text: str) -> Wanted:
+    """``--kernel``: crashed or running (UsageError-style KdfixError otherwise)."""
     from kdfix.detect.kernels import WANTED
 
-    """``--kernel``: crashed or running (UsageError-style KdfixError otherwise)."""
     for wanted in WANTED:
         if text == wanted:
             return wanted

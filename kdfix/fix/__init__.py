@@ -30,7 +30,8 @@ from kdfix.fix.apply import (
     rewrite_elf,
     rewrite_kdump,
 )
-from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
+from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
+from kdfix.fix.options import FixOptions, make_options
 from kdfix.fix.plan import Edit, Plan, plan
 from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set

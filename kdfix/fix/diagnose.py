@@ -8,7 +8,6 @@ has one, else from a file, else from memory through ``kdfix.detect`` (phys-base-
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,19 +15,20 @@ from typing import Any, Literal
 from kdfix.arch import Arch, recognise
 from kdfix.arch.base import NO_VADDR
 from kdfix.detect import detect
-from kdfix.detect.kernels import WANTED, Choice, Kernels, Wanted, foreign_cpus, notes_of_cpus
+from kdfix.detect.kernels import Choice, Kernels, foreign_cpus, notes_of_cpus
 from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
-from kdfix.errors import KdfixError, UnsupportedError
+from kdfix.errors import UnsupportedError
 from kdfix.fix import utsname as uts
-from kdfix.format.constants import NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, STATUS_FLAG_NAMES
+from kdfix.fix.options import FixOptions, status_mask
+from kdfix.format.constants import NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.elf import ehdr_layout, phdr_layout
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, header_features
 from kdfix.format.layout import BoundLayout
 from kdfix.notes.framing import Note
-from kdfix.notes.vmcoreinfo import VmcoreInfo
+from kdfix.notes.vmcoreinfo import VmcoreInfo, read_vmcoreinfo_file
 from kdfix.read.dump import Dump
-from kdfix.units import to_s64, to_u64
+from kdfix.units import to_s64
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ FindingKind = Literal[
     "header_abi",
     "notes",
 ]
-MAX_VMCOREINFO_FILE = 1 << 20
 
 # crash --osrelease on a flattened stream reads no header: it takes `strings -n 10 FILE` and stops after about
 # 100 lines (measured with crash 8.0.2: a hit on line 91 is found, on line 100 not). The flattened file header's
@@ -80,18 +79,6 @@ def early_strings(head: bytes, *, minimum: int = CRASH_STRINGS_MIN, lines: int =
         out.append(head[first:stop])
         pos = stop
     return out
-
-
-@dataclass(frozen=True)
-class FixOptions:
-    """What the user asked for: ``phys_base`` "auto" or a u64; ``vmcoreinfo`` "auto", "none" or a file path."""
-
-    phys_base: str | int = "auto"
-    vmcoreinfo: str = "auto"
-    utsname: str = "auto"
-    set_flags: tuple[str, ...] = ()
-    clear_flags: tuple[str, ...] = ()
-    kernel: Wanted = "crashed"  # with several kernels in memory: which one the fixed dump describes
 
 
 @dataclass(frozen=True)
@@ -151,54 +138,6 @@ class Diagnosis:
         return next((f for f in self.findings if f.kind == kind), None)
 
 
-def parse_phys_base(text: str | int) -> str | int:
-    """``auto`` or a u64 from decimal, 0x-hex or a negative number."""
-    if isinstance(text, int):
-        return to_u64(text)
-    value = text.strip().lower()
-    if value == "auto":
-        return "auto"
-    sign = -1 if value.startswith("-") else 1
-    body = value[1:] if value[:1] in ("+", "-") else value
-    try:
-        if body[:1] in ("+", "-"):
-            raise ValueError(text)
-        number = int(body, 16) if body.startswith("0x") else int(body, 10)
-    except ValueError:
-        raise KdfixError(f"{text!r} is not auto, a decimal, 0x-hex or negative number", field="--phys-base") from None
-    if number >= 1 << 64 or (sign < 0 and number > 1 << 63):
-        raise KdfixError(f"{text!r} does not fit 64 bits (u64, or s64 when negative)", field="--phys-base")
-    return to_u64(sign * number)
-
-
-def status_mask(names: Sequence[str], option: str) -> int:
-    mask = 0
-    for name in names:
-        flag = STATUS_FLAG_NAMES.get(name.strip().lower())
-        if flag is None:
-            raise KdfixError(f"unknown flag {name!r}; known: {', '.join(STATUS_FLAG_NAMES)}", field=option)
-        mask |= int(flag)
-    return mask
-
-
-def read_vmcoreinfo_file(path: str) -> bytes:
-    """VMCOREINFO text from a file (``makedumpfile -g`` output or /sys/kernel/vmcoreinfo-style text)."""
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_VMCOREINFO_FILE:
-            raise KdfixError(f"{size} bytes is too large for VMCOREINFO", field="--vmcoreinfo", path=path)
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise KdfixError(f"cannot read: {exc.strerror or exc}", field="--vmcoreinfo", path=path) from exc
-    raw = raw.split(b"\0", 1)[0]
-    if not raw.endswith(b"\n"):
-        raw += b"\n"
-    if not VmcoreInfo.parse(raw).osrelease:
-        raise KdfixError("no OSRELEASE= line: not a VMCOREINFO text", field="--vmcoreinfo", path=path)
-    return raw
-
-
 def _detect_summary(result: Any) -> dict[str, Any]:
     choice = result.choice
     return {
@@ -243,12 +182,7 @@ def _resolve_vmcoreinfo_and_phys_base(
 
     ``need_phys_base`` False (ELF: no header phys_base) never reports a missing phys_base.
     """
-    text = existing
-    if text is None and options.vmcoreinfo not in ("auto", "none"):
-        text = read_vmcoreinfo_file(options.vmcoreinfo)
-        diag.messages.append(f"VMCOREINFO from {options.vmcoreinfo}")
-    elif existing is not None and options.vmcoreinfo not in ("auto", "none"):
-        diag.messages.append(f"the dump already carries VMCOREINFO; {options.vmcoreinfo} not used")
+    text = _given_vmcoreinfo(existing, options, diag)
     info = VmcoreInfo.parse(text) if text is not None else None
     want_text = text is None and options.vmcoreinfo == "auto"
     want_pb = need_phys_base and options.phys_base == "auto" and header_phys_base(dump, info) is None
@@ -278,6 +212,24 @@ def _resolve_vmcoreinfo_and_phys_base(
     elif existing is not None:
         diag.detect = _quick_detect(dump) or {}
     diag.vmcoreinfo = text
+    _choose_phys_base(dump, info, options, result, diag, need_phys_base)
+
+
+def _given_vmcoreinfo(existing: bytes | None, options: FixOptions, diag: Diagnosis) -> bytes | None:
+    """The dump's own VMCOREINFO, else the text of ``--vmcoreinfo FILE`` (which never replaces the dump's)."""
+    if options.vmcoreinfo in ("auto", "none"):
+        return existing
+    if existing is not None:
+        diag.messages.append(f"the dump already carries VMCOREINFO; {options.vmcoreinfo} not used")
+        return existing
+    diag.messages.append(f"VMCOREINFO from {options.vmcoreinfo}")
+    return read_vmcoreinfo_file(options.vmcoreinfo)
+
+
+def _choose_phys_base(
+    dump: Dump, info: VmcoreInfo | None, options: FixOptions, result: Any, diag: Diagnosis, need_phys_base: bool
+) -> None:
+    """diag.phys_base: the user's value, else what VMCOREINFO implies, else detection's (phys-base-and-kaslr.md §5)."""
     arch = dump_arch(dump, info)
     from_info = header_phys_base(dump, info)
     if options.phys_base != "auto":
@@ -410,80 +362,88 @@ def _diagnose_kdump(dump: Dump, options: FixOptions, diag: Diagnosis, progress: 
     diag.facts = facts
     existing, _problems = k.vmcoreinfo_text()
     _resolve_vmcoreinfo_and_phys_base(dump, existing, options, diag, progress)
-    text = diag.vmcoreinfo
-    info = VmcoreInfo.parse(text) if text is not None else None
+    info = VmcoreInfo.parse(diag.vmcoreinfo) if diag.vmcoreinfo is not None else None
 
     # phys_base (kdump-format.md §4; QEMU's misparse, qemu-dumps.md §6).
     if diag.phys_base is not None and diag.phys_base != k.phys_base:
         diag.findings.append(Finding("phys_base", f"header phys_base {k.phys_base:#x} → {diag.phys_base:#x} "
                                      f"({to_s64(diag.phys_base)})", diag.phys_base))  # fmt: skip
-
     # Several kernels: the chosen kernel's notes (kernels.py), which also places VMCOREINFO.
     notes = _notes_finding(dump.model.notes, diag)
     if notes is not None:
         diag.findings.append(notes)
-    # VMCOREINFO placement (notes-and-vmcoreinfo.md §5).
-    elif text is not None:
-        note = facts.vmcoreinfo_note
-        version = facts.header_version
-        can = header_features(version)
-        if note is not None and can.notes:
-            desc_offset = note.offset + note.desc_offset
-            sh = facts.sub_header
-            if (sh.offset_vmcoreinfo, sh.size_vmcoreinfo) != (desc_offset, len(note.desc)):
-                diag.findings.append(Finding("vmcoreinfo_pointer", "offset_vmcoreinfo/size_vmcoreinfo do not point at "
-                                             "the VMCOREINFO note", (desc_offset, len(note.desc))))  # fmt: skip
-        elif can.vmcoreinfo and not can.notes and existing is not None:
-            pass  # a version with the pointer but no notes: every reader takes offset_vmcoreinfo
-        else:
-            why = "no VMCOREINFO note in the notes area" if can.notes else f"header_version {version} has no notes"
-            diag.findings.append(Finding("vmcoreinfo_note", f"{why}: append notes + VMCOREINFO note", text))
-
-    # utsname (notes-and-vmcoreinfo.md §6).
-    current = uts.utsname_fields(facts.main_header.utsname)
-    if options.utsname != "none" and not uts.is_sane(current):
-        wanted: dict[str, bytes] | None = None
-        source = "no VMCOREINFO"
-        if info is not None:
-            arch = dump_arch(dump, info)
-            if diag.phys_base is not None and arch is not None:
-                wanted, source = uts.from_memory(dump.memory, info, diag.phys_base, arch)
-                if wanted is None:
-                    diag.messages.append(f"utsname not taken from memory: {source}")
-            if wanted is None:
-                wanted, source = uts.from_vmcoreinfo(info, current, arch)
-        if wanted is None:
-            diag.messages.append(f"header utsname is not sane and cannot be filled: {source}")
-        elif wanted != current:
-            diag.findings.append(Finding("utsname", f"header utsname filled from {source}", wanted))
-
+    elif diag.vmcoreinfo is not None:
+        _vmcoreinfo_placement(facts, diag.vmcoreinfo, existing, diag)
+    if options.utsname != "none":
+        _utsname_finding(dump, facts, info, diag)
     # timestamp: CRASHTIME when the header has none; tv_usec is never written (kdump-format.md §12).
     crashtime = info.crashtime if info is not None else None
     if crashtime and facts.main_header.timestamp.tv_sec == 0 and crashtime > 0:
         diag.findings.append(Finding("timestamp", f"timestamp.tv_sec 0 → CRASHTIME {crashtime}", crashtime))
-
-    # crash --osrelease of a flattened stream (see CRASH_STRINGS_LINES).
     if dump.container == "flattened" and info is not None and info.osrelease:
-        stream = getattr(k.source, "stream", None)
-        head = stream.read_at(0, 1 << 20) if stream is not None else b""
-        if not any(b"OSRELEASE=" in line for line in early_strings(head)):
-            hint = f"OSRELEASE={info.osrelease}\n".encode("latin-1")
-            pad = head[FLAT_HINT_OFFSET : FLAT_HINT_OFFSET + FLAT_HINT_MAX]
-            if len(hint) < FLAT_HINT_MAX and not any(pad):
-                diag.findings.append(Finding("flat_osrelease_hint", "OSRELEASE line in the flattened header's padding "
-                                             "(crash --osrelease scans only the first strings)", hint))  # fmt: skip
-            else:
-                diag.messages.append("crash --osrelease will not find OSRELEASE in this flattened stream")
-
+        _flat_osrelease_hint(dump, info.osrelease, diag)
     _diagnose_kdump_layout(dump, info, diag)
-
-    # status flags.
     status = facts.main_header.status
     new_status = (status | status_mask(options.set_flags, "--set-flag")) & ~status_mask(
         options.clear_flags, "--clear-flag"
     )
     if new_status != status:
         diag.findings.append(Finding("status", f"status {status:#x} → {new_status:#x}", new_status))
+
+
+def _vmcoreinfo_placement(facts: KdumpFacts, text: bytes, existing: bytes | None, diag: Diagnosis) -> None:
+    """VMCOREINFO where every reader looks: a note, and the header pointer at its text (notes-and-vmcoreinfo.md §5)."""
+    note = facts.vmcoreinfo_note
+    version = facts.header_version
+    can = header_features(version)
+    if note is not None and can.notes:
+        desc_offset = note.offset + note.desc_offset
+        sh = facts.sub_header
+        if (sh.offset_vmcoreinfo, sh.size_vmcoreinfo) != (desc_offset, len(note.desc)):
+            diag.findings.append(Finding("vmcoreinfo_pointer", "offset_vmcoreinfo/size_vmcoreinfo do not point at "
+                                         "the VMCOREINFO note", (desc_offset, len(note.desc))))  # fmt: skip
+    elif can.vmcoreinfo and not can.notes and existing is not None:
+        pass  # a version with the pointer but no notes: every reader takes offset_vmcoreinfo
+    else:
+        why = "no VMCOREINFO note in the notes area" if can.notes else f"header_version {version} has no notes"
+        diag.findings.append(Finding("vmcoreinfo_note", f"{why}: append notes + VMCOREINFO note", text))
+
+
+def _utsname_finding(dump: Dump, facts: KdumpFacts, info: VmcoreInfo | None, diag: Diagnosis) -> None:
+    """An insane header utsname filled from memory, else from VMCOREINFO (notes-and-vmcoreinfo.md §6)."""
+    current = uts.utsname_fields(facts.main_header.utsname)
+    if uts.is_sane(current):
+        return
+    wanted: dict[str, bytes] | None = None
+    source = "no VMCOREINFO"
+    if info is not None:
+        arch = dump_arch(dump, info)
+        if diag.phys_base is not None and arch is not None:
+            wanted, source = uts.from_memory(dump.memory, info, diag.phys_base, arch)
+            if wanted is None:
+                diag.messages.append(f"utsname not taken from memory: {source}")
+        if wanted is None:
+            wanted, source = uts.from_vmcoreinfo(info, current, arch)
+    if wanted is None:
+        diag.messages.append(f"header utsname is not sane and cannot be filled: {source}")
+    elif wanted != current:
+        diag.findings.append(Finding("utsname", f"header utsname filled from {source}", wanted))
+
+
+def _flat_osrelease_hint(dump: Dump, osrelease: str, diag: Diagnosis) -> None:
+    """crash --osrelease of a flattened stream sees only its first strings (see CRASH_STRINGS_LINES)."""
+    assert dump.kdump is not None
+    stream = getattr(dump.kdump.source, "stream", None)
+    head = stream.read_at(0, 1 << 20) if stream is not None else b""
+    if any(b"OSRELEASE=" in line for line in early_strings(head)):
+        return
+    hint = f"OSRELEASE={osrelease}\n".encode("latin-1")
+    pad = head[FLAT_HINT_OFFSET : FLAT_HINT_OFFSET + FLAT_HINT_MAX]
+    if len(hint) < FLAT_HINT_MAX and not any(pad):
+        diag.findings.append(Finding("flat_osrelease_hint", "OSRELEASE line in the flattened header's padding "
+                                     "(crash --osrelease scans only the first strings)", hint))  # fmt: skip
+    else:
+        diag.messages.append("crash --osrelease will not find OSRELEASE in this flattened stream")
 
 
 def _diagnose_kdump_layout(dump: Dump, info: VmcoreInfo | None, diag: Diagnosis) -> None:
@@ -566,23 +526,6 @@ def diagnose(dump: Dump, options: FixOptions, *, progress: Progress | None = Non
     return diag
 
 
-def make_options(
-    phys_base: str | int = "auto",
-    vmcoreinfo: str = "auto",
-    utsname: str = "auto",
-    set_flags: Sequence[str] = (),
-    clear_flags: Sequence[str] = (),
-    kernel: str = "crashed",
-) -> FixOptions:
-    """FixOptions from the ``kdfix fix`` arguments; raises KdfixError on a bad phys_base, utsname or kernel."""
-    if utsname not in ("auto", "none"):
-        raise KdfixError(f"{utsname!r} is not auto or none", field="--utsname")
-    wanted = next((w for w in WANTED if w == kernel), None)
-    if wanted is None:
-        raise KdfixError(f"{kernel!r} is not one of {', '.join(WANTED)}", field="--kernel")
-    return FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags), wanted)
-
-
 def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
     """Options that diagnose a fixed dump again with the values just written (nothing may be left to change)."""
     return FixOptions(
@@ -599,11 +542,8 @@ __all__ = [
     "Diagnosis",
     "ElfFacts",
     "Finding",
-    "FixOptions",
     "KdumpFacts",
     "diagnose",
-    "make_options",
-    "parse_phys_base",
     "verification_options",
     "wanted_notes",
 ]

@@ -20,7 +20,8 @@ from typing import Any
 from kdfix.errors import KdfixError, UnsupportedError, VerificationError
 from kdfix.fix import journal as fix_journal
 from kdfix.fix.apply import PhysicalPlan, apply_in_place, check_writable, copy_and_patch, edit_rows, physical_writes
-from kdfix.fix.diagnose import Diagnosis, FixOptions, Progress, Status, diagnose, make_options, verification_options
+from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
+from kdfix.fix.options import FixOptions, make_options
 from kdfix.fix.plan import Plan, plan
 from kdfix.lock import dump_lock
 from kdfix.read.probe import open_dump

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
+from kdfix.errors import KdfixError
 from kdfix.units import U64_MASK, to_u64
+
+MAX_VMCOREINFO_FILE = 1 << 20  # a real VMCOREINFO is a few KiB; a larger file is not one
 
 
 @dataclass(frozen=True)
@@ -129,3 +133,21 @@ def qemu_misparse(value: str | bytes) -> int | None:
     if parsed > U64_MASK:
         return None
     return (-parsed) & U64_MASK if negative else parsed
+
+
+def read_vmcoreinfo_file(path: str) -> bytes:
+    """VMCOREINFO text from a file (``makedumpfile -g`` output or /sys/kernel/vmcoreinfo-style text)."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_VMCOREINFO_FILE:
+            raise KdfixError(f"{size} bytes is too large for VMCOREINFO", field="--vmcoreinfo", path=path)
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise KdfixError(f"cannot read: {exc.strerror or exc}", field="--vmcoreinfo", path=path) from exc
+    raw = raw.split(b"\0", 1)[0]
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    if not VmcoreInfo.parse(raw).osrelease:
+        raise KdfixError("no OSRELEASE= line: not a VMCOREINFO text", field="--vmcoreinfo", path=path)
+    return raw

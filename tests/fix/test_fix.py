@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from kdfix import open_dump
 from kdfix.errors import KdfixError
 from kdfix.fix import fix_dump
-from kdfix.fix.diagnose import early_strings, parse_phys_base
+from kdfix.fix.diagnose import early_strings
 from kdfix.fix.journal import journal_path, undo
+from kdfix.fix.options import parse_phys_base
 from kdfix.fix.utsname import is_sane, utsname_fields
 from kdfix.format.constants import DumpFlag
 from kdfix.notes.vmcoreinfo import VmcoreInfo
