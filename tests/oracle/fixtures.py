@@ -4,7 +4,7 @@ Guests boot lazily: only when a test requests their fixture, and at most once pe
 a second session reuses cache_dir()/dumps). Tests that use these fixtures are marked ``oracle`` automatically
 (``debug_vmlinux`` also ``slow``). Returned dump paths are in the shared cache: copy them before modifying anything.
 
-``require_tool(name)`` skips when a tool is missing, but fails when env CI=true (CONTRIBUTING-helpers.md).
+``require_tool(name)`` skips when a tool is missing, but fails when env CI=true (CONTRIBUTING.md, "Tests").
 """
 
 from __future__ import annotations
