@@ -31,7 +31,7 @@ from kdfix.fix.apply import (
     rewrite_kdump,
 )
 from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
-from kdfix.fix.options import FixOptions, make_options
+from kdfix.fix.options import FixOptions, check_target, make_options
 from kdfix.fix.plan import Edit, Plan, plan
 from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
@@ -155,6 +155,7 @@ def fix_dump(
     *,
     output: str | os.PathLike[str] | None = None,
     in_place: bool = False,
+    # the keywords of make_options and of fix_split_set, spelled out so that type checkers and help() show them
     phys_base: str | int = "auto",
     vmcoreinfo: str = "auto",
     utsname: str = "auto",
@@ -186,10 +187,7 @@ def fix_dump(
     """
     began = time.monotonic()
     path = os.fspath(path)
-    if (output is None) == (not in_place) and not dry_run:
-        raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
-    if output is not None and in_place:
-        raise KdfixError("give exactly one of an output file (-o) or in_place (--in-place)")
+    check_target(output is not None, in_place, dry_run)
     options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags, kernel)
     if output is not None and os.path.abspath(os.fspath(output)) == os.path.abspath(path):
         raise KdfixError("the output is the input; use --in-place", path=path)

@@ -59,6 +59,7 @@ def status_mask(names: Sequence[str], option: str) -> int:
 
 
 def make_options(
+    # the keywords of fix_dump and fix_split_set, which pass them on
     phys_base: str | int = "auto",
     vmcoreinfo: str = "auto",
     utsname: str = "auto",
@@ -73,3 +74,9 @@ def make_options(
     if wanted is None:
         raise KdfixError(f"{kernel!r} is not one of {', '.join(WANTED)}", field="--kernel")
     return FixOptions(parse_phys_base(phys_base), vmcoreinfo, utsname, tuple(set_flags), tuple(clear_flags), wanted)
+
+
+def check_target(has_output: bool, in_place: bool, dry_run: bool, outputs: str = "an output file") -> None:
+    """A fix writes to exactly one place: ``outputs`` (-o) or the input itself (--in-place); a dry run may name none."""
+    if has_output == in_place and (has_output or not dry_run):
+        raise KdfixError(f"give exactly one of {outputs} (-o) or in_place (--in-place)")

@@ -21,7 +21,7 @@ from kdfix.errors import KdfixError, UnsupportedError, VerificationError
 from kdfix.fix import journal as fix_journal
 from kdfix.fix.apply import PhysicalPlan, apply_in_place, check_writable, copy_and_patch, edit_rows, physical_writes
 from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
-from kdfix.fix.options import FixOptions, make_options
+from kdfix.fix.options import FixOptions, check_target, make_options
 from kdfix.fix.plan import Plan, plan
 from kdfix.lock import dump_lock
 from kdfix.read.probe import open_dump
@@ -90,6 +90,7 @@ def fix_split_set(
     *,
     outputs: Sequence[str | os.PathLike[str]] | None = None,
     in_place: bool = False,
+    # the keywords of make_options and of fix_dump, spelled out so that type checkers and help() show them
     phys_base: str | int = "auto",
     vmcoreinfo: str = "auto",
     utsname: str = "auto",
@@ -110,10 +111,7 @@ def fix_split_set(
     began = time.monotonic()
     parts = [os.fspath(p) for p in paths]
     targets = None if outputs is None else [os.fspath(o) for o in outputs]
-    if (targets is None) == (not in_place) and not dry_run:
-        raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
-    if targets is not None and in_place:
-        raise KdfixError("give exactly one of output files (-o) or in_place (--in-place)")
+    check_target(targets is not None, in_place, dry_run, "output files")
     options = make_options(phys_base, vmcoreinfo, utsname, set_flags, clear_flags, kernel)
     if targets is not None:
         if len(targets) != len(parts):

@@ -407,6 +407,7 @@ def write_kdump(
     model: DumpModel,
     memory: PhysicalMemory,
     *,
+    # the options of write_split too: one keyword list would hide them from type checkers and help()
     codec: str = "zlib",
     flat: bool = False,
     zero_page: bool = True,

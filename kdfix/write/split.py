@@ -60,6 +60,7 @@ def write_split(
     model: DumpModel,
     memory: PhysicalMemory,
     *,
+    # the options of write_kdump too: one keyword list would hide them from type checkers and help()
     codec: str = "zlib",
     flat: bool = False,
     zero_page: bool = True,
