@@ -1,13 +1,11 @@
-"""Page arithmetic and the address-space aliases used across kdfix."""
+"""Integer helpers used across kdfix: rounding, 64-bit two's complement, C strings.
+
+A page's address is written out as ``pfn * page_size`` (and a pfn as ``paddr // page_size``) where it is
+needed: the product is as plain as a helper's name, and the page size differs by container (block_size,
+the ELF page size, a re-blocked view), so it is always passed in.
+"""
 
 from __future__ import annotations
-
-from typing import TypeAlias
-
-Pfn: TypeAlias = int
-PAddr: TypeAlias = int
-VAddr: TypeAlias = int
-FileOffset: TypeAlias = int
 
 U64_MASK = (1 << 64) - 1
 
@@ -25,16 +23,6 @@ def align_up(value: int, alignment: int) -> int:
 def pad4(size: int) -> int:
     """Round a note name or desc size up to 4 bytes (ELF note padding)."""
     return (size + 3) & ~3
-
-
-def pfn_to_paddr(pfn: Pfn, page_size: int) -> PAddr:
-    """Return the physical address of the first byte of page frame ``pfn``."""
-    return pfn * page_size
-
-
-def paddr_to_pfn(paddr: PAddr, page_size: int) -> Pfn:
-    """Return the page frame number holding physical address ``paddr``."""
-    return paddr // page_size
 
 
 def to_u64(value: int) -> int:

@@ -12,6 +12,7 @@ import typer
 
 from kdfix.cli.output import EXIT_UNUSABLE, fail, handle_errors, print_json
 from kdfix.errors import AddressError
+from kdfix.units import ceil_div
 
 if TYPE_CHECKING:
     from kdfix.read.memory import PhysicalMemory
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
             mem = dump.memory
             ps = mem.page_size
             if not zero_fill:  # fail before writing anything
-                for pfn in range(paddr // ps, (paddr + length + ps - 1) // ps if length else 0):
+                for pfn in range(paddr // ps, ceil_div(paddr + length, ps) if length else 0):
                     if not mem.present(pfn):
                         what = "excluded from" if mem.valid.test(pfn) else "not in"
                         raise AddressError(f"physical address {max(paddr, pfn * ps):#x} (pfn {pfn:#x}) is {what} "

@@ -31,6 +31,7 @@ from kdfix.read.missing import DESCRIPTORS, PAGE_DATA, MissingRun, RunCollector,
 from kdfix.read.page_check import check_pages
 from kdfix.read.source import Source
 from kdfix.read.split import SplitContainer
+from kdfix.units import ceil_div
 
 CONTAINERS = ("kdump", "flattened", "elf", "split")
 
@@ -356,7 +357,7 @@ def _elf_file_runs(elf: ElfContainer) -> list[tuple[int, int]]:
     for seg in elf.segments:
         present = max(0, min(seg.filesz, elf.source.size - seg.file_offset))
         if present:
-            spans.append((seg.paddr // ps, -(-(seg.paddr + present) // ps)))
+            spans.append((seg.paddr // ps, ceil_div(seg.paddr + present, ps)))
     return _merge_spans(spans)
 
 
@@ -400,7 +401,7 @@ def _elf_missing_runs(elf: ElfContainer) -> list[MissingRun]:
         if not seg.filesz or cut >= data_end:
             continue
         first = max(cut, seg.paddr) // ps
-        last = -(-data_end // ps)
+        last = ceil_div(data_end, ps)
         offset = seg.file_offset + max(first * ps, seg.paddr) - seg.paddr
         runs.append(MissingRun(elf.path or "", f"PT_LOAD data (paddr {seg.paddr:#x})", first, last, last - first,
                                offset, size))  # fmt: skip

@@ -40,7 +40,7 @@ from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
 from kdfix.read.source import Source, read_exact, source_path
-from kdfix.units import ceil_div
+from kdfix.units import align_up
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ class KdumpContainer:
                 raise TruncatedError("file ends inside the sub header", field="sub_header", offset=bs)
             self.sub_header = sub.unpack(sub_block, what="sub_header")
         sh = self.sub_header
-        self.phys_base = getattr(sh, "phys_base", 0) if sh is not None else 0
-        self.dump_level = getattr(sh, "dump_level", 0) if sh is not None else 0
+        self.phys_base = sh.phys_base if sh is not None else 0
+        self.dump_level = sh.dump_level if sh is not None else 0  # 0 below version 1: the record's default
 
     def _resolve_max_mapnr(self, version: int) -> None:
         """max_mapnr: the sub header's 64-bit field from v6 wins over the main header's 32 bits (§4)."""
@@ -369,7 +369,7 @@ class KdumpContainer:
         if not dumped:
             return False
         first = PAGE_DESC.bind(self.abi).unpack(src.read_at(data_offset, PAGE_DESC_SIZE))
-        table_end = data_offset + ceil_div(dumped * PAGE_DESC_SIZE, bs) * bs
+        table_end = data_offset + align_up(dumped * PAGE_DESC_SIZE, bs)
         return first.offset == table_end and first.flags in kdumpling.PAGE_FLAGS and 0 < first.size <= bs
 
     def present(self, pfn: int) -> bool:

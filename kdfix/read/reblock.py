@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
 from kdfix.read.memory import PhysicalMemory
+from kdfix.units import ceil_div
 
 
 def _expand(bitmap: Bitmap, ratio: int, nbits: int) -> Bitmap:
@@ -64,7 +65,7 @@ class ReblockedMemory:
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
         first_block = start_pfn // self.ratio
-        end_block = None if end_pfn is None else -(-end_pfn // self.ratio)
+        end_block = None if end_pfn is None else ceil_div(end_pfn, self.ratio)
         ps = self.page_size
         for block, data in self.source.iter_pages(first_block, end_block):
             for index in range(self.ratio):
