@@ -10,7 +10,6 @@ import typer
 from kdfix.cli.dumps import Answer, DumpPaths, SplitSetFlag, Unit, run_per_dump
 from kdfix.cli.output import EXIT_CHECK_FAILED, JsonFlag, handle_errors
 from kdfix.errors import KdfixError
-from kdfix.kernel.system_map import read_system_map
 from kdfix.units import to_s64
 
 if TYPE_CHECKING:
@@ -96,6 +95,7 @@ def register(app: typer.Typer) -> None:
         Exit 1 if a dump's phys_base could not be determined.
         """
         from kdfix.detect import detect
+        from kdfix.kernel.system_map import read_system_map
         from kdfix.read.probe import open_dump
 
         symbols = read_system_map(system_map) if system_map is not None else None
