@@ -60,69 +60,104 @@ def output_paths(units: list[Unit], output: Path) -> list[list[Path]]:
     return [[output / Path(p).name for p in unit] for unit in units]
 
 
+DumpArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="DUMP...", help="KDUMP, flattened or ELF dumps; the parts of a split set are fixed together."
+    ),
+]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="The fixed dump; with several dumps or a split set, an existing directory.",
+    ),
+]
+InPlaceFlag = Annotated[
+    bool, typer.Option("--in-place", help="Patch DUMP itself (undo journal beside it; each part's own).")
+]
+PhysBaseOption = Annotated[
+    str,
+    typer.Option(
+        "--phys-base", metavar="auto|N", help="auto (VMCOREINFO, else detection) or N (decimal, 0x-hex, negative)."
+    ),
+]
+VmcoreinfoOption = Annotated[
+    str, typer.Option("--vmcoreinfo", metavar="auto|FILE|none", help="auto (recover from memory), FILE, or none.")
+]
+UtsnameOption = Annotated[str, typer.Option("--utsname", metavar="auto|none", help="auto or none.")]
+SetFlagOption = Annotated[
+    list[str] | None,
+    typer.Option("--set-flag", metavar="FLAG", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}."),
+]
+ClearFlagOption = Annotated[list[str] | None, typer.Option("--clear-flag", metavar="FLAG", help="Clear a status flag.")]
+FixKernelOption = Annotated[
+    str,
+    typer.Option(
+        "--kernel",
+        help="With several kernels in memory (a dump of a running kdump capture kernel): describe the "
+        "'crashed' one (default: its phys_base, VMCOREINFO and registers at panic, as the capture kernel's "
+        "/proc/vmcore would) or the 'running' one (with QEMU's CPU registers). kdfix detect chooses alike.",
+    ),
+]
+FlatFlag = Annotated[
+    bool, typer.Option("--flat", help="With -o: write a flattened stream (default: a random-access KDUMP file).")
+]
+DryRunFlag = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+ForceFlag = Annotated[bool, typer.Option("--force", help="--in-place even on a file with several hard links.")]
+NoWaitFlag = Annotated[
+    bool, typer.Option("--no-wait", help="Fail at once if another kdfix is using DUMP (default: wait).")
+]
+
+
+def check_fix_arguments(output: Path | None, in_place: bool, dry_run: bool, flags: list[str]) -> None:
+    """Usage errors (exit 2 with the option named) before any dump is opened."""
+    if (output is None) == (not in_place) and not dry_run:
+        raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
+    if output is not None and in_place:
+        raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
+    for name in flags:
+        if name.lower() not in STATUS_FLAG_NAMES:
+            raise typer.BadParameter(f"{name!r} is not one of {', '.join(STATUS_FLAG_NAMES)}", param_hint="flag")
+
+
+def fix_answer(unit: Unit, out: list[Path] | None, *, in_place: bool, flat: bool, options: dict[str, Any]) -> Answer:
+    """Fix one dump or split set (``out``: its output files, None in place) and shape the answer."""
+    from kdfix.fix import fix_dump, fix_split_set
+
+    result: FixResult | SplitFixResult
+    with progress_bar("fix", None) as progress:
+        if len(unit) == 1:
+            target = None if out is None else out[0]
+            result = fix_dump(unit[0], output=target, in_place=in_place, progress=progress, flat=flat, **options)
+        else:
+            if flat:
+                raise KdfixError("--flat: split parts are written as they are", path=unit[0])
+            result = fix_split_set(list(unit), outputs=out, in_place=in_place, progress=progress, **options)
+    shape = fix_json(result)
+    return Answer(unit, shape, render_fix(shape), EXIT_CHECK_FAILED if result.status == "undetermined" else 0)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("fix")
     @handle_errors
     def fix_command(
-        dump: Annotated[
-            list[Path],
-            typer.Argument(
-                metavar="DUMP...", help="KDUMP, flattened or ELF dumps; the parts of a split set are fixed together."
-            ),
-        ],
-        output: Annotated[
-            Path | None,
-            typer.Option(
-                "-o",
-                "--output",
-                metavar="OUT",
-                help="The fixed dump; with several dumps or a split set, an existing directory.",
-            ),
-        ] = None,
-        in_place: Annotated[
-            bool, typer.Option("--in-place", help="Patch DUMP itself (undo journal beside it; each part's own).")
-        ] = False,
-        phys_base: Annotated[
-            str,
-            typer.Option(
-                "--phys-base",
-                metavar="auto|N",
-                help="auto (VMCOREINFO, else detection) or N (decimal, 0x-hex, negative).",
-            ),
-        ] = "auto",
-        vmcoreinfo: Annotated[
-            str,
-            typer.Option("--vmcoreinfo", metavar="auto|FILE|none", help="auto (recover from memory), FILE, or none."),
-        ] = "auto",
-        utsname: Annotated[str, typer.Option("--utsname", metavar="auto|none", help="auto or none.")] = "auto",
-        set_flag: Annotated[
-            list[str] | None,
-            typer.Option("--set-flag", metavar="FLAG", help=f"Set a status flag: {', '.join(STATUS_FLAG_NAMES)}."),
-        ] = None,
-        clear_flag: Annotated[
-            list[str] | None, typer.Option("--clear-flag", metavar="FLAG", help="Clear a status flag.")
-        ] = None,
-        kernel: Annotated[
-            str,
-            typer.Option(
-                "--kernel",
-                help="With several kernels in memory (a dump of a running kdump capture kernel): describe the "
-                "'crashed' one (default: its phys_base, VMCOREINFO and registers at panic, as the capture kernel's "
-                "/proc/vmcore would) or the 'running' one (with QEMU's CPU registers). kdfix detect chooses alike.",
-            ),
-        ] = "crashed",
-        flat: Annotated[
-            bool,
-            typer.Option("--flat", help="With -o: write a flattened stream (default: a random-access KDUMP file)."),
-        ] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+        dump: DumpArg,
+        output: OutputOption = None,
+        in_place: InPlaceFlag = False,
+        phys_base: PhysBaseOption = "auto",
+        vmcoreinfo: VmcoreinfoOption = "auto",
+        utsname: UtsnameOption = "auto",
+        set_flag: SetFlagOption = None,
+        clear_flag: ClearFlagOption = None,
+        kernel: FixKernelOption = "crashed",
+        flat: FlatFlag = False,
+        dry_run: DryRunFlag = False,
         split_set: SplitSetFlag = False,
-        force: Annotated[
-            bool, typer.Option("--force", help="--in-place even on a file with several hard links.")
-        ] = False,
-        no_wait: Annotated[
-            bool, typer.Option("--no-wait", help="Fail at once if another kdfix is using DUMP (default: wait).")
-        ] = False,
+        force: ForceFlag = False,
+        no_wait: NoWaitFlag = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Make DUMP readable by crash, makedumpfile, libkdumpfile and drgn.
@@ -143,13 +178,7 @@ def register(app: typer.Typer) -> None:
         Exit 0: fixed (re-read and verified) or already fine; 1: a needed value could not be determined, or the
         result did not verify (nothing replaced the input); 2: unusable input or a failed write.
         """
-        if (output is None) == (not in_place) and not dry_run:
-            raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
-        if output is not None and in_place:
-            raise typer.BadParameter("give exactly one of -o OUT or --in-place", param_hint="-o/--in-place")
-        for name in (set_flag or []) + (clear_flag or []):
-            if name.lower() not in STATUS_FLAG_NAMES:
-                raise typer.BadParameter(f"{name!r} is not one of {', '.join(STATUS_FLAG_NAMES)}", param_hint="flag")
+        check_fix_arguments(output, in_place, dry_run, (set_flag or []) + (clear_flag or []))
         options: dict[str, Any] = {
             "phys_base": phys_base,
             "vmcoreinfo": vmcoreinfo,
@@ -161,27 +190,12 @@ def register(app: typer.Typer) -> None:
             "force": force,
             "wait": not no_wait,
         }
-        from kdfix.fix import fix_dump, fix_split_set
-
         units = group_dumps(dump, split_set=split_set)
         targets = output_paths(units, output) if output is not None else [None] * len(units)
         where = dict(zip(units, targets, strict=True))
 
         def answer(unit: Unit) -> Answer:
-            result: FixResult | SplitFixResult
-            out = where[unit]
-            with progress_bar("fix", None) as progress:
-                if len(unit) == 1:
-                    target = None if out is None else out[0]
-                    result = fix_dump(
-                        unit[0], output=target, in_place=in_place, progress=progress, flat=flat, **options
-                    )
-                else:
-                    if flat:
-                        raise KdfixError("--flat: split parts are written as they are", path=unit[0])
-                    result = fix_split_set(list(unit), outputs=out, in_place=in_place, progress=progress, **options)
-            shape = fix_json(result)
-            return Answer(unit, shape, render_fix(shape), EXIT_CHECK_FAILED if result.status == "undetermined" else 0)
+            return fix_answer(unit, where[unit], in_place=in_place, flat=flat, options=options)
 
         code = emit(answer_each(units, answer), as_json=as_json)
         if code:
