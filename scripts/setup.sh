@@ -108,7 +108,8 @@ export PIP_BREAK_SYSTEM_PACKAGES=1  # Debian's python3 is "externally managed" (
 # Every requirement of kdfix and its test extra (read from pyproject.toml, so a new dependency is noticed) present
 # and satisfied, and `kdfix` importable from this checkout, not another one (checked outside the repo directory).
 repo=$PWD
-if (cd / && "$PY" - "$repo" <<'PY') && command -v ruff >/dev/null && command -v mypy >/dev/null && command -v kdfix >/dev/null; then
+set +e
+(cd / && "$PY" - "$repo" <<'PY')
 import importlib.metadata as md, pathlib, sys, tomllib
 from packaging.requirements import Requirement
 repo = pathlib.Path(sys.argv[1])
@@ -123,14 +124,22 @@ for line in [*project["dependencies"], *project["optional-dependencies"]["test"]
         sys.exit(f"{req.name} {version} does not satisfy {req}")
 import kdfix
 if pathlib.Path(kdfix.__file__).resolve().parent != repo / "kdfix":
-    sys.exit(f"kdfix is imported from {kdfix.__file__}")
+    print(f"kdfix is imported from {kdfix.__file__}, not from {repo}", file=sys.stderr)
+    sys.exit(3)
 PY
+python_state=$?
+set -e
+command -v ruff >/dev/null && command -v mypy >/dev/null && command -v kdfix >/dev/null || python_state=1
+if [[ $python_state -eq 0 ]]; then
     log "python packages already installed (editable install of this checkout)"
+elif [[ $python_state -eq 3 ]]; then
+    log "pip install --no-deps -e . (the requirements are met; the editable install pointed elsewhere)"
+    "$PY" -m pip install -q --no-deps -e .
 else
     log "pip install -e '.[test]'"
     "$PY" -m pip install -q -e '.[test]'
-    if command -v pyenv >/dev/null; then pyenv rehash || true; fi  # make the new `kdfix` script visible on PATH
 fi
+if [[ $python_state -ne 0 ]] && command -v pyenv >/dev/null; then pyenv rehash || true; fi  # the new `kdfix` on PATH
 
 if [[ $warm -eq 1 ]]; then
     log "warming the guest kernel cache (x86_64, aarch64, i386) and the x86_64 -dbg vmlinux"
