@@ -18,6 +18,7 @@ from kdfix.model import DumpModel
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write.kdump import (
     Bitmaps,
+    KdumpLayout,
     PageSource,
     Progress,
     WriteResult,
@@ -76,82 +77,95 @@ def write_split(
     """
     began = time.monotonic()
     the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero, split=True)
-    zero_page = zero_page and not exclude_zero
+    shared = _SplitSet(
+        model, memory, layout, bitmaps, codec, int(the_codec.flag),
+        phys_base=header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo),
+        flat=flat, zero_page=zero_page and not exclude_zero, workers=workers,
+        cursor=_PfnCursor(page_source) if page_source is not None else None,
+    )  # fmt: skip
     total = bitmaps.dumped.count()
-    ranges = split_ranges(bitmaps, layout.max_mapnr, len(targets))
-    phys_base = header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo)
-    cursor = _PfnCursor(page_source) if page_source is not None else None
-    size = pages = zero = raw = compressed = 0
+    parts: list[WriteResult] = []
     done = 0
-    paths: list[str] = []
-    for target, (start, end) in zip(targets, ranges, strict=True):
-        own = not isinstance(target, Sink)
-        sink = open_sink(target, flat=flat)
-        part_total = bitmaps.dumped.count(start, end)
+    for index, (target, (start, end)) in enumerate(zip(targets, split_ranges(bitmaps, layout.max_mapnr, len(targets)),
+                                                       strict=True)):  # fmt: skip
 
         def part_progress(n: int, _t: int, base: int = done) -> None:
             if progress is not None:
                 progress(base + n, total)
 
-        try:
-            write_header_area(sink, model, layout, int(the_codec.flag), bitmaps)
-            if cursor is None:
-                data_end, counts = write_memory_pages(
-                    sink,
-                    layout,
-                    memory,
-                    bitmaps,
-                    codec,
-                    part_total,
-                    zero_page=zero_page,
-                    workers=workers,
-                    progress=part_progress,
-                    start_pfn=start,
-                    end_pfn=end,
-                    data_start=layout.data_start(total),
-                )
-            else:
-                stream = page_stream(
-                    bitmaps,
-                    codec,
-                    memory.page_size,
-                    zero_page=zero_page,
-                    page_source=cursor.take(start, end),
-                    start_pfn=start,
-                    end_pfn=end,
-                )
-                data_end, counts = write_page_area(
-                    sink,
-                    layout,
-                    stream,
-                    bitmaps.dumped.iter_set(start, end),
-                    part_total,
-                    data_start=layout.data_start(total),
-                    zero_page=zero_page,
-                    progress=part_progress,
-                )
-            # eraseinfo goes into the first part only: readers concatenate the parts' texts (§9).
-            part_model = model if not paths else dataclasses.replace(model, eraseinfo=b"")
-            write_tail(sink, part_model, layout, data_end, phys_base=phys_base, split_range=(start, end))
-        finally:
-            if own:
-                sink.close()
-        done += part_total
-        size += output_size(sink, 0)
-        pages += counts.pages
-        zero += counts.zero
-        raw += counts.raw
-        compressed += counts.compressed
-        paths.append(output_path(target, sink))
+        parts.append(_write_part(shared, target, start, end, first=index == 0, progress=part_progress))
+        done += bitmaps.dumped.count(start, end)
     return WriteResult(
-        paths=tuple(p for p in paths if p),
-        size=size,
-        pages=pages,
-        zero_pages=zero,
-        raw_pages=raw,
-        compressed_pages=compressed,
+        paths=tuple(p for r in parts for p in r.paths if p),
+        size=sum(r.size for r in parts),
+        pages=sum(r.pages for r in parts),
+        zero_pages=sum(r.zero_pages for r in parts),
+        raw_pages=sum(r.raw_pages for r in parts),
+        compressed_pages=sum(r.compressed_pages for r in parts),
         seconds=time.monotonic() - began,
         layout=layout,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitSet:
+    """What every part of one split set is written from: the same headers, bitmaps and page source."""
+
+    model: DumpModel
+    memory: PhysicalMemory
+    layout: KdumpLayout
+    bitmaps: Bitmaps
+    codec: str
+    codec_flag: int
+    phys_base: int
+    flat: bool
+    zero_page: bool
+    workers: int
+    cursor: _PfnCursor | None
+
+
+def _write_part(
+    shared: _SplitSet, target: str | os.PathLike[str] | Sink, start: int, end: int, *, first: bool, progress: Progress
+) -> WriteResult:
+    """One part: the full headers and bitmaps, descriptors and data of ``[start, end)``, then its tail (§9).
+
+    Page data starts after room for the whole set's descriptors, as makedumpfile lays a part out."""
+    began = time.monotonic()
+    model, layout, bitmaps = shared.model, shared.layout, shared.bitmaps
+    data_start = layout.data_start(bitmaps.dumped.count())
+    part_total = bitmaps.dumped.count(start, end)
+    own = not isinstance(target, Sink)
+    sink = open_sink(target, flat=shared.flat)
+    try:
+        write_header_area(sink, model, layout, shared.codec_flag, bitmaps)
+        if shared.cursor is None:
+            data_end, counts = write_memory_pages(
+                sink, layout, shared.memory, bitmaps, shared.codec, part_total, zero_page=shared.zero_page,
+                workers=shared.workers, progress=progress, start_pfn=start, end_pfn=end, data_start=data_start,
+            )  # fmt: skip
+        else:
+            stream = page_stream(
+                bitmaps, shared.codec, shared.memory.page_size, zero_page=shared.zero_page,
+                page_source=shared.cursor.take(start, end), start_pfn=start, end_pfn=end,
+            )  # fmt: skip
+            data_end, counts = write_page_area(
+                sink, layout, stream, bitmaps.dumped.iter_set(start, end), part_total, data_start=data_start,
+                zero_page=shared.zero_page, progress=progress,
+            )  # fmt: skip
+        # eraseinfo goes into the first part only: readers concatenate the parts' texts (§9).
+        part_model = model if first else dataclasses.replace(model, eraseinfo=b"")
+        write_tail(sink, part_model, layout, data_end, phys_base=shared.phys_base, split_range=(start, end))
+    finally:
+        if own:
+            sink.close()
+    return WriteResult(
+        paths=(output_path(target, sink),),
+        size=output_size(sink, 0),
+        pages=counts.pages,
+        zero_pages=counts.zero,
+        raw_pages=counts.raw,
+        compressed_pages=counts.compressed,
+        seconds=time.monotonic() - began,
     )
 
 
