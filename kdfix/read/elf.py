@@ -93,6 +93,35 @@ class ElfContainer:
             raise exc.with_context(path=self.path) from None
 
     def _parse(self) -> None:
+        """The ELF header, then the program headers: notes from PT_NOTE, memory from PT_LOAD."""
+        phdrs, phentsize = self._parse_headers()
+        self.phdrs_follow_ehdr = self.e_phoff == ELF_EHDR.bind(self.abi).size
+        self.incomplete = bool(self.e_flags & ELF_INCOMPLETE_FLAG)
+        if self.incomplete:
+            self.problems.append("e_flags has DUMP_ELF_INCOMPLETE: the dump was not completely written")
+        segments: list[ElfSegment] = []
+        notes: list[Note] = []
+        self.note_segments: list[tuple[int, int]] = []
+        for i, ph in enumerate(phdrs):
+            if ph["p_type"] in ("PT_NOTE", PT_NOTE):
+                notes.extend(self._note_segment(i, int(ph["p_offset"]), int(ph["p_filesz"]), len(notes)))
+            elif ph["p_type"] in ("PT_LOAD", PT_LOAD):
+                segment = self._load_segment(i, ph, phentsize)
+                if segment is not None:
+                    segments.append(segment)
+        self._index_segments(segments)
+        self.notes: tuple[Note, ...] = tuple(notes)
+        self.page_size = _vmcoreinfo_page_size(self.notes) or self.page_size
+        self.notes_offset, self.notes_size = self.note_segments[0] if self.note_segments else (0, 0)
+        end = max((s.end for s in segments), default=0)
+        self.max_pfn = ceil_div(end, self.page_size)
+        if self.max_pfn // 8 > max(self.source.size, _MIN_BITMAP_LIMIT):
+            raise FormatError(f"PT_LOAD segments reach paddr {end:#x}: a bitmap for that is larger than the file",
+                              field="phdr.p_paddr", offset=self.e_phoff)  # fmt: skip
+        self._bitmap: Bitmap | None = None
+
+    def _parse_headers(self) -> tuple[list[Any], int]:
+        """The ELF header's fields kdfix keeps, and the program headers (pyelftools; any of its errors is ours)."""
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
 
@@ -105,8 +134,7 @@ class ElfContainer:
         assert abi is not None  # probe_elf passed
         self.abi: Abi = abi
         ehdr = ELF_EHDR.bind(abi)
-        ehdr_size = ehdr.size
-        if len(head) < ehdr_size:
+        if len(head) < ehdr.size:
             raise TruncatedError("file ends inside the ELF header", field="elf_header", offset=0)
         self.e_machine = ehdr.unpack(head).e_machine
         try:
@@ -133,52 +161,41 @@ class ElfContainer:
             raise FormatError(f"unreadable ELF structure: {exc}", field="elf_header", offset=0) from exc
         except Exception as exc:  # pyelftools raises construct errors of many kinds on garbage
             raise FormatError(f"unreadable ELF structure: {exc}", field="elf_header", offset=0) from exc
-        self.phdrs_follow_ehdr = self.e_phoff == ehdr_size
-        self.incomplete = bool(self.e_flags & ELF_INCOMPLETE_FLAG)
-        if self.incomplete:
-            self.problems.append("e_flags has DUMP_ELF_INCOMPLETE: the dump was not completely written")
+        return phdrs, phentsize
 
-        segments: list[ElfSegment] = []
-        notes: list[Note] = []
-        self.note_segments: list[tuple[int, int]] = []
-        for i, ph in enumerate(phdrs):
-            ptype = ph["p_type"]
-            offset, filesz, memsz = int(ph["p_offset"]), int(ph["p_filesz"]), int(ph["p_memsz"])
-            if ptype in ("PT_NOTE", PT_NOTE):
-                self.note_segments.append((offset, filesz))
-                avail = max(0, min(filesz, src.size - offset))
-                if avail < filesz:
-                    self.problems.append(f"PT_NOTE {i} ({filesz:#x} bytes at {offset:#x}) is cut by the end of file")
-                take, problems = notes_read_size(avail)
-                blob = src.read_at(offset, take) if take else b""
-                kept, found = read_notes(blob, self.abi, base_offset=offset, limit=MAX_KEPT_NOTES - len(notes))
-                problems += found
-                notes.extend(kept)
-                self.problems.extend(f"PT_NOTE {i}: {p}" for p in problems)
-            elif ptype in ("PT_LOAD", PT_LOAD):
-                if memsz < filesz:
-                    raise FormatError(f"PT_LOAD {i}: p_filesz {filesz:#x} > p_memsz {memsz:#x}",
-                                      field=f"phdr[{i}].p_filesz", offset=self.e_phoff + i * phentsize)  # fmt: skip
-                if offset + filesz > src.size:
-                    self.problems.append(f"PT_LOAD {i} (paddr {int(ph['p_paddr']):#x}) ends past the end of the file "
-                                         "(truncated)")  # fmt: skip
-                if memsz:
-                    segments.append(ElfSegment(int(ph["p_paddr"]), offset, filesz, memsz, int(ph["p_vaddr"])))
+    def _note_segment(self, i: int, offset: int, filesz: int, kept_so_far: int) -> list[Note]:
+        """The notes of PT_NOTE ``i`` (as far as the file and the kept-notes bound allow), problems recorded."""
+        src = self.source
+        self.note_segments.append((offset, filesz))
+        avail = max(0, min(filesz, src.size - offset))
+        if avail < filesz:
+            self.problems.append(f"PT_NOTE {i} ({filesz:#x} bytes at {offset:#x}) is cut by the end of file")
+        take, problems = notes_read_size(avail)
+        blob = src.read_at(offset, take) if take else b""
+        kept, found = read_notes(blob, self.abi, base_offset=offset, limit=MAX_KEPT_NOTES - kept_so_far)
+        self.problems.extend(f"PT_NOTE {i}: {p}" for p in problems + found)
+        return list(kept)
+
+    def _load_segment(self, i: int, ph: Any, phentsize: int) -> ElfSegment | None:
+        """PT_LOAD ``i`` as a segment (None when it has no memory); p_filesz > p_memsz is a FormatError."""
+        offset, filesz, memsz = int(ph["p_offset"]), int(ph["p_filesz"]), int(ph["p_memsz"])
+        if memsz < filesz:
+            raise FormatError(f"PT_LOAD {i}: p_filesz {filesz:#x} > p_memsz {memsz:#x}",
+                              field=f"phdr[{i}].p_filesz", offset=self.e_phoff + i * phentsize)  # fmt: skip
+        if offset + filesz > self.source.size:
+            self.problems.append(f"PT_LOAD {i} (paddr {int(ph['p_paddr']):#x}) ends past the end of the file "
+                                 "(truncated)")  # fmt: skip
+        if not memsz:
+            return None
+        return ElfSegment(int(ph["p_paddr"]), offset, filesz, memsz, int(ph["p_vaddr"]))
+
+    def _index_segments(self, segments: list[ElfSegment]) -> None:
+        """Segments in paddr order with the lookup arrays ``_segments_for`` bisects."""
         segments.sort(key=lambda s: s.paddr)
         self.segments: tuple[ElfSegment, ...] = tuple(segments)
         self._starts = [s.paddr for s in segments]
         # _reach[i]: the highest end of segments[0..i] (overlapping segments in hostile files, see _segments_for).
         self._reach = list(itertools.accumulate((s.end for s in segments), max))
-        self.notes: tuple[Note, ...] = tuple(notes)
-        self.page_size = _vmcoreinfo_page_size(self.notes) or self.page_size
-        self.notes_offset, self.notes_size = self.note_segments[0] if self.note_segments else (0, 0)
-        end = max((s.end for s in segments), default=0)
-        self.max_pfn = ceil_div(end, self.page_size)
-        limit = max(src.size, _MIN_BITMAP_LIMIT)
-        if self.max_pfn // 8 > limit:
-            raise FormatError(f"PT_LOAD segments reach paddr {end:#x}: a bitmap for that is larger than the file",
-                              field="phdr.p_paddr", offset=self.e_phoff)  # fmt: skip
-        self._bitmap: Bitmap | None = None
 
     # ---- memory --------------------------------------------------------------------------------------
 
