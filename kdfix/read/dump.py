@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,44 +271,62 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
     report = VerifyReport(format=dump.container)
     report.warnings.extend(dump.problems)
     if dump.kdump is not None:
-        parts = dump.split.parts if dump.split is not None else (dump.kdump,)
-        total = sum(p.num_dumped for p in parts)
-        if dump.split is not None:  # pages of a part not given are missing: the set is readable, not whole
-            first = dump.split.first
-            for a, b in dump.split.gaps:
-                if uncovered := first.dumped.count(a, b):
-                    report.errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {uncovered} dumped pages missing")
-        for part in parts:
-            if part.incomplete:
-                report.errors.append(f"{part.path}: status INCOMPLETE is set")
-            if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
-                report.errors.append(f"{part.path}: flattened stream has no end marker (truncated)")
-            if part.descriptors_end > part.source.size:
-                report.errors.append(f"{part.path}: descriptor table ends past the end of the file")
-            report.errors.extend(_bitmap_subset_errors(part))
-        done = 0
-        lost: list[MissingRun] = []
-        for checked, bad, cut in _check_kdump_pages(dump, parts, workers):
-            done += checked
-            report.bad_pages.extend(bad)
-            lost.extend(cut)
-            if progress is not None:
-                progress(done, total)
-        by_path = {part.path or "": part for part in parts}
-        for run in merge_runs(lost, lambda path, a, b: by_path[path].dumped.count(a, b)):
-            part = by_path[run.path]
-            inside = run.closed or part.dumped.count(run.end_pfn, part.end_pfn) > 0
-            if inside and run.pages <= len(run.samples):  # a few pages amid sound ones: corrupt, not cut off
-                report.bad_pages.extend(run.samples)
-            else:
-                report.missing.append(run)
-        report.bad_pages.sort(key=lambda b: b["pfn"])
-        report.pages_checked = done
+        _verify_kdump(dump, report, progress, workers)
+    else:
+        assert dump.elf is not None
+        _verify_elf(dump.elf, report, progress)
+    return report
+
+
+def _verify_kdump(dump: Dump, report: VerifyReport, progress: Callable[[int, int], None] | None, workers: int) -> None:
+    """Every part's structure, then its pages; runs of unreadable pages are missing, a few amid sound ones bad."""
+    assert dump.kdump is not None
+    parts = dump.split.parts if dump.split is not None else (dump.kdump,)
+    total = sum(p.num_dumped for p in parts)
+    report.errors.extend(_kdump_structure_errors(dump, parts))
+    done = 0
+    lost: list[MissingRun] = []
+    for checked, bad, cut in _check_kdump_pages(dump, parts, workers):
+        done += checked
+        report.bad_pages.extend(bad)
+        lost.extend(cut)
         if progress is not None:
             progress(done, total)
-        return report
-    elf = dump.elf
-    assert elf is not None
+    by_path = {part.path or "": part for part in parts}
+    for run in merge_runs(lost, lambda path, a, b: by_path[path].dumped.count(a, b)):
+        part = by_path[run.path]
+        inside = run.closed or part.dumped.count(run.end_pfn, part.end_pfn) > 0
+        if inside and run.pages <= len(run.samples):  # a few pages amid sound ones: corrupt, not cut off
+            report.bad_pages.extend(run.samples)
+        else:
+            report.missing.append(run)
+    report.bad_pages.sort(key=lambda b: b["pfn"])
+    report.pages_checked = done
+    if progress is not None:
+        progress(done, total)
+
+
+def _kdump_structure_errors(dump: Dump, parts: Sequence[KdumpContainer]) -> list[str]:
+    """Split-set gaps, INCOMPLETE, a flattened stream without its end marker, a cut descriptor table, bitmaps."""
+    errors: list[str] = []
+    if dump.split is not None:  # pages of a part not given are missing: the set is readable, not whole
+        first = dump.split.first
+        for a, b in dump.split.gaps:
+            if uncovered := first.dumped.count(a, b):
+                errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {uncovered} dumped pages missing")
+    for part in parts:
+        if part.incomplete:
+            errors.append(f"{part.path}: status INCOMPLETE is set")
+        if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
+            errors.append(f"{part.path}: flattened stream has no end marker (truncated)")
+        if part.descriptors_end > part.source.size:
+            errors.append(f"{part.path}: descriptor table ends past the end of the file")
+        errors.extend(_bitmap_subset_errors(part))
+    return errors
+
+
+def _verify_elf(elf: ElfContainer, report: VerifyReport, progress: Callable[[int, int], None] | None) -> None:
+    """PT_LOADs cut by the end of the file, then every page whose bytes are all in the file."""
     if elf.incomplete:
         report.errors.append("e_flags DUMP_ELF_INCOMPLETE is set")
     for seg in elf.segments:
@@ -344,7 +362,6 @@ def verify_dump(dump: Dump, progress: Callable[[int, int], None] | None = None, 
     report.pages_checked = done
     if progress is not None:
         progress(done, total)
-    return report
 
 
 _ELF_RECHECK_PAGES = 256  # pages read one at a time after a failed chunk read (the reader's chunk size)
