@@ -29,7 +29,7 @@ from kdfix.arch.x86_64 import WalkBudgetExceeded, find_first_mapping
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
 from kdfix.detect.validate import confirmed, validate_candidate
-from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, vmcoreinfo_pages
+from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, iter_page_heads, iter_scanned_copies
 from kdfix.errors import FormatError, KdfixError
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
 from kdfix.format.elf import ELFDATA2MSB, ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
@@ -418,14 +418,19 @@ def find_core_headers(memory: PhysicalMemory) -> list[CoreHeader]:
     it page-aligned; dump blocks may be larger, e.g. QEMU's 64 KiB on aarch64)."""
     out: list[CoreHeader] = []
     for paddr, head in iter_granule_heads(memory):
-        if head[:4] != b"\x7fELF" or len(head) < 18:
-            continue
-        if int.from_bytes(head[16:18], "big" if head[5] == ELFDATA2MSB else "little") != ET_CORE:
-            continue
-        header = parse_core_header(memory.read, paddr, head)
+        header = _core_header_at(memory, paddr, head)
         if header is not None:
             out.append(replace(header, cmdline=find_cmdline(memory, header)))
     return out
+
+
+def _core_header_at(memory: PhysicalMemory, paddr: int, head: bytes) -> CoreHeader | None:
+    """The usable ELF core header on the kernel page at ``paddr`` (its first bytes ``head``), else None."""
+    if head[:4] != b"\x7fELF" or len(head) < 18:
+        return None
+    if int.from_bytes(head[16:18], "big" if head[5] == ELFDATA2MSB else "little") != ET_CORE:
+        return None
+    return parse_core_header(memory.read, paddr, head)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -447,34 +452,57 @@ def _validated_kernels(
     extra: Iterable[bytes],
     vmlinux_symbols: Mapping[str, int] | None,
     log: list[str],
+    expected: set[int] | None = None,
 ) -> list[_Found]:
-    """One entry per distinct validated (phys_base, KERNELOFFSET) among the VMCOREINFO copies in memory."""
-    copies: dict[bytes, list[int]] = {}
-    for hit in vmcoreinfo_pages(memory):
-        copies.setdefault(hit.text, []).append(hit.paddr)
-    for text in extra:
-        copies.setdefault(text.split(b"\0", 1)[0], [])
+    """One entry per distinct validated (phys_base, KERNELOFFSET) among ``extra`` and the VMCOREINFO copies in
+    memory.
+
+    ``expected`` (the phys_base values the vCPUs' page tables imply) ends the scan as soon as each has a
+    validated copy: the kernel allocates the buffers early, where the scan order looks first (vmcoreinfo_scan.py),
+    so a dump of any size is searched in a few thousand page heads. None (nothing tells which kernels run):
+    every page head is read.
+    """
     found: dict[tuple[int, int | None], _Found] = {}
-    for text, paddrs in copies.items():
+    verdicts: dict[bytes, tuple[int, int | None] | None] = {}  # text -> its validated key, None when rejected
+
+    def consider(text: bytes, paddr: int | None) -> None:
+        if text in verdicts:
+            key = verdicts[text]
+            if key is not None and paddr is not None:
+                found[key].paddrs.append(paddr)
+            return
+        verdicts[text] = None
         info = VmcoreInfo.parse(text)
         recognised = recognise(model, info)
         if recognised is None or not info.osrelease:
-            continue
+            return
         arch = recognised.arch
         phys_base, kernel_offset = arch.header_phys_base(info), arch.kernel_offset(info)
         if phys_base is None:
-            continue
+            return
         candidate = Candidate("vmcoreinfo_scan", phys_base, kernel_offset, text, (), arch.name)
         checks = validate_candidate(candidate, memory, vmcoreinfo=info, vmlinux_symbols=vmlinux_symbols)
-        where = ", ".join(f"{p:#x}" for p in paddrs) or "the dump's own VMCOREINFO"
+        where = f"{paddr:#x}" if paddr is not None else "the dump's own VMCOREINFO"
         if not confirmed(checks):
             log.append(f"VMCOREINFO at {where} (phys_base {phys_base:#x}) not validated: stale or foreign")
-            continue
-        key = (phys_base, kernel_offset)
+            return
+        key = verdicts[text] = (phys_base, kernel_offset)
         entry = found.setdefault(key, _Found(phys_base, kernel_offset))
         entry.texts.append(text)
-        entry.paddrs += paddrs
+        entry.paddrs += [paddr] if paddr is not None else []
         entry.evidence.append(f"validated VMCOREINFO at {where}")
+
+    def satisfied() -> bool:
+        return bool(expected) and expected <= {k[0] for k in found}  # type: ignore[operator]
+
+    for text in extra:
+        consider(text.split(b"\0", 1)[0], None)
+    if not satisfied():
+        for hit in iter_scanned_copies(memory):
+            consider(hit.text, hit.paddr)
+            if satisfied():
+                log.append("every kernel the vCPUs run has a validated VMCOREINFO: the scan stopped there")
+                break
     return sorted(found.values(), key=lambda f: min(f.paddrs, default=1 << 64))
 
 
@@ -498,16 +526,27 @@ def find_kernels(
 ) -> Kernels:
     """Every kernel whose VMCOREINFO is in memory (plus the dump's own, if validated), each with its role.
 
-    Reads every page head once for VMCOREINFO; a second pass for ELF core headers runs only when there are
-    several kernels.
+    Which kernels to look for comes from the vCPUs' page-table roots (x86_64 QEMU dumps): the scan for copies
+    stops once each of them is validated. Without roots (or when a root's kernel has no copy) every page head is
+    read. The ELF core header is looked for only when there are several kernels, first above each kernel's image
+    (kexec-tools puts it at the top of the reservation the capture kernel runs in, §3.3).
+
+    Not found: a second kernel no vCPU executes and no VMCOREINFO note of the dump describes (a capture kernel
+    alone on a one-vCPU guest, without QEMU's vmcoreinfo device); telling it would mean reading every page.
     """
     log: list[str] = []
     extra = [file_vmcoreinfo] if file_vmcoreinfo is not None else []
-    entries = _validated_kernels(model, memory, extra, vmlinux_symbols, log)
+    roots = cpu_roots(model)
+    expected = cpu_image_bases(model, memory) if roots else set()
+    if expected:
+        log.append("vCPUs' page tables map phys_base " + ", ".join(f"{b:#x}" for b in sorted(expected)))
+    entries = _validated_kernels(model, memory, extra, vmlinux_symbols, log, expected or None)
     if not entries:
         return Kernels((), (), tuple(log))
-    roots = cpu_roots(model)
-    headers = find_core_headers(memory) if len(entries) > 1 else []
+    headers: list[CoreHeader] = []
+    placed = [_placed(model, memory, roots, entry) for entry in entries]
+    if len(entries) > 1:
+        headers = _core_headers_near(memory, [(p[2], p[1].crashtime) for p in placed])
     for h in headers:
         log.append(
             f"ELF core header at PA {h.paddr:#x}: {len(h.cpu_notes)} CPU note(s), VMCOREINFO note at "
@@ -518,15 +557,7 @@ def find_kernels(
             log.append(f"command line at PA {h.cmdline[0]:#x} names it: {shown!r}")
     kernels: list[Kernel] = []
     reservation: tuple[int, int] | None = None
-    for entry in entries:
-        text = _best_text(entry.texts)
-        info = VmcoreInfo.parse(text)
-        stext, known = info.symbol("_stext"), kernel_space(model, info)
-        space = known[1] if known is not None else None
-        text_paddr = space.image_paddr(stext) if space is not None and stext is not None else None
-        cpus: tuple[int, ...] = ()
-        if space is not None and stext is not None:
-            cpus = tuple(r.cpu for r in roots if cpu_runs(memory.read, r, space, stext))
+    for entry, (text, info, text_paddr, cpus) in zip(entries, placed, strict=True):
         header = next((h for h in headers if _describes(h, entry, text)), None)
         evidence = list(entry.evidence)
         if cpus:
@@ -553,6 +584,40 @@ def find_kernels(
     if reservation is not None:
         log.append(f"crashkernel reservation [{reservation[0]:#x}, {reservation[1]:#x}) (the core header's hole)")
     return Kernels(tuple(assign_roles(kernels, reservation)), tuple(headers), tuple(log))
+
+
+def _placed(
+    model: DumpModel, memory: PhysicalMemory, roots: Sequence[CpuRoot], entry: _Found
+) -> tuple[bytes, VmcoreInfo, int | None, tuple[int, ...]]:
+    """(fullest text, its VMCOREINFO, the PA of its _stext, the vCPUs that execute it) of one found kernel."""
+    text = _best_text(entry.texts)
+    info = VmcoreInfo.parse(text)
+    stext, known = info.symbol("_stext"), kernel_space(model, info)
+    space = known[1] if known is not None else None
+    text_paddr = space.image_paddr(stext) if space is not None and stext is not None else None
+    cpus: tuple[int, ...] = ()
+    if space is not None and stext is not None:
+        cpus = tuple(r.cpu for r in roots if cpu_runs(memory.read, r, space, stext))
+    return text, info, text_paddr, cpus
+
+
+def _core_headers_near(memory: PhysicalMemory, kernels: Sequence[tuple[int | None, int | None]]) -> list[CoreHeader]:
+    """The ELF core header whose reservation holds one of ``kernels`` ((_stext PA, CRASHTIME) each), found by
+    reading page heads upward from that kernel's image, kernels without CRASHTIME first (the capture kernel
+    never panicked); every page head when none is found so (find_core_headers)."""
+    ps = memory.page_size
+    order = sorted((k for k in kernels if k[0] is not None), key=lambda k: k[1] is not None)
+    for text_paddr, _crashtime in order:
+        assert text_paddr is not None
+        for paddr, head in iter_page_heads(memory, text_paddr // ps):
+            header = _core_header_at(memory, paddr, head)
+            if header is None:
+                continue
+            region = header.reservation()
+            if region is not None and region[0] <= text_paddr < region[1]:
+                return [replace(header, cmdline=find_cmdline(memory, header))]
+            break  # the first header above this kernel leaves it out: it is not the capture kernel
+    return find_core_headers(memory)
 
 
 def assign_roles(kernels: Sequence[Kernel], reservation: tuple[int, int] | None) -> list[Kernel]:

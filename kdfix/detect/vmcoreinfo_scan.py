@@ -273,7 +273,13 @@ def first_agreeing_copy(
 
     Returns (hit, candidate, checks), or None when no copy agrees (the caller then scans everything).
     """
-    for hit in iter_vmcoreinfo_pages(memory, scan_ranges(memory, zone_starts), granule=granule):
+    shared = zone_starts is ZONE_STARTS and granule is None
+    hits = (
+        iter_scanned_copies(memory)
+        if shared
+        else iter_vmcoreinfo_pages(memory, scan_ranges(memory, zone_starts), granule=granule)
+    )
+    for hit in hits:
         info = VmcoreInfo.parse(hit.text)
         found = recognise(model, info)
         if found is None or not info.osrelease:
@@ -296,20 +302,61 @@ def first_agreeing_copy(
     return None
 
 
-_SCANNED: weakref.WeakKeyDictionary[Any, tuple[VmcoreinfoHit, ...]] = weakref.WeakKeyDictionary()
+@dataclass(slots=True)
+class _ScanState:
+    """How far the ``scan_ranges``-order scan of one memory has got: the copies found so far, the ranges left
+    (the first one done below ``resume``). It holds no reference to the memory, so caching it per memory object
+    keeps nothing alive."""
+
+    hits: list[VmcoreinfoHit]
+    ranges: list[PfnRange]
+    resume: int | None = None  # paddr: the copies of ranges[0] below it are in ``hits``
+
+
+_SCANS: weakref.WeakKeyDictionary[Any, _ScanState] = weakref.WeakKeyDictionary()
+
+
+def _scan_state(memory: PhysicalMemory) -> _ScanState:
+    try:
+        return _SCANS[memory]
+    except (KeyError, TypeError):
+        pass
+    state = _ScanState([], scan_ranges(memory))
+    with contextlib.suppress(TypeError):  # not weak-referenceable: scanned again next time
+        _SCANS[memory] = state
+    return state
+
+
+def iter_scanned_copies(memory: PhysicalMemory) -> Iterator[VmcoreinfoHit]:
+    """The VMCOREINFO pages of ``memory`` in ``scan_ranges`` order, scanned lazily and at most once per memory
+    object: the strategy and the search for every kernel (kernels.py) each stop as soon as they have what they
+    need, and whoever goes on starts where the last one stopped."""
+    state = _scan_state(memory)
+    ps = memory.page_size
+    i = 0
+    while True:
+        while i < len(state.hits):
+            yield state.hits[i]
+            i += 1
+        if not state.ranges:
+            return
+        start, end = state.ranges[0]
+        resume = state.resume
+        first = start if resume is None else resume // ps
+        for hit in iter_vmcoreinfo_pages(memory, [(first, end)]):
+            if resume is not None and hit.paddr < resume:
+                continue
+            state.hits.append(hit)
+            state.resume = hit.paddr + 1
+            break
+        else:
+            state.ranges.pop(0)
+            state.resume = None
 
 
 def vmcoreinfo_pages(memory: PhysicalMemory) -> tuple[VmcoreinfoHit, ...]:
-    """Every VMCOREINFO page of ``memory`` (iter_vmcoreinfo_pages), scanned once per memory object: the
-    strategy and the search for every kernel (kernels.py) share one pass over the page heads."""
-    try:
-        return _SCANNED[memory]
-    except (KeyError, TypeError):
-        pass
-    hits = tuple(iter_vmcoreinfo_pages(memory))
-    with contextlib.suppress(TypeError):  # not weak-referenceable: scan again next time
-        _SCANNED[memory] = hits
-    return hits
+    """Every VMCOREINFO page of ``memory`` (in ``scan_ranges`` order; see iter_scanned_copies)."""
+    return tuple(iter_scanned_copies(memory))
 
 
 @strategy(METHOD)
