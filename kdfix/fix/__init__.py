@@ -272,7 +272,7 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
         elif output is not None and reformat:
             with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
                 copy_and_patch(path, patched, physical or PhysicalPlan((), {}, 0), progress)
-                convert([patched], tmp, flat=flat, progress=progress)  # pages pass through undecoded
+                convert([patched], tmp, flat=flat, progress=progress, recheck_pages=SAMPLE_PAGES)  # undecoded
                 result.bytes_written = os.path.getsize(tmp)
                 _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
             result.output = os.fspath(output)

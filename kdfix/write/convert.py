@@ -10,16 +10,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import struct
+import sys
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import NOTE_NAME_ERASEINFO, DumpLevel
+from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
 from kdfix.model import DumpModel
 from kdfix.read.probe import open_dump
 from kdfix.write.atomic import atomic_output
 from kdfix.write.elf import LoadSegment, write_elf
+from kdfix.write.flattened import reassemble
 from kdfix.write.kdump import Progress, WriteResult, write_kdump
 from kdfix.write.passthrough import iter_stored_pages, kdump_parts
 from kdfix.write.recheck import recheck
@@ -27,6 +33,7 @@ from kdfix.write.split import write_split
 
 TARGETS = ("kdump", "elf")
 DEFAULT_CODEC = "zlib"
+COUNT_BATCH = 1 << 16  # descriptors read at once when counting the pages of a reassembled file
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,13 @@ def convert(
     dump_level: int | None = None,
     workers: int = 1,
     progress: Progress | None = None,
+    recheck_pages: int | str = "all",
 ) -> ConvertResult:
-    """Convert the dump ``inputs`` (several = a split set) to ``output`` (``split``: OUT.1..OUT.N), atomically."""
+    """Convert the dump ``inputs`` (several = a split set) to ``output`` (``split``: OUT.1..OUT.N), atomically.
+
+    The output is reopened and checked before it replaces anything: every page (``recheck_pages`` "all"), or
+    about that many pages spread over the file (``kdfix fix``, which then checks what it changed itself).
+    """
     began = time.monotonic()
     paths = tuple(os.fspath(p) for p in inputs)
     with open_dump(*paths) as dump:
@@ -94,7 +106,7 @@ def convert(
             with atomic_output(output, mode_from=paths[0]) as tmp:
                 result = write_elf(tmp, model, dump.memory, progress=progress, segments=segments,
                                    exclude_zero=exclude)  # fmt: skip
-                recheck(tmp, what="the converted file")
+                recheck(tmp, pages=recheck_pages, what="the converted file")
             return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began)
 
         in_codec = dump.compression if in_kdump else None
@@ -111,6 +123,14 @@ def convert(
             notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
             model = dataclasses.replace(model, dump_level=int(level), notes=notes)
         passthrough = in_kdump and codec == in_codec
+        if _is_reassembly(dump, to, passthrough, flat, split, dump_level):
+            with atomic_output(output, mode_from=paths[0]) as tmp:
+                size = reassemble(paths[0], tmp)
+                os.truncate(tmp, size)
+                recheck(tmp, pages=recheck_pages, what="the converted file")
+            counts = _stored_counts(dump.kdump)
+            return ConvertResult(paths, dump.container, (os.fspath(output),), "kdump", codec, size, *counts, True,
+                                 round(time.monotonic() - began, 3))  # fmt: skip
         options = dict(
             codec=codec,
             flat=flat,
@@ -125,14 +145,53 @@ def convert(
             with contextlib.ExitStack() as stack:
                 tmps = [stack.enter_context(atomic_output(n, mode_from=paths[0])) for n in names]
                 result = write_split(tmps, model, dump.memory, **options)  # type: ignore[arg-type]
-                recheck(tmps, what="the converted split set")
+                recheck(tmps, pages=recheck_pages, what="the converted split set")
             kind = "split-flattened" if flat else "split"
             return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began)
         with atomic_output(output, mode_from=paths[0]) as tmp:
             result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
-            recheck(tmp, what="the converted file")
+            recheck(tmp, pages=recheck_pages, what="the converted file")
         kind = "flattened" if flat else "kdump"
         return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began)
+
+
+def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: int | None,
+                   dump_level: int | None) -> bool:  # fmt: skip
+    """True when the output is exactly the flattened input's reassembled file (``makedumpfile -R``, kdump-format.md
+    §11): same codec, container kdump, nothing excluded, and a complete stream (bytes no record wrote read as zero in
+    both). Its records are then copied as
+    they are, in large writes, instead of page by page."""
+    if to != "kdump" or not passthrough or flat or split or dump_level is not None:
+        return False
+    if getattr(dump, "container", None) != "flattened" or getattr(dump, "problems", None):
+        return False
+    source = getattr(getattr(dump, "kdump", None), "source", None)
+    return bool(getattr(source, "end_marker", False))
+
+
+def _stored_counts(container: object) -> tuple[int, int, int, int]:
+    """(pages, zero, raw, compressed) of a KDUMP container, from its descriptor table read in batches."""
+    part: Any = container
+    total = part.dumped.count()
+    desc = PAGE_DESC.bind(part.abi).struct
+    zero_offsets = part._zero_page_offsets()
+    # the common layout (little-endian LP64 {i64 offset, u32 size, u32 flags, u64 page_flags}) is counted with
+    # strided arrays at C speed; any other through struct
+    strided = desc.format == "<qIIQ" and sys.byteorder == "little"
+    zero = unflagged = 0
+    for first in range(0, total, COUNT_BATCH):
+        n = min(COUNT_BATCH, total - first)
+        raw = part.source.read_at(part.data_offset + PAGE_DESC_SIZE * first, PAGE_DESC_SIZE * n)
+        raw = raw[: len(raw) - len(raw) % PAGE_DESC_SIZE]
+        if strided:
+            offsets, flags = array("q", raw)[0::3], array("I", raw)[3::6]
+            zero += sum(offsets.count(z) for z in zero_offsets)
+            unflagged += flags.count(0)
+        else:
+            for offset, _size, flag, _ in struct.iter_unpack(desc.format, raw):
+                zero += offset in zero_offsets
+                unflagged += not flag
+    return total, zero, unflagged - zero, total - unflagged
 
 
 def _result(
