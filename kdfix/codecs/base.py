@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from kdfix.errors import CodecError, UnsupportedError
 from kdfix.format.constants import COMPRESSION_FLAGS, DumpFlag
@@ -104,9 +106,19 @@ def _snappy_decompress(lib: ModuleType | None, data: bytes, page_size: int) -> b
     return bytes(lib.uncompress(data))
 
 
+# one level-1 compressor per process and library (by pid: a forked helper makes its own)
+_ZSTD_COMPRESSORS: dict[tuple[int, ModuleType], object] = {}
+
+
 def _zstd_compress(lib: ModuleType | None, page: bytes) -> bytes:
+    """A one-shot level-1 frame; the compressor is reused (same bytes, without a new context per page)."""
     assert lib is not None
-    return lib.ZstdCompressor(level=1).compress(page)
+    key = (os.getpid(), lib)
+    compressor: Any = _ZSTD_COMPRESSORS.get(key)
+    if compressor is None:
+        _ZSTD_COMPRESSORS.clear()
+        compressor = _ZSTD_COMPRESSORS[key] = lib.ZstdCompressor(level=1)
+    return compressor.compress(page)  # type: ignore[no-any-return]
 
 
 def _zstd_decompress(lib: ModuleType | None, data: bytes, page_size: int) -> bytes:
