@@ -106,8 +106,9 @@ def _snappy_decompress(lib: ModuleType | None, data: bytes, page_size: int) -> b
     return bytes(lib.uncompress(data))
 
 
-# one level-1 compressor per process and library (by pid: a forked helper makes its own)
+# one level-1 compressor and one decompressor per process and library (by pid: a forked helper makes its own)
 _ZSTD_COMPRESSORS: dict[tuple[int, ModuleType], object] = {}
+_ZSTD_DECOMPRESSORS: dict[tuple[int, ModuleType], object] = {}
 
 
 def _zstd_compress(lib: ModuleType | None, page: bytes) -> bytes:
@@ -126,7 +127,12 @@ def _zstd_decompress(lib: ModuleType | None, data: bytes, page_size: int) -> byt
     declared = lib.frame_content_size(data)
     if declared > page_size:  # -1 means "not recorded"; a larger value would be a bomb
         raise ValueError(f"zstd frame declares {declared} bytes")
-    return lib.ZstdDecompressor().decompress(data, max_output_size=page_size)
+    key = (os.getpid(), lib)
+    decompressor: Any = _ZSTD_DECOMPRESSORS.get(key)
+    if decompressor is None:
+        _ZSTD_DECOMPRESSORS.clear()
+        decompressor = _ZSTD_DECOMPRESSORS[key] = lib.ZstdDecompressor()
+    return decompressor.decompress(data, max_output_size=page_size)  # type: ignore[no-any-return]
 
 
 def _raw_compress(lib: ModuleType | None, page: bytes) -> bytes:
