@@ -40,6 +40,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")] = 1,
+        utsname: Annotated[
+            str | None,
+            typer.Option(
+                "--utsname",
+                metavar="auto|keep",
+                help="auto: fill a header utsname that is not sane from the kernel's init_uts_ns or VMCOREINFO; "
+                "keep: the input's (default: auto for ELF input, keep for KDUMP).",
+            ),
+        ] = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Convert IN... to OUT; with no options the output keeps the input's container and codec.
@@ -50,6 +59,8 @@ def register(app: typer.Typer) -> None:
         """
         if compress is not None and compress not in CODEC_NAMES:
             raise typer.BadParameter(f"{compress!r} is not one of {', '.join(CODEC_NAMES)}", param_hint="--compress")
+        if utsname is not None and utsname not in ("auto", "keep"):
+            raise typer.BadParameter(f"{utsname!r} is not auto or keep", param_hint="--utsname")
         if to is not None and to not in ("kdump", "elf"):
             raise typer.BadParameter(f"{to!r} is not kdump or elf", param_hint="--to")
         from kdfix.write.convert import convert
@@ -65,6 +76,7 @@ def register(app: typer.Typer) -> None:
                 dump_level=dump_level,
                 workers=workers,
                 progress=progress,
+                utsname=utsname,
             )
         if as_json:
             print_json(result)
@@ -77,3 +89,7 @@ def register(app: typer.Typer) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+            if result.utsname:
+                stdout.print(f"utsname: {result.utsname}", markup=False, soft_wrap=True)
+            for line in result.messages:
+                stdout.print(line, markup=False, soft_wrap=True)

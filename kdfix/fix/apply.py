@@ -28,7 +28,6 @@ from kdfix.fix.journal import Write, pread_full, pwrite_all
 from kdfix.fix.plan import Edit, Plan
 from kdfix.format.constants import COMPRESSION_FLAGS, FLAT_HEADER_SIZE, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.flattened import FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
-from kdfix.model import make_utsname
 from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump
 from kdfix.read.memory import DictMemory, PhysicalMemory
@@ -39,6 +38,7 @@ from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
 from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
+from kdfix.write.utsname import utsname_record
 
 Progress = Callable[[int, int], None]
 _END_MARKER = b"\xff" * FLAT_RECORD_SIZE
@@ -281,7 +281,7 @@ def rewrite_kdump(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = 
     if rw.phys_base is not None:
         changes["phys_base"] = rw.phys_base
     if rw.utsname is not None:
-        changes["utsname"] = make_utsname(**{name: raw.split(b"\0", 1)[0] for name, raw in rw.utsname.items()})
+        changes["utsname"] = utsname_record(rw.utsname)
     if rw.tv_sec is not None:
         changes["tv_sec"] = rw.tv_sec
     if rw.status is not None:

@@ -19,7 +19,6 @@ from kdfix.detect.kernels import Choice, Kernels, foreign_cpus, notes_of_cpus
 from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
 from kdfix.errors import UnsupportedError
-from kdfix.fix import utsname as uts
 from kdfix.fix.options import FixOptions, status_mask
 from kdfix.format.constants import NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.elf import ehdr_layout, phdr_layout
@@ -29,6 +28,7 @@ from kdfix.notes.framing import Note
 from kdfix.notes.vmcoreinfo import VmcoreInfo, read_vmcoreinfo_file
 from kdfix.read.dump import Dump
 from kdfix.units import to_s64
+from kdfix.write import utsname as uts
 
 log = logging.getLogger(__name__)
 
@@ -410,24 +410,18 @@ def _vmcoreinfo_placement(facts: KdumpFacts, text: bytes, existing: bytes | None
 
 
 def _utsname_finding(dump: Dump, facts: KdumpFacts, info: VmcoreInfo | None, diag: Diagnosis) -> None:
-    """An insane header utsname filled from memory, else from VMCOREINFO (notes-and-vmcoreinfo.md §6)."""
+    """An insane header utsname filled as every writer fills it (kdfix.write.utsname, notes-and-vmcoreinfo.md §6)."""
     current = uts.utsname_fields(facts.main_header.utsname)
     if uts.is_sane(current):
         return
-    wanted: dict[str, bytes] | None = None
-    source = "no VMCOREINFO"
-    if info is not None:
-        arch = dump_arch(dump, info)
-        if diag.phys_base is not None and arch is not None:
-            wanted, source = uts.from_memory(dump.memory, info, diag.phys_base, arch)
-            if wanted is None:
-                diag.messages.append(f"utsname not taken from memory: {source}")
-        if wanted is None:
-            wanted, source = uts.from_vmcoreinfo(info, current, arch)
-    if wanted is None:
-        diag.messages.append(f"header utsname is not sane and cannot be filled: {source}")
-    elif wanted != current:
-        diag.findings.append(Finding("utsname", f"header utsname filled from {source}", wanted))
+    # memory only with a phys_base detection trusts (the header's may be QEMU's misparse)
+    memory = dump.memory if diag.phys_base is not None else None
+    choice = uts.choose_utsname(dump.model, memory, info, phys_base=diag.phys_base, arch=dump_arch(dump, info))
+    diag.messages.extend(choice.messages)
+    if choice.fields is None:
+        diag.messages.append(f"header utsname is not sane and cannot be filled: {choice.source}")
+    elif choice.fields != current:
+        diag.findings.append(Finding("utsname", f"header utsname filled from {choice.source}", choice.fields))
 
 
 def _flat_osrelease_hint(dump: Dump, osrelease: str, diag: Diagnosis) -> None:

@@ -50,6 +50,7 @@ from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
 from kdfix.read.memory import read_range
 from kdfix.units import to_s64, to_u64
+from kdfix.write.utsname import choose_utsname, with_utsname
 
 PAGE_SIZE = 4096
 MiB = 1 << 20
@@ -603,23 +604,15 @@ def build_linux_image(
 
     core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
     notes = [*core_notes, *qemu_notes]
+    utsname = make_utsname(machine="x86_64")  # QEMU 7.2's header (qemu-dumps.md §6.2)
     if vmcoreinfo_in_notes:
         notes.append(vmcoreinfo_note)
-        utsname = make_utsname(
-            sysname="Linux",
-            nodename=UTS_NODENAME,
-            release=release,
-            version=UTS_VERSION,
-            machine="x86_64",
-            domainname=UTS_DOMAINNAME,
-        )
         header_pb = to_u64(pb)
         if qemu_header_bug:
             from kdfix.detect.vmcoreinfo_note import qemu_misparse
 
             header_pb = qemu_misparse(str(pb)) or 0  # unparsable: QEMU keeps 0 (qemu-dumps.md §6 bug 1)
     else:
-        utsname = make_utsname(machine="x86_64")
         header_pb = 0
     model = DumpModel(
         utsname=utsname,
@@ -632,6 +625,8 @@ def build_linux_image(
         vmcoreinfo=text if vmcoreinfo_in_notes else None,
         e_machine=EM_X86_64,
     )
+    # the header utsname as every kdfix writer fills it: the kernel's init_uts_ns when VMCOREINFO locates it
+    model = with_utsname(model, choose_utsname(model, memory))
     truth = SyntheticTruth(
         phys_base=to_u64(pb),
         kaslr_offset=kaslr_offset,

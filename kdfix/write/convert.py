@@ -1,8 +1,12 @@
 """Convert between containers and codecs: kdump ↔ flattened ↔ split ↔ ELF, keeping every page.
 
 Defaults keep the input as it is: its container, codec, dump_level and shared-zero-page style, and its
-header phys_base. When the codec does not change, stored pages pass through undecoded, so a flattened
-file converted with ``flat=False`` is byte-identical to ``makedumpfile -R`` of it.
+header phys_base and utsname. When the codec does not change, stored pages pass through undecoded, so a
+flattened file converted with ``flat=False`` is byte-identical to ``makedumpfile -R`` of it.
+
+An ELF input has no KDUMP header, so its utsname is chosen as every writer chooses it (kdfix.write.utsname:
+the kernel's init_uts_ns, else VMCOREINFO's OSRELEASE and the architecture's machine); ``utsname="auto"`` does the
+same for a KDUMP input whose utsname is not sane (libkdumpfile, and so drgn, needs it to tell the architecture).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from kdfix.write.kdump import Progress, WriteResult, write_kdump
 from kdfix.write.passthrough import iter_stored_pages, kdump_parts
 from kdfix.write.recheck import recheck
 from kdfix.write.split import write_split
+from kdfix.write.utsname import choose_utsname, with_utsname
 
 TARGETS = ("kdump", "elf")
+UTSNAME_MODES = ("auto", "keep")
 DEFAULT_CODEC = "zlib"
 COUNT_BATCH = 1 << 16  # descriptors read at once when counting the pages of a reassembled file
 
@@ -52,6 +58,8 @@ class ConvertResult:
     compressed_pages: int
     passthrough: bool
     seconds: float
+    utsname: str = ""  # where the header utsname came from, or why it was kept ("" for ELF output)
+    messages: tuple[str, ...] = ()
 
 
 def split_names(output: str | os.PathLike[str], parts: int) -> list[str]:
@@ -77,11 +85,14 @@ def convert(
     workers: int = 1,
     progress: Progress | None = None,
     recheck_pages: int | str = "all",
+    utsname: str | None = None,
 ) -> ConvertResult:
     """Convert the dump ``inputs`` (several = a split set) to ``output`` (``split``: OUT.1..OUT.N), atomically.
 
     The output is reopened and checked before it replaces anything: every page (``recheck_pages`` "all"), or
     about that many pages spread over the file (``kdfix fix``, which then checks what it changed itself).
+    ``utsname``: "auto" fills a header utsname that is not sane, "keep" keeps the input's; default auto for an
+    ELF input, keep for a KDUMP one (a container change keeps its header, as ``makedumpfile -R`` does).
     """
     began = time.monotonic()
     paths = tuple(os.fspath(p) for p in inputs)
@@ -122,15 +133,24 @@ def convert(
             zero_page = bool(level & DumpLevel.EXCLUDE_ZERO)
             notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
             model = dataclasses.replace(model, dump_level=int(level), notes=notes)
+        if utsname not in (None, *UTSNAME_MODES):
+            raise UnsupportedError(f"utsname mode {utsname!r}: choose auto or keep", field="utsname")
+        if (utsname or ("keep" if in_kdump else "auto")) == "auto":
+            choice = choose_utsname(model, dump.memory)
+            model = with_utsname(model, choice)
+            uts_source = choice.source if choice.changes else f"kept ({choice.source})"
+            messages = choice.messages if choice.changes else (*choice.messages, f"utsname kept: {choice.source}")
+        else:
+            uts_source, messages = "kept (the input's)", ()
         passthrough = in_kdump and codec == in_codec
-        if _is_reassembly(dump, to, passthrough, flat, split, dump_level):
+        if model.utsname == dump.model.utsname and _is_reassembly(dump, to, passthrough, flat, split, dump_level):
             with atomic_output(output, mode_from=paths[0]) as tmp:
                 size = reassemble(paths[0], tmp)
                 os.truncate(tmp, size)
                 recheck(tmp, pages=recheck_pages, what="the converted file")
             counts = _stored_counts(dump.kdump)
             return ConvertResult(paths, dump.container, (os.fspath(output),), "kdump", codec, size, *counts, True,
-                                 round(time.monotonic() - began, 3))  # fmt: skip
+                                 round(time.monotonic() - began, 3), uts_source, messages)  # fmt: skip
         options = dict(
             codec=codec,
             flat=flat,
@@ -147,12 +167,14 @@ def convert(
                 result = write_split(tmps, model, dump.memory, **options)  # type: ignore[arg-type]
                 recheck(tmps, pages=recheck_pages, what="the converted split set")
             kind = "split-flattened" if flat else "split"
-            return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began)
+            return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began,
+                           uts_source, messages)  # fmt: skip
         with atomic_output(output, mode_from=paths[0]) as tmp:
             result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
             recheck(tmp, pages=recheck_pages, what="the converted file")
         kind = "flattened" if flat else "kdump"
-        return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began)
+        return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began,
+                       uts_source, messages)  # fmt: skip
 
 
 def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: int | None,
@@ -203,6 +225,8 @@ def _result(
     result: WriteResult,
     passthrough: bool,
     began: float,
+    utsname: str = "",
+    messages: tuple[str, ...] = (),
 ) -> ConvertResult:
     return ConvertResult(
         inputs=inputs,
@@ -217,4 +241,6 @@ def _result(
         compressed_pages=result.compressed_pages,
         passthrough=passthrough,
         seconds=round(time.monotonic() - began, 3),
+        utsname=utsname,
+        messages=messages,
     )

@@ -17,12 +17,12 @@ from kdfix.fix import fix_dump
 from kdfix.fix.diagnose import early_strings
 from kdfix.fix.journal import journal_path, undo
 from kdfix.fix.options import parse_phys_base
-from kdfix.fix.utsname import is_sane, utsname_fields
 from kdfix.format.constants import DumpFlag
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
 from kdfix.units import cstr
 from kdfix.write import reassemble
+from kdfix.write.utsname import is_sane, utsname_fields
 from tests.fix.conftest import MiB, file_state, make_dump
 
 

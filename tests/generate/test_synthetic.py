@@ -13,6 +13,7 @@ from kdfix.errors import AddressError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, EM_X86_64, NOTE_NAME_CORE, NOTE_NAME_QEMU, START_KERNEL_MAP
 from kdfix.format.layout import LP64_LE
 from kdfix.format.notes import ELF_PRSTATUS_X86_64, QEMU_CPU_STATE
+from kdfix.generate import synthetic
 from kdfix.generate.synthetic import (
     CPU_ENTRY_AREA,
     IMAGE_SIZE,
@@ -131,7 +132,8 @@ def test_qemu_style_notes_and_model(cpus):
     assert model.nr_cpus == cpus and model.dump_level == 1 and model.e_machine == EM_X86_64
     assert model.phys_base == truth.phys_base
     assert cstr(model.utsname.sysname) == "Linux" and cstr(model.utsname.release) == truth.release
-    assert cstr(model.utsname.machine) == "x86_64" and cstr(model.utsname.version)
+    assert cstr(model.utsname.machine) == "x86_64" and cstr(model.utsname.version) == synthetic.UTS_VERSION
+    assert cstr(model.utsname.nodename) == synthetic.UTS_NODENAME  # the kernel's init_uts_ns, as makedumpfile
 
 
 def test_without_vmcoreinfo_looks_like_qemu_without_the_device():
