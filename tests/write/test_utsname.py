@@ -123,13 +123,14 @@ def test_elf_to_split_fills_every_parts_utsname(image, tmp_path: Path) -> None: 
 
 
 def test_kdump_input_keeps_its_header_unless_asked(image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A container change keeps the header (as makedumpfile -R does); --utsname auto fills it."""
+    """A container change keeps the header (as makedumpfile -R does); --utsname auto fills it, also when a
+    flattened input would otherwise be reassembled record by record."""
     model, memory, truth = image
-    write_kdump(tmp_path / "in", _blank(model, "x86_64"), memory)
-    kept = convert([tmp_path / "in"], tmp_path / "kept", flat=True)
+    write_kdump(tmp_path / "in", _blank(model, "x86_64"), memory, flat=True)
+    kept = convert([tmp_path / "in"], tmp_path / "kept", flat=False)
     assert kept.utsname.startswith("kept")
     assert _header(tmp_path / "kept")["release"] == ""
-    filled = convert([tmp_path / "in"], tmp_path / "filled", utsname="auto")
+    filled = convert([tmp_path / "in"], tmp_path / "filled", flat=False, utsname="auto")
     assert "init_uts_ns" in filled.utsname
     assert _header(tmp_path / "filled")["release"] == truth.release
 
