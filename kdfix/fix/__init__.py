@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from kdfix.fix.plan import Edit, Plan, plan
 from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
 from kdfix.lock import dump_lock
+from kdfix.read.dump import Dump
 from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
@@ -224,14 +225,8 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
         reformat = output is not None and dump.container in ("kdump", "flattened") and (
             (dump.container == "flattened") != flat)  # fmt: skip
         diag = diagnose(dump, options, progress=progress)
-        result = FixResult(path, dump.container, "ok", dry_run=dry_run, detect=diag.detect)
-        result.messages.extend(f"warning: {problem}" for problem in dump.problems)  # e.g. truncated: fix anyway
-        result.messages.extend(diag.messages)
-        result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
+        result = _result_of(path, dump.container, dump.problems, diag, dry_run)
         if diag.missing:
-            result.status = "undetermined"
-            result.missing = list(diag.missing)
-            result.messages.append("nothing written: " + "; ".join(diag.missing))
             return result
         the_plan = plan(diag)
         physical = None
@@ -251,51 +246,86 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
         before = reader_findings(dump)
         baseline = health(dump, SAMPLE_PAGES)
 
+        def verify(target: str) -> None:
+            _verify(target, diag, options, before, baseline, SAMPLE_PAGES)
+
         if the_plan.rewrites:
             # in place: replace the file a symlink points at, not the link; keep the original inode for undo
             target = os.fspath(output) if output is not None else os.path.realpath(path)
-            rewrite = rewrite_elf if the_plan.rewrite_elf else rewrite_kdump
-            with atomic_output(target, mode_from=path) as tmp:
-                result.bytes_written = rewrite(dump, the_plan, tmp, progress)
-                _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
-                if in_place:
-                    journal.keep_original(target, tmp)
-                    result.journal = journal.original_path(target)
-            result.output = target
-            if in_place:
-                what = "ELF" if the_plan.rewrite_elf else "KDUMP file"
-                result.messages.append(
-                    f"{what} rewritten in place (atomic replace); the original is kept as {result.journal} "
-                    f"(a hard link: delete it and {journal.journal_path(target)} to keep the fix and free its "
-                    f"space); undo with: kdfix undo {target}"
-                )
-        elif output is not None and reformat:
-            with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
-                copy_and_patch(path, patched, physical or PhysicalPlan((), {}, 0), progress)
-                convert([patched], tmp, flat=flat, progress=progress, recheck_pages=SAMPLE_PAGES)  # undecoded
-                result.bytes_written = os.path.getsize(tmp)
-                _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
-            result.output = os.fspath(output)
+            _rewrite_whole(dump, path, the_plan, target, in_place, result, verify, progress)
         elif output is not None:
-            with atomic_output(output, mode_from=path) as tmp:
-                result.bytes_written = copy_and_patch(path, tmp, physical or PhysicalPlan((), {}, 0), progress)
-                if physical is not None and physical.writes:
-                    _verify(tmp, diag, options, before, baseline, SAMPLE_PAGES)
-                else:
-                    recheck(tmp, pages=SAMPLE_PAGES, baseline=baseline, what="the copy")
-            result.output = os.fspath(output)
+            _write_patched_copy(path, os.fspath(output), physical, reformat, flat, result, verify, baseline, progress)
     if in_place and not the_plan.rewrites and physical is not None and physical.writes:
-        written, jpath = apply_in_place(path, physical)
-        result.bytes_written, result.journal, result.output = written, jpath, path
-        try:
-            _verify(path, diag, options, before, baseline, SAMPLE_PAGES)
-        except KdfixError as exc:
-            journal.undo(path, force=True)
-            raise VerificationError(f"{exc.message}; the original was restored", path=path) from exc
-        result.messages.append(f"undo with: kdfix undo {path}")
+        _patch_in_place(path, physical, result, verify)
     elif in_place:
         result.output = path
     return result
+
+
+def _result_of(path: str, container: str, problems: list[str], diag: Diagnosis, dry_run: bool) -> FixResult:
+    """The result as the diagnosis leaves it; "undetermined" (nothing will be written) when a value is missing."""
+    result = FixResult(path, container, "ok", dry_run=dry_run, detect=diag.detect)
+    result.messages.extend(f"warning: {problem}" for problem in problems)  # e.g. truncated: fix anyway
+    result.messages.extend(diag.messages)
+    result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
+    if diag.missing:
+        result.status = "undetermined"
+        result.missing = list(diag.missing)
+        result.messages.append("nothing written: " + "; ".join(diag.missing))
+    return result
+
+
+def _rewrite_whole(dump: Dump, path: str, the_plan: Plan, target: str, in_place: bool, result: FixResult,
+                   verify: Callable[[str], None], progress: Progress | None) -> None:  # fmt: skip
+    """Write the dump anew into ``target`` (atomically, verified); in place, the original is kept for undo."""
+    rewrite = rewrite_elf if the_plan.rewrite_elf else rewrite_kdump
+    with atomic_output(target, mode_from=path) as tmp:
+        result.bytes_written = rewrite(dump, the_plan, tmp, progress)
+        verify(tmp)
+        if in_place:
+            journal.keep_original(target, tmp)
+            result.journal = journal.original_path(target)
+    result.output = target
+    if in_place:
+        what = "ELF" if the_plan.rewrite_elf else "KDUMP file"
+        result.messages.append(
+            f"{what} rewritten in place (atomic replace); the original is kept as {result.journal} "
+            f"(a hard link: delete it and {journal.journal_path(target)} to keep the fix and free its "
+            f"space); undo with: kdfix undo {target}"
+        )
+
+
+def _write_patched_copy(path: str, output: str, physical: PhysicalPlan | None, reformat: bool, flat: bool,
+                        result: FixResult, verify: Callable[[str], None], baseline: Health,
+                        progress: Progress | None) -> None:  # fmt: skip
+    """``-o``: a patched copy (reassembled or flattened when ``reformat``), verified before it replaces OUT."""
+    patches = physical or PhysicalPlan((), {}, 0)
+    if reformat:
+        with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
+            copy_and_patch(path, patched, patches, progress)
+            convert([patched], tmp, flat=flat, progress=progress, recheck_pages=SAMPLE_PAGES)  # undecoded
+            result.bytes_written = os.path.getsize(tmp)
+            verify(tmp)
+    else:
+        with atomic_output(output, mode_from=path) as tmp:
+            result.bytes_written = copy_and_patch(path, tmp, patches, progress)
+            if physical is not None and physical.writes:
+                verify(tmp)
+            else:
+                recheck(tmp, pages=SAMPLE_PAGES, baseline=baseline, what="the copy")
+    result.output = output
+
+
+def _patch_in_place(path: str, physical: PhysicalPlan, result: FixResult, verify: Callable[[str], None]) -> None:
+    """Patch the header bytes (journal first), verify; a result that does not verify is undone at once."""
+    written, jpath = apply_in_place(path, physical)
+    result.bytes_written, result.journal, result.output = written, jpath, path
+    try:
+        verify(path)
+    except KdfixError as exc:
+        journal.undo(path, force=True)
+        raise VerificationError(f"{exc.message}; the original was restored", path=path) from exc
+    result.messages.append(f"undo with: kdfix undo {path}")
 
 
 class _NothingWritten(Exception):
