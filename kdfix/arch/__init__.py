@@ -8,6 +8,8 @@ Public, stable API::
     recognise(model, vmcoreinfo=None) -> Recognition | None     # never raises on foreign input
     identify(model, vmcoreinfo=None) -> Arch                    # UnsupportedError (one line) if unknown
     get_arch(name) -> Arch                                      # "x86_64", "aarch64", "i386", "arm"
+    arch_of_e_machine(e_machine) -> Arch                        # UnsupportedError (one line) if unknown
+    Arch.qemu -> QemuTarget                                     # what QEMU's dump-guest-memory does for it
     kernel_reader(model, memory, vmcoreinfo=None, *, phys_base=None, arch=None) -> KernelMemory
         KernelMemory.vtop(vaddr) -> paddr        (AddressError if unmapped)
         KernelMemory.try_vtop(vaddr) -> paddr | None
@@ -24,7 +26,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdfix.arch import aarch64, arm, i386, x86_64
-from kdfix.arch.base import Arch, Clues, KernelSpace, PageMapping, Recognition, Translation, WalkBudgetExceeded
+from kdfix.arch.base import (
+    Arch,
+    Clues,
+    KernelSpace,
+    PageMapping,
+    QemuTarget,
+    Recognition,
+    Translation,
+    WalkBudgetExceeded,
+)
 from kdfix.arch.kernel_memory import KernelMemory
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_LINUX, NOTE_NAME_QEMU, NoteType
@@ -48,6 +59,14 @@ def get_arch(name: str) -> Arch:
         if name in arch.machines:
             return arch
     raise UnsupportedError(f"unknown architecture {name!r}; known: {', '.join(ARCHES)}", field="arch")
+
+
+def arch_of_e_machine(e_machine: int) -> Arch:
+    """The registered architecture of ELF ``e_machine``; UnsupportedError (one line) when none is."""
+    for arch in ARCHES.values():
+        if e_machine in arch.e_machines:
+            return arch
+    raise UnsupportedError(f"unsupported ELF e_machine {e_machine}; known: {', '.join(ARCHES)}", field="e_machine")
 
 
 def default_machine(arch: Arch) -> str:
@@ -192,9 +211,11 @@ __all__ = [
     "KernelMemory",
     "KernelSpace",
     "PageMapping",
+    "QemuTarget",
     "Recognition",
     "Translation",
     "WalkBudgetExceeded",
+    "arch_of_e_machine",
     "clues_of",
     "default_machine",
     "get_arch",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kdfix.arch.base import MIN_PAGE_SIZE, ReadFn
+from kdfix.arch.base import MIN_PAGE_SIZE, QemuTarget, ReadFn
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_AARCH64
 from kdfix.format.layout import LP64_BE, LP64_LE, Abi, BoundLayout
@@ -130,6 +130,11 @@ def virtual_layout(stext: int | None, va_bits: int, vabits_actual: int) -> tuple
     return (U64_MASK << (va_bits - 1)) & U64_MASK, 1 << 64
 
 
+# 64 KiB blocks whatever the guest's page size, phys_base = lowest RAM block or NUMBER(PHYS_OFFSET), no QEMU
+# CPU notes, no ELF_MACHINE_UNAME (qemu-dumps.md §3, §7; §1.6 here)
+QEMU_TARGET = QemuTarget(block_size=65536, phys_base_key="NUMBER(PHYS_OFFSET)", phys_base_is_ram_start=True)
+
+
 @dataclass(frozen=True)
 class Aarch64:
     """The aarch64 architecture (its instance is ``ARCH``)."""
@@ -139,7 +144,7 @@ class Aarch64:
     machines: tuple[str, ...] = ("aarch64", "arm64")
     prstatus_size: int = 392
     word_size: int = 8
-    qemu_block_size: int = 65536  # whatever the guest's page size (qemu-dumps.md §3)
+    qemu: QemuTarget = QEMU_TARGET
     phys_base_meaning: str = "NUMBER(PHYS_OFFSET)"
     detect_methods: tuple[str, ...] = ("vmcoreinfo_note", "vmcoreinfo_scan")
     phys_base_key: str | None = "NUMBER(PHYS_OFFSET)"
@@ -149,6 +154,10 @@ class Aarch64:
         "NUMBER(TCR_EL1_T1SZ)",
         "NUMBER(KERNELPACMASK)",
     )
+
+    @property
+    def qemu_block_size(self) -> int:
+        return self.qemu.block_size
 
     def kdump_abi(self, byte_order: str = "<") -> Abi:
         return LP64_LE if byte_order == "<" else LP64_BE

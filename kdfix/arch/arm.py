@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdfix.arch.base import KernelSpace
+from kdfix.arch.base import KernelSpace, QemuTarget
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_ARM
 from kdfix.format.layout import ARM32_BE, ARM32_LE, Abi, BoundLayout
@@ -15,6 +15,10 @@ from kdfix.format.notes import ELF_PRSTATUS_ARM
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 
 NAME = "arm"
+
+
+# 4 KiB blocks, ELFCLASS32 (so the 32-bit kdump headers), phys_base = lowest RAM block (qemu-dumps.md §3)
+QEMU_TARGET = QemuTarget(block_size=4096, phys_base_is_ram_start=True, elf_class=32)
 
 
 @dataclass(frozen=True)
@@ -26,11 +30,15 @@ class Arm:
     machines: tuple[str, ...] = ("armv7l", "armv6l", "armv5tel", "arm")
     prstatus_size: int = 148
     word_size: int = 4
-    qemu_block_size: int = 4096
+    qemu: QemuTarget = QEMU_TARGET
     phys_base_meaning: str = "PHYS_OFFSET"
     detect_methods: tuple[str, ...] = ()
     phys_base_key: str | None = None
     vmcoreinfo_keys: tuple[str, ...] = ()
+
+    @property
+    def qemu_block_size(self) -> int:
+        return self.qemu.block_size
 
     def kdump_abi(self, byte_order: str = "<") -> Abi:
         return ARM32_LE if byte_order == "<" else ARM32_BE

@@ -51,6 +51,37 @@ class Clues:
     vmcoreinfo: VmcoreInfo | None = None
 
 
+QEMU_UNKNOWN_MACHINE = "Unknown"  # dump.c's fallback utsname machine (qemu-dumps.md §3, §6.2)
+QEMU_TARGET_INDEPENDENT = (8, 0)  # from this release dump.c is target-independent: every target writes "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class QemuTarget:
+    """How QEMU's ``dump-guest-memory`` writes a kdump file for one target (qemu-dumps.md §3-§7,
+    arch-kernels-and-introspection.md §1.6 for aarch64). Only what differs between targets is here."""
+
+    block_size: int  # dump_info.page_size: the KDUMP block_size, whatever the guest's PAGESIZE
+    # The build-time ELF_MACHINE_UNAME of qemu-system-<this arch>, written before 8.0. It belongs to the binary,
+    # not to the dump: qemu-system-x86_64 writes "x86_64" into EM_386 dumps of guests not in long mode.
+    machine_uname: str = QEMU_UNKNOWN_MACHINE
+    also_dumps: tuple[str, ...] = ()  # other architectures (kdfix.arch names) this target's dumps can be
+    phys_base_key: str | None = None  # the VMCOREINFO line QEMU parses (base 16) into the sub-header phys_base
+    phys_base_is_ram_start: bool = False  # ARM targets guess phys_base as the lowest guest-physical block start
+    cpu_state_notes: bool = False  # a "QEMU" CPU-state note per vCPU after the CORE notes (x86 targets)
+    elf_class: int | None = 64  # ELF class of the dump; None: 64 only when some block ends above 4 GiB - 1
+
+    def machine(self, version: tuple[int, int]) -> str:
+        """utsname.machine written by QEMU ``version`` (major, minor)."""
+        return self.machine_uname if version < QEMU_TARGET_INDEPENDENT else QEMU_UNKNOWN_MACHINE
+
+    def class64(self, memory_end: int) -> bool:
+        """Whether QEMU writes an ELFCLASS64 dump (and the 64-bit kdump headers) for memory ending at
+        ``memory_end`` (qemu-dumps.md §3 "32-bit headers")."""
+        if self.elf_class is None:
+            return memory_end > 0xFFFFFFFF
+        return self.elf_class == 64
+
+
 @dataclass(frozen=True, slots=True)
 class Translation:
     """A kernel VA's physical address and the rule or walk that produced it (for evidence lines)."""
@@ -128,6 +159,11 @@ class Arch(Protocol):
     @property
     def word_size(self) -> int:
         """The size of a C long in its kernels."""
+        ...
+
+    @property
+    def qemu(self) -> QemuTarget:
+        """What QEMU's dump-guest-memory does for this target."""
         ...
 
     @property

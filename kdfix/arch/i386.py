@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kdfix.arch.base import MIN_PAGE_SIZE, NO_VADDR, ReadFn
+from kdfix.arch.base import MIN_PAGE_SIZE, NO_VADDR, QemuTarget, ReadFn
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_386
 from kdfix.format.layout import I386_BE, I386_LE, Abi, BoundLayout
@@ -96,6 +96,10 @@ class I386Space:
         return [f"i386: {mode} tables at PA {root}, kernel offset {self.kernel_offset or 0:#x}"]
 
 
+# qemu-system-i386's ELF_MACHINE_UNAME; ELFCLASS64 as soon as a block ends at 4 GiB (qemu-dumps.md §3, §4)
+QEMU_TARGET = QemuTarget(block_size=4096, machine_uname="i686", cpu_state_notes=True, elf_class=None)
+
+
 @dataclass(frozen=True)
 class I386:
     """The i386 architecture (its instance is ``ARCH``)."""
@@ -105,11 +109,15 @@ class I386:
     machines: tuple[str, ...] = ("i686", "i586", "i486", "i386")
     prstatus_size: int = 144
     word_size: int = 4
-    qemu_block_size: int = 4096
+    qemu: QemuTarget = QEMU_TARGET
     phys_base_meaning: str = "0 (i386 has no phys_base)"
     detect_methods: tuple[str, ...] = ("vmcoreinfo_note", "vmcoreinfo_scan")
     phys_base_key: str | None = None
     vmcoreinfo_keys: tuple[str, ...] = (PAE_KEY,)
+
+    @property
+    def qemu_block_size(self) -> int:
+        return self.qemu.block_size
 
     def kdump_abi(self, byte_order: str = "<") -> Abi:
         return I386_LE if byte_order == "<" else I386_BE

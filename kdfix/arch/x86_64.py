@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kdfix.arch.base import MIN_PAGE_SIZE, PageMapping, ReadFn, WalkBudgetExceeded
+from kdfix.arch.base import MIN_PAGE_SIZE, PageMapping, QemuTarget, ReadFn, WalkBudgetExceeded
 from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, EM_X86_64, START_KERNEL_MAP
 from kdfix.format.layout import LP64_BE, LP64_LE, Abi, BoundLayout
@@ -177,6 +177,17 @@ class X86_64Space:
         return [f"x86_64: phys_base {self.phys_base:#x}, {self.levels}-level tables at PA {root}"]
 
 
+# the guest's NUMBER(phys_base) is parsed base 16 (QEMU's bug, qemu-dumps.md §6.1)
+# and a first vCPU not in long mode makes the dump EM_386 (qemu-dumps.md §4)
+QEMU_TARGET = QemuTarget(
+    block_size=4096,
+    machine_uname="x86_64",
+    also_dumps=("i386",),
+    phys_base_key="NUMBER(phys_base)",
+    cpu_state_notes=True,
+)
+
+
 @dataclass(frozen=True)
 class X86_64:
     """The x86_64 architecture (its instance is ``ARCH``)."""
@@ -186,7 +197,7 @@ class X86_64:
     machines: tuple[str, ...] = ("x86_64",)
     prstatus_size: int = 336
     word_size: int = 8
-    qemu_block_size: int = 4096
+    qemu: QemuTarget = QEMU_TARGET
     phys_base_meaning: str = "NUMBER(phys_base)"
     detect_methods: tuple[str, ...] = (
         "vmcoreinfo_note",
@@ -205,6 +216,10 @@ class X86_64:
         "NUMBER(KERNEL_IMAGE_SIZE)",
     )
     link_text: int = DEFAULT_LINK_TEXT
+
+    @property
+    def qemu_block_size(self) -> int:
+        return self.qemu.block_size
 
     def kdump_abi(self, byte_order: str = "<") -> Abi:
         return LP64_LE if byte_order == "<" else LP64_BE

@@ -61,6 +61,7 @@ class GenerateOptions:
     qemu_version: str = "7.2"  # --style qemu
     workers: int = 1  # --style qemu
     firmware: bool = True  # --style linux: dump the PC firmware ROM below 4 GiB too, as QEMU does
+    arch: str | None = None  # --style qemu: the qemu-system-<arch> that took the dump (None: the dump's own)
 
 
 def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
@@ -141,6 +142,7 @@ def generate_qemu(opts: GenerateOptions) -> dict[str, Any]:
         qemu_version=opts.qemu_version,
         workers=opts.workers,
         mark=opts.mark,
+        qemu_target=opts.arch,
     )
 
 
@@ -191,6 +193,15 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--qemu-version", help="--style qemu: QEMU release to imitate (default 7.2).")
         ] = "7.2",
         workers: Annotated[int, typer.Option("--workers", min=1, help="--style qemu: compression processes.")] = 1,
+        arch: Annotated[
+            str | None,
+            typer.Option(
+                "--arch",
+                help="--style qemu: the qemu-system-ARCH that took the dump (x86_64, i386, aarch64); default the "
+                "dump's own. Use x86_64 for an EM_386 dump taken by qemu-system-x86_64 (QEMU < 8.0 writes its "
+                "name into utsname.machine).",
+            ),
+        ] = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Generate a dump; without --mark a --style linux dump looks QEMU-made (it carries QEMU notes)."""
@@ -216,9 +227,12 @@ def register(app: typer.Typer) -> None:
                 qemu_version=qemu_version,
                 workers=workers,
                 firmware=not no_firmware,
+                arch=arch,
             )
         except ValueError as exc:
             raise fail(str(exc), EXIT_UNUSABLE) from None
+        if arch is not None and style != "qemu":
+            raise fail(f"--arch is not supported with --style {style}", EXIT_UNUSABLE)
         info = STYLES[style](opts)
         if as_json:
             print_json(info)

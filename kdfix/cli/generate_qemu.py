@@ -18,6 +18,7 @@ def generate_qemu_style(
     qemu_version: str = "7.2",
     workers: int = 1,
     mark: bool = False,
+    qemu_target: str | None = None,
 ) -> dict[str, Any]:
     """Write QEMU's ``dump-guest-memory`` kdump output for SOURCE; returns the JSON-able summary."""
     from kdfix.generate.qemu import QEMU_COMPRESSORS, generate_qemu
@@ -30,7 +31,14 @@ def generate_qemu_style(
         raise fail("--workers must be at least 1", EXIT_UNUSABLE)
     t0 = time.perf_counter()
     res = generate_qemu(
-        source, output, compress=compress, raw=raw, qemu_version=qemu_version, workers=workers, mark=mark
+        source,
+        output,
+        compress=compress,
+        raw=raw,
+        qemu_version=qemu_version,
+        workers=workers,
+        mark=mark,
+        qemu_target=qemu_target,
     )
     return {
         "path": res.path,
@@ -38,6 +46,8 @@ def generate_qemu_style(
         "source": str(source),
         "format": res.format,
         "qemu_version": res.qemu_version,
+        "arch": res.arch,
+        "qemu_target": res.qemu_target,
         "size": res.file_size,
         "dump_size": res.dump_size,
         "records": res.records,

@@ -14,13 +14,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from kdfix.arch import ARCHES, Arch, arch_of_e_machine, get_arch, identify
+from kdfix.arch.base import QEMU_UNKNOWN_MACHINE
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, KdfixError, UnsupportedError
 from kdfix.format.constants import (
-    EM_386,
-    EM_X86_64,
     KDUMP_SIGNATURE,
     NOTE_NAME_CORE,
     NOTE_NAME_KDFIX,
@@ -34,9 +34,8 @@ from kdfix.format.constants import (
 from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout, shdr_layout
 from kdfix.format.file_layout import plan_file
 from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
-from kdfix.format.layout import I386_LE, LP64_LE, Abi
+from kdfix.format.layout import LP64_LE, Abi
 from kdfix.format.notes import (
-    ELF_PRSTATUS_I386,
     ELF_PRSTATUS_X86_64,
     NHDR,
     NHDR_SIZE,
@@ -49,7 +48,10 @@ from kdfix.format.notes import (
 from kdfix.model import make_utsname
 from kdfix.notes.framing import Note, iter_notes, pack_note
 from kdfix.notes.vmcoreinfo import qemu_misparse
-from kdfix.units import pad4
+from kdfix.units import cstr, pad4
+
+if TYPE_CHECKING:
+    from kdfix.model import DumpModel
 
 from .qemu_stream import (
     FileRangeSource,
@@ -66,12 +68,10 @@ from .qemu_stream import (
     page_runs,
 )
 
-QEMU_PAGE_SIZE = 4096  # x86 target page size; the guest's PAGESIZE is ignored (qemu-dumps.md §3)
 QEMU_DUMP_LEVEL = 1
 QEMU_HEADER_VERSION = 6
 QEMU_COMPRESSORS = ("zlib", "lzo", "snappy")
 DEFAULT_QEMU_VERSION = "7.2"
-_PHYS_BASE_PREFIX = {EM_X86_64: b"NUMBER(phys_base)="}  # aarch64 would use NUMBER(PHYS_OFFSET)=
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -98,10 +98,9 @@ class QemuVersion:
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}"
 
-    @property
-    def machine_uname(self) -> bytes:
-        """utsname.machine: "x86_64" up to 7.2, "Unknown" from 8.0 (qemu-dumps.md §6.2)."""
-        return b"x86_64" if self < QemuVersion(8, 0) else b"Unknown"
+    def machine_uname(self, arch: Arch) -> bytes:
+        """utsname.machine: the target's name up to 7.2, "Unknown" from 8.0 (qemu-dumps.md §6.2; kdfix.arch)."""
+        return arch.qemu.machine((self.major, self.minor)).encode()
 
     @property
     def has_raw(self) -> bool:
@@ -118,20 +117,24 @@ class QemuVersion:
 # QEMU's phys_base misparse (qemu-dumps.md §6.1)
 
 
-def qemu_phys_base(vmcoreinfo: bytes, e_machine: int) -> int:
-    """The sub-header phys_base QEMU derives from a guest VMCOREINFO desc (bug included, qemu-dumps.md §6.1).
+def qemu_phys_base(vmcoreinfo: bytes, arch: Arch | str, default: int = 0) -> int:
+    """The sub-header phys_base QEMU derives from a guest VMCOREINFO desc (bug included, qemu-dumps.md §6.1, §7).
 
-    The text ends at its first NUL; the first line with the prefix decides, even when it does not parse.
+    The dump's architecture (QEMU's d_machine) decides the line parsed (x86_64 ``NUMBER(phys_base)``, aarch64
+    ``NUMBER(PHYS_OFFSET)``, none
+    elsewhere). The text ends at its first NUL; the first line with the prefix decides, and when it does not
+    parse QEMU keeps ``default`` (the value it had before: 0, or the lowest RAM address on ARM).
     """
-    prefix = _PHYS_BASE_PREFIX.get(e_machine)
-    if prefix is None:
-        return 0
+    key = (get_arch(arch) if isinstance(arch, str) else arch).qemu.phys_base_key
+    if key is None:
+        return default
+    prefix = key.encode() + b"="
     text = vmcoreinfo.split(b"\0", 1)[0]
     for line in text.split(b"\n"):
         if line.startswith(prefix):
             value = qemu_misparse(line[len(prefix) :])
-            return 0 if value is None else value
-    return 0
+            return default if value is None else value
+    return default
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class QemuGuest:
     """
 
     blocks: tuple[GuestBlock, ...]
-    e_machine: int
+    arch: Arch
     nr_cpus: int
     cpu_notes: bytes
     guest_note: bytes | None
@@ -155,27 +158,65 @@ class QemuGuest:
     spec: SourceSpec | None = None
     elf_class64: bool = True
     close: Callable[[], None] = field(default=lambda: None)
+    target: Arch | None = None  # the qemu-system-<arch> binary, when it is not the dump's architecture
+
+    @property
+    def qemu_target(self) -> Arch:
+        """The QEMU binary's target: by default the dump's own architecture (see :func:`choose_target`)."""
+        return self.arch if self.target is None else self.target
 
     @property
     def abi(self) -> Abi:
         # QEMU picks the 32-bit headers only for an ELFCLASS32 dump (qemu-dumps.md §3).
-        return LP64_LE if self.elf_class64 else I386_LE
+        return LP64_LE if self.elf_class64 else self.arch.kdump_abi()
+
+    @property
+    def page_size(self) -> int:
+        """QEMU's block size for the target; the guest's PAGESIZE is ignored (qemu-dumps.md §3)."""
+        return self.arch.qemu.block_size
+
+    @property
+    def default_phys_base(self) -> int:
+        """The phys_base before any guest note is parsed: 0, or the lowest block start on ARM (§7; kdfix.arch)."""
+        return self.blocks[0].paddr if self.arch.qemu.phys_base_is_ram_start else 0
 
 
-def _split_qemu_notes(blob: bytes) -> tuple[bytes, int, bytes | None] | None:
-    """If ``blob`` is QEMU's note layout (CORE x n, QEMU x n, at most one guest note) return its parts, else None."""
+def choose_target(guest: QemuGuest, name: str | None) -> Arch:
+    """The QEMU target ``name`` (None: the dump's architecture), checked against what that target can dump.
+
+    The ELF does not record the binary: an EM_386 dump comes from qemu-system-i386 or, for a guest not in long
+    mode, from qemu-system-x86_64; only utsname.machine of QEMU < 8.0 differs (qemu-dumps.md §3, §4).
+    """
+    if name is None:
+        return guest.arch
+    target = get_arch(name)
+    if target is not guest.arch and guest.arch.name not in target.qemu.also_dumps:
+        raise UnsupportedError(f"qemu-system-{target.name} does not write {guest.arch.name} dumps", field="qemu_target")
+    return target
+
+
+def _split_qemu_notes(arch: Arch, blob: bytes) -> tuple[bytes, int, bytes | None] | None:
+    """If ``blob`` is QEMU's note layout, return its parts (CPU notes, vCPU count, guest note), else None.
+
+    QEMU writes the CORE notes of every vCPU (NT_PRSTATUS, plus NT_PRFPREG on ARM), then one QEMU note per vCPU
+    on x86 targets, then at most one guest note (qemu-dumps.md §4; arch-kernels-and-introspection.md §1.6).
+    """
     notes = list(iter_notes(blob, LP64_LE))
-    n = 0
-    while n < len(notes) and notes[n].name == NOTE_NAME_CORE and notes[n].type == NoteType.NT_PRSTATUS:
-        n += 1
-    if n == 0 or len(notes) < 2 * n:
+    c = 0
+    while c < len(notes) and notes[c].name == NOTE_NAME_CORE:
+        c += 1
+    n = sum(1 for note in notes[:c] if note.type == NoteType.NT_PRSTATUS)
+    if n == 0 or notes[0].type != NoteType.NT_PRSTATUS:
         return None
-    if any(notes[n + i].name != NOTE_NAME_QEMU for i in range(n)):
+    q = c
+    while q < len(notes) and notes[q].name == NOTE_NAME_QEMU:
+        q += 1
+    if q - c != (n if arch.qemu.cpu_state_notes else 0):
         return None
-    rest = notes[2 * n :]
+    rest = notes[q:]
     if len(rest) > 1:
         return None
-    cpu_end = notes[2 * n].offset if rest else notes[-1].offset + _packed_len(blob, notes[-1].offset)
+    cpu_end = notes[q].offset if rest else notes[-1].offset + _packed_len(blob, notes[-1].offset)
     guest = None
     if rest:
         start = rest[0].offset
@@ -200,11 +241,13 @@ def _qemu_note_from_prstatus(note: Note) -> Note:
     return Note(NOTE_NAME_QEMU, NOTE_TYPE_QEMU, st.pack(record))
 
 
-def _rebuild_notes(notes: list[Note], vmcoreinfo: bytes | None) -> tuple[bytes, int, bytes | None]:
-    """QEMU's note layout from arbitrary notes: CORE notes, QEMU notes (made from prstatus if absent), VMCOREINFO."""
+def _rebuild_notes(arch: Arch, notes: list[Note], vmcoreinfo: bytes | None) -> tuple[bytes, int, bytes | None]:
+    """QEMU's note layout from arbitrary notes: CORE notes, QEMU notes on targets that write them (made from an
+    x86_64 prstatus if absent; other registers are not invented), VMCOREINFO."""
     core = [n for n in notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
-    qemu = [n for n in notes if n.name == NOTE_NAME_QEMU]
-    if not qemu and core and all(len(n.desc) == ELF_PRSTATUS_X86_64.bind(LP64_LE).size for n in core):
+    qemu = [n for n in notes if n.name == NOTE_NAME_QEMU] if arch.qemu.cpu_state_notes else []
+    x86_64_size = ELF_PRSTATUS_X86_64.bind(LP64_LE).size
+    if arch.qemu.cpu_state_notes and not qemu and core and all(len(n.desc) == x86_64_size for n in core):
         qemu = [_qemu_note_from_prstatus(n) for n in core]
     if len(qemu) != len(core):
         qemu = qemu[: len(core)]
@@ -233,7 +276,7 @@ def _elf_segments(f: BinaryIO, path: str) -> tuple[int, bool, list, bytes]:
     if abi is None:
         raise FormatError("not a usable ELF dump: bad ELF magic or class", field="e_ident", offset=4, path=path)
     if abi.byte_order != "<":
-        raise UnsupportedError("big-endian ELF is not an x86 guest", field="e_ident", offset=5, path=path)
+        raise UnsupportedError("big-endian ELF dumps are not supported", field="e_ident", offset=5, path=path)
     class64 = abi.is_64bit
     eh_layout = ehdr_layout(abi)
     ehdr = eh_layout.unpack(_read_exact(f, 0, eh_layout.size, "elf_ehdr", path))
@@ -260,28 +303,25 @@ def guest_from_elf(path: str | os.PathLike[str]) -> QemuGuest:
     spath = os.fspath(path)
     with open(spath, "rb") as f:
         e_machine, class64, loads, blob = _elf_segments(f, spath)
-    if e_machine not in (EM_X86_64, EM_386):
-        raise UnsupportedError(
-            f"QEMU style is implemented for x86 guests; this ELF is e_machine {e_machine}",
-            field="e_machine",
-            offset=18,
-            path=spath,
-        )
+    try:
+        arch = arch_of_e_machine(e_machine)
+    except KdfixError as exc:
+        raise exc.with_context(offset=18, path=spath) from None
     blocks = [GuestBlock(h.p_paddr, h.p_memsz, h.p_offset, min(h.p_filesz, h.p_memsz)) for h in loads]
     if not blocks:
         raise FormatError("the ELF dump has no PT_LOAD with memory", field="PT_LOAD", path=spath)
     blocks.sort(key=lambda b: b.paddr)
     try:
-        parts = _split_qemu_notes(blob)
+        parts = _split_qemu_notes(arch, blob)
         if parts is None:
-            parts = _rebuild_notes(list(iter_notes(blob, LP64_LE)), None)
+            parts = _rebuild_notes(arch, list(iter_notes(blob, LP64_LE)), None)
     except KdfixError as exc:
         raise exc.with_context(path=spath) from None
     cpu_notes, nr_cpus, guest_note = parts
     source = FileRangeSource(spath)
     return QemuGuest(
         blocks=tuple(blocks),
-        e_machine=e_machine,
+        arch=arch,
         nr_cpus=nr_cpus,
         cpu_notes=cpu_notes,
         guest_note=guest_note,
@@ -293,13 +333,20 @@ def guest_from_elf(path: str | os.PathLike[str]) -> QemuGuest:
 
 
 def guest_from_memory(
-    memory: object, notes: list[Note], *, e_machine: int = EM_X86_64, vmcoreinfo: bytes | None = None
+    memory: object, notes: list[Note], *, arch: Arch | str, vmcoreinfo: bytes | None = None
 ) -> QemuGuest:
-    """The guest behind a PhysicalMemory: every run of dumped pages is a block (nothing is invented)."""
+    """The guest behind a PhysicalMemory: every run of dumped pages is a block (nothing is invented).
+
+    The source's pages may be smaller than QEMU's block for the target (a 4 KiB-page dump of an aarch64 guest):
+    QEMU's enumeration then covers each block in its own page size, zero-filling partial pages (§5).
+    """
+    chosen = get_arch(arch) if isinstance(arch, str) else arch
     ps = memory.page_size  # type: ignore[attr-defined]
-    if ps != QEMU_PAGE_SIZE:
+    if chosen.qemu.block_size % ps:
         raise UnsupportedError(
-            f"QEMU x86 dumps use {QEMU_PAGE_SIZE}-byte pages, the source has {ps}", field="block_size"
+            f"QEMU {chosen.name} dumps use {chosen.qemu.block_size}-byte blocks, which {ps}-byte source pages do "
+            "not divide",
+            field="block_size",
         )
     blocks = tuple(
         GuestBlock(a * ps, (b - a) * ps, a * ps, (b - a) * ps)
@@ -307,17 +354,9 @@ def guest_from_memory(
     )
     if not blocks:
         raise FormatError("the source has no dumped pages", field="bitmap")
-    cpu_notes, nr_cpus, guest_note = _rebuild_notes(notes, vmcoreinfo)
-    return QemuGuest(blocks, e_machine, nr_cpus, cpu_notes, guest_note, MemorySource(memory))
-
-
-def _machine_from_prstatus(notes: list[Note]) -> int:
-    """A kdump file does not store e_machine; QEMU's prstatus size tells (336 bytes x86_64, 144 bytes EM_386)."""
-    i386 = ELF_PRSTATUS_I386.bind(I386_LE).size
-    for n in notes:
-        if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS:
-            return EM_386 if len(n.desc) == i386 else EM_X86_64
-    return EM_X86_64
+    cpu_notes, nr_cpus, guest_note = _rebuild_notes(chosen, notes, vmcoreinfo)
+    class64 = chosen.qemu.class64(blocks[-1].end)
+    return QemuGuest(blocks, chosen, nr_cpus, cpu_notes, guest_note, MemorySource(memory), elf_class64=class64)
 
 
 def guest_from_path(path: str | os.PathLike[str]) -> QemuGuest:
@@ -331,13 +370,39 @@ def guest_from_path(path: str | os.PathLike[str]) -> QemuGuest:
 
     dump = open_dump(spath)
     model = dump.model
-    e_machine = getattr(model, "e_machine", None) or _machine_from_prstatus(list(model.notes))
-    guest = guest_from_memory(dump.memory, list(model.notes), e_machine=e_machine, vmcoreinfo=model.vmcoreinfo)
-    guest.spec = SourceSpec("dump", spath)
     closer = getattr(dump, "close", None)
+    try:
+        arch = _dumped_arch(model)
+        guest = guest_from_memory(dump.memory, list(model.notes), arch=arch, vmcoreinfo=model.vmcoreinfo)
+        guest.target = _header_target(model, arch)
+    except KdfixError as exc:
+        if callable(closer):
+            closer()
+        raise exc.with_context(path=spath) from None
+    guest.spec = SourceSpec("dump", spath)
     if callable(closer):
         guest.close = closer
     return guest
+
+
+def _dumped_arch(model: DumpModel) -> Arch:
+    """The architecture QEMU chose for a dump with no e_machine: its NT_PRSTATUS layout is that choice (an EM_386
+    dump of qemu-system-x86_64 has i386 notes), else whatever kdfix.arch recognises."""
+    if model.e_machine is not None:
+        return arch_of_e_machine(model.e_machine)
+    sizes = {len(n.desc) for n in model.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS}
+    matches = [a for a in ARCHES.values() if sizes == {a.prstatus_size}]
+    return matches[0] if len(matches) == 1 else identify(model)
+
+
+def _header_target(model: DumpModel, arch: Arch) -> Arch | None:
+    """The QEMU binary named by a kdump header's utsname.machine (QEMU < 8.0 writes its target's), if any."""
+    machine = cstr(bytes(getattr(model.utsname, "machine", b"")))
+    for target in ARCHES.values():
+        named = machine == target.qemu.machine_uname != QEMU_UNKNOWN_MACHINE
+        if named and (target is arch or arch.name in target.qemu.also_dumps):
+            return target
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -381,11 +446,12 @@ def build_notes(guest: QemuGuest, version: QemuVersion, *, mark: bool) -> tuple[
 
 
 def compute_layout(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: list) -> QemuLayout:
-    ps = QEMU_PAGE_SIZE
-    max_mapnr = guest.blocks[-1].end // ps
+    ps = guest.page_size
+    max_mapnr = guest.blocks[-1].end // ps  # dump_paddr_to_pfn of the last block end
     file = plan_file(guest.abi, QEMU_HEADER_VERSION, ps, max_mapnr, after_sub_header=len(notes))
     offset_note = file.offset_note
-    offset_vmcoreinfo = size_vmcoreinfo = phys_base = 0
+    offset_vmcoreinfo = size_vmcoreinfo = 0
+    phys_base = guest.default_phys_base
     if guest_at is not None:
         hdr = NHDR.bind(LP64_LE).unpack(notes, guest_at)
         name = notes[guest_at + NHDR_SIZE : guest_at + NHDR_SIZE + hdr.n_namesz]
@@ -393,7 +459,7 @@ def compute_layout(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: l
             desc_at = guest_at + NHDR_SIZE + pad4(hdr.n_namesz)
             offset_vmcoreinfo = offset_note + desc_at
             size_vmcoreinfo = hdr.n_descsz
-            phys_base = qemu_phys_base(notes[desc_at : desc_at + hdr.n_descsz], guest.e_machine)
+            phys_base = qemu_phys_base(notes[desc_at : desc_at + hdr.n_descsz], guest.arch, phys_base)
     if not guest.elf_class64:
         phys_base &= 0xFFFFFFFF
     return QemuLayout(
@@ -419,7 +485,7 @@ def build_headers(guest: QemuGuest, lay: QemuLayout, version: QemuVersion, statu
     main = DISK_DUMP_HEADER.make(
         signature=KDUMP_SIGNATURE,
         header_version=QEMU_HEADER_VERSION,
-        utsname=make_utsname(machine=version.machine_uname),
+        utsname=make_utsname(machine=version.machine_uname(guest.qemu_target)),
         status=status,
         block_size=lay.page_size,
         sub_hdr_size=lay.sub_hdr_size,
@@ -467,6 +533,8 @@ class QemuResult:
     vmcoreinfo: bool
     marked: bool
     workers: int
+    arch: str  # the dump's architecture (kdfix.arch name)
+    qemu_target: str  # the qemu-system-<arch> imitated
 
 
 def write_qemu_kdump(
@@ -478,8 +546,13 @@ def write_qemu_kdump(
     qemu_version: str | QemuVersion = DEFAULT_QEMU_VERSION,
     workers: int = 1,
     mark: bool = False,
+    qemu_target: str | None = None,
 ) -> QemuResult:
-    """Write the file QEMU ``dump-guest-memory -format kdump-[raw-]<compress>`` would write for ``guest``."""
+    """Write the file QEMU ``dump-guest-memory -format kdump-[raw-]<compress>`` would write for ``guest``.
+
+    ``qemu_target``: the qemu-system-<arch> that took the dump, when not the dump's architecture (x86_64 for
+    an EM_386 dump of a guest that was not in long mode).
+    """
     version = qemu_version if isinstance(qemu_version, QemuVersion) else QemuVersion.parse(qemu_version)
     if compress not in QEMU_COMPRESSORS:
         raise UnsupportedError(
@@ -487,14 +560,14 @@ def write_qemu_kdump(
         )
     if raw and not version.has_raw:
         raise UnsupportedError(f"kdump-raw-* formats exist from QEMU 8.2, not {version}", field="raw")
-    if guest.e_machine not in (EM_X86_64, EM_386):
-        raise UnsupportedError("QEMU style is implemented for x86 guests only", field="e_machine")
     if workers < 1:
         raise UnsupportedError("--workers must be at least 1", field="workers")
+    if qemu_target is not None:
+        guest = dataclasses.replace(guest, target=choose_target(guest, qemu_target))
+    ps = guest.page_size
     codec = codec_named(compress)
-    codec.compress(bytes(QEMU_PAGE_SIZE))  # fail early when the codec library is missing
+    codec.compress(bytes(ps))  # fail early when the codec library is missing
 
-    ps = QEMU_PAGE_SIZE
     runs = page_runs(guest.blocks, ps)
     notes, guest_at = build_notes(guest, version, mark=mark)
     lay = compute_layout(guest, notes, guest_at, runs)
@@ -547,6 +620,8 @@ def write_qemu_kdump(
         vmcoreinfo=lay.size_vmcoreinfo > 0,
         marked=mark,
         workers=workers,
+        arch=guest.arch.name,
+        qemu_target=guest.qemu_target.name,
     )
 
 
@@ -559,6 +634,7 @@ def generate_qemu(
     qemu_version: str = DEFAULT_QEMU_VERSION,
     workers: int = 1,
     mark: bool = False,
+    qemu_target: str | None = None,
 ) -> QemuResult:
     """``kdfix generate --style qemu --from SOURCE -o OUT``: read SOURCE, write QEMU's kdump file for it."""
     version = QemuVersion.parse(qemu_version)
@@ -573,7 +649,14 @@ def generate_qemu(
     try:
         with atomic_output(out_path, mode_from=source) as tmp:
             result = write_qemu_kdump(
-                guest, tmp, compress=compress, raw=raw, qemu_version=version, workers=workers, mark=mark
+                guest,
+                tmp,
+                compress=compress,
+                raw=raw,
+                qemu_version=version,
+                workers=workers,
+                mark=mark,
+                qemu_target=qemu_target,
             )
             # reopened, but not held to verify: the output is byte-identical to QEMU's, quirks included
             recheck(tmp, what="the generated dump", pages=0)

@@ -89,7 +89,9 @@ SUB = struct.Struct("<QiiQQqQqQqQQQQ")  # 64-bit kdump_sub_header v6 (kdump-form
 
 
 def headers(kdump: bytes) -> tuple[tuple, tuple]:
-    return MAIN.unpack_from(kdump, 0), SUB.unpack_from(kdump, 4096)
+    """The main header and the sub header, which starts at block_size (field 6 of the main header)."""
+    main = MAIN.unpack_from(kdump, 0)
+    return main, SUB.unpack_from(kdump, main[6])
 
 
 def pages_by_pfn(blocks: list[tuple[int, bytes]], page_size: int = 4096) -> dict[int, bytes]:

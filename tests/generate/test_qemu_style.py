@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kdfix.arch import get_arch
 from kdfix.errors import FormatError, KdfixError, UnsupportedError
 from kdfix.generate.qemu import QemuVersion, generate_qemu, qemu_phys_base
 from tests.generate import qemu_helpers as h
@@ -46,17 +47,34 @@ VMCI = b"OSRELEASE=6.1.0\nPAGESIZE=4096\nNUMBER(phys_base)=-710934528\nKERNELOFF
     ],
 )
 def test_qemu_phys_base_parses_base16(text: bytes, expected: int) -> None:
-    assert qemu_phys_base(text, 62) == expected
+    assert qemu_phys_base(text, "x86_64") == expected
 
 
-def test_qemu_phys_base_only_for_x86_64() -> None:
-    assert qemu_phys_base(b"NUMBER(phys_base)=20\n", 3) == 0
+def test_qemu_phys_base_key_per_target() -> None:
+    """x86_64 parses NUMBER(phys_base), aarch64 NUMBER(PHYS_OFFSET) (hex, so right), others nothing (§7 step 4)."""
+    assert qemu_phys_base(b"NUMBER(phys_base)=20\n", "i386") == 0
+    assert qemu_phys_base(b"NUMBER(PHYS_OFFSET)=0x40000000\n", "x86_64") == 0
+    measured = b"NUMBER(PHYS_OFFSET)=0xffffd09f00000000\n"  # a KASLR arm64 guest (arch-kernels... §1.1)
+    assert qemu_phys_base(measured, "aarch64") == 0xFFFFD09F00000000
+    assert qemu_phys_base(b"NUMBER(phys_base)=20\n", "aarch64", 0x40000000) == 0x40000000
+    assert qemu_phys_base(b"NUMBER(PHYS_OFFSET)=junk\n", "aarch64", 0x40000000) == 0x40000000  # warns, keeps
+
+
+@pytest.mark.parametrize(
+    ("arch", "version", "machine"),
+    [  # qemu-dumps.md §3 and §6.2: the target's ELF_MACHINE_UNAME up to 7.2, "Unknown" from 8.0
+        ("x86_64", "7.2", b"x86_64"),
+        ("i386", "7.2", b"i686"),
+        ("aarch64", "7.2", b"Unknown"),  # target/arm defines none (measured on 7.2 arm64 dumps)
+        ("x86_64", "8.0", b"Unknown"),
+        ("i386", "10.0.2", b"Unknown"),
+    ],
+)
+def test_qemu_machine_name(arch: str, version: str, machine: bytes) -> None:
+    assert QemuVersion.parse(version).machine_uname(get_arch(arch)) == machine
 
 
 def test_qemu_version_rules() -> None:
-    assert QemuVersion.parse("7.2").machine_uname == b"x86_64"
-    assert QemuVersion.parse("8.0").machine_uname == b"Unknown"
-    assert QemuVersion.parse("10.0.2").machine_uname == b"Unknown"
     assert not QemuVersion.parse("8.1").has_raw
     assert QemuVersion.parse("8.2").has_raw
     assert not QemuVersion.parse("2.10").has_guest_note
@@ -264,14 +282,42 @@ def test_mark_adds_kdfix_note(synth_elf: tuple[Path, dict[int, bytes]], tmp_path
     assert kdump[sub[5] : sub[5] + sub[6]] == VMCI  # the VMCOREINFO pointers are unchanged
 
 
+AARCH64_BLOCK = 65536  # QEMU's aarch64 block, whatever the guest's page size (qemu-dumps.md §3)
+
+
+def test_aarch64_guest_follows_the_target_rules(tmp_path: Path) -> None:
+    """An aarch64 QEMU ELF (EM_AARCH64, CORE PRSTATUS + PRFPREG per vCPU, no QEMU notes; arch-kernels... §1.6):
+    64 KiB blocks, pfns from PA 0, phys_base = lowest RAM address without a guest note, NUMBER(PHYS_OFFSET) with
+    one, machine "Unknown" even on 7.2."""
+    rng = random.Random(7)
+    ram = 0x40000000
+    data = b"".join(bytes(AARCH64_BLOCK) if i % 3 == 0 else rng.randbytes(64) * (AARCH64_BLOCK // 64) for i in range(5))
+    cpu = b"".join(h.note(b"CORE", 1, bytes(392)) + h.note(b"CORE", 2, bytes(528)) for _ in range(2))
+    vmci = b"OSRELEASE=6.1.0\nPAGESIZE=4096\nNUMBER(PHYS_OFFSET)=0xffffd09f00000000\n"
+    for guest_note, phys_base in ((b"", ram), (h.note(b"VMCOREINFO", 0, vmci), 0xFFFFD09F00000000)):
+        src = h.write_elf(tmp_path / "a64.elf", [(ram, data)], cpu + guest_note, machine=183)
+        out = tmp_path / "a64.kdump"
+        res = generate_qemu(src, out)
+        kdump = h.reassemble(h.parse_flat(out.read_bytes()))
+        main, sub = h.headers(kdump)
+        _sig, _hv, uts, _sec, _usec, status, bs, _shs, _bmb, max_mapnr, *_zeros, nr_cpus = main
+        assert (status, bs, nr_cpus) == (1, AARCH64_BLOCK, 2)
+        assert uts == bytes(260) + b"Unknown".ljust(65, b"\0") + bytes(65)
+        assert max_mapnr == (ram + len(data)) // AARCH64_BLOCK
+        assert sub[0] == phys_base == res.phys_base
+        assert kdump[sub[7] : sub[7] + sub[8]] == cpu + guest_note and res.vmcoreinfo == bool(guest_note)
+        assert res.pages == 5 and res.zero_pages == 2
+        src.unlink()
+
+
 def test_bad_inputs_raise_kdfix_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"\x7fELF" + bytes(100))
     with pytest.raises(KdfixError):
         generate_qemu(junk, tmp_path / "o")
-    arm = h.write_elf(tmp_path / "arm.elf", [(0, bytes(PS))], h.qemu_notes(1), machine=183)
-    with pytest.raises(UnsupportedError, match="x86"):
-        generate_qemu(arm, tmp_path / "o")
+    mips = h.write_elf(tmp_path / "mips.elf", [(0, bytes(PS))], h.qemu_notes(1), machine=8)
+    with pytest.raises(UnsupportedError, match="e_machine 8"):
+        generate_qemu(mips, tmp_path / "o")
     overlap = h.write_elf(tmp_path / "ov.elf", [(0, bytes(2 * PS)), (PS, bytes(PS))], h.qemu_notes(1))
     with pytest.raises(FormatError, match="overlap"):
         generate_qemu(overlap, tmp_path / "o")
@@ -307,7 +353,7 @@ def test_firmware_guest_byte_identical(
     shutil.copyfile(dumps.elf, src)
     for workers in (1, 2):
         out = tmp_path / f"gen{workers}"
-        generate_qemu(src, out, workers=workers)
+        generate_qemu(src, out, workers=workers, qemu_target="x86_64")  # real-mode vCPUs: EM_386 dumps
         assert out.read_bytes() == dumps.kdump_zlib.read_bytes(), f"workers={workers}"
 
 
@@ -326,9 +372,14 @@ def test_committed_fixture_byte_identical(stem: str, tmp_path: Path) -> None:
     with gzip.open(repo_fixture(f"{stem}.elf.gz"), "rb") as fin:
         src.write_bytes(fin.read())
     reference = repo_fixture(f"{stem}.kdump-zlib").read_bytes()
-    res = generate_qemu(src, tmp_path / "out")
+    res = generate_qemu(src, tmp_path / "out", qemu_target="x86_64")  # taken by qemu-system-x86_64
     assert (tmp_path / "out").read_bytes() == reference
     assert res.vmcoreinfo == stem.endswith("-note") and res.phys_base == 0
+    assert (res.arch, res.qemu_target) == ("i386", "x86_64")
+    generate_qemu(src, tmp_path / "i386")  # the default target is the dump's own: qemu-system-i386 says "i686"
+    assert h.headers(h.reassemble(h.parse_flat((tmp_path / "i386").read_bytes())))[0][2][260:264] == b"i686"
+    with pytest.raises(UnsupportedError, match="qemu-system-aarch64 does not write i386 dumps"):
+        generate_qemu(src, tmp_path / "no", qemu_target="aarch64")
 
 
 def test_kdump_source_through_open_dump(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def test_fix_qemu10_raw(guest_qemu10: GuestDumps, tmp_path: Path) -> None:
     with kdfix.open_dump(path) as dump:  # QEMU 10.0 still parses NUMBER(phys_base) as hex (§6.1)
         header = dump.sub_header.phys_base
         vmci = path.read_bytes()[dump.sub_header.offset_vmcoreinfo :][: dump.sub_header.size_vmcoreinfo]
-    assert header == qemu_phys_base(vmci, 62)
+    assert header == qemu_phys_base(vmci, "x86_64")
     assert header != truth.phys_base or truth.phys_base == 0
     res = runner.invoke(app, ["fix", "--in-place", str(path), "--json"])
     assert res.exit_code == 0, res.output

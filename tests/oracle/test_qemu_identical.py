@@ -1,7 +1,10 @@
 """Oracle: ``kdfix generate --style qemu`` from QEMU's ELF dump equals QEMU's own kdump-zlib of the same stopped guest.
 
-Guests boot through tests/oracle/fixtures.py (SeaBIOS with KASLR and OVMF without, each with and without
-``-device vmcoreinfo``; qemu-dumps.md §5-§7). Skipped when QEMU or the guest kernel is missing, unless CI=true.
+Guests boot through tests/oracle/fixtures.py: x86_64 (SeaBIOS with KASLR and OVMF without, each with and without
+``-device vmcoreinfo``; qemu-dumps.md §5-§7), and the aarch64 (virt, qemu-system-aarch64) and i386 (pc,
+qemu-system-i386) guests, nokaslr, KASLR and KASLR + vmcoreinfo (arch-kernels-and-introspection.md §1.6, §2).
+Each guest boots once per session; its dumps are cached. Skipped when QEMU or the guest kernel is missing, unless
+CI=true.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typer.testing import CliRunner
 from kdfix.generate.qemu import generate_qemu, qemu_phys_base
 from tests.generate import qemu_helpers as h
 from tests.oracle.fixtures import (  # noqa: F401 - session fixtures used by name
+    ARCH_GUEST_CONFIGS,
     GUEST_CONFIGS,
+    guest_aarch64_kaslr,
+    guest_aarch64_kaslr_vmcoreinfo,
+    guest_aarch64_nokaslr,
+    guest_i386_kaslr,
+    guest_i386_kaslr_vmcoreinfo,
+    guest_i386_nokaslr,
     guest_ovmf_nokaslr,
     guest_ovmf_nokaslr_vmcoreinfo,
     guest_seabios_kaslr,
@@ -27,6 +37,8 @@ from tests.oracle.fixtures import (  # noqa: F401 - session fixtures used by nam
 pytestmark = pytest.mark.oracle
 
 GUESTS = sorted(GUEST_CONFIGS)
+ARCH_GUESTS = sorted(ARCH_GUEST_CONFIGS)
+AARCH64_RAM = 0x40000000  # virt's DRAM base: QEMU's phys_base without a guest note (arch-kernels... §1.6)
 
 
 def _guest(request: pytest.FixtureRequest, name: str):
@@ -50,8 +62,29 @@ def test_regenerated_kdump_is_byte_identical(name: str, request: pytest.FixtureR
     if dumps.config.vmcoreinfo:  # the header carries QEMU's base-16 misparse of NUMBER(phys_base)
         kdump = h.reassemble(h.parse_flat(reference))
         _, sub = h.headers(kdump)
-        assert sub[0] == qemu_phys_base(kdump[sub[5] : sub[5] + sub[6]], 62) == res.phys_base
+        assert sub[0] == qemu_phys_base(kdump[sub[5] : sub[5] + sub[6]], "x86_64") == res.phys_base
         assert res.phys_base != dumps.truth.phys_base or dumps.truth.phys_base == 0
+
+
+@pytest.mark.parametrize("name", ARCH_GUESTS)
+def test_arch_guest_kdump_is_byte_identical(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """aarch64: 64 KiB blocks, CORE PRSTATUS + PRFPREG notes, phys_base = DRAM base or NUMBER(PHYS_OFFSET);
+    i386: the 64-bit header layout (the BIOS ends at 4 GiB), machine "i686" (qemu-system-i386 on 7.2)."""
+    dumps = _guest(request, name)
+    reference = dumps.kdump_zlib.read_bytes()
+    out = tmp_path / "w2.kdump"
+    res = generate_qemu(dumps.elf, out, workers=2)
+    generated = out.read_bytes()
+    assert generated == reference, f"{name}: first difference at byte {_first_diff(generated, reference)}"
+    arch, truth = dumps.config.arch, dumps.truth
+    assert (res.arch, res.qemu_target, res.vmcoreinfo) == (arch, arch, dumps.config.vmcoreinfo)
+    main, sub = h.headers(h.reassemble(h.parse_flat(reference)))
+    if arch == "aarch64":
+        assert main[6] == 65536  # block_size, whatever the guest's PAGESIZE
+        expected = truth.phys_offset if dumps.config.vmcoreinfo else AARCH64_RAM
+        assert sub[0] == res.phys_base == expected & ((1 << 64) - 1)
+    else:
+        assert main[2][260:325] == b"i686".ljust(65, b"\0") and main[6] == 4096 and sub[0] == res.phys_base == 0
 
 
 @pytest.mark.parametrize("name", ["guest_seabios_kaslr_vmcoreinfo", "guest_ovmf_nokaslr"])
