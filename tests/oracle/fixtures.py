@@ -24,6 +24,7 @@ __all__ = [
     "FIXTURES_DIR",
     "GUEST_CONFIGS",
     "PANIC_GUEST",
+    "QEMU10_AARCH64_GUEST",
     "QEMU10_GUEST",
     "in_ci",
     "repo_fixture",
@@ -49,6 +50,8 @@ ARCH_GUEST_CONFIGS: dict[str, _guest.GuestConfig] = {
 PANIC_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=False, memory_mib=256, busy=True, panic=True)
 # the one guest booted under bookworm-backports' QEMU 10.0 (qemu_versions.py); dumps elf, kdump-zlib, kdump-raw-zlib
 QEMU10_GUEST = _guest.GuestConfig("seabios", kaslr=True, vmcoreinfo=True, qemu="10.0")
+# the aarch64 guest under bookworm-backports' qemu-system-aarch64 10.0 (qemu-system-arm): elf, kdump-zlib, raw
+QEMU10_AARCH64_GUEST = _guest.GuestConfig.of("aarch64", kaslr=True, vmcoreinfo=True, qemu="10.0")
 _QEMU_FIXTURES = {
     *GUEST_CONFIGS,
     *ARCH_GUEST_CONFIGS,
@@ -60,6 +63,8 @@ _QEMU_FIXTURES = {
     "firmware_dumps_vmcoreinfo",
     "qemu10",
     "guest_qemu10",
+    "qemu10_aarch64",
+    "guest_aarch64_qemu10",
     "firmware_dumps_qemu10",
     "guest_panic",
 }
@@ -223,6 +228,24 @@ def qemu10() -> object:
 def guest_qemu10(qemu10: object, kernel: _guest.KernelArtifacts) -> _guest.GuestDumps:
     """GuestDumps of QEMU10_GUEST (SeaBIOS, KASLR, -device vmcoreinfo; .kdump_raw_zlib set), booted once, cached."""
     return _guest.cached_guest_dumps(QEMU10_GUEST)
+
+
+@pytest.fixture(scope="session")
+def qemu10_aarch64(kernel_aarch64: _guest.KernelArtifacts) -> object:
+    """The QemuInstall of qemu-system-aarch64 10.0 (bookworm-backports qemu-system-arm, unpacked once, cached)."""
+    from tests.oracle.qemu_versions import qemu_install
+
+    try:
+        return qemu_install("10.0", "aarch64")
+    except _guest.GuestError as exc:
+        _unavailable(f"qemu-system-aarch64 10.0 from bookworm-backports unavailable: {exc}")
+        raise  # unreachable
+
+
+@pytest.fixture(scope="session")
+def guest_aarch64_qemu10(qemu10_aarch64: object) -> _guest.GuestDumps:
+    """GuestDumps of QEMU10_AARCH64_GUEST (KASLR, -device vmcoreinfo; .kdump_raw_zlib set), booted once, cached."""
+    return _guest.cached_guest_dumps(QEMU10_AARCH64_GUEST)
 
 
 @pytest.fixture(scope="session")

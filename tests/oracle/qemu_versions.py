@@ -2,11 +2,12 @@
 
 QEMU 10.0 is never installed system-wide (everything else uses the system 7.2). :func:`qemu_install` downloads
 ``qemu-system-x86``, ``qemu-system-common``, ``qemu-system-data`` and ``seabios`` (10.0 needs SeaBIOS > 1.16.3,
-bookworm has 1.16.2) from bookworm-backports with ``apt-get download``, unpacks them with ``dpkg-deb -x`` into
-``cache_dir()/qemu-10.0/<debian version>/`` and runs the binary with ``-L`` on the unpacked firmware directories
-(searched before the system ones) and QEMU_MODULE_DIR on the unpacked modules (so 7.2's modules are never loaded).
-Libraries that the machine lacks are unpacked too and reach the binary through LD_LIBRARY_PATH; ``ldd`` must then
-find every library.
+bookworm has 1.16.2) from bookworm-backports with ``apt-get download`` (for aarch64 guests ``qemu-system-arm``,
+common and data: virt boots the kernel directly), unpacks them with ``dpkg-deb -x`` into
+``cache_dir()/qemu-10.0/<debian version>[-<arch>]/`` and runs the binary with ``-L`` on the unpacked firmware
+directories (searched before the system ones) and QEMU_MODULE_DIR on the unpacked modules (so 7.2's modules are
+never loaded). Libraries that the machine lacks are unpacked too and reach the binary through LD_LIBRARY_PATH;
+``ldd`` must then find every library.
 
 Nothing system-wide changes: bookworm-backports is known only to a private apt configuration under
 ``cache_dir()/apt/`` (its own sources.list, lists and package cache; the system's apt.conf, proxies included, still
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tests.oracle.guest import QEMU, GuestError, _locked, _rmtree, _run, cache_dir
+from tests.oracle.guest import GuestError, _locked, _rmtree, _run, cache_dir, guest_arch
 
 __all__ = [
     "BACKPORTS_SUITE",
@@ -46,13 +47,23 @@ __all__ = [
 QemuVersionName = Literal["7.2", "10.0"]
 QEMU_VERSIONS: tuple[str, ...] = ("7.2", "10.0")
 BACKPORTS_SUITE = "bookworm-backports"
-# package -> Debian version prefix it must have (the epoch "1:" of Debian's qemu packages included)
+# guest arch -> {package -> Debian version prefix it must have (the epoch "1:" of Debian's qemu packages included)};
+# the first package holds the qemu-system-* binary
 _BACKPORTS_PACKAGES = {
-    "qemu-system-x86": "1:10.0.",
-    "qemu-system-common": "1:10.0.",
-    "qemu-system-data": "1:10.0.",
-    "seabios": "",
+    "x86_64": {
+        "qemu-system-x86": "1:10.0.",
+        "qemu-system-common": "1:10.0.",
+        "qemu-system-data": "1:10.0.",
+        "seabios": "",
+    },
+    "aarch64": {"qemu-system-arm": "1:10.0.", "qemu-system-common": "1:10.0.", "qemu-system-data": "1:10.0."},
 }
+# files each unpacked build must have, and its -L directories (x86: SeaBIOS first, 10.0 needs its own bios-256k.bin)
+_REQUIRED_FILES = {
+    "x86_64": ("tree/usr/share/seabios/bios-256k.bin", "tree/usr/share/qemu/kvmvapic.bin"),
+    "aarch64": ("tree/usr/share/qemu/keymaps/en-us",),
+}
+_DATA_DIRS = {"x86_64": ["tree/usr/share/seabios", "tree/usr/share/qemu"], "aarch64": ["tree/usr/share/qemu"]}
 _LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
 _META = "qemu.json"
 
@@ -62,11 +73,12 @@ class QemuInstall:
     """How to run one QEMU build: ``argv_prefix`` replaces ``qemu-system-x86_64``; ``env`` adds to os.environ."""
 
     name: str  # "7.2" or "10.0"
-    binary: Path
+    binary: Path  # qemu-system-<arch>
     version: str  # full version from --version, e.g. "10.0.2"
     data_dirs: tuple[Path, ...] = ()  # -L directories (firmware, option ROMs), searched before the system ones
     env: dict[str, str] = field(default_factory=dict)
-    package_version: str = ""  # Debian version of qemu-system-x86 when unpacked from backports
+    package_version: str = ""  # Debian version of the qemu-system-* package when unpacked from backports
+    arch: str = "x86_64"  # the guest architecture it runs (tests/oracle/guest.py GUEST_ARCHES)
 
     @property
     def argv_prefix(self) -> list[str]:
@@ -88,14 +100,15 @@ def _full_version(binary: Path, env: dict[str, str] | None = None) -> str:
     return m.group(1)
 
 
-def _system_install() -> QemuInstall:
-    path = shutil.which(QEMU)
+def _system_install(arch: str) -> QemuInstall:
+    name = guest_arch(arch).qemu
+    path = shutil.which(name)
     if path is None:
-        raise GuestError(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
+        raise GuestError(f"{name} is not installed (scripts/setup.sh)")
     version = _full_version(Path(path))
     if not version.startswith("7.2."):
         raise GuestError(f"the system QEMU is {version}, not 7.2")
-    return QemuInstall("7.2", Path(path), version)
+    return QemuInstall("7.2", Path(path), version, arch=arch)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,10 +217,12 @@ def _abs_env(base: Path, env_rel: dict[str, str]) -> dict[str, str]:
     return {k: ":".join(str(base / p) for p in v.split(":")) for k, v in env_rel.items()}
 
 
-def _load_install(d: Path) -> QemuInstall | None:
+def _load_install(d: Path, arch: str) -> QemuInstall | None:
     try:
         meta = json.loads((d / _META).read_text())
     except (OSError, ValueError):
+        return None
+    if meta.get("arch", "x86_64") != arch:
         return None
     binary = d / meta["binary"]
     if not os.access(binary, os.X_OK):
@@ -219,10 +234,11 @@ def _load_install(d: Path) -> QemuInstall | None:
         data_dirs=tuple(d / p for p in meta["data_dirs"]),
         env=_abs_env(d, meta["env"]),
         package_version=meta["package_version"],
+        arch=arch,
     )
 
 
-def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
+def _unpack_qemu10(final: Path, versions: dict[str, str], arch: str) -> None:
     """Download and unpack into a temp dir next to ``final``, check it runs, then rename it to ``final``."""
     work = Path(tempfile.mkdtemp(prefix=".tmp-qemu10-", dir=_qemu10_root()))
     try:
@@ -239,7 +255,7 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
         tree = work / "tree"
         for deb in sorted(debs_dir.glob("*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(tree)], timeout=600)
-        binary = Path("tree/usr/bin") / QEMU
+        binary = Path("tree/usr/bin") / guest_arch(arch).qemu
         env_rel = {"QEMU_MODULE_DIR": "tree/usr/lib/x86_64-linux-gnu/qemu"}
         if extra:
             env_rel["LD_LIBRARY_PATH"] = ":".join(f"tree/{p}" for p in _LIB_DIRS)
@@ -250,7 +266,7 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
         version = _full_version(work / binary, full_env)
         if not version.startswith("10.0."):
             raise GuestError(f"unpacked {binary} reports version {version}, not 10.0.x")
-        for d in ("tree/usr/share/seabios/bios-256k.bin", "tree/usr/share/qemu/kvmvapic.bin"):
+        for d in _REQUIRED_FILES[arch]:
             if not (work / d).is_file():
                 raise GuestError(f"unpacked QEMU 10.0 lacks {d}")
         shutil.rmtree(debs_dir)
@@ -259,12 +275,12 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
         meta = {
             "binary": str(binary),
             "version": version,
-            "package_version": versions["qemu-system-x86"],
+            "package_version": next(iter(versions.values())),
             "packages": versions,
             "extra_packages": extra,
-            # SeaBIOS first: 10.0 needs its own bios-256k.bin, not bookworm's 1.16.2
-            "data_dirs": ["tree/usr/share/seabios", "tree/usr/share/qemu"],
+            "data_dirs": _DATA_DIRS[arch],
             "env": env_rel,
+            "arch": arch,
         }
         (work / _META).write_text(json.dumps(meta, indent=2) + "\n")
         os.rename(work, final)
@@ -273,12 +289,12 @@ def _unpack_qemu10(final: Path, versions: dict[str, str]) -> None:
         raise
 
 
-def _newest_cached() -> QemuInstall | None:
-    cached = sorted(p for p in _qemu10_root().iterdir() if (p / _META).is_file())
-    return _load_install(cached[-1]) if cached else None
+def _newest_cached(arch: str) -> QemuInstall | None:
+    cached = [hit for p in sorted(_qemu10_root().iterdir()) if (hit := _load_install(p, arch)) is not None]
+    return cached[-1] if cached else None
 
 
-def _resolve_versions(refresh: bool) -> dict[str, str]:
+def _resolve_versions(refresh: bool, arch: str) -> dict[str, str]:
     """Backports versions of the packages, from the private lists (refreshed when asked, missing or a day old)."""
     age = _lists_age()
     if refresh or age is None or age > _LISTS_MAX_AGE_S:
@@ -288,35 +304,40 @@ def _resolve_versions(refresh: bool) -> dict[str, str]:
             if _lists_age() is None:
                 raise
             # offline with lists from an earlier refresh: they still name a version, maybe cached
-    return {p: _backports_version(p, prefix) for p, prefix in _BACKPORTS_PACKAGES.items()}
+    return {p: _backports_version(p, prefix) for p, prefix in _BACKPORTS_PACKAGES[arch].items()}
 
 
-def _qemu10_install() -> QemuInstall:
+def _install_dir(versions: dict[str, str], arch: str) -> Path:
+    name = re.sub(r"[^A-Za-z0-9.+~-]", "_", next(iter(versions.values())))
+    return _qemu10_root() / (name if arch == "x86_64" else f"{name}-{arch}")  # x86_64 keeps its older cache key
+
+
+def _qemu10_install(arch: str) -> QemuInstall:
     with _locked("qemu-10.0"):
         for attempt in range(2):  # the second pass refreshes lists that named a .deb the mirror no longer has
             try:
-                versions = _resolve_versions(refresh=attempt > 0)
+                versions = _resolve_versions(attempt > 0, arch)
             except (GuestError, OSError, subprocess.SubprocessError) as exc:  # offline / no lists: newest cached
-                hit = _newest_cached()
+                hit = _newest_cached(arch)
                 if hit is None:
                     raise GuestError(f"QEMU 10.0 is not cached and apt cannot provide it: {exc}") from exc
                 return hit
-            final = _qemu10_root() / re.sub(r"[^A-Za-z0-9.+~-]", "_", versions["qemu-system-x86"])
-            hit = _load_install(final)
+            final = _install_dir(versions, arch)
+            hit = _load_install(final, arch)
             if hit is not None:
                 return hit
             if final.exists():  # incomplete or damaged: rebuild
                 _rmtree(final)
             try:
-                _unpack_qemu10(final, versions)
+                _unpack_qemu10(final, versions, arch)
             except GuestError:
                 if attempt == 0:
                     continue
-                hit = _newest_cached()  # an older 10.0.x build still serves
+                hit = _newest_cached(arch)  # an older 10.0.x build still serves
                 if hit is None:
                     raise
                 return hit
-            hit = _load_install(final)
+            hit = _load_install(final, arch)
             if hit is None:
                 raise GuestError(f"{final} unreadable right after unpacking")
             return hit
@@ -328,16 +349,19 @@ def _qemu10_install() -> QemuInstall:
 
 
 @functools.cache
-def qemu_install(version: str) -> QemuInstall:
-    """The QEMU build for ``version`` ("7.2": the system one; "10.0": bookworm-backports, unpacked once, cached).
+def qemu_install(version: str, arch: str = "x86_64") -> QemuInstall:
+    """The qemu-system-<arch> build for ``version`` ("7.2": the system one; "10.0": bookworm-backports, unpacked
+    once, cached; x86_64 and aarch64 guests).
 
     Cached per process; the unpacked tree is shared across processes through cache_dir() under a file lock.
     Raises GuestError when the build cannot be obtained (message says why).
     """
     if version == "7.2":
-        return _system_install()
+        return _system_install(arch)
     if version == "10.0":
-        return _qemu10_install()
+        if arch not in _BACKPORTS_PACKAGES:
+            raise GuestError(f"no QEMU 10.0 recipe for {arch} guests (known: {', '.join(_BACKPORTS_PACKAGES)})")
+        return _qemu10_install(arch)
     raise ValueError(f"QEMU version must be one of {QEMU_VERSIONS}, not {version!r}")
 
 

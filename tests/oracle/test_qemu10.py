@@ -142,6 +142,21 @@ def test_generate_is_byte_identical_to_qemu10(guest_qemu10: GuestDumps, tmp_path
 
 
 @pytest.mark.oracle
+def test_aarch64_generate_is_byte_identical_to_qemu10(guest_aarch64_qemu10: GuestDumps, tmp_path: Path) -> None:
+    """qemu-system-aarch64 10.0: 64 KiB blocks, machine "Unknown", phys_base = NUMBER(PHYS_OFFSET) (hex, right),
+    and kdump-raw-zlib is the same records written in place (qemu-dumps.md §1, §3; arch-kernels... §1.6)."""
+    d = guest_aarch64_qemu10
+    assert d.qemu_version.startswith("10.0.") and d.kdump_raw_zlib is not None
+    for fmt, reference, args in (("kdump-zlib", d.kdump_zlib, ()), ("kdump-raw-zlib", d.kdump_raw_zlib, ("--raw",))):
+        out = tmp_path / fmt
+        _generate(d.elf, out, "--qemu-version", "10.0", "--workers", "2", *args)
+        got, want = out.read_bytes(), reference.read_bytes()
+        assert got == want, f"{fmt}: first difference at byte {_first_diff(got, want)}"
+    main, sub = h.headers(d.kdump_raw_zlib.read_bytes())
+    assert main[6] == 65536 and main[2][260:267] == b"Unknown"
+    assert sub[0] == d.truth.phys_offset & ((1 << 64) - 1)
+
+
 def test_firmware_only_generate_is_byte_identical(firmware_dumps_qemu10: FirmwareDumps, tmp_path: Path) -> None:
     """Real-mode vCPUs (EM_386 notes in the 64-bit header, qemu-dumps.md §3), no guest note."""
     fw = firmware_dumps_qemu10
