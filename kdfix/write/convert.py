@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kdfix.arch import recognise
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import NOTE_NAME_ERASEINFO, DumpLevel
 from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
@@ -133,6 +134,11 @@ def convert(
             zero_page = bool(level & DumpLevel.EXCLUDE_ZERO)
             notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
             model = dataclasses.replace(model, dump_level=int(level), notes=notes)
+            # the header layout the architecture's makedumpfile and crash read (32-bit on i386,
+            # arch-kernels-and-introspection.md §2.6), not the ELF class QEMU happened to write
+            found = recognise(model)
+            if found is not None:
+                model = dataclasses.replace(model, abi=found.arch.kdump_abi(model.abi.byte_order))
         if utsname not in (None, *UTSNAME_MODES):
             raise UnsupportedError(f"utsname mode {utsname!r}: choose auto or keep", field="utsname")
         if (utsname or ("keep" if in_kdump else "auto")) == "auto":

@@ -16,6 +16,7 @@ from kdfix.format.constants import EM_386, EM_AARCH64, EM_X86_64
 from kdfix.generate import synthetic
 from kdfix.generate.synthetic import build_linux_image
 from kdfix.model import DumpModel, make_utsname
+from kdfix.read.memory import DictMemory
 from kdfix.units import cstr
 from kdfix.write import write_elf, write_kdump
 from kdfix.write.convert import convert
@@ -140,3 +141,17 @@ def test_unknown_utsname_mode_is_refused(image, tmp_path: Path) -> None:  # type
     write_kdump(tmp_path / "in", model, memory)
     with pytest.raises(kdfix.KdfixError, match="utsname"):
         convert([tmp_path / "in"], tmp_path / "out", utsname="guess")
+
+
+def test_i386_elf_to_kdump_gets_the_32bit_header(tmp_path: Path) -> None:
+    """QEMU writes ELF64 for i386 guests; i386 makedumpfile and crash read only the 32-bit KDUMP header
+    (arch-kernels-and-introspection.md §2.6), so that is what convert writes, with the i386 machine."""
+    pages = {pfn: bytes([pfn]) * 4096 for pfn in range(1, 9)}
+    model = DumpModel(e_machine=EM_386, vmcoreinfo=b"OSRELEASE=6.1.0-i386\nPAGESIZE=4096\n", max_mapnr=16)
+    write_elf(tmp_path / "in.elf", model, DictMemory(pages, max_pfn=16))
+    convert([tmp_path / "in.elf"], tmp_path / "out", to="kdump")
+    with kdfix.open_dump(tmp_path / "out") as dump:
+        assert dump.model.abi.word_size == 4
+        assert dict(dump.memory.iter_pages()) == pages
+    got = _header(tmp_path / "out")
+    assert got["release"] == "6.1.0-i386" and got["machine"] in LIBKDUMPFILE_MACHINES[EM_386]
