@@ -35,8 +35,14 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option(
                 "--dump-level",
-                metavar="0|1",
-                help="0: keep zero pages; 1: exclude them (excluding more needs the kernel's page structures).",
+                "-d",
+                metavar="0-31",
+                min=0,
+                max=31,
+                help="Exclude pages as makedumpfile -d does, the sum of: 1 zero, 2 non-private cache, "
+                "4 cache incl. private, 8 user, 16 free. 1 is judged by content (KDUMP output shares one zero "
+                "page, ELF leaves them out); 2-16 from the kernel's struct pages via VMCOREINFO, from the "
+                "file or recovered from memory. Default: keep the input's pages.",
             ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")] = 1,
@@ -53,6 +59,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Convert IN... to OUT; with no options the output keeps the input's container and codec.
 
+        With --dump-level the header's dump_level is set and --json reports the pages excluded per class.
         Pages are passed through undecoded when the codec is unchanged, so converting a flattened file
         with --no-flat gives the bytes `makedumpfile -R` gives. The output is written to a temp file
         beside OUT and renamed over it only when complete; it keeps the input's file mode.
@@ -85,7 +92,7 @@ def register(app: typer.Typer) -> None:
             stdout.print(
                 f"{outs}: {result.container} {result.codec}, {result.pages} pages "
                 f"({result.zero_pages} zero, {result.raw_pages} raw, {result.compressed_pages} compressed), "
-                f"{result.bytes} bytes in {result.seconds:.2f} s",
+                f"{result.bytes} bytes in {result.seconds:.2f} s" + _excluded_text(result.excluded),
                 markup=False,
                 soft_wrap=True,
             )
@@ -93,3 +100,13 @@ def register(app: typer.Typer) -> None:
                 stdout.print(f"utsname: {result.utsname}", markup=False, soft_wrap=True)
             for line in result.messages:
                 stdout.print(line, markup=False, soft_wrap=True)
+
+
+def _excluded_text(excluded: dict[str, int] | None) -> str:
+    if excluded is None:
+        return ""
+    return (
+        "; excluded " + ", ".join(f"{count} {name}" for name, count in excluded.items() if count)
+        if any(excluded.values())
+        else "; excluded nothing by struct page"
+    )

@@ -1,4 +1,7 @@
-"""Convert between containers and codecs: kdump ↔ flattened ↔ split ↔ ELF, keeping every page.
+"""Convert between containers and codecs: kdump ↔ flattened ↔ split ↔ ELF, keeping every page unless told.
+
+``dump_level`` filters as makedumpfile's ``-d`` does: bit 1 by page contents (zero pages share the zero page
+in KDUMP output, are left out of ELF), bits 2/4/8/16 by the kernel's struct pages (kdfix.kernel.pageflags).
 
 Defaults keep the input as it is: its container, codec, dump_level and shared-zero-page style, and its
 header phys_base and utsname. When the codec does not change, stored pages pass through undecoded, so a
@@ -20,11 +23,11 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdfix.arch import recognise
 from kdfix.errors import UnsupportedError
-from kdfix.format.constants import NOTE_NAME_ERASEINFO, DumpLevel
+from kdfix.format.constants import MAX_DUMP_LEVEL, NOTE_NAME_ERASEINFO, DumpLevel
 from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
 from kdfix.model import DumpModel
 from kdfix.read.probe import open_dump
@@ -36,6 +39,9 @@ from kdfix.write.passthrough import iter_stored_pages, kdump_parts
 from kdfix.write.recheck import recheck
 from kdfix.write.split import write_split
 from kdfix.write.utsname import choose_utsname, with_utsname
+
+if TYPE_CHECKING:
+    from kdfix.kernel.pageflags import Exclusion
 
 TARGETS = ("kdump", "elf")
 UTSNAME_MODES = ("auto", "keep")
@@ -61,6 +67,9 @@ class ConvertResult:
     seconds: float
     utsname: str = ""  # where the header utsname came from, or why it was kept ("" for ELF output)
     messages: tuple[str, ...] = ()
+    dump_level: int | None = None  # the level asked for (None: the input's kept)
+    excluded: dict[str, int] | None = None  # pages dropped per struct-page class (kdfix.kernel.pageflags)
+    page_pass_seconds: float | None = None
 
 
 def split_names(output: str | os.PathLike[str], parts: int) -> list[str]:
@@ -102,24 +111,28 @@ def convert(
         to = to or ("kdump" if in_kdump else "elf")
         if to not in TARGETS:
             raise UnsupportedError(f"unknown output format {to!r}; choose kdump or elf")
+        if dump_level is not None and not 0 <= dump_level <= MAX_DUMP_LEVEL:
+            raise UnsupportedError(f"dump level {dump_level} is not 0..{MAX_DUMP_LEVEL}", field="dump_level")
+        exclusion = None
         if dump_level is not None and dump_level & ~DumpLevel.EXCLUDE_ZERO:
-            raise UnsupportedError(
-                f"dump level {dump_level}: only 0 and 1 are supported (excluding cache, user or free pages needs "
-                "the kernel's page structures)"
-            )
+            from kdfix.kernel.pageflags import dump_exclusion  # numpy and the kernel view, only when filtering
+
+            exclusion = dump_exclusion(dump, dump_level)
+        exclude = exclusion.excluded if exclusion is not None else None
         model: DumpModel = dump.model
         if to == "elf":
             if codec not in (None, "none") or flat or split:
                 raise UnsupportedError("ELF output has no compression, flattening or split")
-            exclude = bool(dump_level is not None and dump_level & DumpLevel.EXCLUDE_ZERO)
+            zero = bool(dump_level is not None and dump_level & DumpLevel.EXCLUDE_ZERO)
             segments = None
-            if dump.elf is not None and not exclude:
+            if dump.elf is not None and not zero and exclude is None:
                 segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
             with atomic_output(output, mode_from=paths[0]) as tmp:
                 result = write_elf(tmp, model, dump.memory, progress=progress, segments=segments,
-                                   exclude_zero=exclude)  # fmt: skip
+                                   exclude_zero=zero, exclude=exclude)  # fmt: skip
                 recheck(tmp, pages=recheck_pages, what="the converted file")
-            return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began)
+            return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began,
+                           exclusion=exclusion)  # fmt: skip
 
         in_codec = dump.compression if in_kdump else None
         codec = codec or in_codec or DEFAULT_CODEC
@@ -165,6 +178,7 @@ def convert(
             progress=progress,
             page_source=iter_stored_pages(dump) if passthrough else None,
             phys_base_from_vmcoreinfo=not in_kdump,
+            exclude=exclude,
         )
         if split:
             names = split_names(output, split)
@@ -174,13 +188,13 @@ def convert(
                 recheck(tmps, pages=recheck_pages, what="the converted split set")
             kind = "split-flattened" if flat else "split"
             return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began,
-                           uts_source, messages)  # fmt: skip
+                           uts_source, messages, exclusion=exclusion)  # fmt: skip
         with atomic_output(output, mode_from=paths[0]) as tmp:
             result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
             recheck(tmp, pages=recheck_pages, what="the converted file")
         kind = "flattened" if flat else "kdump"
         return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began,
-                       uts_source, messages)  # fmt: skip
+                       uts_source, messages, exclusion=exclusion)  # fmt: skip
 
 
 def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: int | None,
@@ -233,6 +247,8 @@ def _result(
     began: float,
     utsname: str = "",
     messages: tuple[str, ...] = (),
+    *,
+    exclusion: Exclusion | None = None,
 ) -> ConvertResult:
     return ConvertResult(
         inputs=inputs,
@@ -249,4 +265,7 @@ def _result(
         seconds=round(time.monotonic() - began, 3),
         utsname=utsname,
         messages=messages,
+        dump_level=exclusion.level if exclusion is not None else None,
+        excluded=dict(exclusion.counts) if exclusion is not None else None,
+        page_pass_seconds=exclusion.seconds if exclusion is not None else None,
     )

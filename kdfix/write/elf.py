@@ -72,10 +72,13 @@ def elf_notes(model: DumpModel) -> tuple[Note, ...]:
     return notes
 
 
-def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False) -> list[LoadSegment]:
-    """One segment per run of stored pfns (p_vaddr = p_paddr); all-zero pages split runs with ``exclude_zero``."""
+def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False, exclude: Bitmap | None = None) -> list[LoadSegment]:
+    """One segment per run of stored pfns (p_vaddr = p_paddr); all-zero pages split runs with ``exclude_zero``,
+    and so do the pfns of ``exclude`` (a dump level's filtered pages)."""
     ps = memory.page_size
     bitmap = memory.dumped
+    if exclude is not None:
+        bitmap = bitmap.difference(exclude)
     if exclude_zero:
         zero = (pfn for pfn, page in memory.iter_pages() if is_zero(page))
         bitmap = bitmap.difference(Bitmap.from_pfns(zero, bitmap.nbits))
@@ -90,12 +93,13 @@ def write_elf(
     progress: Progress | None = None,
     segments: Sequence[LoadSegment] | None = None,
     exclude_zero: bool = False,
+    exclude: Bitmap | None = None,
 ) -> WriteResult:
     """Write an ELF vmcore (Elf64, or Elf32 for 32-bit ABIs) of ``memory`` with ``model``'s notes."""
     began = time.monotonic()
     abi = model.abi
     ps = memory.page_size
-    loads = list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero)
+    loads = list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero, exclude=exclude)
     if not loads:  # a dump with no pages: readers (libkdumpfile, drgn) want at least one PT_LOAD, an empty one does
         loads = [LoadSegment(0, 0, 0)]
     limit = abi.word_mask

@@ -186,11 +186,16 @@ class Bitmaps:
     dumped: Bitmap
 
 
-def build_bitmaps(memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: bool) -> Bitmaps:
-    """1st bitmap = valid pfns (plus dumped), 2nd = dumped pfns, minus all-zero pages with ``exclude_zero``."""
+def build_bitmaps(
+    memory: PhysicalMemory, layout: KdumpLayout, *, exclude_zero: bool, exclude: Bitmap | None = None
+) -> Bitmaps:
+    """1st bitmap = valid pfns (plus dumped), 2nd = dumped pfns, minus all-zero pages with ``exclude_zero``
+    and minus the pfns of ``exclude`` (a dump level's filtered pages; they stay valid, as makedumpfile keeps them)."""
     nbits = 8 * layout.bitmap_len
     dumped = Bitmap(memory.dumped.to_bytes(layout.bitmap_len), nbits)
     valid = memory.valid.union(dumped, nbits)
+    if exclude is not None:
+        dumped = dumped.difference(exclude)
     if exclude_zero:
         dumped = dumped.difference(Bitmap.from_pfns((pfn for pfn, page in memory.iter_pages() if is_zero(page)), nbits))
     return Bitmaps(valid, dumped)
@@ -379,7 +384,13 @@ def page_stream(
 
 
 def prepare_kdump(
-    model: DumpModel, memory: PhysicalMemory, codec: str, *, exclude_zero: bool, split: bool = False
+    model: DumpModel,
+    memory: PhysicalMemory,
+    codec: str,
+    *,
+    exclude_zero: bool,
+    split: bool = False,
+    exclude: Bitmap | None = None,
 ) -> tuple[Codec, KdumpLayout, Bitmaps]:
     """The codec, layout and bitmaps of a KDUMP output (``split``: a split set, which needs a split sub header)."""
     the_codec = codec_named(codec)
@@ -392,7 +403,7 @@ def prepare_kdump(
             f"split dumps need header_version >= {since('split')}, not {model.header_version}", field="header_version"
         )
     layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
-    return the_codec, layout, build_bitmaps(memory, layout, exclude_zero=exclude_zero)
+    return the_codec, layout, build_bitmaps(memory, layout, exclude_zero=exclude_zero, exclude=exclude)
 
 
 def open_sink(target: str | os.PathLike[str] | Sink, *, flat: bool) -> Sink:
@@ -416,6 +427,7 @@ def write_kdump(
     progress: Progress | None = None,
     page_source: PageSource | None = None,
     phys_base_from_vmcoreinfo: bool = True,
+    exclude: Bitmap | None = None,
 ) -> WriteResult:
     """Write ``model`` + ``memory`` as a KDUMP-compressed file (``flat``: a flattened stream) to a path or Sink.
 
@@ -423,9 +435,10 @@ def write_kdump(
     ``page_source`` yields (pfn, flags, stored bytes) to pass stored pages through; ``workers``
     compress in parallel processes with byte-identical output. ``phys_base_from_vmcoreinfo=False``
     keeps ``model.phys_base`` even when VMCOREINFO has ``NUMBER(phys_base)`` (byte-exact rewrites).
+    ``exclude``: pfns left out of the 2nd bitmap (kdfix.kernel.pageflags, a dump level's filtered pages).
     """
     began = time.monotonic()
-    the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero)
+    the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero, exclude=exclude)
     zero_page = zero_page and not exclude_zero
     total = bitmaps.dumped.count()
     own_sink = not isinstance(target, Sink)

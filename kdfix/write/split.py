@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 from kdfix.errors import WriteError
+from kdfix.format.bitmap import Bitmap
 from kdfix.model import DumpModel
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write.kdump import (
@@ -70,13 +71,16 @@ def write_split(
     progress: Progress | None = None,
     page_source: PageSource | None = None,
     phys_base_from_vmcoreinfo: bool = True,
+    exclude: Bitmap | None = None,
 ) -> WriteResult:
     """Write ``len(targets)`` split parts, balanced by dumped page count; returns totals over the parts.
 
     ``page_source`` must yield pages in ascending pfn order (it is consumed across the parts).
     """
     began = time.monotonic()
-    the_codec, layout, bitmaps = prepare_kdump(model, memory, codec, exclude_zero=exclude_zero, split=True)
+    the_codec, layout, bitmaps = prepare_kdump(
+        model, memory, codec, exclude_zero=exclude_zero, split=True, exclude=exclude
+    )
     shared = _SplitSet(
         model, memory, layout, bitmaps, codec, int(the_codec.flag),
         phys_base=header_phys_base(model, from_vmcoreinfo=phys_base_from_vmcoreinfo),

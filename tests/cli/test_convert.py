@@ -86,7 +86,7 @@ def test_dump_level_one_on_elf_output_drops_zero_pages(tmp_path: Path, flat_dump
 @pytest.mark.parametrize(
     "args",
     [
-        ["--dump-level", "31"],  # filtering needs kernel page structures
+        ["--dump-level", "31"],  # its VMCOREINFO describes no struct pages (SIZE(page), mem_section)
         ["--to", "elf", "--compress", "zlib"],
     ],
 )

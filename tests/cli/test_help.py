@@ -42,7 +42,10 @@ def test_command_help(name: str) -> None:
 
 
 def test_dump_level_shows_what_it_accepts() -> None:
-    assert re.search(r"--dump-level 0\|1 ", help_text("convert"))
+    text = " ".join(help_text("convert").split())
+    assert re.search(r"--dump-level 0-31 ", text)
+    bits = ((1, "zero"), (2, "non-private cache"), (4, "cache incl. private"), (8, "user"), (16, "free"))
+    assert all(f"{bit} {name}" in text for bit, name in bits)
 
 
 def test_command_list_cuts_no_sentence() -> None:
