@@ -237,7 +237,20 @@ class VerifyReport:
         return not self.errors and not self.bad_pages and not self.missing
 
 
-def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
+def part_structure_errors(part: KdumpContainer, name: str) -> list[str]:
+    """One KDUMP file's structural errors, each after ``name``: INCOMPLETE, a flattened stream without its end
+    marker, a descriptor table cut by the end of the file, bitmaps (verify and every recheck use these)."""
+    errors: list[str] = []
+    if part.incomplete:
+        errors.append(f"{name}status INCOMPLETE is set")
+    if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
+        errors.append(f"{name}flattened stream has no end marker (truncated)")
+    if part.descriptors_end > part.source.size:
+        errors.append(f"{name}descriptor table ends past the end of the file")
+    return errors + _bitmap_subset_errors(part, name)
+
+
+def _bitmap_subset_errors(part: KdumpContainer, name: str, limit: int = 16) -> list[str]:
     """The 2nd bitmap must be a subset of the 1st, and no bit may be set at or above max_mapnr (§7)."""
     errors: list[str] = []
     if part.single_bitmap:
@@ -252,14 +265,12 @@ def _bitmap_subset_errors(part: KdumpContainer, limit: int = 16) -> list[str]:
             pfns.append(low.bit_length() - 1)
             extra ^= low
         more = f" and {extra.bit_count()} more" if extra else ""
-        errors.append(f"{part.path}: 2nd bitmap has pfns missing from the 1st: {', '.join(hex(p) for p in pfns)}{more}")
+        errors.append(f"{name}2nd bitmap has pfns missing from the 1st: {', '.join(hex(p) for p in pfns)}{more}")
     nbits = part.dumped.nbits
-    for name, offset in (("1st", part.bitmap1_offset), ("2nd", part.bitmap2_offset)):
+    for which, offset in (("1st", part.bitmap1_offset), ("2nd", part.bitmap2_offset)):
         tail = int.from_bytes(part.source.read_at(offset, part.bitmap_len), "little") >> nbits
         if tail:
-            errors.append(
-                f"{part.path}: {name} bitmap has {tail.bit_count()} bits set at or above max_mapnr {nbits:#x}"
-            )
+            errors.append(f"{name}{which} bitmap has {tail.bit_count()} bits set at or above max_mapnr {nbits:#x}")
     return errors
 
 
@@ -315,13 +326,7 @@ def _kdump_structure_errors(dump: Dump, parts: Sequence[KdumpContainer]) -> list
             if uncovered := first.dumped.count(a, b):
                 errors.append(f"pfns [{a:#x}, {b:#x}) are in no part: {uncovered} dumped pages missing")
     for part in parts:
-        if part.incomplete:
-            errors.append(f"{part.path}: status INCOMPLETE is set")
-        if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
-            errors.append(f"{part.path}: flattened stream has no end marker (truncated)")
-        if part.descriptors_end > part.source.size:
-            errors.append(f"{part.path}: descriptor table ends past the end of the file")
-        errors.extend(_bitmap_subset_errors(part))
+        errors.extend(part_structure_errors(part, f"{part.path}: "))
     return errors
 
 

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kdfix.errors import KdfixError, VerificationError
-from kdfix.read.dump import Dump, _bitmap_subset_errors, verify_dump
-from kdfix.read.flattened import FlattenedSource
+from kdfix.read.dump import Dump, part_structure_errors, verify_dump
 from kdfix.read.kdump import KdumpContainer
 from kdfix.read.probe import open_dump
 
@@ -53,13 +52,7 @@ def structure(dump: Dump) -> list[str]:
     parts = _parts(dump)
     for i, part in enumerate(parts):
         name = f"part {i + 1}: " if len(parts) > 1 else ""  # not the path: an output is compared with its input
-        if part.incomplete:
-            errors.append(f"{name}status INCOMPLETE is set")
-        if isinstance(part.source, FlattenedSource) and not part.source.end_marker:
-            errors.append(f"{name}flattened stream has no end marker (truncated)")
-        if part.descriptors_end > part.source.size:
-            errors.append(f"{name}descriptor table ends past the end of the file")
-        errors.extend(name + e.removeprefix(f"{part.path}: ") for e in _bitmap_subset_errors(part))
+        errors.extend(part_structure_errors(part, name))
     if dump.elf is not None:
         if dump.elf.incomplete:
             errors.append("e_flags DUMP_ELF_INCOMPLETE is set")
