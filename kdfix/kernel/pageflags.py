@@ -30,6 +30,7 @@ CLASS_USER = int(DumpLevel.EXCLUDE_USER_DATA)
 CLASS_FREE = int(DumpLevel.EXCLUDE_FREE)
 CLASS_HWPOISON = 0x20
 CLASS_OFFLINE = 0x40
+CLASS_NO_PAGE = 0x80  # dumped pfns without a struct page (device memory, firmware ROM): not RAM the kernel manages
 CLASS_NAMES = {
     CLASS_CACHE: "cache",
     CLASS_CACHE_PRIVATE: "cache_private",
@@ -37,6 +38,7 @@ CLASS_NAMES = {
     CLASS_FREE: "free",
     CLASS_HWPOISON: "hwpoison",
     CLASS_OFFLINE: "offline",
+    CLASS_NO_PAGE: "no_struct_page",
 }
 PAGE_LEVEL_BITS = CLASS_CACHE | CLASS_CACHE_PRIVATE | CLASS_USER | CLASS_FREE  # the bits judged from struct pages
 
@@ -421,7 +423,12 @@ def page_exclusion(
     endian: Endian,
     progress: Callable[[int], None] | None = None,
 ) -> Exclusion:
-    """The pfns of ``dumped`` that ``level`` excludes by their struct pages (bit 1 is left to the writer)."""
+    """The pfns of ``dumped`` that ``level`` excludes by their struct pages (bit 1 is left to the writer).
+
+    With any of the bits 2-16, dumped pfns that have no struct page at all (no present mem_section: a VGA
+    framebuffer, the BIOS ROM) are excluded too. makedumpfile leaves out those past the last mem_map (it cuts
+    max_mapnr there); kdfix leaves out every one, so it excludes at least what makedumpfile does.
+    """
     began = time.monotonic()
     rules = PageRules.from_vmcoreinfo(info, word_size=word_size, endian=endian)
     rules.check_level(level)
@@ -429,6 +436,7 @@ def page_exclusion(
     nbytes = (nbits + 7) // 8
     counts = {name: 0 for name in CLASS_NAMES.values()}
     out = np.zeros(nbytes, dtype=np.uint8)
+    with_page = np.zeros(nbytes, dtype=np.uint8)
     judged = 0
     if rules.runs_for(level) and nbits:
         have = np.frombuffer(dumped.to_bytes(nbytes), dtype=np.uint8)
@@ -439,6 +447,7 @@ def page_exclusion(
         )
         for chunk in chunks:
             lo, hi = chunk.start_pfn, chunk.start_pfn + chunk.count
+            _or_bits(with_page, lo, np.ones(chunk.count, dtype=bool))
             # struct pages of pfns the dump does not hold are not read (§6.2 step 7)
             if not have[lo >> 3 : (hi + 7) >> 3].any():
                 continue
@@ -453,6 +462,10 @@ def page_exclusion(
             _or_bits(out, lo, classes != CLASS_KEEP)
             if progress is not None:
                 progress(judged)
+        if level & PAGE_LEVEL_BITS:
+            no_page = have & ~with_page
+            counts[CLASS_NAMES[CLASS_NO_PAGE]] = int(np.unpackbits(no_page, bitorder="little")[:nbits].sum())
+            out |= no_page
     excluded = Bitmap(out.tobytes(), nbits)
     return Exclusion(level, excluded, counts, judged, round(time.monotonic() - began, 3))
 

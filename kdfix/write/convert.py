@@ -140,7 +140,9 @@ def convert(
         if in_kdump:
             zero_page = _uses_zero_page(dump) if dump_level is None else bool(dump_level & DumpLevel.EXCLUDE_ZERO)
             if dump_level is not None:
-                model = dataclasses.replace(model, dump_level=model.dump_level | dump_level)
+                # pages the input left out stay out (its bits are kept), but zero pages are stored again without bit 1
+                kept = model.dump_level & ~DumpLevel.EXCLUDE_ZERO
+                model = dataclasses.replace(model, dump_level=int(kept | dump_level))
         else:
             # ELF input: QEMU's choice (dump_level 1, zero pages kept and sharing the zero page).
             level = DumpLevel.EXCLUDE_ZERO if dump_level is None else dump_level

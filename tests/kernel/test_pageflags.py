@@ -265,7 +265,14 @@ def test_page_exclusion_over_mem_section(layout: str) -> None:
     absent = page_exclusion(
         sparse_kernel(lay, pages, present=False), info, dumped, 31, word_size=lay.word, endian="little"
     )
-    assert absent.excluded.count() == 0 and absent.struct_pages == 0  # a section without PRESENT: nothing judged
+    # a section without PRESENT has no struct pages: nothing is judged, and its pfns (not RAM the kernel manages:
+    # device memory, firmware) are left out as makedumpfile leaves out those past the last mem_map
+    assert absent.struct_pages == 0 and absent.excluded == dumped
+    assert absent.counts["no_struct_page"] == dumped.count() and absent.pages == dumped.count()
+    kept = page_exclusion(
+        sparse_kernel(lay, pages, present=False), info, dumped, 1, word_size=lay.word, endian="little"
+    )
+    assert kept.excluded.count() == 0  # level 1 alone judges no struct page
 
 
 def test_chunks_follow_sections_and_the_dump_size() -> None:
