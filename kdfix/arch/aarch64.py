@@ -165,6 +165,9 @@ class Aarch64:
     def prstatus(self, byte_order: str = "<") -> BoundLayout:
         return ELF_PRSTATUS_AARCH64.bind(self.kdump_abi(byte_order))
 
+    def user_mode(self, regs: dict[str, int]) -> bool | None:
+        return None if "pstate" not in regs else regs["pstate"] & 0xF == 0  # PSTATE.M[3:0] = EL0t
+
     def header_phys_base(self, info: VmcoreInfo) -> int | None:
         value = info.number("PHYS_OFFSET")
         return None if value is None else value & U64_MASK

@@ -46,6 +46,9 @@ class Arm:
     def prstatus(self, byte_order: str = "<") -> BoundLayout:
         return ELF_PRSTATUS_ARM.bind(self.kdump_abi(byte_order))
 
+    def user_mode(self, regs: dict[str, int]) -> bool | None:
+        return None if "cpsr" not in regs else regs["cpsr"] & 0x1F == 0x10  # CPSR.M = USR
+
     def header_phys_base(self, info: VmcoreInfo) -> int | None:
         return None
 

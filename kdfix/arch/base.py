@@ -199,6 +199,11 @@ class Arch(Protocol):
         """The bound elf_prstatus declaration (format/notes.py)."""
         ...
 
+    def user_mode(self, regs: dict[str, int]) -> bool | None:
+        """Whether a CPU whose PRSTATUS registers are ``regs`` was running user code (its IP is then no kernel
+        address to symbolize); None when the registers do not say."""
+        ...
+
     def header_phys_base(self, info: VmcoreInfo) -> int | None:
         """The header phys_base this kernel needs, from its VMCOREINFO; None if it does not say."""
         ...

@@ -125,6 +125,9 @@ class I386:
     def prstatus(self, byte_order: str = "<") -> BoundLayout:
         return ELF_PRSTATUS_I386.bind(self.kdump_abi(byte_order))
 
+    def user_mode(self, regs: dict[str, int]) -> bool | None:
+        return None if "cs" not in regs else regs["cs"] & 3 == 3  # CPL 3 (the selector's RPL bits)
+
     def header_phys_base(self, info: VmcoreInfo) -> int | None:
         return 0
 

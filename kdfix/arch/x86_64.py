@@ -227,6 +227,9 @@ class X86_64:
     def prstatus(self, byte_order: str = "<") -> BoundLayout:
         return ELF_PRSTATUS_X86_64.bind(self.kdump_abi(byte_order))
 
+    def user_mode(self, regs: dict[str, int]) -> bool | None:
+        return None if "cs" not in regs else regs["cs"] & 3 == 3  # CPL 3 (the selector's RPL bits)
+
     def header_phys_base(self, info: VmcoreInfo) -> int | None:
         return info.phys_base
 

@@ -42,7 +42,7 @@ def render_triage(report: TriageReport) -> str:
         "CPU  IP                SP                function",
     ]
     for c in report.cpus:
-        lines.append(f"{c.cpu:<4} {c.ip:016x}  {c.sp:016x}  {c.ip_symbol or '?'}")
+        lines.append(f"{c.cpu:<4} {c.ip:016x}  {c.sp:016x}  {'(user mode)' if c.user_mode else c.ip_symbol or '?'}")
     if report.stack_cpu is not None:
         lines += ["", f"stack of CPU {report.stack_cpu} (words pointing into kernel text, innermost first):"]
         lines += [f"  {e.slot:016x}: {e.value:016x} {e.symbol}" for e in report.stack] or ["  (none found)"]

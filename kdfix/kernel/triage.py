@@ -49,6 +49,7 @@ class CpuState:
     sp: int
     ip_symbol: str | None
     ip_function: str | None
+    user_mode: bool | None = None  # from the PRSTATUS mode bits (CS on x86, PSTATE on arm64): no kernel IP then
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,11 @@ def cpu_states(dump: Dump, arch: Arch, symbols: Kallsyms | None) -> list[CpuStat
         regs = prstatus_registers(record)
         ip = next((regs[r] for r in IP_REGISTERS if r in regs), 0)
         sp = next((regs[r] for r in SP_REGISTERS if r in regs), 0)
-        sym = symbols.lookup(ip) if symbols is not None else None
-        states.append(CpuState(cpu, record.pr_pid, ip, sp, str(sym) if sym else None, sym.name if sym else None))
+        user = arch.user_mode(regs)
+        sym = symbols.lookup(ip) if symbols is not None and not user else None
+        states.append(
+            CpuState(cpu, record.pr_pid, ip, sp, str(sym) if sym else None, sym.name if sym else None, user)
+        )
     return states
 
 
