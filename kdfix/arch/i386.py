@@ -26,6 +26,7 @@ PAGE_SIZE_BIT = 1 << 7
 PAE_ADDR = 0x000FFFFFFFFFF000
 PAE_ADDR_2M = 0x000FFFFFFFE00000
 PAE_KEY = "CONFIG_X86_PAE"
+PAE_LEVELS = ((30, 2), (21, 9), (12, 9))  # (index shift, index bits): PDPT, PD, PT (§2.3)
 
 
 def lowmem_paddr(vaddr: int) -> int:
@@ -49,15 +50,16 @@ def translate_2level(read: ReadFn, cr3: int, vaddr: int, *, pse: bool = True) ->
 
 def translate_pae(read: ReadFn, cr3: int, vaddr: int) -> int | None:
     """PAE walk: PDPT (4 entries, 32-byte aligned), PD (2 MiB pages), PT (§2.3)."""
-    (pdpte,) = struct.unpack("<Q", read((cr3 & 0xFFFFFFE0) + 8 * (vaddr >> 30 & 3), 8))
+    pdpt_index, pd_index, pt_index = (vaddr >> shift & ((1 << bits) - 1) for shift, bits in PAE_LEVELS)
+    (pdpte,) = struct.unpack("<Q", read((cr3 & 0xFFFFFFE0) + 8 * pdpt_index, 8))
     if not pdpte & PRESENT:
         return None
-    (pde,) = struct.unpack("<Q", read((pdpte & PAE_ADDR) + 8 * (vaddr >> 21 & 0x1FF), 8))
+    (pde,) = struct.unpack("<Q", read((pdpte & PAE_ADDR) + 8 * pd_index, 8))
     if not pde & PRESENT:
         return None
     if pde & PAGE_SIZE_BIT:
         return (pde & PAE_ADDR_2M) | (vaddr & 0x1FFFFF)
-    (pte,) = struct.unpack("<Q", read((pde & PAE_ADDR) + 8 * (vaddr >> 12 & 0x1FF), 8))
+    (pte,) = struct.unpack("<Q", read((pde & PAE_ADDR) + 8 * pt_index, 8))
     if not pte & PRESENT:
         return None
     return (pte & PAE_ADDR) | (vaddr & 0xFFF)

@@ -1,4 +1,5 @@
-"""``kdfix generate``: write a synthetic dump (``--style linux``: a Linux-like x86_64 image with QEMU-style notes)."""
+"""``kdfix generate``: write a synthetic dump (``--style linux``: a Linux-like x86_64, aarch64 or i386 image with the
+notes QEMU writes) or re-emit one as QEMU would (``--style qemu``)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class GenerateOptions:
     output: Path
     memory_size: int
     cpus: int
-    phys_base: int
+    phys_base: int | None  # None: the architecture's default (0; aarch64 PHYS_OFFSET = the DRAM base)
     kaslr_offset: int
     release: str
     codec: str
@@ -61,7 +62,9 @@ class GenerateOptions:
     qemu_version: str = "7.2"  # --style qemu
     workers: int = 1  # --style qemu
     firmware: bool = True  # --style linux: dump the PC firmware ROM below 4 GiB too, as QEMU does
-    arch: str | None = None  # --style qemu: the qemu-system-<arch> that took the dump (None: the dump's own)
+    # --style linux: the guest architecture (None: x86_64); --style qemu: the qemu-system-<arch> that took the dump
+    # (None: the dump's own)
+    arch: str | None = None
 
 
 def kdfix_mark_note(style: str, opts: GenerateOptions) -> Note:
@@ -77,21 +80,37 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
     """Build the synthetic Linux image and write it with the KDUMP writer (atomic output)."""
     import dataclasses
 
+    from kdfix.arch import get_arch
     from kdfix.generate.synthetic import build_linux_image
+    from kdfix.generate.synthetic_arch import build_arch_image
     from kdfix.write import atomic_output, write_kdump
     from kdfix.write.recheck import recheck
 
+    arch = get_arch(opts.arch or "x86_64").name
     try:
-        model, memory, truth = build_linux_image(
-            memory_size=opts.memory_size,
-            cpus=opts.cpus,
-            phys_base=opts.phys_base,
-            kaslr_offset=opts.kaslr_offset,
-            release=opts.release,
-            seed=opts.seed,
-            vmcoreinfo_in_notes=opts.vmcoreinfo,
-            firmware=opts.firmware,
-        )
+        if arch == "x86_64":
+            model, memory, truth = build_linux_image(
+                memory_size=opts.memory_size,
+                cpus=opts.cpus,
+                phys_base=opts.phys_base or 0,
+                kaslr_offset=opts.kaslr_offset,
+                release=opts.release,
+                seed=opts.seed,
+                vmcoreinfo_in_notes=opts.vmcoreinfo,
+                firmware=opts.firmware,
+            )
+        else:
+            model, memory, truth = build_arch_image(
+                arch,
+                memory_size=opts.memory_size,
+                cpus=opts.cpus,
+                phys_base=opts.phys_base,
+                kaslr_offset=opts.kaslr_offset,
+                release=opts.release,
+                seed=opts.seed,
+                vmcoreinfo_in_notes=opts.vmcoreinfo,
+                firmware=opts.firmware,
+            )
     except ValueError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
     if opts.mark:
@@ -102,6 +121,7 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
     return {
         "path": str(opts.output),
         "style": "linux",
+        "arch": arch,
         "size": result.size,
         "pages": result.pages,
         "zero_pages": result.zero_pages,
@@ -162,8 +182,13 @@ def register(app: typer.Typer) -> None:
         memory: Annotated[str, typer.Option("--memory", help="Guest memory size, e.g. 96M, 1G.")] = "96M",
         cpus: Annotated[int, typer.Option("--cpus", min=1, max=1024, help="Number of vCPUs.")] = 1,
         phys_base: Annotated[
-            str, typer.Option("--phys-base", help="phys_base: decimal or 0x-hex, negative or u64 two's complement.")
-        ] = "0",
+            str | None,
+            typer.Option(
+                "--phys-base",
+                help="The header phys_base meaning (x86_64 phys_base, aarch64 PHYS_OFFSET; i386 has none): decimal "
+                "or 0x-hex, negative or u64 two's complement. Default 0 (aarch64: the DRAM base 0x40000000).",
+            ),
+        ] = None,
         kaslr_offset: Annotated[str, typer.Option("--kaslr-offset", help="KERNELOFFSET (2 MiB multiple).")] = "0",
         release: Annotated[str, typer.Option("--release", help="OSRELEASE / utsname release.")] = (
             "6.1.0-kdfix-synthetic"
@@ -197,9 +222,9 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--arch",
-                help="--style qemu: the qemu-system-ARCH that took the dump (x86_64, i386, aarch64); default the "
-                "dump's own. Use x86_64 for an EM_386 dump taken by qemu-system-x86_64 (QEMU < 8.0 writes its "
-                "name into utsname.machine).",
+                help="--style linux: the guest architecture, x86_64 (default), aarch64 or i386. --style qemu: the "
+                "qemu-system-ARCH that took the dump; default the dump's own. Use x86_64 for an EM_386 dump taken "
+                "by qemu-system-x86_64 (QEMU < 8.0 writes its name into utsname.machine).",
             ),
         ] = None,
         as_json: JsonFlag = False,
@@ -214,7 +239,7 @@ def register(app: typer.Typer) -> None:
                 output=output,
                 memory_size=parse_size(memory),
                 cpus=cpus,
-                phys_base=parse_signed_u64(phys_base),
+                phys_base=None if phys_base is None else parse_signed_u64(phys_base),
                 kaslr_offset=parse_signed_u64(kaslr_offset),
                 release=release,
                 codec=compress,
@@ -231,8 +256,6 @@ def register(app: typer.Typer) -> None:
             )
         except ValueError as exc:
             raise fail(str(exc), EXIT_UNUSABLE) from None
-        if arch is not None and style != "qemu":
-            raise fail(f"--arch is not supported with --style {style}", EXIT_UNUSABLE)
         info = STYLES[style](opts)
         if as_json:
             print_json(info)
