@@ -421,6 +421,7 @@ def page_exclusion(
     *,
     word_size: int,
     endian: Endian,
+    dump_page_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Exclusion:
     """The pfns of ``dumped`` that ``level`` excludes by their struct pages (bit 1 is left to the writer).
@@ -428,46 +429,81 @@ def page_exclusion(
     With any of the bits 2-16, dumped pfns that have no struct page at all (no present mem_section: a VGA
     framebuffer, the BIOS ROM) are excluded too. makedumpfile leaves out those past the last mem_map (it cuts
     max_mapnr there); kdfix leaves out every one, so it excludes at least what makedumpfile does.
+
+    ``dump_page_size``: the dump's page (block) size when it is not the kernel's PAGESIZE (QEMU writes 64 KiB
+    pages for aarch64 guests): a dump page is excluded only when every kernel page in it is. Counts are in
+    kernel pages; the bitmap is in the dump's pfns.
     """
     began = time.monotonic()
     rules = PageRules.from_vmcoreinfo(info, word_size=word_size, endian=endian)
     rules.check_level(level)
+    kernel_page = info.page_size or 4096
+    dump_page = dump_page_size or kernel_page
     nbits = dumped.nbits
     nbytes = (nbits + 7) // 8
     counts = {name: 0 for name in CLASS_NAMES.values()}
-    out = np.zeros(nbytes, dtype=np.uint8)
-    with_page = np.zeros(nbytes, dtype=np.uint8)
     judged = 0
-    if rules.runs_for(level) and nbits:
-        have = np.frombuffer(dumped.to_bytes(nbytes), dtype=np.uint8)
-        page_size = info.page_size or 4096
-        carry: tuple[int, int] | None = None
-        chunks = mem_map_chunks(
-            reader, info, word_size=word_size, endian=endian, max_pfn=nbits, size_page=rules.size_page
-        )
-        for chunk in chunks:
-            lo, hi = chunk.start_pfn, chunk.start_pfn + chunk.count
-            _or_bits(with_page, lo, np.ones(chunk.count, dtype=bool))
-            # struct pages of pfns the dump does not hold are not read (§6.2 step 7)
-            if not have[lo >> 3 : (hi + 7) >> 3].any():
-                continue
-            rows, readable = read_rows(reader, chunk, rules.size_page, page_size)
-            decision = judge(rows, lo, rules, level, readable=readable, carry=carry)
-            carry = decision.carry
-            judged += chunk.count
-            held = np.unpackbits(have[lo >> 3 : (hi + 7) >> 3], bitorder="little")[: chunk.count].astype(bool)
-            classes = np.where(held, decision.classes, CLASS_KEEP)
-            for cls, name in CLASS_NAMES.items():
-                counts[name] += int(np.count_nonzero(classes == cls))
-            _or_bits(out, lo, classes != CLASS_KEEP)
-            if progress is not None:
-                progress(judged)
-        if level & PAGE_LEVEL_BITS:
-            no_page = have & ~with_page
-            counts[CLASS_NAMES[CLASS_NO_PAGE]] = int(np.unpackbits(no_page, bitorder="little")[:nbits].sum())
-            out |= no_page
-    excluded = Bitmap(out.tobytes(), nbits)
-    return Exclusion(level, excluded, counts, judged, round(time.monotonic() - began, 3))
+    if not (rules.runs_for(level) and nbits):
+        return Exclusion(level, Bitmap(bytes(nbytes), nbits), counts, judged, round(time.monotonic() - began, 3))
+    have = np.frombuffer(dumped.to_bytes(nbytes), dtype=np.uint8)
+    have_k, nbits_k = _to_kernel_pages(have, nbits, dump_page, kernel_page)
+    out = np.zeros(have_k.size, dtype=np.uint8)
+    with_page = np.zeros(have_k.size, dtype=np.uint8)
+    carry: tuple[int, int] | None = None
+    chunks = mem_map_chunks(
+        reader, info, word_size=word_size, endian=endian, max_pfn=nbits_k, size_page=rules.size_page
+    )
+    for chunk in chunks:
+        lo, hi = chunk.start_pfn, chunk.start_pfn + chunk.count
+        _or_bits(with_page, lo, np.ones(chunk.count, dtype=bool))
+        # struct pages of pfns the dump does not hold are not read (§6.2 step 7)
+        if not have_k[lo >> 3 : (hi + 7) >> 3].any():
+            continue
+        rows, readable = read_rows(reader, chunk, rules.size_page, kernel_page)
+        decision = judge(rows, lo, rules, level, readable=readable, carry=carry)
+        carry = decision.carry
+        judged += chunk.count
+        held = np.unpackbits(have_k[lo >> 3 : (hi + 7) >> 3], bitorder="little")[: chunk.count].astype(bool)
+        classes = np.where(held, decision.classes, CLASS_KEEP)
+        for cls, name in CLASS_NAMES.items():
+            counts[name] += int(np.count_nonzero(classes == cls))
+        _or_bits(out, lo, classes != CLASS_KEEP)
+        if progress is not None:
+            progress(judged)
+    if level & PAGE_LEVEL_BITS:
+        no_page = have_k & ~with_page
+        counts[CLASS_NAMES[CLASS_NO_PAGE]] = int(np.unpackbits(no_page, bitorder="little")[:nbits_k].sum())
+        out |= no_page
+    excluded = _to_dump_pages(out, nbits_k, nbits, dump_page, kernel_page) & have
+    return Exclusion(level, Bitmap(excluded.tobytes(), nbits), counts, judged, round(time.monotonic() - began, 3))
+
+
+def _to_kernel_pages(have: np.ndarray, nbits: int, dump_page: int, kernel_page: int) -> tuple[np.ndarray, int]:
+    """A dump-pfn bitmap as a kernel-pfn bitmap: a kernel page is held when its dump page is (or any of them)."""
+    if dump_page == kernel_page:
+        return have, nbits
+    bits = np.unpackbits(have, bitorder="little")[:nbits]
+    if dump_page > kernel_page:
+        ratio = dump_page // kernel_page
+        kbits = np.repeat(bits, ratio)
+    else:
+        ratio = kernel_page // dump_page
+        padded = np.zeros(-(-nbits // ratio) * ratio, dtype=np.uint8)
+        padded[:nbits] = bits
+        kbits = padded.reshape(-1, ratio).max(axis=1)
+    return np.packbits(kbits, bitorder="little"), int(kbits.size)
+
+
+def _to_dump_pages(out: np.ndarray, nbits_k: int, nbits: int, dump_page: int, kernel_page: int) -> np.ndarray:
+    """A kernel-pfn exclusion as a dump-pfn one: a dump page goes only when every kernel page in it goes."""
+    if dump_page == kernel_page:
+        return out
+    kbits = np.unpackbits(out, bitorder="little")[:nbits_k]
+    if dump_page > kernel_page:
+        bits = kbits.reshape(nbits, dump_page // kernel_page).min(axis=1)
+    else:
+        bits = np.repeat(kbits, kernel_page // dump_page)[:nbits]
+    return np.packbits(bits, bitorder="little")
 
 
 def _or_bits(out: np.ndarray, start: int, bits: np.ndarray) -> None:
@@ -499,5 +535,5 @@ def dump_exclusion(dump: Dump, level: int, *, progress: Callable[[int], None] | 
     view = kernel_view(dump)
     return page_exclusion(
         view.memory, view.vmcoreinfo, dump.memory.dumped, level, word_size=view.word_size, endian=view.endian,
-        progress=progress,
+        dump_page_size=dump.memory.page_size, progress=progress,
     )  # fmt: skip

@@ -296,3 +296,16 @@ def test_missing_keys_are_named() -> None:
         partial.check_level(16)
     with pytest.raises(UnsupportedError, match=r"SIZE\(page\)"):
         PageRules.from_vmcoreinfo(VmcoreInfo.from_items([("PAGESIZE", "4096")]), word_size=8, endian="little")
+
+
+def test_dump_pages_larger_than_kernel_pages() -> None:
+    """QEMU writes 64 KiB pages for aarch64 guests: a dump page goes only when all its 16 kernel pages go."""
+    lay = LAYOUTS["64-bit"]
+    anon, kernel = KINDS["anon"][0], KINDS["kernel"][0]
+    pages = [anon] * 16 + [anon] * 15 + [kernel] + [anon] * 16  # dump pfns 0, 1, 2
+    dumped = Bitmap.from_pfns([0, 1], 3)  # dump pfn 2 is not in the dump
+    result = page_exclusion(
+        sparse_kernel(lay, pages), vmcoreinfo(lay), dumped, 8, word_size=8, endian="little", dump_page_size=65536
+    )
+    assert set(result.excluded.iter_set()) == {0}
+    assert result.counts["user"] == 31  # kernel pages judged user, in the dump's pages
