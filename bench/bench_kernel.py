@@ -1,8 +1,10 @@
 """Benchmark: ``kdfix dmesg``, ``triage`` and ``map`` on a real dump, dmesg against ``makedumpfile --dump-dmesg``
 timed in the same run (on a fixed, plain KDUMP copy: makedumpfile needs VMCOREINFO); prints one JSON line.
 
-Usage: ``python bench/bench_kernel.py DUMP [--runs 3]``, e.g. a QEMU kdump-zlib of a 128 MiB guest. The kdfix
-times are those of the library calls on DUMP as given (VMCOREINFO from memory when it has none) and on the copy.
+Usage: ``python bench/bench_kernel.py DUMP [--runs 3] [--elf ELF]``, e.g. a QEMU kdump-zlib of a 128 MiB guest. The
+kdfix times are those of the library calls on DUMP as given (VMCOREINFO from memory when it has none) and on the copy.
+``page_pass_s`` is the struct page pass of ``convert --dump-level 31`` alone, ``convert_d31_s`` the whole conversion;
+with ``--elf`` (QEMU's ELF of the same guest) ``makedumpfile -d 31`` of it, fixed, is timed as the peer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kdfix.fix import fix_dump
 from kdfix.kernel.dmesg import dmesg
 from kdfix.kernel.memmap import memory_map
+from kdfix.kernel.pageflags import dump_exclusion
 from kdfix.kernel.triage import triage
+from kdfix.read.probe import open_dump
 from kdfix.write.convert import convert
 
 
@@ -38,12 +42,40 @@ def _best(runs: int, func: Callable[[], Any]) -> float:
     return round(best, 4)
 
 
-def bench(path: str, runs: int) -> dict[str, Any]:
+def _page_pass(path: str) -> int:
+    with open_dump(path) as dump:
+        return dump_exclusion(dump, 31).struct_pages
+
+
+def bench(path: str, runs: int, elf: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"bench": "kernel", "dump": os.path.basename(path), "size": os.path.getsize(path)}
     out["dmesg_s"] = _best(runs, lambda: dmesg(path))
     out["triage_s"] = _best(runs, lambda: triage(path))
     out["map_s"] = _best(runs, lambda: memory_map(path))
+    out["struct_pages"] = _page_pass(path)
+    out["page_pass_s"] = _best(runs, lambda: _page_pass(path))
     with tempfile.TemporaryDirectory() as tmp:
+        d31 = Path(tmp) / "d31.kdump"
+
+        def ours() -> None:
+            d31.unlink(missing_ok=True)
+            convert([path], d31, dump_level=31)
+
+        out["convert_d31_s"] = _best(runs, ours)
+        out["convert_d31_bytes"] = d31.stat().st_size
+        if elf is not None and shutil.which("makedumpfile"):
+            fixed = Path(tmp) / "fixed.elf"
+            fix_dump(elf, output=fixed)
+            mdf = Path(tmp) / "mdf31.kdump"
+
+            def peer31() -> None:
+                mdf.unlink(missing_ok=True)
+                subprocess.run(["makedumpfile", "-c", "-d", "31", str(fixed), str(mdf)], check=True,
+                               capture_output=True)  # fmt: skip
+
+            out["makedumpfile_d31_s"] = _best(runs, peer31)
+            out["makedumpfile_d31_bytes"] = mdf.stat().st_size
+            out["convert_d31_vs_makedumpfile"] = round(out["convert_d31_s"] / out["makedumpfile_d31_s"], 2)
         plain = Path(tmp) / "plain.kdump"
         convert([path], plain, flat=False)
         plain.chmod(0o600)
@@ -67,8 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dump")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--elf", help="QEMU's ELF of the same guest: time makedumpfile -d 31 of it as the peer")
     args = parser.parse_args()
-    print(json.dumps(bench(args.dump, args.runs)))
+    print(json.dumps(bench(args.dump, args.runs, args.elf)))
 
 
 if __name__ == "__main__":
