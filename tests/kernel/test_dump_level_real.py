@@ -114,6 +114,10 @@ def test_filtered_output_opens_in_crash_drgn_and_makedumpfile(tmp_path: Path, gu
     with kdfix.open_dump(elf_out) as e, kdfix.open_dump(out) as k:
         zero = {p for p in k.memory.dumped.iter_set() if k.kdump is not None and k.kdump.is_zero_page(p)}
         assert set(e.memory.dumped.iter_set()) == set(k.memory.dumped.iter_set()) - zero
+    parts = convert([guest_panic.kdump_zlib], tmp_path / "d31.split", split=2, flat=True, dump_level=31).outputs
+    with kdfix.open_dump(*parts) as sp, kdfix.open_dump(out) as k:  # a flattened split set: the same pages
+        assert set(sp.memory.dumped.iter_set()) == set(k.memory.dumped.iter_set())
+        assert sp.model.dump_level == 31
 
 
 def makedumpfile_dump_dmesg_of(guest, tmp_path: Path) -> list[str]:  # type: ignore[no-untyped-def]
