@@ -35,6 +35,7 @@ from kdfix.format.elf import (
     ehdr_layout,
     phdr_layout,
 )
+from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, pack_notes
 from kdfix.read.memory import PhysicalMemory
@@ -85,6 +86,51 @@ def runs_of(memory: PhysicalMemory, *, exclude_zero: bool = False, exclude: Bitm
     return [LoadSegment(a * ps, a * ps, (b - a) * ps) for a, b in bitmap.iter_runs()]
 
 
+def _checked_loads(loads: list[LoadSegment], abi: Abi) -> list[LoadSegment]:
+    """The PT_LOADs to write: at least one, each within the ABI's words, fewer than PN_XNUM in all."""
+    if not loads:  # a dump with no pages: readers (libkdumpfile, drgn) want at least one PT_LOAD, an empty one does
+        loads = [LoadSegment(0, 0, 0)]
+    limit = abi.word_mask
+    for seg in loads:
+        if seg.paddr + seg.size - 1 > limit or seg.vaddr > limit:
+            raise WriteError(f"segment at {seg.paddr:#x} does not fit an Elf32 file", field="p_paddr")
+    phnum = 1 + len(loads)
+    if phnum >= PN_XNUM:
+        raise WriteError(f"{phnum} program headers exceed the ELF limit of {PN_XNUM - 1}", field="e_phnum")
+    return loads
+
+
+def _pack_headers(
+    model: DumpModel, loads: list[LoadSegment], notes_offset: int, notes_size: int, data_offset: int
+) -> tuple[bytes, list[tuple[LoadSegment, int]]]:
+    """The ELF header and program headers (PT_NOTE, then the PT_LOADs laid out from ``data_offset``), and where
+    each segment's data goes, as /proc/vmcore lays them out."""
+    abi = model.abi
+    ehdr = ehdr_layout(abi)
+    phdr = phdr_layout(abi)
+    header = ELF_EHDR.make(
+        e_ident=e_ident(abi),
+        e_type=ET_CORE,
+        e_machine=default_machine(model),
+        e_version=EV_CURRENT,
+        e_phoff=ehdr.size,
+        e_flags=ELF_INCOMPLETE_FLAG if model.status & DumpFlag.COMPRESSED_INCOMPLETE else 0,
+        e_ehsize=ehdr.size,
+        e_phentsize=phdr.size,
+        e_phnum=1 + len(loads),
+    )
+    record = phdr.layout.make  # ELF64_PHDR or ELF32_PHDR
+    phdrs = [phdr.pack(record(p_type=PT_NOTE, p_offset=notes_offset, p_filesz=notes_size))]
+    pos = data_offset
+    placed: list[tuple[LoadSegment, int]] = []
+    for seg in loads:
+        phdrs.append(phdr.pack(record(p_type=PT_LOAD, p_flags=PF_R | PF_W | PF_X, p_offset=pos, p_vaddr=seg.vaddr,
+                                      p_paddr=seg.paddr, p_filesz=seg.size, p_memsz=seg.size)))  # fmt: skip
+        placed.append((seg, pos))
+        pos += seg.size
+    return ehdr.pack(header) + b"".join(phdrs), placed
+
+
 def write_elf(
     target: str | os.PathLike[str] | Sink,
     model: DumpModel,
@@ -99,58 +145,21 @@ def write_elf(
     began = time.monotonic()
     abi = model.abi
     ps = memory.page_size
-    loads = list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero, exclude=exclude)
-    if not loads:  # a dump with no pages: readers (libkdumpfile, drgn) want at least one PT_LOAD, an empty one does
-        loads = [LoadSegment(0, 0, 0)]
-    limit = abi.word_mask
-    for seg in loads:
-        if seg.paddr + seg.size - 1 > limit or seg.vaddr > limit:
-            raise WriteError(f"segment at {seg.paddr:#x} does not fit an Elf32 file", field="p_paddr")
-    phnum = 1 + len(loads)
-    if phnum >= PN_XNUM:
-        raise WriteError(f"{phnum} program headers exceed the ELF limit of {PN_XNUM - 1}", field="e_phnum")
-    ehdr = ehdr_layout(abi)
-    phdr = phdr_layout(abi)
-    blob = pack_notes(elf_notes(model), abi)
-    notes_offset = ehdr.size + phnum * phdr.size
-    data_offset = align_up(notes_offset + len(blob), ps)
-    header = ELF_EHDR.make(
-        e_ident=e_ident(abi),
-        e_type=ET_CORE,
-        e_machine=default_machine(model),
-        e_version=EV_CURRENT,
-        e_phoff=ehdr.size,
-        e_flags=ELF_INCOMPLETE_FLAG if model.status & DumpFlag.COMPRESSED_INCOMPLETE else 0,
-        e_ehsize=ehdr.size,
-        e_phentsize=phdr.size,
-        e_phnum=phnum,
+    loads = _checked_loads(
+        list(segments) if segments is not None else runs_of(memory, exclude_zero=exclude_zero, exclude=exclude), abi
     )
-    record = phdr.layout.make  # ELF64_PHDR or ELF32_PHDR
-    phdrs = [phdr.pack(record(p_type=PT_NOTE, p_offset=notes_offset, p_filesz=len(blob)))]
-    pos = data_offset
-    placed: list[tuple[LoadSegment, int]] = []
-    for seg in loads:
-        phdrs.append(
-            phdr.pack(
-                record(
-                    p_type=PT_LOAD,
-                    p_flags=PF_R | PF_W | PF_X,
-                    p_offset=pos,
-                    p_vaddr=seg.vaddr,
-                    p_paddr=seg.paddr,
-                    p_filesz=seg.size,
-                    p_memsz=seg.size,
-                )
-            )
-        )
-        placed.append((seg, pos))
-        pos += seg.size
+    ehdr = ehdr_layout(abi)
+    blob = pack_notes(elf_notes(model), abi)
+    notes_offset = ehdr.size + (1 + len(loads)) * phdr_layout(abi).size
+    data_offset = align_up(notes_offset + len(blob), ps)
+    headers, placed = _pack_headers(model, loads, notes_offset, len(blob), data_offset)
+    pos = data_offset + sum(seg.size for seg in loads)  # the end of the last segment's data
     total = sum(seg.size for seg in loads)
     own = not isinstance(target, Sink)
     sink: Sink = target if isinstance(target, Sink) else FileSink(target)
     pages = 0
     try:
-        sink.write_at(0, ehdr.pack(header) + b"".join(phdrs))
+        sink.write_at(0, headers)
         sink.write_at(notes_offset, blob)
         done = 0
         for seg, offset in placed:
