@@ -242,20 +242,22 @@ def _qemu_note_from_prstatus(note: Note) -> Note:
 
 
 def _rebuild_notes(arch: Arch, notes: list[Note], vmcoreinfo: bytes | None) -> tuple[bytes, int, bytes | None]:
-    """QEMU's note layout from arbitrary notes: CORE notes, QEMU notes on targets that write them (made from an
-    x86_64 prstatus if absent; other registers are not invented), VMCOREINFO."""
-    core = [n for n in notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
+    """QEMU's note layout from arbitrary notes: CORE notes (NT_PRSTATUS, and NT_PRFPREG where QEMU wrote them, as
+    on ARM, in their order), QEMU notes on targets that write them (made from an x86_64 prstatus if absent; other
+    registers are not invented), VMCOREINFO."""
+    core = [n for n in notes if n.name == NOTE_NAME_CORE and n.type in (NoteType.NT_PRSTATUS, NoteType.NT_PRFPREG)]
+    prstatus = [n for n in core if n.type == NoteType.NT_PRSTATUS]
     qemu = [n for n in notes if n.name == NOTE_NAME_QEMU] if arch.qemu.cpu_state_notes else []
     x86_64_size = ELF_PRSTATUS_X86_64.bind(LP64_LE).size
-    if arch.qemu.cpu_state_notes and not qemu and core and all(len(n.desc) == x86_64_size for n in core):
-        qemu = [_qemu_note_from_prstatus(n) for n in core]
-    if len(qemu) != len(core):
-        qemu = qemu[: len(core)]
+    if arch.qemu.cpu_state_notes and not qemu and prstatus and all(len(n.desc) == x86_64_size for n in prstatus):
+        qemu = [_qemu_note_from_prstatus(n) for n in prstatus]
+    if len(qemu) != len(prstatus):
+        qemu = qemu[: len(prstatus)]
     vmci = next((n for n in notes if n.name == NOTE_NAME_VMCOREINFO), None)
     if vmci is None and vmcoreinfo is not None:
         vmci = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, vmcoreinfo)
     cpu = b"".join(pack_note(n, LP64_LE) for n in [*core, *qemu])
-    return cpu, len(core), (pack_note(vmci, LP64_LE) if vmci is not None else None)
+    return cpu, len(prstatus), (pack_note(vmci, LP64_LE) if vmci is not None else None)
 
 
 def _read_exact(f: BinaryIO, offset: int, length: int, what: str, path: str) -> bytes:
