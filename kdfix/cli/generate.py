@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Generate a dump; without --mark a --style linux dump looks QEMU-made (it carries QEMU notes)."""
+        """Generate a dump; without --mark an x86_64 --style linux dump looks QEMU-made (it carries QEMU notes)."""
         if style not in STYLES:
             raise fail(f"unknown style {style!r} (choose from {', '.join(STYLES)})", EXIT_UNUSABLE)
         if compress not in CODEC_CHOICES:
