@@ -181,158 +181,244 @@ class _Words:
         return self.uint(offset, self.word_size)
 
 
+@dataclass(frozen=True)
+class _PrbLayout:
+    """Offsets and sizes of the ring's structures, all from VMCOREINFO (§4.1); None: the kernel has no such field."""
+
+    rb_size: int
+    off_desc_ring: int
+    off_text_ring: int
+    off_count_bits: int
+    off_descs: int
+    off_infos: int
+    off_head_id: int
+    off_tail_id: int
+    desc_size: int
+    off_state: int
+    off_lpos: int
+    off_begin: int
+    off_next: int
+    info_size: int
+    off_seq: int
+    off_text_len: int
+    off_size_bits: int
+    off_data: int
+    off_counter: int
+    off_ts: int
+    off_caller: int | None
+    off_dev: int | None
+    off_subsys: int | None
+    off_device: int | None
+    len_subsys: str | None
+    len_device: str | None
+    off_fail: int | None
+
+    @classmethod
+    def of(cls, info: VmcoreInfo) -> _PrbLayout:
+        k = _Keys(info)
+        need = {
+            name: k.get(kind, key)
+            for name, kind, key in (
+                ("rb_size", "SIZE", "printk_ringbuffer"),
+                ("off_desc_ring", "OFFSET", "printk_ringbuffer.desc_ring"),
+                ("off_text_ring", "OFFSET", "printk_ringbuffer.text_data_ring"),
+                ("off_count_bits", "OFFSET", "prb_desc_ring.count_bits"),
+                ("off_descs", "OFFSET", "prb_desc_ring.descs"),
+                ("off_infos", "OFFSET", "prb_desc_ring.infos"),
+                ("off_head_id", "OFFSET", "prb_desc_ring.head_id"),
+                ("off_tail_id", "OFFSET", "prb_desc_ring.tail_id"),
+                ("desc_size", "SIZE", "prb_desc"),
+                ("off_state", "OFFSET", "prb_desc.state_var"),
+                ("off_lpos", "OFFSET", "prb_desc.text_blk_lpos"),
+                ("off_begin", "OFFSET", "prb_data_blk_lpos.begin"),
+                ("off_next", "OFFSET", "prb_data_blk_lpos.next"),
+                ("info_size", "SIZE", "printk_info"),
+                ("off_seq", "OFFSET", "printk_info.seq"),
+                ("off_text_len", "OFFSET", "printk_info.text_len"),
+                ("off_size_bits", "OFFSET", "prb_data_ring.size_bits"),
+                ("off_data", "OFFSET", "prb_data_ring.data"),
+                ("off_counter", "OFFSET", "atomic_long_t.counter"),
+            )
+        }
+        off_ts = info.offset("printk_info.ts_nsec")
+        if off_ts is None:  # the ktime_timestamps variant (§4.1)
+            off_ts = k.get("OFFSET", "printk_info.ts") + k.get("OFFSET", "ktime_timestamps.mono")
+        k.check("printk ring buffer")
+        return cls(
+            **need,
+            off_ts=off_ts,
+            off_caller=info.offset("printk_info.caller_id"),
+            off_dev=info.offset("printk_info.dev_info"),
+            off_subsys=info.offset("dev_printk_info.subsystem"),
+            off_device=info.offset("dev_printk_info.device"),
+            len_subsys=info.get("LENGTH(printk_info_subsystem)"),
+            len_device=info.get("LENGTH(printk_info_device)"),
+            off_fail=info.offset("printk_ringbuffer.fail"),
+        )
+
+
+@dataclass
+class _Ring:
+    """The ring's three areas as read (unreadable pages zero-filled, their offsets in ``*_bad``) and its ids."""
+
+    count: int
+    size_bits: int
+    head_id: int
+    tail_id: int
+    dropped: int
+    descs: _Words
+    infos: _Words
+    data: bytes
+    descs_bad: list[range]
+    infos_bad: list[range]
+    data_bad: list[range]
+    damage: list[str]
+
+
 def read_printk_ringbuffer(info: VmcoreInfo, mem: VirtualReader, *, word_size: int, endian: Endian) -> KernelLog:
     """Walk the lockless ring from its tail id to its head id (§4.3), decoding each text block (§4.4)."""
     prb_ptr = info.symbol("prb")
     if prb_ptr is None:
         raise UnsupportedError("VMCOREINFO has no SYMBOL(prb)")
-    k = _Keys(info)
-    rb_size = k.get("SIZE", "printk_ringbuffer")
-    off_desc_ring = k.get("OFFSET", "printk_ringbuffer.desc_ring")
-    off_text_ring = k.get("OFFSET", "printk_ringbuffer.text_data_ring")
-    off_count_bits = k.get("OFFSET", "prb_desc_ring.count_bits")
-    off_descs = k.get("OFFSET", "prb_desc_ring.descs")
-    off_infos = k.get("OFFSET", "prb_desc_ring.infos")
-    off_head_id = k.get("OFFSET", "prb_desc_ring.head_id")
-    off_tail_id = k.get("OFFSET", "prb_desc_ring.tail_id")
-    desc_size = k.get("SIZE", "prb_desc")
-    off_state = k.get("OFFSET", "prb_desc.state_var")
-    off_lpos = k.get("OFFSET", "prb_desc.text_blk_lpos")
-    off_begin = k.get("OFFSET", "prb_data_blk_lpos.begin")
-    off_next = k.get("OFFSET", "prb_data_blk_lpos.next")
-    info_size = k.get("SIZE", "printk_info")
-    off_seq = k.get("OFFSET", "printk_info.seq")
-    off_text_len = k.get("OFFSET", "printk_info.text_len")
-    off_size_bits = k.get("OFFSET", "prb_data_ring.size_bits")
-    off_data = k.get("OFFSET", "prb_data_ring.data")
-    off_counter = k.get("OFFSET", "atomic_long_t.counter")
-    off_ts = info.offset("printk_info.ts_nsec")
-    if off_ts is None:  # the ktime_timestamps variant (§4.1)
-        off_ts = k.get("OFFSET", "printk_info.ts") + k.get("OFFSET", "ktime_timestamps.mono")
-    k.check("printk ring buffer")
-    off_caller = info.offset("printk_info.caller_id")
-    off_dev = info.offset("printk_info.dev_info")
-    off_subsys = info.offset("dev_printk_info.subsystem")
-    off_device = info.offset("dev_printk_info.device")
-    len_subsys = info.get("LENGTH(printk_info_subsystem)")
-    len_device = info.get("LENGTH(printk_info_device)")
-    off_fail = info.offset("printk_ringbuffer.fail")
-    # facility and flags:5/level:3 follow text_len (u16) and are not exported (§4.1)
-    off_facility, off_flags = off_text_len + 2, off_text_len + 3
-
+    lay = _PrbLayout.of(info)
     bits = 8 * word_size
-    word_mask = (1 << bits) - 1
-    id_mask = word_mask & ~(3 << (bits - 2))
+    id_mask = ((1 << bits) - 1) & ~(3 << (bits - 2))
+    ring = _read_ring(lay, mem, prb_ptr, word_size, endian)
+    damage = ring.damage
+    tail_id, count = ring.tail_id, ring.count
+    span = (ring.head_id - tail_id) & id_mask
+    if span >= count:
+        damage.append(f"head_id {ring.head_id:#x} and tail_id {tail_id:#x} are {span} ids apart in a ring of "
+                      f"{count}: reading the last {count}")  # fmt: skip
+        tail_id = (ring.head_id - count + 1) & id_mask
+        span = count - 1
+    records: list[LogRecord] = []
+    skipped: dict[str, list[int]] = {}
+    for step in range(span + 1):
+        desc_id = (tail_id + step) & id_mask
+        found = _decode_record(lay, ring, desc_id, word_size, id_mask)
+        if isinstance(found, tuple):  # a record whose text the kernel lost: kept, and counted as damage
+            records.append(found[0])
+            skipped.setdefault(found[1], []).append(desc_id)
+        elif isinstance(found, LogRecord):
+            records.append(found)
+        elif found is not None:
+            skipped.setdefault(found, []).append(desc_id)
+    for reason, ids in skipped.items():
+        damage.append(f"{len(ids)} record(s) skipped, {reason}: ids {_id_list(ids)}")
+    damage.extend(_sequence_gaps(records))
+    overwritten = records[0].seq if records else 0
+    return KernelLog("printk_ringbuffer", tuple(records), tuple(damage), overwritten, ring.dropped)
 
-    def word(vaddr: int, what: str) -> int:
-        try:
-            return int.from_bytes(mem.read(vaddr, word_size), endian)
-        except KdfixError as exc:
-            raise exc.with_context(field=what) from None
 
-    rb_vaddr = word(prb_ptr, "prb")
+def _read_ring(lay: _PrbLayout, mem: VirtualReader, prb_ptr: int, word_size: int, endian: Endian) -> _Ring:
+    """``*prb`` and its ring sizes (bounded before anything is allocated), then the three areas, tolerantly."""
     try:
-        rb = _Words(mem.read(rb_vaddr, rb_size), word_size, endian)
+        rb_vaddr = int.from_bytes(mem.read(prb_ptr, word_size), endian)
+    except KdfixError as exc:
+        raise exc.with_context(field="prb") from None
+    try:
+        rb = _Words(mem.read(rb_vaddr, lay.rb_size), word_size, endian)
     except KdfixError as exc:
         raise exc.with_context(field="*prb (struct printk_ringbuffer)") from None
-    count_bits = rb.uint(off_desc_ring + off_count_bits, 4)
-    size_bits = rb.uint(off_text_ring + off_size_bits, 4)
+    count_bits = rb.uint(lay.off_desc_ring + lay.off_count_bits, 4)
+    size_bits = rb.uint(lay.off_text_ring + lay.off_size_bits, 4)
     if not 0 < count_bits <= MAX_DESC_BITS:
-        raise FormatError(f"prb_desc_ring.count_bits at {rb_vaddr + off_desc_ring + off_count_bits:#x}: "
+        raise FormatError(f"prb_desc_ring.count_bits at {rb_vaddr + lay.off_desc_ring + lay.off_count_bits:#x}: "
                           f"{count_bits} is not a ring size")  # fmt: skip
     if not 0 < size_bits <= MAX_DATA_BITS:
-        raise FormatError(f"prb_data_ring.size_bits at {rb_vaddr + off_text_ring + off_size_bits:#x}: "
+        raise FormatError(f"prb_data_ring.size_bits at {rb_vaddr + lay.off_text_ring + lay.off_size_bits:#x}: "
                           f"{size_bits} is not a ring size")  # fmt: skip
     count, data_size = 1 << count_bits, 1 << size_bits
-    descs_vaddr = rb.word(off_desc_ring + off_descs)
-    infos_vaddr = rb.word(off_desc_ring + off_infos)
-    data_vaddr = rb.word(off_text_ring + off_data)
-    head_id = rb.word(off_desc_ring + off_head_id + off_counter)
-    tail_id = rb.word(off_desc_ring + off_tail_id + off_counter)
-    dropped = rb.word(off_fail + off_counter) if off_fail is not None else 0
-
+    descs_vaddr = rb.word(lay.off_desc_ring + lay.off_descs)
+    infos_vaddr = rb.word(lay.off_desc_ring + lay.off_infos)
+    data_vaddr = rb.word(lay.off_text_ring + lay.off_data)
     damage: list[str] = []
-    descs_raw, descs_bad = _read_tolerant(mem, descs_vaddr, count * desc_size)
-    infos_raw, infos_bad = _read_tolerant(mem, infos_vaddr, count * info_size)
+    descs_raw, descs_bad = _read_tolerant(mem, descs_vaddr, count * lay.desc_size)
+    infos_raw, infos_bad = _read_tolerant(mem, infos_vaddr, count * lay.info_size)
     data_raw, data_bad = _read_tolerant(mem, data_vaddr, data_size)
     for name, bad, base in (("descriptors", descs_bad, descs_vaddr), ("record infos", infos_bad, infos_vaddr),
                             ("text data", data_bad, data_vaddr)):  # fmt: skip
         if bad:
             damage.append(f"{name}: {sum(len(r) for r in bad)} bytes unreadable from {base + bad[0].start:#x}")
-    descs = _Words(descs_raw, word_size, endian)
-    infos = _Words(infos_raw, word_size, endian)
+    return _Ring(
+        count=count,
+        size_bits=size_bits,
+        head_id=rb.word(lay.off_desc_ring + lay.off_head_id + lay.off_counter),
+        tail_id=rb.word(lay.off_desc_ring + lay.off_tail_id + lay.off_counter),
+        dropped=rb.word(lay.off_fail + lay.off_counter) if lay.off_fail is not None else 0,
+        descs=_Words(descs_raw, word_size, endian),
+        infos=_Words(infos_raw, word_size, endian),
+        data=data_raw,
+        descs_bad=descs_bad,
+        infos_bad=infos_bad,
+        data_bad=data_bad,
+        damage=damage,
+    )
 
-    span = (head_id - tail_id) & id_mask
-    if span >= count:
-        damage.append(f"head_id {head_id:#x} and tail_id {tail_id:#x} are {span} ids apart in a ring of {count}: "
-                      f"reading the last {count}")  # fmt: skip
-        tail_id = (head_id - count + 1) & id_mask
-        span = count - 1
 
-    records: list[LogRecord] = []
-    skipped: dict[str, list[int]] = {}
-    for step in range(span + 1):
-        desc_id = (tail_id + step) & id_mask
-        idx = desc_id & (count - 1)
-        d, i = idx * desc_size, idx * info_size
-        if _overlaps(descs_bad, d, d + desc_size) or _overlaps(infos_bad, i, i + info_size):
-            skipped.setdefault("unreadable descriptor", []).append(desc_id)
-            continue
-        sv = descs.word(d + off_state + off_counter)
-        state = (sv >> (bits - 2)) & 3
-        if (sv & id_mask) != desc_id:
-            skipped.setdefault("descriptor id mismatch", []).append(desc_id)
-            continue
-        if state == _STATE_REUSABLE:  # freed for reuse (the ring's initial tail is one): nothing lost
-            continue
-        if state != _STATE_COMMITTED and state != _STATE_FINALIZED:
-            skipped.setdefault("reserved (a writer was busy)", []).append(desc_id)
-            continue
-        begin = descs.word(d + off_lpos + off_begin)
-        nxt = descs.word(d + off_lpos + off_next)
-        text_len = infos.uint(i + off_text_len, 2)
-        dataless = bool(begin & 1 and nxt & 1)
-        text = b""
-        if dataless:
-            if begin == 1 or nxt == 1:  # FAILED_LPOS: the kernel could not store the text
-                skipped.setdefault("text lost by the kernel (FAILED_LPOS)", []).append(desc_id)
-        else:
-            block = _text_block(begin, nxt, size_bits, word_mask)
-            if block is None:
-                skipped.setdefault("illegal text block position", []).append(desc_id)
-                continue
-            start, length = block
-            if _overlaps(data_bad, start, start + length):
-                skipped.setdefault("text in an unreadable page", []).append(desc_id)
-                continue
-            usable = max(length - word_size, 0)
-            text = data_raw[start + word_size : start + word_size + min(text_len, usable)]
-        dev = i + off_dev if off_dev is not None else None
-        subsystem = device = ""
-        if dev is not None and off_subsys is not None and len_subsys is not None:
-            subsystem = _cstr(infos_raw[dev + off_subsys : dev + off_subsys + int(len_subsys)])
-        if dev is not None and off_device is not None and len_device is not None:
-            device = _cstr(infos_raw[dev + off_device : dev + off_device + int(len_device)])
-        level_byte = infos.uint(i + off_flags, 1)
-        records.append(
-            LogRecord(
-                seq=infos.uint(i + off_seq, 8),
-                ts_nsec=infos.uint(i + off_ts, 8),
-                level=level_byte >> 5,
-                facility=infos.uint(i + off_facility, 1),
-                flags=level_byte & 0x1F,
-                caller_id=infos.uint(i + off_caller, 4) if off_caller is not None else None,
-                text=text,
-                subsystem=subsystem,
-                device=device,
-                dataless=dataless,
-            )
-        )
-    for reason, ids in skipped.items():
-        damage.append(f"{len(ids)} record(s) skipped, {reason}: ids {_id_list(ids)}")
-    damage.extend(_sequence_gaps(records))
-    overwritten = records[0].seq if records else 0
-    return KernelLog("printk_ringbuffer", tuple(records), tuple(damage), overwritten, dropped)
+def _decode_record(
+    lay: _PrbLayout, ring: _Ring, desc_id: int, word_size: int, id_mask: int
+) -> LogRecord | tuple[LogRecord, str] | str | None:
+    """Descriptor ``desc_id``'s record; a reason string when it is skipped; (record, reason) for a record whose
+    text the kernel lost; None for a descriptor freed for reuse (§4.3 steps 5-6, §4.4)."""
+    bits = 8 * word_size
+    idx = desc_id & (ring.count - 1)
+    d, i = idx * lay.desc_size, idx * lay.info_size
+    if _overlaps(ring.descs_bad, d, d + lay.desc_size) or _overlaps(ring.infos_bad, i, i + lay.info_size):
+        return "unreadable descriptor"
+    sv = ring.descs.word(d + lay.off_state + lay.off_counter)
+    state = (sv >> (bits - 2)) & 3
+    if (sv & id_mask) != desc_id:
+        return "descriptor id mismatch"
+    if state == _STATE_REUSABLE:  # freed for reuse (the ring's initial tail is one): nothing lost
+        return None
+    if state != _STATE_COMMITTED and state != _STATE_FINALIZED:
+        return "reserved (a writer was busy)"
+    begin = ring.descs.word(d + lay.off_lpos + lay.off_begin)
+    nxt = ring.descs.word(d + lay.off_lpos + lay.off_next)
+    text_len = ring.infos.uint(i + lay.off_text_len, 2)
+    dataless = bool(begin & 1 and nxt & 1)
+    text = b""
+    lost = None
+    if dataless:
+        if begin == 1 or nxt == 1:  # FAILED_LPOS: the kernel could not store the text
+            lost = "text lost by the kernel (FAILED_LPOS)"
+    else:
+        block = _text_block(begin, nxt, ring.size_bits, (1 << bits) - 1)
+        if block is None:
+            return "illegal text block position"
+        start, length = block
+        if _overlaps(ring.data_bad, start, start + length):
+            return "text in an unreadable page"
+        usable = max(length - word_size, 0)
+        text = ring.data[start + word_size : start + word_size + min(text_len, usable)]
+    record = _record_at(lay, ring.infos, i, text, dataless)
+    return record if lost is None else (record, lost)
+
+
+def _record_at(lay: _PrbLayout, infos: _Words, i: int, text: bytes, dataless: bool) -> LogRecord:
+    """The printk_info at ``i`` with its text; facility and flags:5/level:3 follow text_len (u16), not exported."""
+    subsystem = device = ""
+    if lay.off_dev is not None:
+        dev = i + lay.off_dev
+        if lay.off_subsys is not None and lay.len_subsys is not None:
+            subsystem = _cstr(infos.data[dev + lay.off_subsys : dev + lay.off_subsys + int(lay.len_subsys)])
+        if lay.off_device is not None and lay.len_device is not None:
+            device = _cstr(infos.data[dev + lay.off_device : dev + lay.off_device + int(lay.len_device)])
+    level_byte = infos.uint(i + lay.off_text_len + 3, 1)
+    return LogRecord(
+        seq=infos.uint(i + lay.off_seq, 8),
+        ts_nsec=infos.uint(i + lay.off_ts, 8),
+        level=level_byte >> 5,
+        facility=infos.uint(i + lay.off_text_len + 2, 1),
+        flags=level_byte & 0x1F,
+        caller_id=infos.uint(i + lay.off_caller, 4) if lay.off_caller is not None else None,
+        text=text,
+        subsystem=subsystem,
+        device=device,
+        dataless=dataless,
+    )
 
 
 def _text_block(begin: int, nxt: int, size_bits: int, word_mask: int) -> tuple[int, int] | None:
