@@ -114,6 +114,58 @@ class Kallsyms:
         return None if found is None else int(self.addresses[found])
 
 
+def _tokens(token_index: np.ndarray, token_table: bytes) -> list[bytes]:
+    """The 256 tokens names are made of: NUL-terminated strings at ``kallsyms_token_index`` (§5.2)."""
+    tokens = []
+    for start in token_index.tolist():
+        end = token_table.find(b"\0", start)
+        tokens.append(token_table[start : end if end >= 0 else len(token_table)])
+    return tokens
+
+
+def _entry_starts(stream: _Stream, count: int, long_lengths: bool) -> np.ndarray:
+    """Offset of each entry's first token in the names stream, and its token count (two arrays); a length byte
+    with bit 7 set continues in the next byte from Linux 6.1 (``long_lengths``)."""
+    starts = np.empty(count, dtype=np.int64)
+    lengths = np.empty(count, dtype=np.int64)
+    pos = 0
+    data = stream.data
+    for i in range(count):
+        stream.ensure(pos + 2)
+        n = data[pos]
+        head = 1
+        if long_lengths and n & 0x80:
+            n = (n & 0x7F) | data[pos + 1] << 7
+            head = 2
+        starts[i], lengths[i] = pos + head, n
+        pos += head + n
+    stream.ensure(pos)
+    return np.stack([starts, lengths])
+
+
+def _address_schemes(
+    raw: np.ndarray, base: int | None, syms: dict[str, int | None], mem: VirtualReader, word_size: int, bo: str
+) -> dict[str, np.ndarray]:
+    """Every way the kernel may have stored the addresses (§5.3), to be told apart by _stext."""
+    count = len(raw)
+    mask = np.uint64((1 << (8 * word_size)) - 1)
+    schemes: dict[str, np.ndarray] = {}  # uint64 arithmetic wraps as the kernel's unsigned long does
+    if base is not None:
+        ubase = np.uint64(base)
+        schemes["base-relative"] = (ubase + (raw & 0xFFFFFFFF).astype(np.uint64)) & mask
+        percpu = np.where(raw >= 0, raw.astype(np.uint64), ubase - np.uint64(1) + (-raw).astype(np.uint64))
+        schemes["absolute-percpu"] = percpu & mask
+    offsets = syms["kallsyms_offsets"]
+    if offsets is not None:
+        place = (4 * np.arange(count, dtype=np.int64) + raw).astype(np.uint64)
+        schemes["place-relative"] = (np.uint64(offsets) + place) & mask
+    addresses = syms["kallsyms_addresses"]
+    if addresses is not None:
+        absolute = np.frombuffer(mem.read(addresses, word_size * count), dtype=f"{bo}u{word_size}")
+        schemes = {"absolute": absolute.astype(np.uint64)}
+    return schemes
+
+
 def read_kallsyms(info: VmcoreInfo, mem: VirtualReader, *, word_size: int, endian: Endian) -> Kallsyms:
     """Decode the kernel's kallsyms tables from memory (§5.2) and pick the address scheme that gives _stext (§5.3)."""
     syms = {name: info.symbol(name) for name in (*REQUIRED, "kallsyms_relative_base", "kallsyms_addresses")}
@@ -133,53 +185,15 @@ def read_kallsyms(info: VmcoreInfo, mem: VirtualReader, *, word_size: int, endia
         raise FormatError(f"kallsyms_num_syms at {syms['kallsyms_num_syms']:#x}: {count} symbols is implausible")
     bo = "<" if endian == "little" else ">"
     token_index = np.frombuffer(read("kallsyms_token_index", 512), dtype=f"{bo}u2").astype(np.int64)
-    table_len = int(token_index.max()) + 256
-    token_table = read("kallsyms_token_table", table_len)
-    tokens = []
-    for start in token_index.tolist():
-        end = token_table.find(b"\0", start)
-        tokens.append(token_table[start : end if end >= 0 else len(token_table)])
-
+    tokens = _tokens(token_index, read("kallsyms_token_table", int(token_index.max()) + 256))
     stream = _Stream(mem, syms["kallsyms_names"] or 0, count * (2 + MAX_NAME_TOKENS))
-
-    def entry_starts(long_lengths: bool) -> np.ndarray:
-        """Offset of each entry's first token in the names stream, and its token count (two arrays)."""
-        starts = np.empty(count, dtype=np.int64)
-        lengths = np.empty(count, dtype=np.int64)
-        pos = 0
-        data = stream.data
-        for i in range(count):
-            stream.ensure(pos + 2)
-            n = data[pos]
-            head = 1
-            if long_lengths and n & 0x80:
-                n = (n & 0x7F) | data[pos + 1] << 7
-                head = 2
-            starts[i], lengths[i] = pos + head, n
-            pos += head + n
-        stream.ensure(pos)
-        return np.stack([starts, lengths])
-
     long_first = _version_at_least(info.osrelease, 6, 1) is not False
     raw = np.frombuffer(read("kallsyms_offsets", 4 * count), dtype=f"{bo}i4").astype(np.int64)
     base = int.from_bytes(read("kallsyms_relative_base", word_size), endian) if syms["kallsyms_relative_base"] else None
-    mask = np.uint64((1 << (8 * word_size)) - 1)
-    schemes: dict[str, np.ndarray] = {}  # uint64 arithmetic wraps as the kernel's unsigned long does
-    if base is not None:
-        ubase = np.uint64(base)
-        schemes["base-relative"] = (ubase + (raw & 0xFFFFFFFF).astype(np.uint64)) & mask
-        percpu = np.where(raw >= 0, raw.astype(np.uint64), ubase - np.uint64(1) + (-raw).astype(np.uint64))
-        schemes["absolute-percpu"] = percpu & mask
-    if syms["kallsyms_offsets"] is not None:
-        place = (4 * np.arange(count, dtype=np.int64) + raw).astype(np.uint64)
-        schemes["place-relative"] = (np.uint64(syms["kallsyms_offsets"]) + place) & mask
-    if syms["kallsyms_addresses"] is not None:
-        absolute = np.frombuffer(mem.read(syms["kallsyms_addresses"], word_size * count), dtype=f"{bo}u{word_size}")
-        schemes = {"absolute": absolute.astype(np.uint64)}
-
+    schemes = _address_schemes(raw, base, syms, mem, word_size, bo)
     for long_lengths in (long_first, not long_first):
         try:
-            starts, lengths = entry_starts(long_lengths)
+            starts, lengths = _entry_starts(stream, count, long_lengths)
         except FormatError:
             continue
         names = bytes(stream.data)
