@@ -211,38 +211,19 @@ def walk(
             seen.add(full)
             if (include and not matches(rel, include)) or matches(rel, exclude):
                 continue
-            try:
-                st = os.lstat(full)
-            except OSError as exc:
-                skipped.append(SkippedFile(rel, f"cannot stat: {exc.strerror or exc}", failed=True))
+            looked = _look_at(full, rel, root)
+            if looked is None:
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                target = os.path.realpath(full)
-                where = "inside the root (processed under its own path)" if _within(target, root) else (
-                    "out of the walked root")  # fmt: skip
-                skipped.append(SkippedFile(rel, f"symlink {where}, not followed"))
+            if isinstance(looked, SkippedFile):
+                skipped.append(looked)
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(SkippedFile(rel, "not a regular file"))
-                continue
-            if full.endswith(TEMP_SUFFIX) and os.path.basename(full).startswith("."):
-                skipped.append(SkippedFile(rel, "kdfix temporary file (left by an interrupted run)", st.st_size))
-                continue
-            try:
-                probed = probe_file(full)
-            except OSError as exc:
-                skipped.append(SkippedFile(rel, f"cannot read: {exc.strerror or exc}", st.st_size, failed=True))
-                continue
-            if probed == JOURNAL_REASON and os.path.exists(full[: -len(JOURNAL_SUFFIX)]):
-                continue  # the undo record of a dump fixed in place: part of that dump, not a file to report
-            if full.endswith(ORIGINAL_SUFFIX) and os.path.exists(full[: -len(ORIGINAL_SUFFIX)]):
-                continue  # the kept original of a dump replaced in place (kdfix undo puts it back)
+            probed, size = looked
             if isinstance(probed, str):
-                skipped.append(SkippedFile(rel, probed, st.st_size))
+                skipped.append(SkippedFile(rel, probed, size))
             elif probed.split is not None:
-                parts[probed.split.key].append((probed.split, full, rel, st.st_size))
+                parts[probed.split.key].append((probed.split, full, rel, size))
             else:
-                dumps.append(FoundDump(rel, probed.kind, (full,), (rel,), st.st_size))
+                dumps.append(FoundDump(rel, probed.kind, (full,), (rel,), size))
         for where, reason in errors:
             rel = os.path.relpath(where, root).replace(os.sep, "/")
             skipped.append(SkippedFile(f"{label}/{rel}" if label else rel, reason, failed=True))
@@ -253,6 +234,33 @@ def walk(
     dumps.sort(key=lambda d: d.path)
     skipped.sort(key=lambda s: s.path)
     return WalkResult(tuple(dumps), tuple(skipped))
+
+
+def _look_at(full: str, rel: str, root: str) -> SkippedFile | tuple[Probed | str, int] | None:
+    """What one walked file is: skipped (with the reason), probed (with its size), or None when it belongs to a
+    dump fixed in place (its undo journal or kept original) and is not reported at all."""
+    try:
+        st = os.lstat(full)
+    except OSError as exc:
+        return SkippedFile(rel, f"cannot stat: {exc.strerror or exc}", failed=True)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(full)
+        where = "inside the root (processed under its own path)" if _within(target, root) else (
+            "out of the walked root")  # fmt: skip
+        return SkippedFile(rel, f"symlink {where}, not followed")
+    if not stat.S_ISREG(st.st_mode):
+        return SkippedFile(rel, "not a regular file")
+    if full.endswith(TEMP_SUFFIX) and os.path.basename(full).startswith("."):
+        return SkippedFile(rel, "kdfix temporary file (left by an interrupted run)", st.st_size)
+    try:
+        probed = probe_file(full)
+    except OSError as exc:
+        return SkippedFile(rel, f"cannot read: {exc.strerror or exc}", st.st_size, failed=True)
+    if probed == JOURNAL_REASON and os.path.exists(full[: -len(JOURNAL_SUFFIX)]):
+        return None  # the undo record of a dump fixed in place: part of that dump, not a file to report
+    if full.endswith(ORIGINAL_SUFFIX) and os.path.exists(full[: -len(ORIGINAL_SUFFIX)]):
+        return None  # the kept original of a dump replaced in place (kdfix undo puts it back)
+    return probed, st.st_size
 
 
 def _tile(parts: list[tuple[SplitPart, str, str, int]]) -> list[tuple[SplitPart, str, str, int]] | None:
