@@ -7,9 +7,9 @@ to the stream. Relocating the notes blob to EOF follows notes-and-vmcoreinfo.md 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from kdfix.fix.diagnose import FLAT_HINT_OFFSET, REWRITE_KINDS, Diagnosis, KdumpFacts
+from kdfix.fix.diagnose import FLAT_HINT_OFFSET, REWRITE_KINDS, Diagnosis, Finding, KdumpFacts
 from kdfix.format.constants import KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
 from kdfix.format.kdump import header_features
 from kdfix.format.layout import Abi, BoundLayout
@@ -150,15 +150,8 @@ def plan_kdump(diag: Diagnosis) -> Plan:
     bs = facts.block_size
     main = _Patcher("main_header", facts.main, 0, facts.main_raw)
     sub = _Patcher("sub_header", facts.sub, bs, facts.sub_raw)
-    order = facts.main.abi.endian
     append: Edit | None = None
     stream: list[Edit] = []
-
-    def field_value(raw: bytes, layout: BoundLayout, path: str) -> int:
-        off = layout.offset_of(path)
-        size = layout.size_of(path)
-        return int.from_bytes(raw[off : off + size], order)
-
     for f in diag.findings:
         if f.kind == "phys_base":
             sub.set("phys_base", f.value)
@@ -167,38 +160,7 @@ def plan_kdump(diag: Diagnosis) -> Plan:
             sub.set("offset_vmcoreinfo", offset)
             sub.set("size_vmcoreinfo", size)
         elif f.kind in ("vmcoreinfo_note", "notes"):
-            can = header_features(facts.header_version)
-            if not can.notes:
-                # The upgraded header declares fields the old one did not have: give each a defined value.
-                main.set("header_version", KDUMP_HEADER_VERSION)
-                split = facts.sub_header.split if can.split else 0
-                start = facts.sub_header.start_pfn if can.split else 0
-                end = facts.sub_header.end_pfn if can.split else 0
-                for path, value in (("split", split), ("start_pfn", start), ("end_pfn", end),
-                                    ("offset_eraseinfo", 0), ("size_eraseinfo", 0),
-                                    ("start_pfn_64", start if split else 0), ("end_pfn_64", end if split else 0),
-                                    ("max_mapnr_64", facts.max_mapnr)):  # fmt: skip
-                    if facts.sub.has(path) and (not can.split or path not in ("split", "start_pfn", "end_pfn")):
-                        sub.set(path, value)
-            at = align_up(facts.file_size, APPEND_ALIGN)
-            if f.kind == "notes":  # the whole notes area anew (several kernels: the chosen kernel's notes)
-                notes: tuple[Note, ...] = f.value
-                blob = pack_notes(notes, facts.main.abi)
-                index = next(i for i, n in enumerate(notes) if n.name == NOTE_NAME_VMCOREINFO)
-                note = notes[index]
-                desc_at = at + note_offsets(notes)[index] + note.desc_offset
-                shown = f"{len(blob)} bytes ({len(notes) - 1} CPU notes + VMCOREINFO {len(note.desc)})"
-            else:
-                note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
-                blob = facts.notes_raw + pack_note(note, facts.main.abi)
-                desc_at = at + len(facts.notes_raw) + note.desc_offset
-                shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
-            old_note = field_value(facts.sub_raw, facts.sub, "size_note") if can.notes else 0
-            append = Edit("notes", at, b"", blob, f"{old_note} bytes", shown)
-            sub.set("offset_note", at)
-            sub.set("size_note", len(blob))
-            sub.set("offset_vmcoreinfo", desc_at)
-            sub.set("size_vmcoreinfo", len(note.desc))
+            append = _append_notes(f, facts, main, sub)
         elif f.kind == "utsname":
             for name, raw in f.value.items():
                 main.set(f"utsname.{name}", raw)
@@ -211,6 +173,54 @@ def plan_kdump(diag: Diagnosis) -> Plan:
                                f.value.decode("latin-1").strip()))  # fmt: skip
     edits = sorted(main.edits() + sub.edits(), key=lambda e: e.dump_offset)
     return Plan(diag.container, tuple(edits), append, tuple(stream))
+
+
+def _append_notes(f: Finding, facts: KdumpFacts, main: _Patcher, sub: _Patcher) -> Edit:
+    """A notes area appended at the end of the file (the old notes + a VMCOREINFO note, or a kernel's notes anew),
+    the sub header pointed at it; a header without notes is upgraded to the current version first."""
+    can = header_features(facts.header_version)
+    if not can.notes:
+        _upgrade_header(facts, main, sub)
+    at = align_up(facts.file_size, APPEND_ALIGN)
+    if f.kind == "notes":  # the whole notes area anew (several kernels: the chosen kernel's notes)
+        notes: tuple[Note, ...] = f.value
+        blob = pack_notes(notes, facts.main.abi)
+        index = next(i for i, n in enumerate(notes) if n.name == NOTE_NAME_VMCOREINFO)
+        note = notes[index]
+        desc_at = at + note_offsets(notes)[index] + note.desc_offset
+        shown = f"{len(blob)} bytes ({len(notes) - 1} CPU notes + VMCOREINFO {len(note.desc)})"
+    else:
+        note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, f.value)
+        blob = facts.notes_raw + pack_note(note, facts.main.abi)
+        desc_at = at + len(facts.notes_raw) + note.desc_offset
+        shown = f"{len(blob)} bytes (+VMCOREINFO {len(f.value)})"
+    old_note = _field_value(facts.sub_raw, facts.sub, "size_note", facts.main.abi.endian) if can.notes else 0
+    sub.set("offset_note", at)
+    sub.set("size_note", len(blob))
+    sub.set("offset_vmcoreinfo", desc_at)
+    sub.set("size_vmcoreinfo", len(note.desc))
+    return Edit("notes", at, b"", blob, f"{old_note} bytes", shown)
+
+
+def _upgrade_header(facts: KdumpFacts, main: _Patcher, sub: _Patcher) -> None:
+    """The header at the current version: the fields the old one did not have each get a defined value."""
+    can = header_features(facts.header_version)
+    main.set("header_version", KDUMP_HEADER_VERSION)
+    split = facts.sub_header.split if can.split else 0
+    start = facts.sub_header.start_pfn if can.split else 0
+    end = facts.sub_header.end_pfn if can.split else 0
+    for path, value in (("split", split), ("start_pfn", start), ("end_pfn", end),
+                        ("offset_eraseinfo", 0), ("size_eraseinfo", 0),
+                        ("start_pfn_64", start if split else 0), ("end_pfn_64", end if split else 0),
+                        ("max_mapnr_64", facts.max_mapnr)):  # fmt: skip
+        if facts.sub.has(path) and (not can.split or path not in ("split", "start_pfn", "end_pfn")):
+            sub.set(path, value)
+
+
+def _field_value(raw: bytes, layout: BoundLayout, path: str, order: Literal["little", "big"]) -> int:
+    """A field's value as the header bytes ``raw`` hold it."""
+    off = layout.offset_of(path)
+    return int.from_bytes(raw[off : off + layout.size_of(path)], order)
 
 
 def plan_elf(diag: Diagnosis) -> Plan:
