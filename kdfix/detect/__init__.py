@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from kdfix.arch import recognise
 from kdfix.detect.banner import find_by_banner
 from kdfix.detect.candidate import Candidate, Check, Confidence, DetectResult, Strategy, miss
 from kdfix.detect.cr3_walk import find_by_cr3_walk
@@ -175,6 +176,9 @@ def _several_kernels(
             agreeing.append(candidate.method)
             arch = arch or candidate.arch
     methods = list(dict.fromkeys(agreeing)) or ["vmcoreinfo_scan"]
+    if arch is None:  # no strategy found the chosen kernel (e.g. an arm64 capture kernel): its own VMCOREINFO says
+        recognised = recognise(model, VmcoreInfo.parse(chosen.vmcoreinfo))
+        arch = recognised.arch.name if recognised is not None else None
     confidence: Confidence = "medium" if choice.ambiguous else "high"
     evidence.append(f"chosen: the {chosen.role} kernel (phys_base {chosen.phys_base:#x}): {choice.reason}")
     evidence.append(f"agreeing methods: {', '.join(methods)}")

@@ -266,7 +266,11 @@ def rewrite_kdump(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = 
     model = dump.model
     notes, vmcoreinfo = model.notes, model.vmcoreinfo
     note = model.vmcoreinfo_note()
-    if rw.vmcoreinfo is not None and note is None:
+    if rw.notes is not None:  # the chosen kernel's notes replace the dump's (kernels.py), VMCOREINFO among them
+        notes = rw.notes
+        note = next((n for n in notes if n.name == NOTE_NAME_VMCOREINFO), None)
+        vmcoreinfo = note.desc if note is not None else vmcoreinfo
+    elif rw.vmcoreinfo is not None and note is None:
         notes += (Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, rw.vmcoreinfo),)
         vmcoreinfo = rw.vmcoreinfo
     elif note is not None:

@@ -41,6 +41,7 @@ class KdumpRewrite:
     phys_base: int | None = None
     utsname: dict[str, bytes] | None = None
     vmcoreinfo: bytes | None = None  # added as a note when the dump has none
+    notes: tuple[Note, ...] | None = None  # the whole notes area anew (several kernels: the chosen kernel's notes)
     tv_sec: int | None = None
     status: int | None = None
 
@@ -133,6 +134,8 @@ def plan_kdump_rewrite(diag: Diagnosis) -> Plan:
             values["phys_base"] = f.value
         elif f.kind == "vmcoreinfo_note":
             values["vmcoreinfo"] = f.value
+        elif f.kind == "notes":
+            values["notes"] = tuple(f.value)
         elif f.kind == "utsname":
             values["utsname"] = dict(f.value)
         elif f.kind == "timestamp":

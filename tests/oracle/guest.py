@@ -34,7 +34,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,17 +49,23 @@ __all__ = [
     "GuestConfig",
     "GuestDumps",
     "GuestError",
+    "GuestRun",
     "KernelArtifacts",
     "boot_and_dump",
     "build_initramfs",
     "busybox_binary",
     "cache_dir",
+    "cached_entry",
     "cached_firmware_only_dumps",
     "cached_guest_dumps",
+    "cpio_archive",
     "debug_vmlinux",
     "firmware_only_dumps",
+    "ground_truth_script",
     "kernel_artifacts",
     "qemu_version",
+    "run_and_dump",
+    "stamp",
 ]
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -447,7 +453,8 @@ def _cpio_entry(name: str, mode: int, data: bytes = b"", *, ino: int, rdev: tupl
     return out
 
 
-INIT_SCRIPT = r"""#!/bin/busybox sh
+# The start of every guest's /init: busybox applets, /proc, /sys, /dev, visible kallsyms, qemu_fw_cfg when asked.
+INIT_PRELUDE = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -459,13 +466,10 @@ FW=absent
 if [ "@VMCOREINFO@" = 1 ]; then
     insmod /qemu_fw_cfg.ko && FW=loaded || FW=failed
 fi
-if [ "@BUSY@" = 1 ]; then  # page cache (a tmpfs file) and anonymous memory (a shell holding a string)
-    mount -t tmpfs tmpfs /tmp
-    head -c 4194304 /dev/urandom > /tmp/cache-file
-    sh -c 'x=$(head -c 4194304 /dev/zero | tr "\0" a); touch /tmp/anon-ready; while true; do sleep 3600; done' &
-    while ! [ -e /tmp/anon-ready ]; do sleep 0.2; done
-fi
-echo @BEGIN@
+"""
+
+# The ground-truth block GroundTruth.parse reads; @MARKER@ may be a shell word such as $1.
+TRUTH_SCRIPT = r"""echo @BEGIN@
 echo "KDFIX:fw_cfg=$FW"
 echo "KDFIX:iomem_code=$(grep -m1 'Kernel code' /proc/iomem)"
 for s in _text _stext init_uts_ns linux_banner@SYMS@; do
@@ -477,7 +481,16 @@ echo "KDFIX:uname=$(uname -a)"
 echo "KDFIX:cmdline=$(cat /proc/cmdline)"
 echo "KDFIX:marker=@MARKER@"
 echo @END@
-echo "@MARKER@" > /dev/kmsg
+"""
+
+# @BUSY@: page cache (a tmpfs file) and anonymous memory (a shell holding a string)
+INIT_SCRIPT = r"""@PRELUDE@if [ "@BUSY@" = 1 ]; then
+    mount -t tmpfs tmpfs /tmp
+    head -c 4194304 /dev/urandom > /tmp/cache-file
+    sh -c 'x=$(head -c 4194304 /dev/zero | tr "\0" a); touch /tmp/anon-ready; while true; do sleep 3600; done' &
+    while ! [ -e /tmp/anon-ready ]; do sleep 0.2; done
+fi
+@TRUTH@echo "@MARKER@" > /dev/kmsg
 @FILL@sync
 echo @READY@
 if [ -n "@PANIC_CPU@" ]; then
@@ -501,6 +514,40 @@ fi
 dd if=/proc/kcore of=/tmp/kn bs=4096 iflag=skip_bytes,count_bytes skip=$NO count=$NS 2>/dev/null
 echo "KDFIX:kcore_notes=$(base64 -w 0 /tmp/kn)"
 """
+
+
+def ground_truth_script(arch: str, marker: str, *, extra: str = "") -> str:
+    """The /init lines that print the ground truth of the running kernel (GroundTruth.parse reads them).
+
+    Non-x86_64 kernels also print EXTRA_TRUTH and kallsyms swapper_pg_dir; ``extra``: more shell lines of
+    ``KDFIX:key=value`` output inside the block.
+    """
+    native = arch == "x86_64"
+    return (
+        TRUTH_SCRIPT.replace("@BEGIN@", TRUTH_BEGIN)
+        .replace("@END@", TRUTH_END)
+        .replace("@MARKER@", marker)
+        .replace("@SYMS@", "" if native else " swapper_pg_dir")
+        .replace("@EXTRA@", extra + ("" if native else EXTRA_TRUTH))
+    )
+
+
+def cpio_archive(files: Sequence[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
+    """A gzip'd newc archive of (name, mode, data, rdev), with "." and every missing parent directory first."""
+    dmode = stat.S_IFDIR | 0o755
+    names = {n for n, *_ in files}
+    dirs: list[str] = []
+    for name, *_ in files:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in dirs and d not in names:
+                dirs.append(d)
+    entries = [(".", dmode, b"", (0, 0))] + [(d, dmode, b"", (0, 0)) for d in dirs] + list(files)
+    blob = b"".join(_cpio_entry(n, m, data, ino=i + 1, rdev=r) for i, (n, m, data, r) in enumerate(entries))
+    blob += _cpio_entry("TRAILER!!!", 0, ino=0)
+    blob += b"\0" * (-len(blob) % 512)
+    return gzip.compress(blob, mtime=0)
 
 
 def _fill_lines(random_mib: int, text_mib: int) -> str:
@@ -539,22 +586,18 @@ def build_initramfs(
     busybox = busybox or busybox_binary(kernel.arch)
     if not busybox.is_file():
         raise GuestError("busybox not found (apt-get install busybox-static)")
-    native = kernel.arch == "x86_64"
     script = (
-        INIT_SCRIPT.replace("@BEGIN@", TRUTH_BEGIN)
-        .replace("@END@", TRUTH_END)
+        INIT_SCRIPT.replace("@PRELUDE@", INIT_PRELUDE)
+        .replace("@TRUTH@", ground_truth_script(kernel.arch, marker))
         .replace("@READY@", READY)
         .replace("@MARKER@", marker)
         .replace("@VMCOREINFO@", "1" if load_fw_cfg else "0")
-        .replace("@SYMS@", "" if native else " swapper_pg_dir")
-        .replace("@EXTRA@", "" if native else EXTRA_TRUTH)
         .replace("@BUSY@", "1" if busy else "0")
         .replace("@PANIC_CPU@", "" if panic_cpu is None else str(panic_cpu))
         .replace("@FILL@", _fill_lines(int(random_mib), int(text_mib)))
     )
     d, f, c = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFCHR | 0o600
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
-        (".", d, b"", (0, 0)),
         ("bin", d, b"", (0, 0)),
         ("dev", d, b"", (0, 0)),
         ("dev/console", c, b"", (5, 1)),
@@ -566,10 +609,7 @@ def build_initramfs(
         ("init", f | 0o755, script.encode(), (0, 0)),
         ("qemu_fw_cfg.ko", f | 0o644, kernel.fw_cfg_ko.read_bytes(), (0, 0)),
     ]
-    blob = b"".join(_cpio_entry(n, m, data, ino=i + 1, rdev=r) for i, (n, m, data, r) in enumerate(entries))
-    blob += _cpio_entry("TRAILER!!!", 0, ino=0)
-    blob += b"\0" * (-len(blob) % 512)
-    out_path.write_bytes(gzip.compress(blob, mtime=0))
+    out_path.write_bytes(cpio_archive(entries))
     return out_path
 
 
@@ -1010,12 +1050,17 @@ def _guest_argv(config: GuestConfig, kernel: KernelArtifacts, initrd: Path, seri
 PANIC_END = "---[ end Kernel panic"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float, needle: str = READY) -> float:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], serial: Path, timeout: float, needle: str = READY, fail_on: Sequence[str] = ()
+) -> float:
     t0 = time.monotonic()
     while True:
         text = serial.read_text(errors="replace") if serial.exists() else ""
         if needle in text:
             return time.monotonic() - t0
+        failed = [f for f in fail_on if f in text]
+        if failed:
+            raise GuestError(f"the guest printed {failed[0]!r}; serial tail:\n{text[-3000:]}")
         if proc.poll() is not None:
             raise GuestError(f"QEMU exited ({proc.returncode}) before ready; serial tail:\n{text[-3000:]}")
         if time.monotonic() - t0 > timeout:
@@ -1024,6 +1069,46 @@ def _wait_ready(proc: subprocess.Popen[bytes], serial: Path, timeout: float, nee
 
 
 BOOT_ATTEMPTS = 3  # for a GuestArch.boot_retry panic
+
+
+@dataclass(frozen=True)
+class GuestRun:
+    """One boot of :func:`run_and_dump`: seconds until each awaited line, and the dumps taken then."""
+
+    seconds: dict[str, float]  # awaited serial line -> seconds since boot; dump format -> seconds to dump
+    dumps: dict[str, Path]  # format -> file
+
+
+def run_and_dump(
+    argv: list[str],
+    out_dir: Path,
+    serial: Path,
+    *,
+    wait_for: Sequence[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    fail_on: Sequence[str] = (),
+    settle: float = 0.0,
+    formats: Sequence[str] = ("elf", "kdump-zlib"),
+    raw: bool = False,
+) -> GuestRun:
+    """The boot hook of every suite guest: start QEMU (``argv``, QMP added), wait for each ``wait_for`` line of the
+    serial log in turn (a ``fail_on`` line, QEMU exiting or ``timeout`` raise GuestError), wait ``settle`` seconds,
+    stop the vCPUs and dump ``formats`` (plus kdump-raw-zlib when ``raw`` and the build offers it) into
+    ``out_dir``/vmcore.<format> from the same stopped guest, then quit."""
+    seconds: dict[str, float] = {}
+    dumps: dict[str, Path] = {}
+    with _qemu(argv, out_dir, env) as (proc, qmp):
+        for needle in wait_for:
+            seconds[needle] = _wait_ready(proc, serial, timeout, needle, fail_on)
+        time.sleep(settle)
+        qmp.execute("stop")
+        time.sleep(0.1)
+        wanted = list(formats) + ([RAW_FORMAT] if raw and RAW_FORMAT in _dump_formats(qmp) else [])
+        for fmt in wanted:
+            dumps[fmt] = out_dir / f"vmcore.{fmt}"
+            seconds[fmt] = _dump(qmp, dumps[fmt], fmt)
+    return GuestRun(seconds, dumps)
 
 
 def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float | None = None) -> GuestDumps:
@@ -1049,19 +1134,11 @@ def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float | None =
                                  busy=config.busy, panic_cpu=panic_cpu)  # fmt: skip
         serial.unlink(missing_ok=True)
         argv = _guest_argv(config, kernel, initrd, serial, out_dir)
-        raw: Path | None = None
         try:
-            with _qemu(argv, out_dir, _qemu_prefix(config.qemu, config.arch)[1]) as (proc, qmp):
-                boot_s = _wait_ready(proc, serial, timeout)
-                if config.panic:  # panic=0: the kernel stays in panic()'s delay loop, the other CPUs stopped
-                    _wait_ready(proc, serial, timeout, PANIC_END)
-                    time.sleep(0.5)
-                qmp.execute("stop")
-                time.sleep(0.1)
-                dump_s = {"elf": _dump(qmp, elf, "elf"), "kdump-zlib": _dump(qmp, kdump, "kdump-zlib")}
-                if RAW_FORMAT in _dump_formats(qmp):
-                    raw = out_dir / f"vmcore.{RAW_FORMAT}"
-                    dump_s[RAW_FORMAT] = _dump(qmp, raw, RAW_FORMAT)
+            # panic=0: the kernel stays in panic()'s delay loop, the other CPUs stopped
+            run = run_and_dump(argv, out_dir, serial, wait_for=[READY, PANIC_END] if config.panic else [READY],
+                               timeout=timeout, env=_qemu_prefix(config.qemu, config.arch)[1],
+                               settle=0.5 if config.panic else 0.0, raw=True)  # fmt: skip
             break
         except GuestError:
             log = serial.read_text(errors="replace") if serial.exists() else ""
@@ -1081,16 +1158,16 @@ def boot_and_dump(config: GuestConfig, out_dir: Path, *, timeout: float | None =
         serial_log=serial,
         qemu_version=version,
         kernel_release=kernel.release,
-        boot_seconds=round(boot_s, 2),
-        dump_seconds={k: round(v, 2) for k, v in dump_s.items()},
+        boot_seconds=round(run.seconds[READY], 2),
+        dump_seconds={k: round(run.seconds[k], 2) for k in run.dumps},
         qemu_command=" ".join(argv).replace(str(out_dir), "$OUT"),
-        kdump_raw_zlib=raw,
+        kdump_raw_zlib=run.dumps.get(RAW_FORMAT),
     )
     _write_meta(dumps, out_dir)
     return dumps
 
 
-def _stamp(p: Path) -> list[int]:
+def stamp(p: Path) -> list[int]:
     st = p.stat()
     return [st.st_size, st.st_mtime_ns]
 
@@ -1104,7 +1181,7 @@ def _write_meta(d: GuestDumps, out_dir: Path) -> None:
         "boot_seconds": d.boot_seconds,
         "dump_seconds": d.dump_seconds,
         "qemu_command": d.qemu_command,
-        "stamps": {p.name: _stamp(p) for p in (d.elf, d.kdump_zlib, d.kdump_raw_zlib) if p is not None},
+        "stamps": {p.name: stamp(p) for p in (d.elf, d.kdump_zlib, d.kdump_raw_zlib) if p is not None},
     }
     (out_dir / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -1117,7 +1194,7 @@ def _load_meta(dir_: Path) -> GuestDumps | None:
         return None
     elf, kdump = dir_ / "vmcore.elf", dir_ / "vmcore.kdump-zlib"
     try:
-        if any(_stamp(dir_ / n) != s for n, s in meta["stamps"].items()):
+        if any(stamp(dir_ / n) != s for n, s in meta["stamps"].items()):
             return None
     except OSError:
         return None
@@ -1136,7 +1213,7 @@ def _load_meta(dir_: Path) -> GuestDumps | None:
     )
 
 
-def _cached(key: str, produce: Any, load: Any) -> Any:
+def cached_entry(key: str, produce: Any, load: Any) -> Any:
     """Return load(cache_dir()/dumps/key), producing it first (into a temp dir, renamed atomically) if needed."""
     root = cache_dir() / "dumps"
     root.mkdir(exist_ok=True)
@@ -1167,7 +1244,7 @@ def cached_guest_dumps(config: GuestConfig) -> GuestDumps:
     (size or mtime) is discarded and rebuilt.
     """
     key = f"{qemu_version(config.qemu, config.arch)}-{kernel_artifacts(config.arch).release}-{config.name}"
-    return _cached(key, lambda work: boot_and_dump(config, work), _load_meta)
+    return cached_entry(key, lambda work: boot_and_dump(config, work), _load_meta)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1295,13 +1372,13 @@ def cached_firmware_only_dumps(
         files = [p for p in (d.elf, d.kdump_zlib, d.kdump_raw_zlib) if p is not None]
         meta = dataclasses.asdict(d) | {"elf": d.elf.name, "kdump_zlib": d.kdump_zlib.name}
         meta["kdump_raw_zlib"] = d.kdump_raw_zlib.name if d.kdump_raw_zlib is not None else None
-        meta["stamps"] = {p.name: _stamp(p) for p in files}
+        meta["stamps"] = {p.name: stamp(p) for p in files}
         (work / "firmware.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(dir_: Path) -> FirmwareDumps | None:
         try:
             meta = json.loads((dir_ / "firmware.json").read_text())
-            if any(_stamp(dir_ / n) != s for n, s in meta.pop("stamps").items()):
+            if any(stamp(dir_ / n) != s for n, s in meta.pop("stamps").items()):
                 return None
         except (OSError, ValueError, KeyError):
             return None
@@ -1311,4 +1388,4 @@ def cached_firmware_only_dumps(
         meta["qmp_commands"] = tuple(meta["qmp_commands"])
         return FirmwareDumps(**meta)
 
-    return _cached(key, produce, load)
+    return cached_entry(key, produce, load)

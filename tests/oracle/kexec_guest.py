@@ -6,23 +6,24 @@ reservation on that vCPU (the others stay parked in the first kernel), prints it
 and the head of its ``/proc/vmcore`` (ELF header, program headers and notes: the crashed kernel as Linux itself
 presents it). The host then dumps ELF and kdump-zlib over QMP.
 
+x86_64 (q35) and aarch64 (virt, cortex-a57: kexec-tools:arm64 and its libraries come from ``apt-get download``,
+unpacked by tests/oracle/sysroot.py; arm64 passes elfcorehdr= in the device tree, not on the command line).
+
 Reference: arch-kernels-and-introspection.md §3 (reservation, kexec -p, the ELF core header, /proc/vmcore);
-phys-base-and-kaslr.md §3 H. Built on tests/oracle/guest.py (kernel, initramfs records, QEMU/QMP, cache).
+phys-base-and-kaslr.md §3 H. Built on tests/oracle/guest.py (kernel, busybox, init prelude and ground truth,
+initramfs archive, the run_and_dump boot hook, cache).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import gzip
 import json
 import re
 import secrets
-import shutil
 import stat
 import struct
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,43 +38,22 @@ __all__ = [
     "VmcoreHead",
     "boot_kexec_and_dump",
     "cached_kexec_dumps",
+    "capture_append",
     "kexec_files",
 ]
 
 KEXEC_BINARY = Path("/usr/sbin/kexec")  # Debian's kexec-tools (scripts/setup.sh installs it)
-CAPTURE_APPEND = "console=ttyS0 irqpoll nr_cpus=1 reset_devices"  # Debian kdump-tools' additions (§3.2)
+CAPTURE_APPEND = "irqpoll nr_cpus=1 reset_devices"  # Debian kdump-tools' additions (§3.2), after console=
 CAPTURE_READY = "KDFIX-CAPTURE-READY"
 VMCORE_BEGIN, VMCORE_END = "KDFIX-VMCORE-BEGIN", "KDFIX-VMCORE-END"
 VMCORE_HEAD_BYTES = 16384  # ELF header + phdrs + merged notes of /proc/vmcore fit well inside (checked on parse)
-TIMEOUT_S = max(_g.BOOT_TIMEOUT_S, 240.0)
+TIMEOUT_S = max(_g.BOOT_TIMEOUT_S, 240.0)  # x86_64; scaled by the arch's TCG speed (GuestArch.boot_timeout_factor)
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/]+=*")
+FAILURES = ("KDFIX:kexec=failed", "KDFIX:panic=returned")
 
-INIT_SCRIPT = r"""#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo 0 > /proc/sys/kernel/kptr_restrict
-echo 1 > /proc/sys/kernel/printk 2>/dev/null
-FW=absent
-if [ "@VMCOREINFO@" = 1 ]; then
-    insmod /qemu_fw_cfg.ko && FW=loaded || FW=failed
-fi
-truth() {
-    echo @BEGIN@
-    echo "KDFIX:fw_cfg=$FW"
-    echo "KDFIX:iomem_code=$(grep -m1 'Kernel code' /proc/iomem)"
-    echo "KDFIX:iomem_crash=$(grep -m1 'Crash kernel' /proc/iomem)"
-    for s in _text _stext init_uts_ns linux_banner; do
-        echo "KDFIX:kallsyms=$(grep -m1 " $s\$" /proc/kallsyms)"
-    done
-    echo "KDFIX:vmcoreinfo=$(cat /sys/kernel/vmcoreinfo)"
-    echo "KDFIX:osrelease=$(cat /proc/sys/kernel/osrelease)"
-    echo "KDFIX:uname=$(uname -a)"
-    echo "KDFIX:cmdline=$(cat /proc/cmdline)"
-    echo "KDFIX:marker=$1"
-    echo @END@
-    echo "$1" > /dev/kmsg
+# after guest.INIT_PRELUDE; truth() is guest.ground_truth_script with the marker as $1
+INIT_SCRIPT = r"""truth() {
+@TRUTH@    echo "$1" > /dev/kmsg
 }
 if [ -e /proc/vmcore ]; then
     truth @MARKER2@
@@ -109,15 +89,23 @@ class KexecConfig:
     memory_mib: int = 1024
     cpus: int = 2
     crashkernel: str = "256M"
+    arch: str = "x86_64"
 
     def __post_init__(self) -> None:
         if not 0 <= self.panic_cpu < self.cpus:
             raise ValueError(f"panic_cpu {self.panic_cpu} is not one of the {self.cpus} vCPUs")
+        _g.guest_arch(self.arch)
 
     @property
     def name(self) -> str:
         dev = "-vmcoreinfo" if self.vmcoreinfo else ""
-        return f"kexec-cpu{self.panic_cpu}{dev}-{self.memory_mib}m-{self.cpus}c-ck{self.crashkernel}"
+        arch = "" if self.arch == "x86_64" else f"{self.arch}-"  # x86_64 names (cache keys) predate arch
+        return f"{arch}kexec-cpu{self.panic_cpu}{dev}-{self.memory_mib}m-{self.cpus}c-ck{self.crashkernel}"
+
+
+def capture_append(arch: str) -> str:
+    """The capture kernel's command line additions (what ``kexec -p --append`` gets)."""
+    return f"console={_g.guest_arch(arch).console} {CAPTURE_APPEND}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +113,12 @@ class VmcoreHead:
     """The start of the capture kernel's /proc/vmcore: what Linux presents as the crashed kernel (§3.5)."""
 
     raw: bytes
+
+    @property
+    def truncated(self) -> bool:
+        """True when reading /proc/vmcore stopped short of VMCORE_HEAD_BYTES (measured on arm64 under TCG: the
+        capture kernel oopses in copy_oldmem_page inside the VMCOREINFO note; the bytes before it are sound)."""
+        return len(self.raw) < VMCORE_HEAD_BYTES
 
     def _phdrs(self) -> list[tuple[int, int, int, int, int]]:
         """(p_type, p_offset, p_paddr, p_filesz, p_vaddr) of each program header (Elf64, little-endian)."""
@@ -144,9 +138,9 @@ class VmcoreHead:
         if len(found) != 1:
             raise GuestError(f"/proc/vmcore has {len(found)} PT_NOTEs, expected one merged PT_NOTE")
         off, size = found[0]
-        if off + size > len(self.raw):
+        if off + size > len(self.raw) and not self.truncated:
             raise GuestError(f"/proc/vmcore notes end at {off + size:#x}, beyond the {len(self.raw)} bytes captured")
-        out, pos, end = [], off, off + size
+        out, pos, end = [], off, min(off + size, len(self.raw))  # a truncated head ends inside the last note
         while pos + 12 <= end:
             namesz, descsz, ntype = struct.unpack_from("<III", self.raw, pos)
             name_at = pos + 12
@@ -193,14 +187,18 @@ class KexecDumps:
 # initramfs
 
 
-def kexec_files(binary: Path = KEXEC_BINARY) -> list[tuple[str, bytes]]:
-    """(path in the initramfs, content) of ``kexec`` and every library ``ldd`` lists (Xen libraries included).
+def kexec_files(arch: str = "x86_64", binary: Path = KEXEC_BINARY) -> list[tuple[str, bytes]]:
+    """(path in the initramfs, content) of ``kexec`` and every library it loads (Xen libraries included).
 
-    Symlinks are resolved: each library is stored under the path the loader looks up.
+    x86_64: the machine's kexec-tools and what ``ldd`` lists; other arches: kexec-tools:ARCH unpacked with its
+    library closure (sysroot.package_tree), the libraries found by following DT_NEEDED with ``readelf``. Symlinks
+    are resolved: each library is stored under the path the loader looks up.
     """
+    if arch != "x86_64":
+        return _foreign_kexec_files(arch)
     if not binary.is_file():
         raise GuestError(f"{binary} not found (apt-get install kexec-tools; scripts/setup.sh does)")
-    out = _g._run(["ldd", str(binary)], timeout=60)
+    out = _command(["ldd", str(binary)])
     files = [("usr/sbin/kexec", binary.read_bytes())]
     for line in out.splitlines():
         m = re.search(r"(/\S+)\s+\(0x", line)
@@ -213,38 +211,51 @@ def kexec_files(binary: Path = KEXEC_BINARY) -> list[tuple[str, bytes]]:
     return files
 
 
-def _cpio(files: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
-    """gzip'd newc archive of (name, mode, data, rdev), parent directories first."""
-    dirs: list[str] = []
-    for name, _m, _d, _r in files:
-        parts = name.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in dirs:
-                dirs.append(d)
-    dmode = stat.S_IFDIR | 0o755
-    entries = [(".", dmode, b"", (0, 0))] + [(d, dmode, b"", (0, 0)) for d in dirs if d] + files
-    blob = b"".join(_g._cpio_entry(n, m, data, ino=i + 1, rdev=r) for i, (n, m, data, r) in enumerate(entries))
-    blob += _g._cpio_entry("TRAILER!!!", 0, ino=0)
-    blob += b"\0" * (-len(blob) % 512)
-    return gzip.compress(blob, mtime=0)
+def _command(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise GuestError(f"{' '.join(argv)} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1000:]}")
+    return proc.stdout
+
+
+def _foreign_kexec_files(arch: str) -> list[tuple[str, bytes]]:
+    from tests.oracle.sysroot import ORACLE_ARCHES, package_tree
+
+    root = package_tree(arch, "kexec-tools")
+    triplet = ORACLE_ARCHES[arch][1]
+    dirs = [Path("lib") / triplet, Path("usr/lib") / triplet, Path("lib")]
+    binary = root / "sbin" / "kexec"
+    interp = re.search(r"program interpreter: /(\S+)\]", _command(["readelf", "-l", str(binary)]))
+    if interp is None:
+        raise GuestError(f"{binary} names no program interpreter")
+    files = {"usr/sbin/kexec": binary.read_bytes(), interp.group(1): (root / interp.group(1)).resolve().read_bytes()}
+    todo = [binary]
+    while todo:
+        for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(\S+)\]", _command(["readelf", "-d", str(todo.pop())])):
+            found = next((d / lib for d in dirs if (root / d / lib).exists()), None)
+            if found is None:
+                raise GuestError(f"{lib} (needed by kexec) is not in {root}")
+            if str(found) not in files and not any(k.endswith(f"/{lib}") for k in files):
+                files[str(found)] = (root / found).resolve().read_bytes()
+                todo.append((root / found).resolve())
+    return list(files.items())
 
 
 def _init_script(config: KexecConfig, marker: str, marker2: str) -> bytes:
+    crash = """echo "KDFIX:iomem_crash=$(grep -m1 'Crash kernel' /proc/iomem)"\n"""
+    truth = _g.ground_truth_script(config.arch, "$1", extra=crash)
     subst = {
-        "@BEGIN@": _g.TRUTH_BEGIN,
-        "@END@": _g.TRUTH_END,
+        "@TRUTH@": "".join(f"    {line}\n" for line in truth.splitlines()),
         "@VMBEGIN@": VMCORE_BEGIN,
         "@VMEND@": VMCORE_END,
         "@CREADY@": CAPTURE_READY,
         "@HEADBYTES@": str(VMCORE_HEAD_BYTES),
         "@MARKER2@": marker2,
         "@MARKER@": marker,
-        "@APPEND@": CAPTURE_APPEND,
+        "@APPEND@": capture_append(config.arch),
         "@CPU@": str(config.panic_cpu),
-        "@VMCOREINFO@": "1" if config.vmcoreinfo else "0",
     }
-    script = INIT_SCRIPT
+    script = _g.INIT_PRELUDE.replace("@VMCOREINFO@", "1" if config.vmcoreinfo else "0") + INIT_SCRIPT
     for k, v in subst.items():
         script = script.replace(k, v)
     return script.encode()
@@ -253,7 +264,7 @@ def _init_script(config: KexecConfig, marker: str, marker2: str) -> bytes:
 def build_initramfs(config: KexecConfig, kernel: _g.KernelArtifacts, out_dir: Path, marker: str, marker2: str) -> Path:
     """The first kernel's initramfs: busybox, /init, qemu_fw_cfg.ko, kexec + libraries, /vmlinuz and the capture
     kernel's own small initramfs (busybox, the same /init, qemu_fw_cfg.ko) as /capture.cpio.gz."""
-    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    busybox = _g.busybox_binary(config.arch)
     if not busybox.is_file():
         raise GuestError("busybox not found (apt-get install busybox-static)")
     f, c = stat.S_IFREG, stat.S_IFCHR | 0o600
@@ -267,12 +278,12 @@ def build_initramfs(config: KexecConfig, kernel: _g.KernelArtifacts, out_dir: Pa
     ]
     for d in ("proc", "sys", "tmp"):
         common.append((f"{d}/.keep", f | 0o644, b"", (0, 0)))
-    capture = _cpio(common)
-    first = common + [(p, f | 0o755, data, (0, 0)) for p, data in kexec_files()]
+    capture = _g.cpio_archive(common)
+    first = common + [(p, f | 0o755, data, (0, 0)) for p, data in kexec_files(config.arch)]
     first += [("vmlinuz", f | 0o644, kernel.vmlinuz.read_bytes(), (0, 0))]
     first += [("capture.cpio.gz", f | 0o644, capture, (0, 0))]
     path = out_dir / "initramfs.cpio.gz"
-    path.write_bytes(_cpio(first))
+    path.write_bytes(_g.cpio_archive(first))
     return path
 
 
@@ -281,8 +292,9 @@ def build_initramfs(config: KexecConfig, kernel: _g.KernelArtifacts, out_dir: Pa
 
 
 def _argv(config: KexecConfig, kernel: _g.KernelArtifacts, initrd: Path, serial: Path) -> list[str]:
-    append = f"console=ttyS0 quiet panic=-1 crashkernel={config.crashkernel}"
-    argv = [_g.QEMU, "-machine", "q35", "-accel", "tcg", "-m", str(config.memory_mib), "-smp", str(config.cpus)]
+    ga = _g.guest_arch(config.arch)
+    append = f"console={ga.console} quiet panic=-1 crashkernel={config.crashkernel}"
+    argv = [ga.qemu, *ga.machine, "-accel", "tcg", "-m", str(config.memory_mib), "-smp", str(config.cpus)]
     argv += ["-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
     argv += ["-append", append, "-serial", f"file:{serial}"]
     if config.vmcoreinfo:
@@ -290,27 +302,14 @@ def _argv(config: KexecConfig, kernel: _g.KernelArtifacts, initrd: Path, serial:
     return argv
 
 
-def _wait_for(proc: subprocess.Popen[bytes], serial: Path, needle: str, timeout: float) -> float:
-    t0 = time.monotonic()
-    while True:
-        text = serial.read_text(errors="replace") if serial.exists() else ""
-        if needle in text:
-            return time.monotonic() - t0
-        if "KDFIX:kexec=failed" in text or "KDFIX:panic=returned" in text:
-            raise GuestError(f"kexec -p or the panic did not work; serial tail:\n{text[-3000:]}")
-        if proc.poll() is not None:
-            raise GuestError(f"QEMU exited ({proc.returncode}) before {needle}; serial tail:\n{text[-3000:]}")
-        if time.monotonic() - t0 > timeout:
-            raise GuestError(f"no {needle} after {timeout:.0f}s; serial tail:\n{text[-3000:]}")
-        time.sleep(0.25)
-
-
-def _parse_serial(text: str, link_stext: int | None) -> tuple[GroundTruth, GroundTruth, tuple[int, int], bytes]:
+def _parse_serial(
+    text: str, link_stext: int | None, arch: str
+) -> tuple[GroundTruth, GroundTruth, tuple[int, int], bytes]:
     first_end = text.find(_g.TRUTH_END)
     if first_end < 0:
         raise GuestError("serial log has no first-kernel ground truth")
-    first = GroundTruth.parse(text, link_stext=link_stext)
-    capture = GroundTruth.parse(text[first_end + len(_g.TRUTH_END) :], link_stext=link_stext)
+    first = GroundTruth.parse(text, link_stext=link_stext, arch=arch)
+    capture = GroundTruth.parse(text[first_end + len(_g.TRUTH_END) :], link_stext=link_stext, arch=arch)
     m = re.search(r"KDFIX:iomem_crash=\s*([0-9a-f]+)-([0-9a-f]+) : Crash kernel", text[:first_end])
     if not m:
         raise GuestError("the first kernel shows no 'Crash kernel' resource in /proc/iomem")
@@ -318,48 +317,49 @@ def _parse_serial(text: str, link_stext: int | None) -> tuple[GroundTruth, Groun
     b, e = text.find(VMCORE_BEGIN), text.find(VMCORE_END)
     if b < 0 or e < b:
         raise GuestError("serial log has no /proc/vmcore head")
-    head = base64.b64decode("".join(text[b + len(VMCORE_BEGIN) : e].split()))
+    # only base64 lines: kernel messages (an oops of the reading process) may interleave on the console
+    lines = text[b + len(VMCORE_BEGIN) : e].splitlines()
+    head = base64.b64decode("".join(x.strip() for x in lines if _BASE64_LINE.fullmatch(x.strip())))
     return first, capture, region, head
 
 
-def boot_kexec_and_dump(config: KexecConfig, out_dir: Path, *, timeout: float = TIMEOUT_S) -> KexecDumps:
+def boot_kexec_and_dump(config: KexecConfig, out_dir: Path, *, timeout: float | None = None) -> KexecDumps:
     """Boot, load the capture kernel, panic on ``config.panic_cpu``, wait for the capture kernel, dump, quit.
 
     Writes vmcore.elf, vmcore.kdump-zlib, serial.log, qemu.cmd, qemu.stderr and kexec.json into ``out_dir``.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    kernel = _g.kernel_artifacts()
+    if timeout is None:
+        timeout = TIMEOUT_S * _g.guest_arch(config.arch).boot_timeout_factor
+    kernel = _g.kernel_artifacts(config.arch)
     marker = f"KDFIX-MARKER-{secrets.token_hex(8)}"
     marker2 = f"KDFIX-CAPTURE-MARKER-{secrets.token_hex(8)}"
     initrd = build_initramfs(config, kernel, out_dir, marker, marker2)
     serial = out_dir / "serial.log"
     argv = _argv(config, kernel, initrd, serial)
-    elf, kdump = out_dir / "vmcore.elf", out_dir / "vmcore.kdump-zlib"
-    with _g._qemu(argv, out_dir) as (proc, qmp):
-        boot_s = _wait_for(proc, serial, CAPTURE_READY, timeout)
-        qmp.execute("stop")
-        time.sleep(0.1)
-        secs = {"boot_to_capture": boot_s, "elf": _g._dump(qmp, elf, "elf")}
-        secs["kdump-zlib"] = _g._dump(qmp, kdump, "kdump-zlib")
-    first, capture, region, head = _parse_serial(serial.read_text(errors="replace"), kernel.link_stext())
+    run = _g.run_and_dump(argv, out_dir, serial, wait_for=[CAPTURE_READY], timeout=timeout, fail_on=FAILURES)
+    secs = {"boot_to_capture": run.seconds[CAPTURE_READY], "elf": run.seconds["elf"]}
+    secs["kdump-zlib"] = run.seconds["kdump-zlib"]
+    text = serial.read_text(errors="replace")
+    first, capture, region, head = _parse_serial(text, kernel.link_stext(), config.arch)
     if (first.marker, capture.marker) != (marker, marker2):
         raise GuestError(f"markers {first.marker!r}/{capture.marker!r} differ from {marker!r}/{marker2!r}")
-    if "elfcorehdr=" not in capture.cmdline:
+    if capture_append(config.arch) not in capture.cmdline or VMCORE_BEGIN not in text:
         raise GuestError(f"the second kernel is no capture kernel: {capture.cmdline!r}")
     if config.vmcoreinfo and first.fw_cfg != "loaded":
         raise GuestError(f"qemu_fw_cfg.ko did not load in the first kernel ({first.fw_cfg}); see {serial}")
     (out_dir / "vmcore-head.bin").write_bytes(head)
     dumps = KexecDumps(
         config=config,
-        elf=elf,
-        kdump_zlib=kdump,
+        elf=run.dumps["elf"],
+        kdump_zlib=run.dumps["kdump-zlib"],
         first=first,
         capture=capture,
         crash_region=region,
         vmcore_head=VmcoreHead(head),
         serial_log=serial,
-        qemu_version=_g.qemu_version(),
+        qemu_version=_g.qemu_version(arch=config.arch),
         kernel_release=kernel.release,
         seconds={k: round(v, 2) for k, v in secs.items()},
         qemu_command=" ".join(argv).replace(str(out_dir), "$OUT"),
@@ -378,7 +378,7 @@ def _write_meta(d: KexecDumps, out_dir: Path) -> None:
         "kernel_release": d.kernel_release,
         "seconds": d.seconds,
         "qemu_command": d.qemu_command,
-        "stamps": {p.name: _g._stamp(p) for p in (d.elf, d.kdump_zlib, out_dir / "vmcore-head.bin")},
+        "stamps": {p.name: _g.stamp(p) for p in (d.elf, d.kdump_zlib, out_dir / "vmcore-head.bin")},
     }
     (out_dir / "kexec.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -386,7 +386,7 @@ def _write_meta(d: KexecDumps, out_dir: Path) -> None:
 def _load_meta(dir_: Path) -> KexecDumps | None:
     try:
         meta = json.loads((dir_ / "kexec.json").read_text())
-        if any(_g._stamp(dir_ / n) != s for n, s in meta["stamps"].items()):
+        if any(_g.stamp(dir_ / n) != s for n, s in meta["stamps"].items()):
             return None
         head = (dir_ / "vmcore-head.bin").read_bytes()
     except (OSError, ValueError, KeyError):
@@ -413,5 +413,5 @@ def cached_kexec_dumps(config: KexecConfig) -> KexecDumps:
 
     Paths live in the cache (QEMU's files, mode 0400): copy before modifying.
     """
-    key = f"{_g.qemu_version()}-{_g.kernel_artifacts().release}-{config.name}"
-    return _g._cached(key, lambda work: boot_kexec_and_dump(config, work), _load_meta)  # type: ignore[no-any-return]
+    key = f"{_g.qemu_version(arch=config.arch)}-{_g.kernel_artifacts(config.arch).release}-{config.name}"
+    return _g.cached_entry(key, lambda work: boot_kexec_and_dump(config, work), _load_meta)  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tests.oracle.guest import GuestError, _locked, _rmtree, _run, cache_dir
 
-__all__ = ["ORACLE_ARCHES", "OracleSysroot", "oracle_sysroot", "runner"]
+__all__ = ["ORACLE_ARCHES", "OracleSysroot", "oracle_sysroot", "package_tree", "runner"]
 
 # kdfix/kernel arch name -> dpkg architecture, multiarch triplet, qemu-user binary
 ORACLE_ARCHES: dict[str, tuple[str, str, str]] = {
@@ -71,10 +71,10 @@ def _depends(specs: Iterable[str]) -> dict[str, list[str]]:
     return deps
 
 
-def _closure(debian_arch: str) -> list[str]:
-    """crash, makedumpfile and every ``lib*``/``zlib*`` package they need (tools like binutils and perl are left
-    out: the oracle calls use neither)."""
-    want = {f"{p}:{debian_arch}" for p in PROGRAMS}
+def _closure(debian_arch: str, packages: Iterable[str] = PROGRAMS) -> list[str]:
+    """``packages`` (crash, makedumpfile) and every ``lib*``/``zlib*`` package they need (tools like binutils and
+    perl are left out: the oracle calls use neither)."""
+    want = {f"{p}:{debian_arch}" for p in packages}
     todo = set(want)
     while todo:
         found = _depends(sorted(todo))
@@ -175,14 +175,7 @@ def oracle_sysroot(arch: str) -> OracleSysroot:
             _rmtree(final)
         work = Path(tempfile.mkdtemp(prefix=".tmp-sysroot-", dir=base))
         try:
-            debs = work / "debs"
-            debs.mkdir()
-            _run(["apt-get", "download", "-q", *(f"{s}={v}" for s, v in versions.items())], cwd=debs, timeout=1800)
-            for deb in sorted(debs.glob("*.deb")):
-                _run(["dpkg-deb", "-x", str(deb), str(work / "root")], timeout=600)
-            shutil.rmtree(debs)
-            for unused in ("usr/share/doc", "usr/share/man", "usr/share/locale"):
-                shutil.rmtree(work / "root" / unused, ignore_errors=True)
+            _download_unpack(versions, work / "root")
             _check_runs(OracleSysroot(arch, work / "root", versions))
             (work / _META).write_text(json.dumps({"arch": arch, "versions": versions}, indent=2) + "\n")
             os.rename(work, final)
@@ -193,6 +186,48 @@ def oracle_sysroot(arch: str) -> OracleSysroot:
         if hit is None:
             raise GuestError(f"{final} unreadable right after unpacking")
         return hit
+
+
+def _download_unpack(versions: dict[str, str], root: Path) -> None:
+    """``apt-get download`` every spec=version and ``dpkg-deb -x`` it into ``root`` (docs, man pages dropped)."""
+    debs = root.parent / "debs"
+    debs.mkdir()
+    _run(["apt-get", "download", "-q", *(f"{s}={v}" for s, v in versions.items())], cwd=debs, timeout=1800)
+    for deb in sorted(debs.glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(root)], timeout=600)
+    shutil.rmtree(debs)
+    for unused in ("usr/share/doc", "usr/share/man", "usr/share/locale"):
+        shutil.rmtree(root / unused, ignore_errors=True)
+
+
+@functools.cache
+def package_tree(arch: str, package: str) -> Path:
+    """Debian's ``package`` for ``arch`` and the closure of its ``lib*`` dependencies, unpacked (not installed)
+    under cache_dir()/packages/<debian arch>/<package>_<version>/root, made once; e.g. kexec-tools for a guest's
+    initramfs. A cached tree is used as it is (resolving the closure keeps apt-cache busy for a minute); clear the
+    cache to pick up a newer Debian version."""
+    debian = ORACLE_ARCHES[arch][0]
+    base = cache_dir() / "packages" / debian
+    base.mkdir(parents=True, exist_ok=True)
+    cached = sorted(p for p in base.glob(f"{package}_*") if (p / _META).is_file())
+    if cached:
+        return cached[-1] / "root"
+    versions = _candidates(_closure(debian, (package,)))
+    final = base / re.sub(r"[^A-Za-z0-9.+~-]", "_", f"{package}_{versions[f'{package}:{debian}']}")
+    with _locked(f"packages-{debian}-{package}"):
+        if (final / _META).is_file():
+            return final / "root"
+        if final.exists():
+            _rmtree(final)
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{package}-", dir=base))
+        try:
+            _download_unpack(versions, work / "root")
+            (work / _META).write_text(json.dumps({"arch": arch, "versions": versions}, indent=2) + "\n")
+            os.rename(work, final)
+        except BaseException:
+            _rmtree(work)
+            raise
+        return final / "root"
 
 
 def runner(arch: str, program: str) -> list[str]:
