@@ -452,22 +452,50 @@ def _sequence_gaps(records: list[LogRecord]) -> list[str]:
     return text
 
 
+@dataclass(frozen=True)
+class _LogLayout:
+    """``struct printk_log`` of Linux 3.5-5.9 from VMCOREINFO (§4.6); ``off_caller`` None before 5.1."""
+
+    hdr_size: int
+    off_ts: int
+    off_len: int
+    off_text_len: int
+    off_caller: int | None
+    off_facility: int
+
+    @classmethod
+    def of(cls, info: VmcoreInfo, missing_symbols: list[str]) -> _LogLayout:
+        k = _Keys(info)
+        hdr_size = k.get("SIZE", "printk_log")
+        off_ts = k.get("OFFSET", "printk_log.ts_nsec")
+        off_len = k.get("OFFSET", "printk_log.len")
+        off_text_len = k.get("OFFSET", "printk_log.text_len")
+        k.missing[:0] = missing_symbols
+        k.check("log_buf")
+        off_dict_len = info.offset("printk_log.dict_len")
+        # facility and flags:5/level:3 follow dict_len (u16), which follows text_len (§4.6)
+        off_facility = (off_dict_len if off_dict_len is not None else off_text_len + 2) + 2
+        return cls(hdr_size, off_ts, off_len, off_text_len, info.offset("printk_log.caller_id"), off_facility)
+
+    def record_at(self, buf: _Words, pos: int, seq: int, text: bytes) -> LogRecord:
+        level_byte = buf.uint(pos + self.off_facility + 1, 1)
+        return LogRecord(
+            seq=seq,
+            ts_nsec=buf.uint(pos + self.off_ts, 8),
+            level=level_byte >> 5,
+            facility=buf.uint(pos + self.off_facility, 1),
+            flags=level_byte & 0x1F,
+            caller_id=buf.uint(pos + self.off_caller, 4) if self.off_caller is not None else None,
+            text=text,
+        )
+
+
 def read_log_buf(info: VmcoreInfo, mem: VirtualReader, *, word_size: int, endian: Endian) -> KernelLog:
     """Walk the variable-length ``log_buf`` records of Linux 3.5-5.9 from log_first_idx to log_next_idx (§4.6)."""
     names = ("log_buf", "log_buf_len", "log_first_idx", "log_next_idx")
     addrs = {n: info.symbol(n) for n in names}
-    missing = [f"SYMBOL({n})" for n, a in addrs.items() if a is None]
-    k = _Keys(info)
-    hdr_size = k.get("SIZE", "printk_log")
-    off_ts = k.get("OFFSET", "printk_log.ts_nsec")
-    off_len = k.get("OFFSET", "printk_log.len")
-    off_text_len = k.get("OFFSET", "printk_log.text_len")
-    k.missing[:0] = missing
-    k.check("log_buf")
-    off_caller = info.offset("printk_log.caller_id")
-    off_dict_len = info.offset("printk_log.dict_len")
-    # facility and flags:5/level:3 follow dict_len (u16), which follows text_len (§4.6)
-    off_facility = (off_dict_len if off_dict_len is not None else off_text_len + 2) + 2
+    lay = _LogLayout.of(info, [f"SYMBOL({n})" for n, a in addrs.items() if a is None])
+    hdr_size, off_len, off_text_len = lay.hdr_size, lay.off_len, lay.off_text_len
 
     def u32(name: str) -> int:
         try:
@@ -504,18 +532,7 @@ def read_log_buf(info: VmcoreInfo, mem: VirtualReader, *, word_size: int, endian
         if _overlaps(bad, pos, pos + length):
             damage.append(f"log_buf record at offset {pos} is in an unreadable page")
         else:
-            level_byte = buf.uint(pos + off_facility + 1, 1)
-            records.append(
-                LogRecord(
-                    seq=seq,
-                    ts_nsec=buf.uint(pos + off_ts, 8),
-                    level=level_byte >> 5,
-                    facility=buf.uint(pos + off_facility, 1),
-                    flags=level_byte & 0x1F,
-                    caller_id=buf.uint(pos + off_caller, 4) if off_caller is not None else None,
-                    text=data[pos + hdr_size : pos + hdr_size + text_len],
-                )
-            )
+            records.append(lay.record_at(buf, pos, seq, data[pos + hdr_size : pos + hdr_size + text_len]))
         seq += 1
         pos += length
         if pos == buf_len:
