@@ -9,7 +9,9 @@ from evidence, never from the order of the pages:
   of its command line) points at this kernel's VMCOREINFO note; failing a header, its VMCOREINFO has the
   ``CRASHTIME`` its panic appended (§3.4).
 - ``running``: any other kernel that a vCPU executes (its page-table root maps the kernel's ``_stext`` to
-  the kernel's own physical ``_stext``), or whose ``_text`` lies inside the reservation the header leaves out.
+  the kernel's own physical ``_stext``), whose ``_text`` lies inside the reservation the header leaves out, or
+  whose own command line (from its log, cmdline.py) carries ``elfcorehdr=``. A ``crashkernel=`` on a kernel's
+  command line is reported and checked against the reservation's size (§3.1, §3.6).
 - ``only``: the single kernel of an ordinary dump. ``unknown``: a kernel none of the above explains.
 
 The crashed kernel is described as the capture kernel's ``/proc/vmcore`` would (§3.5): its phys_base, its
@@ -27,6 +29,7 @@ from typing import Any, Literal
 from kdfix.arch import Arch, KernelSpace, recognise
 from kdfix.arch.x86_64 import WalkBudgetExceeded, find_first_mapping
 from kdfix.detect.candidate import Candidate
+from kdfix.detect.cmdline import Crashkernel, command_line, parse_crashkernel
 from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, iter_page_heads, iter_scanned_copies
@@ -94,6 +97,17 @@ class Kernel:
     core_header: CoreHeader | None  # the header that describes this kernel (the crashed one)
     evidence: tuple[str, ...] = ()
     in_reservation: bool | None = None  # its _text lies inside the reservation the core header leaves out
+    cmdline: str | None = None  # its own command line, from its log (cmdline.py; looked for with several kernels)
+
+    @property
+    def crashkernel(self) -> list[Crashkernel]:
+        """The ``crashkernel=`` parameters of its command line: a kernel that reserved room for a capture kernel."""
+        return parse_crashkernel(self.cmdline or "")
+
+    @property
+    def elfcorehdr(self) -> int | None:
+        """The ``elfcorehdr=`` of its command line (x86: the capture kernel's; arm64 passes it in the DTB)."""
+        return parse_elfcorehdr(self.cmdline.encode("latin-1")) if self.cmdline else None
 
     @property
     def osrelease(self) -> str | None:
@@ -119,6 +133,8 @@ class Kernel:
             "crashtime": self.crashtime,
             "elfcorehdr": None if header is None else header.paddr,
             "in_reservation": self.in_reservation,
+            "cmdline": self.cmdline,
+            "crashkernel": [c.as_json() for c in self.crashkernel],
             "evidence": list(self.evidence),
         }
 
@@ -567,6 +583,8 @@ def find_kernels(
             reservation = reservation or header.reservation()
         if info.crashtime is not None:
             evidence.append(f"CRASHTIME={info.crashtime}: it panicked")
+        cmdline = command_line(model, memory, info) if len(entries) > 1 else None
+        evidence += _cmdline_evidence(cmdline)
         kernels.append(
             Kernel(
                 "unknown",
@@ -579,11 +597,37 @@ def find_kernels(
                 info.crashtime,
                 header,
                 tuple(evidence),
+                cmdline=cmdline,
             )
         )
     if reservation is not None:
         log.append(f"crashkernel reservation [{reservation[0]:#x}, {reservation[1]:#x}) (the core header's hole)")
+    log += _reservation_agrees(kernels, reservation)
     return Kernels(tuple(assign_roles(kernels, reservation)), tuple(headers), tuple(log))
+
+
+def _cmdline_evidence(cmdline: str | None) -> list[str]:
+    if cmdline is None:
+        return []
+    out = [f"its log's command line: {cmdline[-200:]!r}"]
+    out += [f"{c.text}: it reserved memory for a capture kernel" for c in parse_crashkernel(cmdline)]
+    if parse_elfcorehdr(cmdline.encode("latin-1")) is not None:
+        out.append("elfcorehdr= on its command line: it is a capture kernel")
+    return out
+
+
+def _reservation_agrees(kernels: Sequence[Kernel], reservation: tuple[int, int] | None) -> list[str]:
+    """Evidence lines comparing each ``crashkernel=`` asked for with the reservation the core header implies."""
+    out = []
+    for k in kernels:
+        for c in k.crashkernel:
+            if reservation is None or c.size is None:
+                continue
+            size = reservation[1] - reservation[0]
+            verdict = "consistent" if size == c.size else "inconsistent"
+            out.append(f"{c.text} of the kernel with phys_base {k.phys_base:#x}; the core header's hole is "
+                       f"{size:#x} bytes: {verdict}")  # fmt: skip
+    return out
 
 
 def _placed(
@@ -632,7 +676,7 @@ def assign_roles(kernels: Sequence[Kernel], reservation: tuple[int, int] | None)
         role: Role
         if any(k is c for c in crashed):
             role = "crashed"
-        elif k.cpus or inside:
+        elif k.cpus or inside or k.elfcorehdr is not None:
             role = "running"
         else:
             role = "unknown"

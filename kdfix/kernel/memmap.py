@@ -1,5 +1,11 @@
 """``kdfix map``: the physical memory of a dump as regions — RAM and holes, dumped / zero / excluded page runs,
-the kernel image, the VMCOREINFO note and each split part's range."""
+the kernel image, the VMCOREINFO note, the crashkernel reservation, firmware ranges (kdfix.arch.firmware) and each
+split part's range.
+
+The reservation is the hole an ELF core header in memory leaves among its PT_LOADs (kexec-tools writes it for the
+capture kernel, arch-kernels-and-introspection.md §3.3), else the ``size@offset`` of the kernel's own
+``crashkernel=`` (its log's command line, §3.6); a ``crashkernel=`` whose place the kernel chose, with no header in
+memory (no capture kernel loaded), is a note, not a region."""
 
 from __future__ import annotations
 
@@ -7,9 +13,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from kdfix.arch.firmware import firmware_ranges
+from kdfix.detect.cmdline import command_line, parse_crashkernel
+from kdfix.detect.kernels import find_core_headers
 from kdfix.errors import KdfixError
 from kdfix.kernel.kallsyms import read_kallsyms
 from kdfix.kernel.view import kernel_view
+from kdfix.model import DumpModel
+from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
 from kdfix.read.probe import open_dump
 
@@ -82,6 +93,25 @@ def iter_page_runs(memory: PhysicalMemory) -> Iterator[tuple[int, int, str]]:
         yield pos, memory.max_pfn, "hole"
 
 
+def _crashkernel(model: DumpModel, memory: PhysicalMemory, info: VmcoreInfo, notes: list[str]) -> list[Region]:
+    """The crashkernel reservation (see the module docstring), with the ``crashkernel=`` asked for in its label."""
+    cmdline = command_line(model, memory, info)
+    asked = parse_crashkernel(cmdline or "")
+    said = f" ({' '.join(c.text for c in asked)})" if asked else ""
+    for header in find_core_headers(memory):
+        hole = header.reservation()
+        if hole is not None:
+            return [Region(hole[0], hole[1], "crashkernel", f"crashkernel reservation{said}, holding the ELF core "
+                                                            f"header at {header.paddr:#x}")]  # fmt: skip
+    fixed = [c.region() for c in asked if c.region() is not None]
+    if fixed and fixed[0] is not None:
+        return [Region(fixed[0][0], fixed[0][1], "crashkernel", f"crashkernel reservation{said}")]
+    if asked:
+        notes.append(f"{said.strip(' ()')} on the kernel's command line, but no capture kernel's ELF core header in "
+                     "memory: where the kernel reserved it is unknown")  # fmt: skip
+    return []
+
+
 def memory_map(*paths: str | os.PathLike[str]) -> MemoryMap:
     """The memory map of the dump at ``paths`` (several: one split set)."""
     notes: list[str] = []
@@ -112,6 +142,10 @@ def memory_map(*paths: str | os.PathLike[str]) -> MemoryMap:
                 paddr = view.memory.try_vtop(pointer)
                 if paddr is not None:
                     regions.append(Region(paddr, paddr + ps, "vmcoreinfo", "VMCOREINFO note"))
+            dumped = [(r.start, r.end) for r in regions if r.kind == "ram"]
+            regions += [Region(a, b, "firmware", label) for a, b, label in firmware_ranges(view.arch.name, dumped,
+                                                                                          memory.read)]  # fmt: skip
+            regions += _crashkernel(dump.model, memory, view.vmcoreinfo, notes)
         except KdfixError as exc:
             notes.append(f"kernel regions unknown: {exc}")
     counts = dict.fromkeys(PAGE_KINDS, 0)

@@ -9,7 +9,8 @@ import drawsvg  # type: ignore[import-untyped]
 from kdfix.kernel.memmap import MemoryMap
 
 COLOURS = {"data": "#2b6cb0", "zero": "#bee3f8", "excluded": "#f6ad55", "hole": "#e2e8f0",
-           "kernel_image": "#c53030", "vmcoreinfo": "#38a169", "split_part": "#805ad5"}  # fmt: skip
+           "kernel_image": "#c53030", "vmcoreinfo": "#38a169", "split_part": "#805ad5", "crashkernel": "#d69e2e",
+           "firmware": "#4a5568"}  # fmt: skip
 WIDTH, BAR, ROW = 900, 28, 70
 LEFT = 10
 

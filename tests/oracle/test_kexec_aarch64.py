@@ -62,6 +62,10 @@ def test_detect_finds_both_kernels_with_roles(kexec_guest_aarch64: KexecDumps) -
                 lo, hi = g.crash_region
                 assert header is not None and header.reservation() == (lo, hi + 1)
                 assert lo <= header.paddr < hi
+                assert roles["crashed"].cmdline == g.first.cmdline and roles["running"].cmdline == g.capture.cmdline
+                (ck,) = roles["crashed"].crashkernel
+                assert ck.size == hi + 1 - lo and ck.region() is None  # the kernel chose where
+                assert roles["running"].elfcorehdr is None  # arm64: elfcorehdr is in the DTB (§3.2)
                 assert result.vmcoreinfo is not None
                 assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
 

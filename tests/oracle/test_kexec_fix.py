@@ -65,6 +65,12 @@ def test_detect_reports_both_kernels_with_roles(kexec_guest: KexecDumps) -> None
                     kexec_guest.crash_region[1] + 1,
                 )
                 assert header.cmdline is not None and b"elfcorehdr=" in header.cmdline[1]
+                # each kernel's command line from its own log, as /proc/cmdline showed it
+                assert roles["crashed"].cmdline == kexec_guest.first.cmdline
+                assert roles["running"].cmdline == kexec_guest.capture.cmdline
+                (ck,) = roles["crashed"].crashkernel
+                assert ck.size == kexec_guest.crash_region[1] + 1 - kexec_guest.crash_region[0]
+                assert not roles["running"].crashkernel and roles["running"].elfcorehdr == header.paddr
                 panicked = kexec_guest.config.panic_cpu
                 assert roles["running"].cpus == (panicked,)  # the capture kernel runs on the panicking vCPU
                 assert panicked not in roles["crashed"].cpus
