@@ -30,7 +30,7 @@ from kdfix.fix.apply import (
     rewrite_elf,
     rewrite_kdump,
 )
-from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
+from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, report_diagnosis, verification_options
 from kdfix.fix.options import FixOptions, check_target, make_options
 from kdfix.fix.plan import Edit, Plan, plan
 from kdfix.fix.rewrite import foreign_layout, standard_copy
@@ -267,11 +267,7 @@ def _result_of(path: str, container: str, problems: list[str], diag: Diagnosis, 
     result = FixResult(path, container, "ok", dry_run=dry_run, detect=diag.detect)
     result.messages.extend(f"warning: {problem}" for problem in problems)  # e.g. truncated: fix anyway
     result.messages.extend(diag.messages)
-    result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
-    if diag.missing:
-        result.status = "undetermined"
-        result.missing = list(diag.missing)
-        result.messages.append("nothing written: " + "; ".join(diag.missing))
+    report_diagnosis(result, diag)
     return result
 
 

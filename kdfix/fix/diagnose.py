@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from kdfix.arch import Arch, recognise
 from kdfix.arch.base import NO_VADDR
@@ -520,6 +520,26 @@ def diagnose(dump: Dump, options: FixOptions, *, progress: Progress | None = Non
     return diag
 
 
+class DiagnosedResult(Protocol):
+    """What FixResult and SplitFixResult share of a diagnosis."""
+
+    status: Status
+    phys_base: str | None
+    missing: list[str]
+    messages: list[str]
+
+
+def report_diagnosis(result: DiagnosedResult, diag: Diagnosis) -> bool:
+    """Give ``result`` the phys_base the fix is based on; True (and "undetermined") when a needed value is missing."""
+    result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
+    if not diag.missing:
+        return False
+    result.status = "undetermined"
+    result.missing = list(diag.missing)
+    result.messages.append("nothing written: " + "; ".join(diag.missing))
+    return True
+
+
 def verification_options(diag: Diagnosis, options: FixOptions) -> FixOptions:
     """Options that diagnose a fixed dump again with the values just written (nothing may be left to change)."""
     return FixOptions(
@@ -538,6 +558,7 @@ __all__ = [
     "Finding",
     "KdumpFacts",
     "diagnose",
+    "report_diagnosis",
     "verification_options",
     "wanted_notes",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 from kdfix.errors import KdfixError, UnsupportedError, VerificationError
 from kdfix.fix import journal as fix_journal
 from kdfix.fix.apply import PhysicalPlan, apply_in_place, check_writable, copy_and_patch, edit_rows, physical_writes
-from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, verification_options
+from kdfix.fix.diagnose import Diagnosis, Progress, Status, diagnose, report_diagnosis, verification_options
 from kdfix.fix.options import FixOptions, check_target, make_options
 from kdfix.fix.plan import Plan, plan
 from kdfix.lock import dump_lock
@@ -138,11 +138,7 @@ def _fix_set_locked(parts: list[str], targets: list[str] | None, in_place: bool,
                     dry_run: bool, progress: Progress | None) -> SplitFixResult:  # fmt: skip
     diag, the_plan = _diagnose_set(parts, options, progress)
     result = SplitFixResult(parts, "ok", messages=list(diag.messages), dry_run=dry_run, detect=diag.detect)
-    result.phys_base = None if diag.phys_base is None else f"{diag.phys_base:#x}"
-    if diag.missing:
-        result.status = "undetermined"
-        result.missing = list(diag.missing)
-        result.messages.append("nothing written: " + "; ".join(diag.missing))
+    if report_diagnosis(result, diag):
         return result
     if the_plan.append is not None or the_plan.rewrites or the_plan.stream_edits:
         raise UnsupportedError("the fix of this split set appends data to each part; reassemble the set "
