@@ -27,6 +27,7 @@ from kdfix.fix.apply import (
     copy_and_patch,
     edit_rows,
     physical_writes,
+    reassemble_and_patch,
     rewrite_elf,
     rewrite_kdump,
 )
@@ -41,7 +42,7 @@ from kdfix.read.flattened import FlattenedSource
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
 from kdfix.write.atomic import atomic_output
-from kdfix.write.convert import convert
+from kdfix.write.convert import convert, reassembles
 from kdfix.write.recheck import SAMPLE_PAGES, Health, health, recheck
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,9 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
             return result
         the_plan = plan(diag)
         physical = None
-        if not the_plan.empty and not the_plan.rewrites:
+        # a reassembled output is patched at dump offsets, which are its file offsets: the stream is not mapped
+        reassembled = output is not None and reformat and not flat and reassembles(dump)
+        if not the_plan.empty and not the_plan.rewrites and not reassembled:
             physical = physical_writes(path, dump.container, the_plan)
         result.edits = edit_rows(the_plan, physical)
         result.status = "ok" if the_plan.empty else "fixed"
@@ -254,7 +257,14 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
             target = os.fspath(output) if output is not None else os.path.realpath(path)
             _rewrite_whole(dump, path, the_plan, target, in_place, result, verify, progress)
         elif output is not None:
-            _write_patched_copy(path, os.fspath(output), physical, reformat, flat, result, verify, baseline, progress)
+            if reassembled:
+                with atomic_output(output, mode_from=path) as tmp:  # the stream's own file, patched at dump offsets
+                    result.bytes_written = reassemble_and_patch(path, tmp, the_plan)
+                    verify(tmp)
+                result.output = os.fspath(output)
+            else:
+                _write_patched_copy(path, os.fspath(output), physical, reformat, flat, result, verify, baseline,
+                                    progress)  # fmt: skip
     if in_place and not the_plan.rewrites and physical is not None and physical.writes:
         _patch_in_place(path, physical, result, verify)
     elif in_place:

@@ -35,6 +35,7 @@ from kdfix.read.probe import open_dump
 from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.atomic import reason
 from kdfix.write.elf import LoadSegment, write_elf
+from kdfix.write.flattened import reassemble
 from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
 from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
@@ -210,6 +211,21 @@ def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progres
         copy_sparse(fin.fileno(), fout.fileno(), size, progress)
         written = size + _write_all(fout.fileno(), physical.writes)
         os.fsync(fout.fileno())
+    return written
+
+
+def reassemble_and_patch(src: str, dst: str, plan: Plan) -> int:
+    """Write the reassembled file of the flattened stream ``src`` to ``dst`` (``makedumpfile -R``; the kernel
+    copies the record payloads), then apply ``plan`` at its dump offsets, which are that file's own offsets;
+    returns the apparent bytes written."""
+    size = reassemble(src, dst)
+    physical = physical_writes(dst, "kdump", plan)
+    fd = os.open(dst, os.O_WRONLY)
+    try:
+        written = size + _write_all(fd, physical.writes)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return written
 
 

@@ -19,6 +19,7 @@ from kdfix.read.source import Source, read_exact, source_path
 
 _RECORD = FLAT_RECORD_BOUND.struct
 _HEADER_BATCH = 1 << 20  # bytes of stream read at once while scanning small records
+_LARGE_RECORD = 4096  # payload size from which the next record header is read on its own
 MAX_LOGICAL_SIZE = 1 << 62  # offset + size beyond this cannot be a real file
 
 
@@ -63,6 +64,7 @@ class FlattenedSource:
         pos = FLAT_HEADER_SIZE
         buf = b""
         buf_start = pos
+        large = False  # the last record's payload was large
         while True:
             if pos + FLAT_RECORD_SIZE > size:
                 if pos < size:
@@ -72,7 +74,8 @@ class FlattenedSource:
             rel = pos - buf_start
             if rel < 0 or rel + FLAT_RECORD_SIZE > len(buf):
                 buf_start = pos
-                buf = self.stream.read_at(pos, _HEADER_BATCH)
+                # after a large record read just the next header: batches would read every payload too
+                buf = self.stream.read_at(pos, FLAT_RECORD_SIZE if large else _HEADER_BATCH)
                 rel = 0
             offset, buf_size = _RECORD.unpack_from(buf, rel)
             if offset == -1 and buf_size == -1:
@@ -102,6 +105,7 @@ class FlattenedSource:
                 break
             records.append((offset, buf_size, payload))
             pos = payload + buf_size
+            large = buf_size >= _LARGE_RECORD
         self.record_count = len(records)
         self._build(records)
 

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import struct
-import sys
 import time
 from array import array
 from collections.abc import Sequence
@@ -207,6 +206,11 @@ def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: 
     they are, in large writes, instead of page by page."""
     if to != "kdump" or not passthrough or flat or split or dump_level is not None:
         return False
+    return reassembles(dump)
+
+
+def reassembles(dump: object) -> bool:
+    """True for a complete flattened stream read without problems: its reassembled file is the dump as read."""
     if getattr(dump, "container", None) != "flattened" or getattr(dump, "problems", None):
         return False
     source = getattr(getattr(dump, "kdump", None), "source", None)
@@ -219,9 +223,10 @@ def _stored_counts(container: object) -> tuple[int, int, int, int]:
     total = part.dumped.count()
     desc = PAGE_DESC.bind(part.abi).struct
     zero_offsets = part._zero_page_offsets()
-    # the common layout (little-endian LP64 {i64 offset, u32 size, u32 flags, u64 page_flags}) is counted with
-    # strided arrays at C speed; any other through struct
-    strided = desc.format == "<qIIQ" and sys.byteorder == "little"
+    # a layout that reads as {i64 offset, u32 size, u32 flags, u64 page_flags} in this machine's byte order (LP64
+    # little-endian dumps here) is counted with strided arrays at C speed; any other through struct
+    probe = desc.pack(-2, 3, 5, 7) if desc.size == PAGE_DESC_SIZE == 24 else b""
+    strided = bool(probe) and array("q", probe)[0] == -2 and array("I", probe).tolist()[2:4] == [3, 5]
     zero = unflagged = 0
     for first in range(0, total, COUNT_BATCH):
         n = min(COUNT_BATCH, total - first)

@@ -28,7 +28,7 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
     """Replay the records of a flattened file into ``sink`` (last write wins); return the reassembled size."""
     path = os.fspath(flat_path)
     size = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         head = f.read(FLAT_HEADER_SIZE)
         if not is_flattened(head):
             raise FormatError(
@@ -37,24 +37,29 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
         if len(head) < FLAT_HEADER_SIZE:
             raise TruncatedError("flattened header shorter than 4096 bytes", offset=0, path=path)
         pos = FLAT_HEADER_SIZE
+        fd = f.fileno()
+        unpack = FLAT_RECORD_BOUND.struct.unpack  # (offset, buf_size)
         while True:
-            raw = f.read(FLAT_RECORD_SIZE)
+            raw = os.pread(fd, FLAT_RECORD_SIZE, pos)
             if len(raw) < FLAT_RECORD_SIZE:
                 raise TruncatedError(
                     "flattened stream ends without its end marker", field="record", offset=pos, path=path
                 )
-            rec = FLAT_RECORD_BOUND.unpack(raw)
-            if rec.offset < 0 or rec.buf_size <= 0:
-                if (rec.offset, rec.buf_size) != (FLAT_END_OFFSET, FLAT_END_SIZE):
+            offset, buf_size = unpack(raw)
+            if offset < 0 or buf_size <= 0:
+                if (offset, buf_size) != (FLAT_END_OFFSET, FLAT_END_SIZE):
                     raise FormatError(
-                        f"bad record {{{rec.offset}, {rec.buf_size}}}", field="record.offset", offset=pos, path=path
+                        f"bad record {{{offset}, {buf_size}}}", field="record.offset", offset=pos, path=path
                     )
                 return size
             pos += FLAT_RECORD_SIZE
-            left = rec.buf_size
-            out = rec.offset
+            left = buf_size
+            out = offset
+            if isinstance(sink, FileSink):  # the kernel copies the payload: no pass through this process
+                copied = sink.copy_from(fd, pos, out, left)
+                pos, out, left = pos + copied, out + copied, left - copied
             while left:
-                chunk = f.read(min(left, COPY_CHUNK))
+                chunk = os.pread(fd, min(left, COPY_CHUNK), pos)
                 if not chunk:
                     raise TruncatedError(
                         f"record payload needs {left} more bytes", field="record.buf_size", offset=pos, path=path
@@ -63,7 +68,7 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
                 out += len(chunk)
                 left -= len(chunk)
                 pos += len(chunk)
-            size = max(size, rec.offset + rec.buf_size)
+            size = max(size, offset + buf_size)
 
 
 def reassemble(flat_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -57,6 +58,9 @@ def flat_record_header(file_offset: int, size: int) -> bytes:
 FLAT_END_MARKER = FLAT_RECORD_BOUND.pack(FLAT_RECORD.make(offset=FLAT_END_OFFSET, buf_size=FLAT_END_SIZE))
 
 
+_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
+
+
 class FileSink:
     """Positional writes (pwrite) into a regular file; unwritten ranges stay holes that read as zero."""
 
@@ -81,6 +85,27 @@ class FileSink:
         except OSError as exc:
             raise write_error(exc, self.path) from exc
         self.size = max(self.size, file_offset + len(view))
+
+    def copy_from(self, src_fd: int, src_offset: int, file_offset: int, length: int) -> int:
+        """Copy ``length`` bytes of the file ``src_fd`` from ``src_offset`` to ``file_offset`` inside the kernel
+        (copy_file_range); returns how many were copied: fewer when the file systems cannot (the caller copies
+        the rest through write_at) or at the source's end."""
+        if self._fd is None:
+            raise WriteError("sink is closed", path=self.path)
+        copy = getattr(os, "copy_file_range", None)
+        done = 0
+        try:
+            checkpoint("sink.write")
+            while copy is not None and done < length:
+                n = copy(src_fd, self._fd, length - done, src_offset + done, file_offset + done)
+                if n <= 0:
+                    break
+                done += n
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_RANGE:
+                raise write_error(exc, self.path) from exc
+        self.size = max(self.size, file_offset + done) if done else self.size
+        return done
 
     def close(self) -> None:
         if self._fd is not None:

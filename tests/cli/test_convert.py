@@ -118,6 +118,7 @@ def test_failed_write_keeps_the_original_output(tmp_path: Path, flat_dump: Path,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sink.os, "pwrite", full)
+    monkeypatch.setattr(sink.os, "copy_file_range", full)  # a full disk refuses in-kernel copies too
     code, _, err = _run(flat_dump, "-o", out, "--no-flat")
     assert code == 2 and "No space left on device" in err
     assert out.read_bytes() == b"previous"
