@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kdfix.format.bitmap import Bitmap
@@ -26,6 +26,9 @@ from kdfix.format.constants import (
     NOTE_TYPE_QEMU,
     NOTE_TYPE_VMCOREINFO,
     QEMU_CPU_STATE_VERSION,
+    SYNTHETIC_BIOS_ID,
+    SYNTHETIC_BIOS_ID_PADDR,
+    SYNTHETIC_NODENAME,
     NoteType,
 )
 from kdfix.format.kdump import NEW_UTSNAME
@@ -38,6 +41,7 @@ from kdfix.format.notes import (
     X86_64_USER_REGS,
 )
 from kdfix.format.x86 import pack_gate
+from kdfix.generate import kernel_data
 from kdfix.generate.pagetables import (
     KERNEL_DATA_LARGE,
     KERNEL_RO_4K,
@@ -74,9 +78,16 @@ OFF_IDT_TABLE = 0x214000  # idt_table, page aligned
 OFF_INIT_TOP_PGT = 0x220000  # init_top_pgt == swapper_pg_dir, 8 KiB aligned (PTI pair)
 OFF_TABLES = 0x222000  # level3/level2 tables and direct-map tables, bump-allocated
 OFF_TABLES_END = 0x300000
+OFF_PRB = 0x300000  # prb: pointer to printk_rb_static (kernel_data.printk_ring)
+OFF_PRINTK_RB_STATIC = 0x300040
+OFF_CLEAR_SEQ = 0x300100
+OFF_PRB_DESCS = 0x301000  # 2^PRB_COUNT_BITS descriptors
+OFF_PRB_INFOS = 0x302000
+OFF_PRB_TEXT = 0x304000  # 2^PRB_SIZE_BITS bytes of text ring
+PRB_COUNT_BITS, PRB_SIZE_BITS = 5, 13
 TEXT_PAGES = 16  # pseudo-code pages at _text
 
-UTS_NODENAME = "kdfix-synthetic"
+UTS_NODENAME = SYNTHETIC_NODENAME
 UTS_VERSION = "#1 SMP PREEMPT_DYNAMIC kdfix synthetic"
 UTS_DOMAINNAME = "(none)"
 
@@ -100,6 +111,8 @@ class SyntheticTruth:
     release: str
     vmcoreinfo: bytes
     vmlinux_symbols: Mapping[str, int] = field(default_factory=dict)  # link-time (unrelocated) addresses
+    log: tuple[str, ...] = ()  # the kernel log records, oldest first
+    mem_map_paddr: int = 0  # the vmemmap struct page array (then mem_section's root array and sections)
 
     @property
     def phys_base_signed(self) -> int:
@@ -342,8 +355,9 @@ def _firmware_pages(seed: int) -> dict[int, bytes]:
     for off in range(code_from, FIRMWARE_SIZE, PAGE_SIZE):
         if rng.random() < 0.8:
             rom[off : off + PAGE_SIZE] = _code_page(rng)
-    ident = b"kdfix synthetic BIOS (SeaBIOS-like) " + rng.randbytes(4).hex().encode() + b"\0"
-    rom[code_from : code_from + len(ident)] = ident
+    ident = SYNTHETIC_BIOS_ID + b" (SeaBIOS-like) " + rng.randbytes(4).hex().encode() + b"\0"
+    at = SYNTHETIC_BIOS_ID_PADDR - FIRMWARE_BASE  # where kdfix info looks for it (kdfix.read.origin)
+    rom[at : at + len(ident)] = ident
     rom[FIRMWARE_SIZE - 16 :] = b"\xea\x5b\xe0\x00\xf0" + b"01/01/11" + b"\x00\xfc\x00"  # model byte 0xfc: PC/AT
     base = FIRMWARE_BASE // PAGE_SIZE
     return {base + i: bytes(rom[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]) for i in range(FIRMWARE_SIZE // PAGE_SIZE)}
@@ -362,7 +376,8 @@ def _idt_page(text_vaddr: int) -> bytes:
 
 
 def _vmcoreinfo_text(
-    *, release: str, build_id: str, syms: Mapping[str, int], phys_base: int, kaslr_offset: int
+    *, release: str, build_id: str, syms: Mapping[str, int], phys_base: int, kaslr_offset: int,
+    extra: Sequence[str] = (),
 ) -> bytes:
     """The kernel's VMCOREINFO text, keys in kernel order (notes-and-vmcoreinfo.md §4)."""
     lines = [
@@ -388,11 +403,34 @@ def _vmcoreinfo_text(
         f"KERNELOFFSET={kaslr_offset:x}",
         f"NUMBER(KERNEL_IMAGE_SIZE)={KERNEL_IMAGE_SIZE}",
         "NUMBER(sme_mask)=0",
+        *extra,
     ]
     return ("\n".join(lines) + "\n").encode()
 
 
-def _pick_vmcoreinfo_pfns(rng: random.Random, max_pfn: int, reserved: range) -> tuple[int, int]:
+def _boot_log(release: str, memory_size: int, banner: str) -> list[kernel_data.LogRecord]:
+    """What the synthetic kernel logged; the last line says where the dump came from."""
+    lines = [
+        banner,
+        "Command line: console=ttyS0 panic=-1",
+        f"Memory: {memory_size // 1024}K available",
+        f"kdfix: synthetic kernel {release}, log written by kdfix generate (not a running kernel)",
+    ]
+    return [kernel_data.LogRecord(text, ts_nsec=1_000_000 * i) for i, text in enumerate(lines)]
+
+
+def _memmap_region(memory_size: int, image: range, size: int) -> int:
+    """The highest 2 MiB-aligned PA range of ``size`` bytes in RAM above 2 MiB that misses the kernel image (where
+    memblock puts vmemmap, the mem_section arrays after it)."""
+    start = (memory_size - size) // SIZE_2M * SIZE_2M
+    while start >= SIZE_2M:
+        if start + size <= image.start or start >= image.stop:
+            return start
+        start -= SIZE_2M
+    raise ValueError(f"memory size {memory_size:#x} leaves no room for the struct page array ({size:#x} bytes)")
+
+
+def _pick_vmcoreinfo_pfns(rng: random.Random, max_pfn: int, reserved: Container[int]) -> tuple[int, int]:
     """Text page and note page (two pages apart, as measured in phys-base-and-kaslr.md §3B)."""
     low = min(0x100, max_pfn // 4)
     for _ in range(10_000):
@@ -545,6 +583,25 @@ def build_linux_image(
     store.write(kpa(OFF_BANNER), banner)
     store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(release))
     store.write(kpa(OFF_IDT_TABLE), _idt_page(text_vaddr))
+    log = _boot_log(release, memory_size, banner.decode().rstrip("\n\0"))
+    ring = kernel_data.printk_ring(
+        log, prb=kva(OFF_PRB), rb=kva(OFF_PRINTK_RB_STATIC), clear_seq=kva(OFF_CLEAR_SEQ), descs=kva(OFF_PRB_DESCS),
+        infos=kva(OFF_PRB_INFOS), data=kva(OFF_PRB_TEXT), count_bits=PRB_COUNT_BITS, size_bits=PRB_SIZE_BITS,
+    )  # fmt: skip
+    for va, blob in ring.blobs.items():
+        store.write(kpa(va - text_vaddr), blob)
+
+    # SPARSEMEM_EXTREME (arch-kernels-and-introspection.md §6.2): vmemmap struct pages, then the root array and
+    # section pages (reached through the direct map), in one region of RAM outside the image.
+    image_pas = range(text_paddr, text_paddr + IMAGE_SIZE)
+    memmap_bytes = kernel_data.memmap_size(ram_pfns)
+    memmap_pa = _memmap_region(memory_size, image_pas, memmap_bytes + SIZE_2M)
+    root_pa = memmap_pa + memmap_bytes
+    sparse = kernel_data.sparse_mem_map(
+        ram_pfns, root=PAGE_OFFSET + root_pa, sections=PAGE_OFFSET + root_pa + kernel_data.ROOT_ARRAY_SIZE
+    )
+    for va, blob in sparse.blobs.items():
+        store.write(memmap_pa if va == kernel_data.VMEMMAP_BASE else va - PAGE_OFFSET, blob)  # else: direct map
 
     # Page tables (phys-base-and-kaslr.md §3C): image in 2 MiB pages from _text, direct map, cpu-entry-area IDT.
     next_table = [kpa(OFF_TABLES)]
@@ -565,6 +622,8 @@ def build_linux_image(
         tables.map_2m(kva(off), kpa(off), flags)
     for paddr in range(0, memory_size, SIZE_2M):
         tables.map_2m(PAGE_OFFSET + paddr, paddr, KERNEL_DATA_LARGE)
+    for off in range(0, memmap_bytes, SIZE_2M):
+        tables.map_2m(kernel_data.VMEMMAP_BASE + off, memmap_pa + off, KERNEL_DATA_LARGE)
     tables.map_4k(CPU_ENTRY_AREA, kpa(OFF_IDT_TABLE), KERNEL_RO_4K)
     cr3, cr4 = pgd_paddr, 0x6B0
     if pti:  # user PGD = kernel PGD + 4 KiB; only the cpu-entry-area is shared
@@ -576,10 +635,12 @@ def build_linux_image(
 
     # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
     image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
-    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, image_pfns)
+    memmap_pfns = range(memmap_pa // PAGE_SIZE, (memmap_pa + memmap_bytes + SIZE_2M) // PAGE_SIZE)
+    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, set(image_pfns) | set(memmap_pfns))
     build_id = rng.randbytes(20).hex()
     text = _vmcoreinfo_text(
-        release=release, build_id=build_id, syms=syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset
+        release=release, build_id=build_id, syms=syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset,
+        extra=(*sparse.vmcoreinfo, *ring.vmcoreinfo),
     )
     if len(text) >= PAGE_SIZE:
         raise ValueError("VMCOREINFO text does not fit in one page")
@@ -589,7 +650,7 @@ def build_linux_image(
 
     # Filler: zero pages mostly, some random and text-like pages.
     corpus = _text_corpus(rng)
-    reserved = set(image_pfns) | {data_pfn, note_pfn}
+    reserved = set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}
     for pfn in rng.sample(range(ram_pfns), int(ram_pfns * filler_fraction)):
         if pfn not in reserved and pfn not in store.pages:
             store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
@@ -643,6 +704,8 @@ def build_linux_image(
         release=release,
         vmcoreinfo=text,
         vmlinux_symbols=dict(link_syms),
+        log=tuple(r.text for r in log),
+        mem_map_paddr=memmap_pa,
     )
     return model, memory, truth
 

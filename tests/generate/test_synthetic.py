@@ -281,3 +281,37 @@ def test_identities_hold_for_drawn_layouts(mem_mib, text_slot, k_slot, cpus):
     assert translate(memory.read, truth.pgd_paddr, PAGE_OFFSET + text_paddr) == text_paddr
     assert VmcoreInfo.parse(truth.vmcoreinfo).phys_base == truth.phys_base == to_u64(phys_base)
     assert model.nr_cpus == cpus
+
+
+def test_sparsemem_as_makedumpfile_decodes_it():
+    """arch-kernels-and-introspection.md §6.2: SPARSEMEM_EXTREME by LENGTH(mem_section), root[nr / per_root] →
+    section, PRESENT in section_mem_map, struct page(pfn) = coded + pfn * SIZE(page), _refcount 1 for RAM."""
+    from kdfix.arch import kernel_reader
+
+    model, memory, _ = build_linux_image(memory_size=200 * MiB, cpus=1, kaslr_offset=0x2000000)
+    info = model.parsed_vmcoreinfo()
+    assert info is not None
+    kmem = kernel_reader(model, memory, info)
+    def num(value: int | str | None) -> int:
+        assert value is not None
+        return int(value)
+
+    size_sec, page_size = num(info.size("mem_section")), num(info.size("page"))
+    section_bits = num(info.number("SECTION_SIZE_BITS"))
+    nr_sections = 1 << (num(info.number("MAX_PHYSMEM_BITS")) - section_bits)
+    per_root = 4096 // size_sec
+    assert num(info.get("LENGTH(mem_section)")) == -(-nr_sections // per_root)  # extreme
+    pfns_per_section = 1 << (section_bits - 12)
+    root_va, map_off, ref_off = (num(info.symbol("mem_section")), num(info.offset("mem_section.section_mem_map")),
+                                 num(info.offset("page._refcount")))  # fmt: skip
+    ram_pfns = 200 * MiB // 4096
+    for nr in range(-(-ram_pfns // pfns_per_section) + 1):
+        root = kmem.read_u64(root_va + 8 * (nr // per_root))
+        word = kmem.read_u64(root + (nr % per_root) * size_sec + map_off)
+        if nr * pfns_per_section >= ram_pfns:
+            assert word & 1 == 0  # no RAM, no section
+            continue
+        assert word & 1
+        coded = word & ~0x1F
+        for pfn in (nr * pfns_per_section, min(ram_pfns, (nr + 1) * pfns_per_section) - 1):
+            assert kmem.read_u32(coded + pfn * page_size + ref_off) == 1
