@@ -229,7 +229,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Generate a dump; without --mark an x86_64 --style linux dump looks QEMU-made (it carries QEMU notes)."""
+        """Generate a dump; without --mark an x86_64 --style linux dump has QEMU's headers and notes (kdfix info:
+        origin "qemu-style (generated?)" when its synthetic kernel or BIOS shows)."""
         if style not in STYLES:
             raise fail(f"unknown style {style!r} (choose from {', '.join(STYLES)})", EXIT_UNUSABLE)
         if compress not in CODEC_CHOICES:

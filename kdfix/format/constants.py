@@ -65,6 +65,13 @@ NOTE_NAME_LINUX = b"LINUX"
 NOTE_NAME_ERASEINFO = b"ERASEINFO"
 NOTE_NAME_KDFIX = b"KDFIX"
 
+# What ``kdfix generate --style linux`` writes into its synthetic guest (kdfix/generate/synthetic.py), so that
+# ``info`` can tell a generated dump from a QEMU one without the KDFIX note: the utsname nodename of its kernel,
+# and the ID string of its pseudo-BIOS at a fixed physical address (the middle of the 256 KiB ROM below 4 GiB).
+SYNTHETIC_NODENAME = "kdfix-synthetic"
+SYNTHETIC_BIOS_ID = b"kdfix synthetic BIOS"
+SYNTHETIC_BIOS_ID_PADDR = 0xFFFE0000
+
 
 class NoteType(IntEnum):
     """ELF note types seen in vmcores."""

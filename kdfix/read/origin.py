@@ -6,8 +6,17 @@ from typing import TYPE_CHECKING
 
 from kdfix.arch import recognise
 from kdfix.arch.base import MIN_PAGE_SIZE
+from kdfix.errors import KdfixError
 from kdfix.format import kdumpling
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_KDFIX, NOTE_NAME_QEMU, NoteType
+from kdfix.format.constants import (
+    NOTE_NAME_CORE,
+    NOTE_NAME_KDFIX,
+    NOTE_NAME_QEMU,
+    SYNTHETIC_BIOS_ID,
+    SYNTHETIC_BIOS_ID_PADDR,
+    SYNTHETIC_NODENAME,
+    NoteType,
+)
 from kdfix.model import DumpModel
 from kdfix.units import cstr
 
@@ -15,7 +24,8 @@ if TYPE_CHECKING:
     from kdfix.read.dump import Dump
     from kdfix.read.kdump import KdumpContainer
 
-ORIGINS = ("qemu", "makedumpfile", "kdumpling", "kdfix", "unknown")
+QEMU_STYLE_GENERATED = "qemu-style (generated?)"
+ORIGINS = ("qemu", QEMU_STYLE_GENERATED, "makedumpfile", "kdumpling", "kdfix", "unknown")
 
 
 def _qemu_evidence(dump: Dump) -> list[str]:
@@ -139,8 +149,37 @@ def _qemu_block_evidence(dump: Dump) -> list[str]:
     return ev if len(ev) >= 4 else []
 
 
+def _generated_evidence(dump: Dump) -> list[str]:
+    """What ``kdfix generate --style linux`` puts in its guest (kdfix.format.constants): a QEMU-style file holding
+    kdfix's synthetic kernel or BIOS was most likely generated, though its headers and notes are QEMU's."""
+    ev = []
+    if cstr(dump.model.utsname.nodename) == SYNTHETIC_NODENAME:
+        ev.append(f"utsname.nodename {SYNTHETIC_NODENAME!r}: kdfix's synthetic kernel")
+    try:
+        rom = dump.memory.read(SYNTHETIC_BIOS_ID_PADDR, len(SYNTHETIC_BIOS_ID))
+    except KdfixError:
+        rom = b""
+    if rom == SYNTHETIC_BIOS_ID:
+        ev.append(f"{SYNTHETIC_BIOS_ID.decode()!r} at PA {SYNTHETIC_BIOS_ID_PADDR:#x}: kdfix's pseudo-BIOS")
+    return ev
+
+
 def identify_origin(dump: Dump) -> tuple[str, list[str]]:
-    """Return (origin, evidence): origin is one of qemu, makedumpfile, kdumpling, kdfix, unknown."""
+    """Return (origin, evidence): origin is one of ORIGINS.
+
+    A dump whose headers and notes are QEMU's but which holds kdfix's synthetic guest is "qemu-style (generated?)":
+    ``kdfix generate`` without ``--mark`` writes exactly what QEMU would, so only the contents hint otherwise.
+    Without those hints (``--no-firmware --no-vmcoreinfo``) a generated dump still reads as qemu.
+    """
+    origin, evidence = _identify(dump)
+    if origin == "qemu":
+        generated = _generated_evidence(dump)
+        if generated:
+            return QEMU_STYLE_GENERATED, [*evidence, *generated]
+    return origin, evidence
+
+
+def _identify(dump: Dump) -> tuple[str, list[str]]:
     model = dump.model
     kdfix_notes = [n for n in model.notes if n.name == NOTE_NAME_KDFIX]
     if kdfix_notes:

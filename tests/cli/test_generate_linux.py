@@ -21,7 +21,7 @@ from kdfix.read.probe import open_dump
 from kdfix.units import cstr
 from tests.detect.conftest import layouts
 from tests.oracle.fixtures import require_tool
-from tests.oracle.tools import crash_osrelease, drgn_program
+from tests.oracle.tools import ToolError, crash_osrelease, drgn_program, makedumpfile_dump_dmesg
 
 MiB = 1 << 20
 runner = CliRunner()
@@ -59,7 +59,9 @@ def test_generate_writes_a_qemu_looking_dump(tmp_path):
         assert dump.vmcoreinfo is not None and dump.vmcoreinfo.phys_base == info["phys_base"]
         assert dump.model.phys_base == info["phys_base"]  # header holds the true value
         assert cstr(dump.model.utsname.release) == "6.1.0-kdfix-synthetic"
-        assert identify_origin(dump)[0] == "qemu"
+        origin, evidence = identify_origin(dump)  # QEMU's headers and notes, kdfix's synthetic guest
+        assert origin == "qemu-style (generated?)"
+        assert any("nodename" in e for e in evidence) and any("BIOS" in e for e in evidence)
         uts = dump.memory.read(info["text_paddr"] + (info["init_uts_ns"] - info["text_vaddr"]), 5)
         assert uts == b"Linux"
     assert not list(tmp_path.glob("*.kdfix-tmp"))  # atomic output leaves no temp file
@@ -67,7 +69,8 @@ def test_generate_writes_a_qemu_looking_dump(tmp_path):
 
 def test_no_firmware_is_ram_only(tmp_path):
     """--no-firmware: max_mapnr = RAM pages. QEMU notes + a kernel utsname over RAM only is what makedumpfile
-    writes from a QEMU guest's ELF, so info says makedumpfile; without VMCOREINFO (utsname zero) it stays qemu."""
+    writes from a QEMU guest's ELF, so info says makedumpfile; without VMCOREINFO (utsname zero) it stays qemu,
+    unless the pseudo-BIOS gives it away."""
     out = tmp_path / "ram.kdump"
     info = generate(out, "--memory", "64M", "--no-firmware")
     assert info["firmware"] is False and info["max_mapnr"] == 64 * MiB // 4096
@@ -76,7 +79,10 @@ def test_no_firmware_is_ram_only(tmp_path):
         assert identify_origin(dump)[0] == "makedumpfile"
     generate(out, "--memory", "64M", "--no-firmware", "--no-vmcoreinfo")
     with open_dump(out) as dump:
-        assert identify_origin(dump)[0] == "qemu"
+        assert identify_origin(dump)[0] == "qemu"  # nothing in the headers or notes tells it from QEMU's
+    generate(out, "--memory", "64M", "--no-vmcoreinfo")
+    with open_dump(out) as dump:
+        assert identify_origin(dump)[0] == "qemu-style (generated?)"  # the pseudo-BIOS tells
 
 
 def test_mark_no_vmcoreinfo_flat_and_codec(tmp_path):
@@ -145,6 +151,48 @@ def test_oracle_crash_osrelease(tmp_path, flat):
     result = crash_osrelease(out)
     assert result.returncode == 0, result.output
     assert "6.1.0-kdfix-oracle" in result.output
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--memory", "64M"),
+        ("--memory", "300M", "--cpus", "2", "--phys-base", "-0x32200000", "--kaslr-offset", "0x35600000"),
+        ("--memory", "200M", "--no-firmware", "--kaslr-offset", "0x2000000", "--compress", "none"),
+    ],
+)
+def test_oracle_makedumpfile_dump_dmesg(tmp_path, args):
+    """makedumpfile finds the memory model (SPARSEMEM_EXTREME mem_section, vmemmap struct pages) and walks the
+    printk ring (arch-kernels-and-introspection.md §4, §6.2); its lines are kdfix dmesg's; crash and drgn still
+    accept the dump."""
+    require_tool("makedumpfile")
+    out = tmp_path / "g.kdump"
+    info = generate(out, "--release", "6.1.0-kdfix-oracle", *args)
+    log = makedumpfile_dump_dmesg(out)
+    assert "] Linux version 6.1.0-kdfix-oracle (kdfix@synthetic)" in log
+    assert "] kdfix: synthetic kernel 6.1.0-kdfix-oracle, log written by kdfix generate" in log
+    ours = runner.invoke(app, ["dmesg", str(out)])
+    assert ours.exit_code == 0 and ours.stdout.splitlines() == log.splitlines()
+    require_tool("crash")
+    assert "6.1.0-kdfix-oracle" in crash_osrelease(out).output
+    require_tool("drgn")
+    _drgn_reads_utsname(out, info)
+
+
+@pytest.mark.oracle
+def test_oracle_makedumpfile_dump_dmesg_after_fix_of_no_vmcoreinfo(tmp_path):
+    """Without the note makedumpfile has no VMCOREINFO; kdfix fix recovers the kernel's from memory (with the
+    printk and mem_section keys), and makedumpfile then prints the log."""
+    require_tool("makedumpfile")
+    out = tmp_path / "novi.kdump"
+    generate(out, "--memory", "128M", "--no-vmcoreinfo", "--kaslr-offset", "0x4000000", "--release", "6.1.0-kdfix-nv")
+    with pytest.raises(ToolError):
+        makedumpfile_dump_dmesg(out)
+    fixed = tmp_path / "fixed.kdump"
+    result = runner.invoke(app, ["fix", str(out), "-o", str(fixed)])
+    assert result.exit_code == 0, result.output
+    assert "] kdfix: synthetic kernel 6.1.0-kdfix-nv, log written by kdfix generate" in makedumpfile_dump_dmesg(fixed)
 
 
 @pytest.mark.oracle
