@@ -55,9 +55,7 @@ class Codec:
         except Exception as exc:  # every codec library has its own error type
             raise CodecError(f"{self.name} data does not decompress: {exc}", pfn=pfn) from exc
         if len(out) != page_size:
-            raise CodecError(
-                f"{self.name} data decompresses to {len(out)} bytes, expected {page_size}", pfn=pfn
-            )
+            raise CodecError(f"{self.name} data decompresses to {len(out)} bytes, expected {page_size}", pfn=pfn)
         return out
 
 
@@ -148,9 +146,7 @@ def _raw_decompress(lib: ModuleType | None, data: bytes, page_size: int) -> byte
 CODECS: tuple[Codec, ...] = (
     Codec("zlib", DumpFlag.COMPRESSED_ZLIB, "zlib", None, _zlib_compress, _zlib_decompress),
     Codec("lzo", DumpFlag.COMPRESSED_LZO, "lzo", "python-lzo", _lzo_compress, _lzo_decompress),
-    Codec(
-        "snappy", DumpFlag.COMPRESSED_SNAPPY, "snappy", "python-snappy", _snappy_compress, _snappy_decompress
-    ),
+    Codec("snappy", DumpFlag.COMPRESSED_SNAPPY, "snappy", "python-snappy", _snappy_compress, _snappy_decompress),
     Codec("zstd", DumpFlag.COMPRESSED_ZSTD, "zstandard", "zstandard", _zstd_compress, _zstd_decompress),
     Codec("none", 0, None, None, _raw_compress, _raw_decompress),
 )

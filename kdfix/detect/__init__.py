@@ -139,7 +139,15 @@ def detect(
             confidence = "medium"
     evidence.append(f"agreeing methods: {', '.join(methods)}")
     return DetectResult(
-        lead.phys_base, kernel_offset, lead.method, confidence, evidence, vmcoreinfo, found, lead.arch, kernels,
+        lead.phys_base,
+        kernel_offset,
+        lead.method,
+        confidence,
+        evidence,
+        vmcoreinfo,
+        found,
+        lead.arch,
+        kernels,
         choice,
     )
 

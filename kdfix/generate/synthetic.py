@@ -376,7 +376,12 @@ def _idt_page(text_vaddr: int) -> bytes:
 
 
 def _vmcoreinfo_text(
-    *, release: str, build_id: str, syms: Mapping[str, int], phys_base: int, kaslr_offset: int,
+    *,
+    release: str,
+    build_id: str,
+    syms: Mapping[str, int],
+    phys_base: int,
+    kaslr_offset: int,
     extra: Sequence[str] = (),
 ) -> bytes:
     """The kernel's VMCOREINFO text, keys in kernel order (notes-and-vmcoreinfo.md §4)."""
@@ -639,7 +644,11 @@ def build_linux_image(
     data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, set(image_pfns) | set(memmap_pfns))
     build_id = rng.randbytes(20).hex()
     text = _vmcoreinfo_text(
-        release=release, build_id=build_id, syms=syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset,
+        release=release,
+        build_id=build_id,
+        syms=syms,
+        phys_base=to_u64(pb),
+        kaslr_offset=kaslr_offset,
         extra=(*sparse.vmcoreinfo, *ring.vmcoreinfo),
     )
     if len(text) >= PAGE_SIZE:

@@ -147,9 +147,7 @@ def cpu_states(dump: Dump, arch: Arch, symbols: Kallsyms | None) -> list[CpuStat
         sp = next((regs[r] for r in SP_REGISTERS if r in regs), 0)
         user = arch.user_mode(regs)
         sym = symbols.lookup(ip) if symbols is not None and not user else None
-        states.append(
-            CpuState(cpu, record.pr_pid, ip, sp, str(sym) if sym else None, sym.name if sym else None, user)
-        )
+        states.append(CpuState(cpu, record.pr_pid, ip, sp, str(sym) if sym else None, sym.name if sym else None, user))
     return states
 
 

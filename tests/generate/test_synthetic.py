@@ -292,6 +292,7 @@ def test_sparsemem_as_makedumpfile_decodes_it():
     info = model.parsed_vmcoreinfo()
     assert info is not None
     kmem = kernel_reader(model, memory, info)
+
     def num(value: int | str | None) -> int:
         assert value is not None
         return int(value)
