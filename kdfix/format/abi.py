@@ -29,7 +29,10 @@ def _score(block0: bytes, abi: Abi) -> int:
         return 0
     if 8 * hdr.bitmap_blocks * bs < hdr.max_mapnr:
         return 0
-    real = hdr.bitmap_blocks > 0 and hdr.max_mapnr > 0 and 0 <= hdr.header_version <= 64
+    # Every writer's sub_hdr_size is at least 1 (the sub header's own block; kdump-format.md §2): a view that reads
+    # it as 0 has found another field there.
+    real = hdr.bitmap_blocks > 0 and hdr.max_mapnr > 0 and hdr.sub_hdr_size > 0 and 0 <= hdr.header_version <= 64
+    real = real and 0 <= hdr.timestamp.tv_usec < 1_000_000  # a struct timeval's microseconds
     if abi.is_64bit:  # the 6 bytes between utsname and the 8-aligned timeval are padding
         pad_start = main.offset_of("utsname") + main.size_of("utsname.domainname") * 6
         real = real and not any(block0[pad_start : main.offset_of("timestamp")])
