@@ -48,6 +48,21 @@ PAE_PDPT_PRESENT = PTE_PRESENT
 PAE_KERNEL_LARGE = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY | PTE_PSE | PTE_GLOBAL  # 0x1e3
 
 
+def table_allocator(start: int, end: int, write: Callable[[int, bytes], None]) -> Callable[[], int]:
+    """``alloc()`` for a builder: zeroed table pages handed out upward from paddr ``start``, refused at ``end``."""
+    next_table = [start]
+
+    def alloc() -> int:
+        paddr = next_table[0]
+        if paddr >= end:
+            raise ValueError("memory too large for the synthetic page-table area")
+        next_table[0] += PAGE_SIZE
+        write(paddr, bytes(PAGE_SIZE))
+        return paddr
+
+    return alloc
+
+
 def va_indices(vaddr: int) -> tuple[int, int, int, int]:
     """PGD, PUD, PMD and PTE indices of a 4-level virtual address."""
     return (vaddr >> 39) & 511, (vaddr >> 30) & 511, (vaddr >> 21) & 511, (vaddr >> 12) & 511

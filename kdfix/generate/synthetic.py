@@ -49,6 +49,7 @@ from kdfix.generate.pagetables import (
     SIZE_2M,
     PageTableBuilder,
     pack_u64,
+    table_allocator,
 )
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
@@ -609,15 +610,7 @@ def build_linux_image(
         store.write(memmap_pa if va == kernel_data.VMEMMAP_BASE else va - PAGE_OFFSET, blob)  # else: direct map
 
     # Page tables (phys-base-and-kaslr.md §3C): image in 2 MiB pages from _text, direct map, cpu-entry-area IDT.
-    next_table = [kpa(OFF_TABLES)]
-
-    def alloc() -> int:
-        paddr = next_table[0]
-        if paddr >= kpa(OFF_TABLES_END):
-            raise ValueError("memory too large for the synthetic page-table area")
-        next_table[0] += PAGE_SIZE
-        store.write(paddr, bytes(PAGE_SIZE))
-        return paddr
+    alloc = table_allocator(kpa(OFF_TABLES), kpa(OFF_TABLES_END), store.write)
 
     pgd_paddr = kpa(OFF_INIT_TOP_PGT)
     store.write(pgd_paddr, bytes(2 * PAGE_SIZE))

@@ -40,6 +40,7 @@ from kdfix.generate.pagetables import (
     aarch64_block,
     aarch64_builder,
     i386_pae_builder,
+    table_allocator,
 )
 from kdfix.generate.synthetic import (
     DEFAULT_MEMORY,
@@ -336,15 +337,7 @@ def build_arch_image(
     store.write(kpa(OFF_BANNER), banner)
     store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(a, release))
 
-    next_table = [kpa(OFF_TABLES)]
-
-    def alloc() -> int:
-        paddr = next_table[0]
-        if paddr >= kpa(OFF_TABLES_END):
-            raise ValueError("memory too large for the synthetic page-table area")
-        next_table[0] += PAGE_SIZE
-        store.write(paddr, bytes(PAGE_SIZE))
-        return paddr
+    alloc = table_allocator(kpa(OFF_TABLES), kpa(OFF_TABLES_END), store.write)
 
     pgd_paddr = kpa(OFF_PGD)
     store.write(pgd_paddr, bytes(PAGE_SIZE))
