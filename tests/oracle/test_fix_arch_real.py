@@ -14,6 +14,8 @@ import pytest
 from kdfix import open_dump
 from kdfix.detect import detect
 from kdfix.fix import fix_dump
+from kdfix.kernel.dmesg import dmesg
+from kdfix.kernel.printk import iter_lines
 from kdfix.units import cstr
 from tests.oracle.fixtures import ARCH_GUEST_CONFIGS
 from tests.oracle.guest import GuestDumps
@@ -109,8 +111,11 @@ def test_fixed_dump_dmesg_shows_the_marker(name: str, container: str, request: p
     d = _dumps(request, name)
     if not _makedumpfile_reads(d.config.arch, container):
         pytest.xfail("i386 makedumpfile cannot translate kernel VAs of a KDUMP file (see _makedumpfile_reads)")
-    log = makedumpfile_dump_dmesg(fixed(name, container), arch=d.config.arch)
+    path = fixed(name, container)
+    log = makedumpfile_dump_dmesg(path, arch=d.config.arch)
     assert d.truth.marker in log
+    # kdfix dmesg of the same fixed file prints the lines the arch's makedumpfile prints (text and timestamps)
+    assert "\n".join(iter_lines(dmesg(path).log)).splitlines() == log.splitlines()
 
 
 def test_in_place_fix_and_undo_on_the_real_aarch64_dump(tmp_path: Path, request: pytest.FixtureRequest) -> None:
