@@ -6,7 +6,8 @@ Armed by the environment variable ``KDFIX_FAULT``, read once at import (or by :f
 
 ``NAME`` is a checkpoint name, or ``*`` for every checkpoint; the fault fires at its ``N``-th hit
 (1-based, default 1). ``ACTION`` is ``kill`` (SIGKILL this process, the default), ``enospc`` or ``eio``
-(raise ``OSError`` with that errno, as a failing ``write(2)`` or ``fsync(2)`` would).
+(raise ``OSError`` with that errno, as a failing ``write(2)`` or ``fsync(2)`` would), or ``stop`` (SIGSTOP this
+process, so that a test can act on it at a known point and then SIGCONT or SIGKILL it).
 ``KDFIX_FAULT_TRACE=PATH`` appends the name of every checkpoint passed to PATH (one per line), so a
 test can count the checkpoints of a run and then kill at each one in turn.
 
@@ -23,7 +24,7 @@ __all__ = ["ENV", "TRACE_ENV", "FaultSpec", "arm", "checkpoint", "disarm", "pars
 
 ENV = "KDFIX_FAULT"
 TRACE_ENV = "KDFIX_FAULT_TRACE"
-ACTIONS = ("kill", "enospc", "eio")
+ACTIONS = ("kill", "enospc", "eio", "stop")
 
 FaultSpec = tuple[str, int, str]  # (name or "*", hit number, action)
 
@@ -41,7 +42,7 @@ def parse(spec: str) -> list[FaultSpec]:
         name, _, count = target.partition(":")
         action = action or "kill"
         if action not in ACTIONS or not name:
-            raise ValueError(f"{ENV}: bad entry {item!r} (NAME[:N][=kill|enospc|eio])")
+            raise ValueError(f"{ENV}: bad entry {item!r} (NAME[:N][=kill|enospc|eio|stop])")
         hit = int(count) if count else 1
         if hit < 1:
             raise ValueError(f"{ENV}: hit number must be >= 1 in {item!r}")
@@ -80,6 +81,9 @@ def _fire(name: str) -> None:
         if target in (name, "*") and _hits[target] == hit:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if action == "stop":
+                os.kill(os.getpid(), signal.SIGSTOP)
+                continue
             code = errno.ENOSPC if action == "enospc" else errno.EIO
             raise OSError(code, f"{os.strerror(code)} (injected at {name})")
 

@@ -154,8 +154,10 @@ def test_copy_sparse_keeps_a_middle_hole_and_the_bytes(tmp_path: Path) -> None:
 # ---- 5: one writer at a time ----------------------------------------------------------------------------
 
 
-def _spawn(*args: object) -> subprocess.Popen[str]:
+def _spawn(*args: object, fault: str | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDFIX_")}
+    if fault is not None:
+        env["KDFIX_FAULT"] = fault
     return subprocess.Popen([sys.executable, "-c", "from kdfix.cli import main; main()", *map(str, args)],
                             cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
@@ -371,6 +373,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (state T in /proc/PID/stat)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
 def test_killing_one_batch_worker(tmp_path: Path, fixable: dict[str, Path]) -> None:
     """SIGKILL one worker process of a running batch --out-dir: the batch replaces it, retries that file, and
     finishes with every output complete and verifying; no temp file is left and the inputs are untouched."""
@@ -380,14 +390,21 @@ def test_killing_one_batch_worker(tmp_path: Path, fixable: dict[str, Path]) -> N
         shutil.copyfile(fixable["plain" if i % 2 else "flat"], tree / f"d{i}")
     inputs = {p: sha256(p) for p in tree.iterdir()}
     out = tmp_path / "out"
-    proc = _spawn("batch", tree, "--out-dir", out, "--workers", "2")
+    # Every process stops itself before its first fsync of an output (a temp file exists then): the first worker
+    # found stopped is killed, the others (its replacement included) are let go on.
+    proc = _spawn("batch", tree, "--out-dir", out, "--workers", "2", fault="atomic.before_fsync=stop")
     victim = None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        kids = [c for c in _children(proc.pid) if "python" in Path(f"/proc/{c}/comm").read_text(errors="replace")]
-        if len(kids) >= 2 and list(out.rglob("*.kdfix-tmp")):  # a worker is writing an output now
-            victim = kids[0]
-            os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        for pid in [proc.pid, *_children(proc.pid)]:
+            if not _stopped(pid):
+                continue
+            if victim is None and pid != proc.pid:
+                assert list(out.rglob("*.kdfix-tmp")), "a stopped worker has no output in progress"
+                victim = pid
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGCONT)
         time.sleep(0.05)
     _, stderr = proc.communicate(timeout=600)
     assert victim is not None, "the batch ended before a worker could be killed"
