@@ -446,15 +446,26 @@ def _run_pool(
                                    initargs=(immediate,))  # fmt: skip
     try:
         while True:
+            refused = False  # the pool broke (a worker died) before wait() said so: renew it, resubmit the job
             while queue and not stop.requested and len(running) < 2 * workers:
                 job = queue.pop()
                 prepared = _job_with_dirs(job)
                 if isinstance(prepared, Outcome):
                     finished(job, prepared)
                     continue
-                running[executor.submit(process, prepared)] = job
+                try:
+                    running[executor.submit(process, prepared)] = job
+                except BrokenProcessPool:
+                    queue.append(job)
+                    refused = True
+                    break
             if not running:
-                return
+                if not refused:
+                    return
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                               initargs=(immediate,))  # fmt: skip
+                continue
             if stop.requested and immediate and not forwarded:
                 forwarded = True
                 for proc in list(getattr(executor, "_processes", {}).values()):
