@@ -205,22 +205,28 @@ def fix_dump(
             if done is not None:
                 notes.append(done)
             check_links(os.path.realpath(path), force=force)
-        with open_dump(path) as dump:
+        dump = open_dump(path)  # opened once: a flattened stream's records are indexed by one pass
+        try:
             reason = foreign_layout(dump)
+        except BaseException:
+            dump.close()
+            raise
         if reason is not None:
+            dump.close()
             rewrite_options = dict(phys_base=phys_base, vmcoreinfo=vmcoreinfo, utsname=utsname, set_flags=set_flags,
                                    clear_flags=clear_flags)  # fmt: skip
             result = _fix_by_rewrite(path, output, in_place, rewrite_options, dry_run, progress, reason, began)
         else:
-            result = _fix_locked(path, output, in_place, options, dry_run, progress, flat)
+            result = _fix_locked(dump, path, output, in_place, options, dry_run, progress, flat)
         result.messages[:0] = notes
     result.seconds = time.monotonic() - began
     return result
 
 
-def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool, options: FixOptions,
+def _fix_locked(dump: Dump, path: str, output: str | os.PathLike[str] | None, in_place: bool, options: FixOptions,
                 dry_run: bool, progress: Progress | None, flat: bool) -> FixResult:  # fmt: skip
-    with open_dump(path) as dump:
+    """Diagnose, plan and write the fix of ``dump`` (open on ``path``; closed here, before an in-place patch)."""
+    with dump:
         if flat and dump.container == "elf":
             raise KdfixError("--flat: an ELF dump cannot be written as a flattened stream", path=path)
         reformat = output is not None and dump.container in ("kdump", "flattened") and (
@@ -259,7 +265,7 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
         elif output is not None:
             if reassembled:
                 with atomic_output(output, mode_from=path) as tmp:  # the stream's own file, patched at dump offsets
-                    result.bytes_written = reassemble_and_patch(path, tmp, the_plan)
+                    result.bytes_written = reassemble_and_patch(path, tmp, the_plan, _flattened_source(dump))
                     verify(tmp)
                 result.output = os.fspath(output)
             else:
@@ -270,6 +276,12 @@ def _fix_locked(path: str, output: str | os.PathLike[str] | None, in_place: bool
     elif in_place:
         result.output = path
     return result
+
+
+def _flattened_source(dump: Dump) -> FlattenedSource | None:
+    """The reader of a flattened stream, whose extent index the reassembly copies from (None for other dumps)."""
+    source = dump.kdump.source if dump.kdump is not None else None
+    return source if isinstance(source, FlattenedSource) else None
 
 
 def _result_of(path: str, container: str, problems: list[str], diag: Diagnosis, dry_run: bool) -> FixResult:

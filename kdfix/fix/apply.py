@@ -30,12 +30,13 @@ from kdfix.format.constants import COMPRESSION_FLAGS, FLAT_HEADER_SIZE, NOTE_NAM
 from kdfix.format.flattened import FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump
+from kdfix.read.flattened import FlattenedSource
 from kdfix.read.memory import DictMemory, PhysicalMemory
 from kdfix.read.probe import open_dump
 from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.atomic import reason
 from kdfix.write.elf import LoadSegment, write_elf
-from kdfix.write.flattened import reassemble
+from kdfix.write.flattened import reassemble, reassemble_extents
 from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
 from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
@@ -214,11 +215,15 @@ def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progres
     return written
 
 
-def reassemble_and_patch(src: str, dst: str, plan: Plan) -> int:
+def reassemble_and_patch(src: str, dst: str, plan: Plan, source: FlattenedSource | None = None) -> int:
     """Write the reassembled file of the flattened stream ``src`` to ``dst`` (``makedumpfile -R``; the kernel
-    copies the record payloads), then apply ``plan`` at its dump offsets, which are that file's own offsets;
-    returns the apparent bytes written."""
-    size = reassemble(src, dst)
+    copies the record payloads, from the extent index of ``source``, the reader of ``src`` that built one, if
+    given), then apply ``plan`` at its dump offsets, which are that file's own offsets; returns the apparent
+    bytes written."""
+    if source is not None:
+        size = reassemble_extents(src, source.iter_extents(), source.size, dst)
+    else:
+        size = reassemble(src, dst)
     physical = physical_writes(dst, "kdump", plan)
     fd = os.open(dst, os.O_WRONLY)
     try:

@@ -7,11 +7,13 @@ Flattened output itself is ``write_kdump(..., flat=True)``, which writes through
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from kdfix.errors import FormatError, TruncatedError
 from kdfix.format.constants import FLAT_END_OFFSET, FLAT_END_SIZE, FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
 from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.write.sink import FileSink, Sink
+from kdfix.write.writeback import Writeout
 
 COPY_CHUNK = 1 << 20
 
@@ -53,22 +55,49 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
                     )
                 return size
             pos += FLAT_RECORD_SIZE
-            left = buf_size
-            out = offset
-            if isinstance(sink, FileSink):  # the kernel copies the payload: no pass through this process
-                copied = sink.copy_from(fd, pos, out, left)
-                pos, out, left = pos + copied, out + copied, left - copied
-            while left:
-                chunk = os.pread(fd, min(left, COPY_CHUNK), pos)
-                if not chunk:
-                    raise TruncatedError(
-                        f"record payload needs {left} more bytes", field="record.buf_size", offset=pos, path=path
-                    )
-                sink.write_at(out, chunk)
-                out += len(chunk)
-                left -= len(chunk)
-                pos += len(chunk)
+            _copy_payload(fd, pos, sink, offset, buf_size, path)
+            pos += buf_size
             size = max(size, offset + buf_size)
+
+
+def _copy_payload(fd: int, pos: int, sink: Sink, out: int, left: int, path: str) -> None:
+    """Copy ``left`` bytes of the stream ``fd`` at ``pos`` to ``out`` in ``sink``: by the kernel into a file
+    (no pass through this process), else, or for what the kernel did not copy, through a buffer."""
+    if isinstance(sink, FileSink):
+        copied = sink.copy_from(fd, pos, out, left)
+        pos, out, left = pos + copied, out + copied, left - copied
+    while left:
+        chunk = os.pread(fd, min(left, COPY_CHUNK), pos)
+        if not chunk:
+            raise TruncatedError(f"record payload needs {left} more bytes", field="record.buf_size", offset=pos,
+                                 path=path)  # fmt: skip
+        sink.write_at(out, chunk)
+        out += len(chunk)
+        left -= len(chunk)
+        pos += len(chunk)
+
+
+def reassemble_extents(flat_path: str | os.PathLike[str], extents: Iterable[tuple[int, int, int]], size: int,
+                       out_path: str | os.PathLike[str]) -> int:  # fmt: skip
+    """``reassemble`` from the stream's extent index, already built by its reader (FlattenedSource.iter_extents:
+    disjoint (logical start, logical end, stream offset), ascending; the last write of every byte): the record
+    headers are not read again, the kernel copies each extent, and the disk writes the file out as it grows
+    (kdfix.write.writeback); returns ``size``, the reassembled file's size."""
+    path = os.fspath(flat_path)
+    sink = FileSink(out_path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            writeout = Writeout(sink.fileno())
+            for start, end, src in extents:
+                _copy_payload(fd, src, sink, start, end - start, path)
+                writeout.advance(end)
+        finally:
+            os.close(fd)
+        os.truncate(sink.path, size)
+    finally:
+        sink.close()
+    return size
 
 
 def reassemble(flat_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:

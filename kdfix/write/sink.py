@@ -86,6 +86,11 @@ class FileSink:
             raise write_error(exc, self.path) from exc
         self.size = max(self.size, file_offset + len(view))
 
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise WriteError("sink is closed", path=self.path)
+        return self._fd
+
     def copy_from(self, src_fd: int, src_offset: int, file_offset: int, length: int) -> int:
         """Copy ``length`` bytes of the file ``src_fd`` from ``src_offset`` to ``file_offset`` inside the kernel
         (copy_file_range); returns how many were copied: fewer when the file systems cannot (the caller copies

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from kdfix.faults import checkpoint
 from kdfix.write.sink import FileSink, write_error
+from kdfix.write.writeback import Writeout
 
 Progress = Callable[[int, int], None]
 _CHUNK = 64 << 20
@@ -58,12 +59,14 @@ def _copy_range(src: int, dst: int, start: int, end: int) -> None:
 def copy_sparse(src_fd: int, dst_fd: int, size: int, progress: Progress | None = None) -> int:
     """Copy the first ``size`` bytes of ``src_fd`` to ``dst_fd`` (empty), holes kept; returns bytes of data copied."""
     copied = 0
+    writeout = Writeout(dst_fd)  # the disk writes the copy as it grows: the caller's fsync finds little left
     for start, end in data_extents(src_fd, size):
         for a in range(start, end, _CHUNK):
             checkpoint("copy.extent")
             b = min(end, a + _CHUNK)
             _copy_range(src_fd, dst_fd, a, b)
             copied += b - a
+            writeout.advance(b)
             if progress is not None:
                 progress(b, size)
     os.ftruncate(dst_fd, size)  # a trailing hole

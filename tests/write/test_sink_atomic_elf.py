@@ -19,9 +19,12 @@ from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_BOUND, FLAT_RE
 from kdfix.format.layout import ARM32_LE, I386_LE, LP64_LE
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, iter_notes
+from kdfix.read.flattened import FlattenedSource
 from kdfix.read.memory import DictMemory
+from kdfix.read.source import FileSource
 from kdfix.write import FlattenedSink, MemorySink, atomic_output, reassemble, write_elf
 from kdfix.write.elf import LoadSegment, runs_of
+from kdfix.write.flattened import reassemble_extents
 from tests import strategies as S
 from tests.roundtrip import assert_elf_model, assert_same_pages, file_bytes
 
@@ -75,6 +78,11 @@ def test_reassemble_is_last_write_wins(tmp_path_factory, writes) -> None:  # typ
     size = reassemble(d / "f", d / "r")
     assert size == mem.size
     assert file_bytes(d / "r") == mem.getvalue()
+    # the same file from the reader's extent index (fix -o of a flattened stream): the records are not read again
+    with FileSource(d / "f") as stream:
+        index = FlattenedSource(stream)
+        assert reassemble_extents(d / "f", index.iter_extents(), index.size, d / "x") == mem.size
+    assert file_bytes(d / "x") == mem.getvalue()
 
 
 @pytest.mark.parametrize("damage", ["signature", "truncated", "bad_end"])
@@ -204,3 +212,32 @@ def test_elf_write_then_read(tmp_path_factory, model, memory) -> None:  # type: 
     with kdfix.open_dump(path) as dump:
         assert_elf_model(dump.model, model)
         assert_same_pages(dump.memory, memory)
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="sync_file_range is Linux's")
+def test_writeout_is_asked_every_step_and_stops_where_refused(tmp_path: Path) -> None:
+    """Early write-out (kdfix.write.writeback): one request per ``step`` bytes written; a pipe refuses it
+    (ESPIPE), after which the pacer asks no more."""
+    from kdfix.write.writeback import Writeout, start_writeout
+
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"x" * 3 * BS, 0)
+        assert start_writeout(fd, 0, 3 * BS)
+        pacer = Writeout(fd, step=2 * BS)
+        pacer.advance(BS)
+        assert pacer.done == 0  # less than a step: not asked yet
+        pacer.advance(3 * BS)
+        assert (pacer.done, pacer.enabled) == (3 * BS, True)
+    finally:
+        os.close(fd)
+    r, w = os.pipe()
+    try:
+        pacer = Writeout(w, step=1)
+        pacer.advance(10)
+        assert not pacer.enabled
+        pacer.advance(20)
+        assert pacer.done == 10
+    finally:
+        os.close(r)
+        os.close(w)
