@@ -382,6 +382,24 @@ class BoundLayout(Generic[R]):
             return struct.pack(fmt, bytes(value))
         return struct.pack(fmt, value)
 
+    def numpy_dtype(self) -> Any:
+        """A numpy structured dtype of the leaves at their offsets (padding included), to read a table of these
+        structures at C speed with ``numpy.frombuffer``; numpy is imported here only, when a table is read."""
+        import numpy as np
+
+        order = self.abi.byte_order
+        formats: list[Any] = []
+        for slot in self.slots:
+            if slot.kind == "bytes":
+                formats.append(f"S{slot.size}")
+            elif slot.kind == "array":
+                formats.append((order + slot.code[-1], (slot.count,)))
+            else:
+                formats.append(order + slot.code[-1])
+        names = [slot.path for slot in self.slots]
+        offsets = [slot.offset for slot in self.slots]
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": self.size})
+
     def iter_fields(self) -> Iterator[tuple[str, int, int]]:
         """Yield (path, offset, size) of every leaf."""
         for slot in self.slots:

@@ -50,13 +50,14 @@ class MemoryMap:
     notes: tuple[str, ...] = ()
 
 
-def _zero_test(memory: PhysicalMemory) -> object:
-    return getattr(memory, "is_zero_page", None)
-
-
 def _dumped_runs(memory: PhysicalMemory, start: int, end: int) -> Iterator[tuple[int, int, str]]:
     """Runs of "data" and "zero" pages in a dumped range (the kdump zero descriptor, else the page bytes)."""
-    is_zero = _zero_test(memory)
+    zero_runs = getattr(memory, "zero_runs", None)
+    if callable(zero_runs):  # containers answer for a whole range from their descriptor tables
+        for first, stop, z in zero_runs(start, end):
+            yield first, stop, "zero" if z else "data"
+        return
+    is_zero = getattr(memory, "is_zero_page", None)
     zero = bytes(memory.page_size)
     kinds: Iterator[tuple[int, bool]]
     if callable(is_zero):

@@ -251,6 +251,11 @@ class ElfContainer:
         """ELF has no shared zero page; the hint is always False."""
         return False
 
+    def zero_runs(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+        """:meth:`is_zero_page` over ``[start, end)``: one run, never zero."""
+        if start < end:
+            yield start, end, False
+
     def _fill(self, paddr: int, size: int, segs: list[ElfSegment]) -> bytes:
         end = paddr + size
         if len(segs) == 1:

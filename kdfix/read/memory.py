@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol, runtime_checkable
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ZeroRun = tuple[int, int, bool]  # (first pfn, end pfn, stored as the shared zero page)
 
 
 @runtime_checkable
@@ -62,6 +68,31 @@ def read_range(memory: PhysicalMemory, paddr: int, size: int, *, zero_fill: bool
             raise AddressError(f"physical address {pos:#x} (pfn {pfn:#x}) is not in the dump", paddr=pos)
         pos += take
     return bytes(out)
+
+
+def mask_runs(mask: np.ndarray, base: int) -> Iterator[ZeroRun]:
+    """Maximal runs ``(base + a, base + b, value)`` of a boolean array, found at C speed."""
+    import numpy as np
+
+    if not mask.size:
+        return
+    edges = [0, *(np.flatnonzero(mask[1:] != mask[:-1]) + 1).tolist(), int(mask.size)]
+    for a, b in itertools.pairwise(edges):
+        yield base + a, base + b, bool(mask[a])
+
+
+def merge_runs(runs: Iterable[ZeroRun]) -> Iterator[ZeroRun]:
+    """Adjacent runs of the same value joined into one (pieces from batches, parts or gaps)."""
+    held: ZeroRun | None = None
+    for run in runs:
+        if held is not None and held[1] == run[0] and held[2] == run[2]:
+            held = (held[0], run[1], held[2])
+            continue
+        if held is not None:
+            yield held
+        held = run
+    if held is not None:
+        yield held
 
 
 class DictMemory:
@@ -125,6 +156,8 @@ class PageContainer(Protocol):
 
     def is_zero_page(self, pfn: int) -> bool: ...
 
+    def zero_runs(self, start: int, end: int) -> Iterator[ZeroRun]: ...
+
     def page(self, pfn: int) -> bytes: ...
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]: ...
@@ -154,6 +187,10 @@ class ContainerMemory:
 
     def is_zero_page(self, pfn: int) -> bool:
         return self.container.is_zero_page(pfn)
+
+    def zero_runs(self, start: int, end: int) -> Iterator[ZeroRun]:
+        """Runs of :meth:`is_zero_page` over ``[start, end)``, in bulk (see the container's)."""
+        return self.container.zero_runs(start, end)
 
     def page(self, pfn: int) -> bytes:
         return self.container.page(pfn)

@@ -101,6 +101,28 @@ def test_page_desc_is_24_bytes_everywhere(abi):
     assert [bound.offset_of(f) for f in ("offset", "size", "flags", "page_flags")] == [0, 8, 12, 16]
 
 
+@pytest.mark.parametrize("abi", ALL_ABIS, ids=lambda a: a.name)
+@pytest.mark.parametrize("layout", [PAGE_DESC, DISK_DUMP_HEADER], ids=lambda lay: lay.name)
+def test_numpy_dtype_reads_a_table_as_unpack_does(abi, layout):
+    """A table read through ``numpy_dtype`` gives each leaf the value ``unpack`` gives (arrays, chars, signs)."""
+    import numpy as np
+
+    bound = layout.bind(abi)
+    rows = [bytes((i * 37 + j * 11 + 200) & 0xFF for j in range(bound.size)) for i in range(3)]
+    table = np.frombuffer(b"".join(rows), dtype=bound.numpy_dtype())
+    assert table.dtype.itemsize == bound.size
+    for row, record in zip(rows, table, strict=True):
+        values = iter(bound.unpack_values(row))
+        for slot in bound.slots:
+            got = record[slot.path]
+            if slot.kind == "array":
+                assert tuple(int(v) for v in got) == tuple(next(values) for _ in range(slot.count))
+            elif slot.kind == "bytes":
+                assert got == next(values).rstrip(b"\0")  # numpy's S type drops trailing NULs
+            else:
+                assert int(got) == next(values)
+
+
 def test_note_payload_offsets_match_reference():
     pr64 = ELF_PRSTATUS_X86_64.bind(LP64_LE)
     assert pr64.size == 336
