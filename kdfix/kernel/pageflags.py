@@ -184,6 +184,29 @@ def judge(
     range (2^order pages). Rows not ``readable`` are kept. ``carry`` is the previous chunk's range running into
     this one.
     """
+    cols = _columns(rows, rules)
+    order, hugetlb = _compound(rows, cols, rules, start_pfn)
+    undecided = ~cols.tail
+    if readable is not None:
+        undecided &= readable
+    match = _FirstMatch(undecided)
+    _match_rules(match, cols, order, hugetlb, rules, level)
+    return _spread(match.classes, match.span, start_pfn, carry)
+
+
+@dataclass
+class _Columns:
+    """The struct page members the rules read, one array over the chunk each (absent members: neutral values)."""
+
+    flags: np.ndarray
+    mapping: np.ndarray
+    mapcount: np.ndarray
+    private: np.ndarray
+    tail: np.ndarray  # compound_head bit 0: a tail page, judged with its head
+    head: np.ndarray  # PG_head: a compound head
+
+
+def _columns(rows: np.ndarray, rules: PageRules) -> _Columns:
     n = rows.shape[0]
     w, e = rules.word_size, rules.endian
     flags = _field(rows, rules.off_flags, w, e).astype(np.uint64)
@@ -205,8 +228,14 @@ def judge(
     )
     head = (flags & np.uint64(rules.pg_head_mask)) != 0 if rules.pg_head_mask else np.zeros(n, dtype=bool)
     head[-1:] = False  # its first tail is in the next chunk; chunks are 2^k aligned, so its order would be 0
+    return _Columns(flags, mapping, mapcount, private, tail, head)
 
-    # The first tail (next struct page) carries the compound order and destructor (§6.3).
+
+def _compound(rows: np.ndarray, cols: _Columns, rules: PageRules, start_pfn: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, hugetlb) of each compound head, from its first tail (the next struct page, §6.3); order 0 where
+    it is not a head or its block would not be aligned."""
+    n = rows.shape[0]
+    w, e = rules.word_size, rules.endian
     order = np.zeros(n, dtype=np.int64)
     hugetlb = np.zeros(n, dtype=bool)
     if n > 1:
@@ -220,59 +249,67 @@ def judge(
         if rules.pg_hugetlb is not None:
             hugetlb[:-1] |= _bit(_field(nxt, rules.off_flags, w, e).astype(np.uint64), rules.pg_hugetlb)
     if rules.hugetlb_mapcount is not None:
-        hugetlb |= mapcount == rules.hugetlb_mapcount
-    order = np.where(head, order, 0)
+        hugetlb |= cols.mapcount == rules.hugetlb_mapcount
+    order = np.where(cols.head, order, 0)
     pfns = np.arange(start_pfn, start_pfn + n, dtype=np.int64)
     bad_order = (order >= 8 * w) | ((pfns & ((np.int64(1) << np.minimum(order, 62)) - 1)) != 0)
-    order = np.where(bad_order, 0, order)
-    hugetlb &= head
+    return np.where(bad_order, 0, order), hugetlb & cols.head
 
+
+class _FirstMatch:
+    """Classes given in rule order: a page takes the first rule that matches it, with the pages it spans."""
+
+    def __init__(self, undecided: np.ndarray) -> None:
+        n = undecided.shape[0]
+        self.classes = np.zeros(n, dtype=np.uint8)
+        self.span = np.ones(n, dtype=np.int64)
+        self.undecided = undecided
+
+    def take(self, mask: np.ndarray, cls: int, pages: np.ndarray | None = None) -> None:
+        hit = self.undecided & mask
+        self.classes[hit] = cls
+        if pages is not None:
+            self.span[hit] = pages[hit]
+        self.undecided = self.undecided & ~hit
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Pages no later rule may take."""
+        self.undecided = self.undecided & ~mask
+
+
+def _match_rules(
+    match: _FirstMatch, cols: _Columns, order: np.ndarray, hugetlb: np.ndarray, rules: PageRules, level: int
+) -> None:
+    """makedumpfile's rules in its order (§6.3, §6.4): free, cache, private cache, user, hwpoison, offline."""
+    n = cols.flags.shape[0]
+    flags, mapcount = cols.flags, cols.mapcount
     slab = _bit(flags, rules.pg_slab)
     if rules.slab_mapcount is not None:
         slab |= mapcount == rules.slab_mapcount
-    lru = _bit(flags, rules.pg_lru)
-    swapcache = _bit(flags, rules.pg_swapcache)
     swapbacked = _bit(flags, rules.pg_swapbacked) if rules.pg_swapbacked is not None else np.ones(n, dtype=bool)
-    cache = lru | (swapcache & swapbacked)
-    anon = ((mapping & np.uint64(PAGE_MAPPING_ANON)) != 0) & ~slab
+    cache = _bit(flags, rules.pg_lru) | (_bit(flags, rules.pg_swapcache) & swapbacked)
+    anon = ((cols.mapping & np.uint64(PAGE_MAPPING_ANON)) != 0) & ~slab
     priv = _bit(flags, rules.pg_private)
-
-    classes = np.zeros(n, dtype=np.uint8)
-    span = np.ones(n, dtype=np.int64)
-    undecided = ~tail
-    if readable is not None:
-        undecided &= readable
-
-    def take(mask: np.ndarray, cls: int, pages: np.ndarray | None = None) -> None:
-        nonlocal undecided
-        hit = undecided & mask
-        classes[hit] = cls
-        if pages is not None:
-            span[hit] = pages[hit]
-        undecided = undecided & ~hit
-
     compound_pages = np.left_shift(np.int64(1), order)
     if level & CLASS_FREE and rules.buddy_test:
-        max_order = rules.max_order if rules.max_order is not None else 8 * w - 1
+        max_order = rules.max_order if rules.max_order is not None else 8 * rules.word_size - 1
         buddy = ~slab & (mapcount == rules.buddy)
-        valid = private < np.uint64(max_order)
-        buddy_pages = np.left_shift(np.int64(1), np.where(valid, private, np.uint64(0)).astype(np.int64))
-        take(buddy & valid, CLASS_FREE, buddy_pages)
-        undecided &= ~buddy  # a buddy head with an invalid order is kept (§6.6)
+        valid = cols.private < np.uint64(max_order)
+        buddy_pages = np.left_shift(np.int64(1), np.where(valid, cols.private, np.uint64(0)).astype(np.int64))
+        match.take(buddy & valid, CLASS_FREE, buddy_pages)
+        match.keep(buddy)  # a buddy head with an invalid order is kept (§6.6)
         if rules.unaccepted is not None and rules.max_order is not None:
             whole = np.full(n, 1 << (rules.max_order - 1), dtype=np.int64)
-            take(mapcount == rules.unaccepted, CLASS_FREE, whole)
+            match.take(mapcount == rules.unaccepted, CLASS_FREE, whole)
     if level & CLASS_CACHE:
-        take(cache & ~priv & ~anon, CLASS_CACHE, compound_pages)
+        match.take(cache & ~priv & ~anon, CLASS_CACHE, compound_pages)
     if level & CLASS_CACHE_PRIVATE:
-        take(cache & ~anon, CLASS_CACHE_PRIVATE, compound_pages)
+        match.take(cache & ~anon, CLASS_CACHE_PRIVATE, compound_pages)
     if level & CLASS_USER:
-        take(anon | hugetlb, CLASS_USER, compound_pages)
-    take(_bit(flags, rules.pg_hwpoison), CLASS_HWPOISON, compound_pages)
+        match.take(anon | hugetlb, CLASS_USER, compound_pages)
+    match.take(_bit(flags, rules.pg_hwpoison), CLASS_HWPOISON, compound_pages)
     if rules.offline is not None and rules.off_mapcount is not None:
-        take(~slab & (mapcount == rules.offline), CLASS_OFFLINE, compound_pages)
-
-    return _spread(classes, span, start_pfn, carry)
+        match.take(~slab & (mapcount == rules.offline), CLASS_OFFLINE, compound_pages)
 
 
 def _spread(classes: np.ndarray, span: np.ndarray, start_pfn: int, carry: tuple[int, int] | None) -> ChunkDecision:
