@@ -17,35 +17,48 @@ if TYPE_CHECKING:
 _MAX_LISTED = 20
 
 
+# The options of ``kdfix batch``, declared once here so that the command reads as its signature.
+PathsArgument = Annotated[list[Path], typer.Argument(metavar="PATH...", help="Folders (walked recursively) or files.")]
+OutDirOption = Annotated[
+    Path | None, typer.Option("--out-dir", help="Write fixed copies here, mirroring the input tree.")
+]
+InPlaceOption = Annotated[
+    bool, typer.Option("--in-place", help="Patch the dumps themselves (undo records beside each).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Worker processes (default: number of cores).")
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option("--report", help="JSON Lines report (default with --out-dir: OUT/kdfix-batch-report.jsonl)."),
+]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Skip the files the report already lists; redo only the rest.")
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Diagnose and plan only; write no dump.")]
+IncludeOption = Annotated[
+    list[str] | None, typer.Option("--include", help="Only paths matching GLOB (path or file name).")
+]
+ExcludeOption = Annotated[list[str] | None, typer.Option("--exclude", help="Leave out paths matching GLOB.")]
+ShardOption = Annotated[
+    str | None, typer.Option("--shard", help="K/N: only the K-th of N stable subsets (hash of the path).")
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("batch")
     @handle_errors
     def batch_command(
-        paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Folders (walked recursively) or files.")],
-        out_dir: Annotated[
-            Path | None, typer.Option("--out-dir", help="Write fixed copies here, mirroring the input tree.")
-        ] = None,
-        in_place: Annotated[
-            bool, typer.Option("--in-place", help="Patch the dumps themselves (undo records beside each).")
-        ] = False,
-        workers: Annotated[
-            int | None, typer.Option("--workers", min=1, help="Worker processes (default: number of cores).")
-        ] = None,
-        report: Annotated[
-            Path | None,
-            typer.Option("--report", help="JSON Lines report (default with --out-dir: OUT/kdfix-batch-report.jsonl)."),
-        ] = None,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Skip the files the report already lists; redo only the rest.")
-        ] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Diagnose and plan only; write no dump.")] = False,
-        include: Annotated[
-            list[str] | None, typer.Option("--include", help="Only paths matching GLOB (path or file name).")
-        ] = None,
-        exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave out paths matching GLOB.")] = None,
-        shard: Annotated[
-            str | None, typer.Option("--shard", help="K/N: only the K-th of N stable subsets (hash of the path).")
-        ] = None,
+        paths: PathsArgument,
+        out_dir: OutDirOption = None,
+        in_place: InPlaceOption = False,
+        workers: WorkersOption = None,
+        report: ReportOption = None,
+        resume: ResumeOption = False,
+        dry_run: DryRunOption = False,
+        include: IncludeOption = None,
+        exclude: ExcludeOption = None,
+        shard: ShardOption = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Fix every dump found under PATH... as `kdfix fix` would; exit 0 if none failed, 1 if some did.

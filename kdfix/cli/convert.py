@@ -3,58 +3,71 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kdfix.cli.output import JsonFlag, handle_errors, print_json, progress_bar, stdout
 
+if TYPE_CHECKING:
+    from kdfix.write.convert import ConvertResult
+
 CODEC_NAMES = ("zlib", "lzo", "snappy", "zstd", "none")
+
+
+# The options of ``kdfix convert``, declared once here so that the command reads as its signature.
+InputsArgument = Annotated[list[Path], typer.Argument(metavar="IN...", help="Dump file; several = one split set.")]
+OutputOption = Annotated[
+    Path, typer.Option("-o", "--output", metavar="OUT", help="Output file (with --split: OUT.1..OUT.N).")
+]
+ToOption = Annotated[
+    str | None, typer.Option("--to", metavar="kdump|elf", help="kdump or elf (default: the input's kind).")
+]
+CompressOption = Annotated[
+    str | None,
+    typer.Option("--compress", metavar="CODEC", help="zlib, lzo, snappy, zstd or none (default: the input's)."),
+]
+FlatOption = Annotated[bool | None, typer.Option("--flat/--no-flat", help="Flattened stream (default: as the input).")]
+SplitOption = Annotated[int | None, typer.Option("--split", min=1, help="Write N split parts OUT.1..OUT.N.")]
+DumpLevelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--dump-level",
+        "-d",
+        metavar="0-31",
+        min=0,
+        max=31,
+        help="Exclude pages as makedumpfile -d does, the sum of: 1 zero, 2 non-private cache, "
+        "4 cache incl. private, 8 user, 16 free. 1 is judged by content (KDUMP output shares one zero "
+        "page, ELF leaves them out); 2-16 from the kernel's struct pages via VMCOREINFO, from the "
+        "file or recovered from memory. Default: keep the input's pages.",
+    ),
+]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")]
+UtsnameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--utsname",
+        metavar="auto|keep",
+        help="auto: fill a header utsname that is not sane from the kernel's init_uts_ns or VMCOREINFO; "
+        "keep: the input's (default: auto for ELF input, keep for KDUMP).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("convert")
     @handle_errors
     def convert_command(
-        inputs: Annotated[list[Path], typer.Argument(metavar="IN...", help="Dump file; several = one split set.")],
-        output: Annotated[
-            Path, typer.Option("-o", "--output", metavar="OUT", help="Output file (with --split: OUT.1..OUT.N).")
-        ],
-        to: Annotated[
-            str | None, typer.Option("--to", metavar="kdump|elf", help="kdump or elf (default: the input's kind).")
-        ] = None,
-        compress: Annotated[
-            str | None,
-            typer.Option("--compress", metavar="CODEC", help="zlib, lzo, snappy, zstd or none (default: the input's)."),
-        ] = None,
-        flat: Annotated[
-            bool | None, typer.Option("--flat/--no-flat", help="Flattened stream (default: as the input).")
-        ] = None,
-        split: Annotated[int | None, typer.Option("--split", min=1, help="Write N split parts OUT.1..OUT.N.")] = None,
-        dump_level: Annotated[
-            int | None,
-            typer.Option(
-                "--dump-level",
-                "-d",
-                metavar="0-31",
-                min=0,
-                max=31,
-                help="Exclude pages as makedumpfile -d does, the sum of: 1 zero, 2 non-private cache, "
-                "4 cache incl. private, 8 user, 16 free. 1 is judged by content (KDUMP output shares one zero "
-                "page, ELF leaves them out); 2-16 from the kernel's struct pages via VMCOREINFO, from the "
-                "file or recovered from memory. Default: keep the input's pages.",
-            ),
-        ] = None,
-        workers: Annotated[int, typer.Option("--workers", min=1, help="Compression processes.")] = 1,
-        utsname: Annotated[
-            str | None,
-            typer.Option(
-                "--utsname",
-                metavar="auto|keep",
-                help="auto: fill a header utsname that is not sane from the kernel's init_uts_ns or VMCOREINFO; "
-                "keep: the input's (default: auto for ELF input, keep for KDUMP).",
-            ),
-        ] = None,
+        inputs: InputsArgument,
+        output: OutputOption,
+        to: ToOption = None,
+        compress: CompressOption = None,
+        flat: FlatOption = None,
+        split: SplitOption = None,
+        dump_level: DumpLevelOption = None,
+        workers: WorkersOption = 1,
+        utsname: UtsnameOption = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Convert IN... to OUT; with no options the output keeps the input's container and codec.
@@ -88,18 +101,23 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result)
         else:
-            outs = ", ".join(result.outputs)
-            stdout.print(
-                f"{outs}: {result.container} {result.codec}, {result.pages} pages "
-                f"({result.zero_pages} zero, {result.raw_pages} raw, {result.compressed_pages} compressed), "
-                f"{result.bytes} bytes in {result.seconds:.2f} s" + _excluded_text(result.excluded),
-                markup=False,
-                soft_wrap=True,
-            )
-            if result.utsname:
-                stdout.print(f"utsname: {result.utsname}", markup=False, soft_wrap=True)
-            for line in result.messages:
-                stdout.print(line, markup=False, soft_wrap=True)
+            _print_summary(result)
+
+
+def _print_summary(result: ConvertResult) -> None:
+    """The human lines of ``kdfix convert`` (the JSON has everything)."""
+    outs = ", ".join(result.outputs)
+    stdout.print(
+        f"{outs}: {result.container} {result.codec}, {result.pages} pages "
+        f"({result.zero_pages} zero, {result.raw_pages} raw, {result.compressed_pages} compressed), "
+        f"{result.bytes} bytes in {result.seconds:.2f} s" + _excluded_text(result.excluded),
+        markup=False,
+        soft_wrap=True,
+    )
+    if result.utsname:
+        stdout.print(f"utsname: {result.utsname}", markup=False, soft_wrap=True)
+    for line in result.messages:
+        stdout.print(line, markup=False, soft_wrap=True)
 
 
 def _excluded_text(excluded: dict[str, int] | None) -> str:

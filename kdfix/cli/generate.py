@@ -16,6 +16,8 @@ from kdfix.cli.output import EXIT_UNUSABLE, JsonFlag, fail, handle_errors, print
 from kdfix.units import to_s64
 
 if TYPE_CHECKING:
+    from kdfix.generate.synthetic import SparseMemory, SyntheticTruth
+    from kdfix.model import DumpModel
     from kdfix.notes.framing import Note
 
 CODEC_CHOICES = ("zlib", "lzo", "snappy", "zstd", "none")
@@ -81,44 +83,17 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
     import dataclasses
 
     from kdfix.arch import get_arch
-    from kdfix.generate.synthetic import build_linux_image
-    from kdfix.generate.synthetic_arch import build_arch_image
     from kdfix.write import atomic_output, write_kdump
     from kdfix.write.recheck import recheck
 
     arch = get_arch(opts.arch or "x86_64").name
-    try:
-        if arch == "x86_64":
-            model, memory, truth = build_linux_image(
-                memory_size=opts.memory_size,
-                cpus=opts.cpus,
-                phys_base=opts.phys_base or 0,
-                kaslr_offset=opts.kaslr_offset,
-                release=opts.release,
-                seed=opts.seed,
-                vmcoreinfo_in_notes=opts.vmcoreinfo,
-                firmware=opts.firmware,
-            )
-        else:
-            model, memory, truth = build_arch_image(
-                arch,
-                memory_size=opts.memory_size,
-                cpus=opts.cpus,
-                phys_base=opts.phys_base,
-                kaslr_offset=opts.kaslr_offset,
-                release=opts.release,
-                seed=opts.seed,
-                vmcoreinfo_in_notes=opts.vmcoreinfo,
-                firmware=opts.firmware,
-            )
-    except ValueError as exc:
-        raise fail(str(exc), EXIT_UNUSABLE) from None
+    model, memory, truth = _linux_image(arch, opts)
     if opts.mark:
         model = dataclasses.replace(model, notes=(*model.notes, kdfix_mark_note("linux", opts)))
     with atomic_output(opts.output) as tmp:
         result = write_kdump(tmp, model, memory, codec=opts.codec, flat=opts.flat, phys_base_from_vmcoreinfo=False)
         recheck(tmp, what="the generated dump")
-    return {
+    written = {
         "path": str(opts.output),
         "style": "linux",
         "arch": arch,
@@ -133,11 +108,51 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
         "memory_size": opts.memory_size,
         "firmware": opts.firmware,
         "max_mapnr": memory.max_pfn,
+    }
+    placed = _linux_truth(opts, truth, header_phys_base=model.phys_base)
+    return written | placed | {"seconds": round(result.seconds, 3)}
+
+
+def _linux_image(arch: str, opts: GenerateOptions) -> tuple[DumpModel, SparseMemory, SyntheticTruth]:
+    """(model, memory, truth) of the synthetic image; a bad size or offset is a one-line error."""
+    from kdfix.generate.synthetic import build_linux_image
+    from kdfix.generate.synthetic_arch import build_arch_image
+
+    try:
+        if arch == "x86_64":
+            return build_linux_image(
+                memory_size=opts.memory_size,
+                cpus=opts.cpus,
+                phys_base=opts.phys_base or 0,
+                kaslr_offset=opts.kaslr_offset,
+                release=opts.release,
+                seed=opts.seed,
+                vmcoreinfo_in_notes=opts.vmcoreinfo,
+                firmware=opts.firmware,
+            )
+        return build_arch_image(
+            arch,
+            memory_size=opts.memory_size,
+            cpus=opts.cpus,
+            phys_base=opts.phys_base,
+            kaslr_offset=opts.kaslr_offset,
+            release=opts.release,
+            seed=opts.seed,
+            vmcoreinfo_in_notes=opts.vmcoreinfo,
+            firmware=opts.firmware,
+        )
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+
+
+def _linux_truth(opts: GenerateOptions, truth: SyntheticTruth, *, header_phys_base: int) -> dict[str, Any]:
+    """What the generator put where: the answers detect and fix are tested against."""
+    return {
         "release": truth.release,
         "vmcoreinfo_in_notes": opts.vmcoreinfo,
         "phys_base": truth.phys_base,
         "phys_base_signed": truth.phys_base_signed,
-        "header_phys_base": model.phys_base,
+        "header_phys_base": header_phys_base,
         "kernel_offset": truth.kaslr_offset,
         "text_paddr": truth.text_paddr,
         "text_vaddr": truth.text_vaddr,
@@ -146,7 +161,6 @@ def generate_linux(opts: GenerateOptions) -> dict[str, Any]:
         "linux_banner": truth.linux_banner,
         "vmcoreinfo_note_paddr": truth.vmcoreinfo_note_paddr,
         "vmcoreinfo_data_paddr": truth.vmcoreinfo_data_paddr,
-        "seconds": round(result.seconds, 3),
     }
 
 
@@ -173,60 +187,77 @@ STYLES: dict[str, Callable[[GenerateOptions], dict[str, Any]]] = {
 }
 
 
+# The options of ``kdfix generate``, declared once here so that the command reads as its signature.
+OutputOption = Annotated[Path, typer.Option("-o", "--output", help="Output dump path (written atomically).")]
+StyleOption = Annotated[str, typer.Option("--style", help="linux (synthetic Linux image) or qemu.")]
+MemoryOption = Annotated[str, typer.Option("--memory", help="Guest memory size, e.g. 96M, 1G.")]
+CpusOption = Annotated[int, typer.Option("--cpus", min=1, max=1024, help="Number of vCPUs.")]
+PhysBaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--phys-base",
+        help="The header phys_base meaning (x86_64 phys_base, aarch64 PHYS_OFFSET; i386 has none): decimal "
+        "or 0x-hex, negative or u64 two's complement. Default 0 (aarch64: the DRAM base 0x40000000).",
+    ),
+]
+KaslrOption = Annotated[str, typer.Option("--kaslr-offset", help="KERNELOFFSET (2 MiB multiple).")]
+ReleaseOption = Annotated[str, typer.Option("--release", help="OSRELEASE / utsname release.")]
+CompressOption = Annotated[str, typer.Option("--compress", help="zlib, lzo, snappy, zstd or none.")]
+FlatOption = Annotated[bool, typer.Option("--flat", help="Write a flattened (makedumpfile -F) stream.")]
+NoVmcoreinfoOption = Annotated[
+    bool, typer.Option("--no-vmcoreinfo", help="Omit the VMCOREINFO note (QEMU without the device).")
+]
+NoFirmwareOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-firmware",
+        help="--style linux: RAM only (no BIOS ROM at 0xfffc0000, max_mapnr = RAM pages); such coverage is "
+        "makedumpfile's, so with VMCOREINFO kdfix info reports origin makedumpfile.",
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the page contents.")]
+MarkOption = Annotated[bool, typer.Option("--mark", help="Add a KDFIX note (kdfix info reports origin kdfix).")]
+FromOption = Annotated[
+    Path | None, typer.Option("--from", help="--style qemu: the dump (ideally QEMU's ELF) to re-emit.")
+]
+RawOption = Annotated[bool, typer.Option("--raw", help="--style qemu: kdump-raw-* layout (QEMU >= 8.2).")]
+QemuVersionOption = Annotated[
+    str, typer.Option("--qemu-version", help="--style qemu: QEMU release to imitate (default 7.2).")
+]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="--style qemu: compression processes.")]
+ArchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="--style linux: the guest architecture, x86_64 (default), aarch64 or i386. --style qemu: the "
+        "qemu-system-ARCH that took the dump; default the dump's own. Use x86_64 for an EM_386 dump taken "
+        "by qemu-system-x86_64 (QEMU < 8.0 writes its name into utsname.machine).",
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     @handle_errors
     def generate_command(
-        output: Annotated[Path, typer.Option("-o", "--output", help="Output dump path (written atomically).")],
-        style: Annotated[str, typer.Option("--style", help="linux (synthetic Linux image) or qemu.")] = "linux",
-        memory: Annotated[str, typer.Option("--memory", help="Guest memory size, e.g. 96M, 1G.")] = "96M",
-        cpus: Annotated[int, typer.Option("--cpus", min=1, max=1024, help="Number of vCPUs.")] = 1,
-        phys_base: Annotated[
-            str | None,
-            typer.Option(
-                "--phys-base",
-                help="The header phys_base meaning (x86_64 phys_base, aarch64 PHYS_OFFSET; i386 has none): decimal "
-                "or 0x-hex, negative or u64 two's complement. Default 0 (aarch64: the DRAM base 0x40000000).",
-            ),
-        ] = None,
-        kaslr_offset: Annotated[str, typer.Option("--kaslr-offset", help="KERNELOFFSET (2 MiB multiple).")] = "0",
-        release: Annotated[str, typer.Option("--release", help="OSRELEASE / utsname release.")] = (
-            "6.1.0-kdfix-synthetic"
-        ),
-        compress: Annotated[str, typer.Option("--compress", help="zlib, lzo, snappy, zstd or none.")] = "zlib",
-        flat: Annotated[bool, typer.Option("--flat", help="Write a flattened (makedumpfile -F) stream.")] = False,
-        no_vmcoreinfo: Annotated[
-            bool, typer.Option("--no-vmcoreinfo", help="Omit the VMCOREINFO note (QEMU without the device).")
-        ] = False,
-        no_firmware: Annotated[
-            bool,
-            typer.Option(
-                "--no-firmware",
-                help="--style linux: RAM only (no BIOS ROM at 0xfffc0000, max_mapnr = RAM pages); such coverage is "
-                "makedumpfile's, so with VMCOREINFO kdfix info reports origin makedumpfile.",
-            ),
-        ] = False,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the page contents.")] = 0,
-        mark: Annotated[bool, typer.Option("--mark", help="Add a KDFIX note (kdfix info reports origin kdfix).")] = (
-            False
-        ),
-        source: Annotated[
-            Path | None, typer.Option("--from", help="--style qemu: the dump (ideally QEMU's ELF) to re-emit.")
-        ] = None,
-        raw: Annotated[bool, typer.Option("--raw", help="--style qemu: kdump-raw-* layout (QEMU >= 8.2).")] = False,
-        qemu_version: Annotated[
-            str, typer.Option("--qemu-version", help="--style qemu: QEMU release to imitate (default 7.2).")
-        ] = "7.2",
-        workers: Annotated[int, typer.Option("--workers", min=1, help="--style qemu: compression processes.")] = 1,
-        arch: Annotated[
-            str | None,
-            typer.Option(
-                "--arch",
-                help="--style linux: the guest architecture, x86_64 (default), aarch64 or i386. --style qemu: the "
-                "qemu-system-ARCH that took the dump; default the dump's own. Use x86_64 for an EM_386 dump taken "
-                "by qemu-system-x86_64 (QEMU < 8.0 writes its name into utsname.machine).",
-            ),
-        ] = None,
+        output: OutputOption,
+        style: StyleOption = "linux",
+        memory: MemoryOption = "96M",
+        cpus: CpusOption = 1,
+        phys_base: PhysBaseOption = None,
+        kaslr_offset: KaslrOption = "0",
+        release: ReleaseOption = "6.1.0-kdfix-synthetic",
+        compress: CompressOption = "zlib",
+        flat: FlatOption = False,
+        no_vmcoreinfo: NoVmcoreinfoOption = False,
+        no_firmware: NoFirmwareOption = False,
+        seed: SeedOption = 0,
+        mark: MarkOption = False,
+        source: FromOption = None,
+        raw: RawOption = False,
+        qemu_version: QemuVersionOption = "7.2",
+        workers: WorkersOption = 1,
+        arch: ArchOption = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Generate a dump; without --mark an x86_64 --style linux dump has QEMU's headers and notes (kdfix info:
@@ -261,15 +292,20 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(info)
         else:
-            stdout.print(
-                f"wrote {info['path']} ({info['size']} bytes, {info['pages']} pages, {info.get('codec', '')})",
-                markup=False,
-                soft_wrap=True,
-            )
-            if "phys_base" in info:
-                stdout.print(
-                    f"phys_base {info['phys_base']:#x} ({info['phys_base_signed']}), "
-                    f"kernel_offset {info['kernel_offset']:#x}, _text at PA {info['text_paddr']:#x}",
-                    markup=False,
-                    soft_wrap=True,
-                )
+            _print_summary(info)
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    """The human lines of ``kdfix generate`` (the JSON has everything)."""
+    stdout.print(
+        f"wrote {info['path']} ({info['size']} bytes, {info['pages']} pages, {info.get('codec', '')})",
+        markup=False,
+        soft_wrap=True,
+    )
+    if "phys_base" in info:
+        stdout.print(
+            f"phys_base {info['phys_base']:#x} ({info['phys_base_signed']}), "
+            f"kernel_offset {info['kernel_offset']:#x}, _text at PA {info['text_paddr']:#x}",
+            markup=False,
+            soft_wrap=True,
+        )
