@@ -10,6 +10,8 @@ import bisect
 import functools
 import heapq
 import itertools
+import operator
+import os
 from array import array
 
 from kdfix.errors import FormatError
@@ -60,6 +62,9 @@ class FlattenedSource:
             raise FormatError(f"type {hdr.type} is not {FLAT_TYPE}", field="flat_header.type",
                               offset=FLAT_HEADER_BOUND.offset_of("type"))  # fmt: skip
         records: list[tuple[int, int, int]] = []  # (logical start, size, stream offset of payload)
+        append, unpack_from, read = records.append, _RECORD.unpack_from, self.stream.read_at
+        fileno = getattr(self.stream, "fileno", None)
+        fd, pread = (fileno() if fileno is not None else None), os.pread  # one header: a bare pread
         size = self.stream.size
         pos = FLAT_HEADER_SIZE
         buf = b""
@@ -71,13 +76,23 @@ class FlattenedSource:
                     self.problems.append(f"flattened stream truncated inside a record header at {pos:#x}")
                 self.problems.append("flattened stream has no end marker (truncated)")
                 break
-            rel = pos - buf_start
-            if rel < 0 or rel + FLAT_RECORD_SIZE > len(buf):
-                buf_start = pos
-                # after a large record read just the next header: batches would read every payload too
-                buf = self.stream.read_at(pos, FLAT_RECORD_SIZE if large else _HEADER_BATCH)
-                rel = 0
-            offset, buf_size = _RECORD.unpack_from(buf, rel)
+            if large:  # after a large record read just the next header: batches would read every payload too
+                raw = pread(fd, FLAT_RECORD_SIZE, pos) if fd is not None else b""
+                offset, buf_size = unpack_from(raw if len(raw) == FLAT_RECORD_SIZE else read(pos, FLAT_RECORD_SIZE))
+            else:
+                rel = pos - buf_start
+                if rel < 0 or rel + FLAT_RECORD_SIZE > len(buf):
+                    buf_start = pos
+                    buf = read(pos, _HEADER_BATCH)
+                    rel = 0
+                offset, buf_size = unpack_from(buf, rel)
+            payload = pos + FLAT_RECORD_SIZE
+            end = payload + buf_size
+            if offset >= 0 and buf_size > 0 and offset + buf_size <= MAX_LOGICAL_SIZE and end <= size:
+                append((offset, buf_size, payload))  # the common case: one comparison chain
+                pos = end
+                large = buf_size >= _LARGE_RECORD
+                continue
             if offset == -1 and buf_size == -1:
                 self.end_marker = True
                 if pos + FLAT_RECORD_SIZE < size:
@@ -93,19 +108,14 @@ class FlattenedSource:
             if offset + buf_size > MAX_LOGICAL_SIZE:
                 raise FormatError(f"record {offset:#x}+{buf_size:#x} is beyond any file size",
                                   field="flat_record.buf_size", offset=pos + 8)  # fmt: skip
-            payload = pos + FLAT_RECORD_SIZE
-            if payload + buf_size > size:
-                avail = size - payload
-                self.problems.append(
-                    f"flattened stream truncated: record at {pos:#x} declares {buf_size:#x} bytes, "
-                    f"{max(avail, 0):#x} present; no end marker"
-                )
-                if avail > 0:
-                    records.append((offset, avail, payload))
-                break
-            records.append((offset, buf_size, payload))
-            pos = payload + buf_size
-            large = buf_size >= _LARGE_RECORD
+            avail = size - payload
+            self.problems.append(
+                f"flattened stream truncated: record at {pos:#x} declares {buf_size:#x} bytes, "
+                f"{max(avail, 0):#x} present; no end marker"
+            )
+            if avail > 0:
+                append((offset, avail, payload))
+            break
         self.record_count = len(records)
         self._build(records)
 
@@ -116,13 +126,14 @@ class FlattenedSource:
         number: O(n log n) whatever the overlap (a stream may rewrite any byte any number of times).
         """
         starts, ends, srcs = self._starts, self._ends, self._src
-        order = sorted(range(len(records)), key=lambda i: records[i][0])
-        if all(records[a][0] + records[a][1] <= records[b][0] for a, b in itertools.pairwise(order)):
-            for i in order:  # no overlap: every record is an extent (QEMU streams are nearly ordered)
-                start, length, src = records[i]
-                starts.append(start)
-                ends.append(start + length)
-                srcs.append(src)
+        order = sorted(range(len(records)), key=records.__getitem__)  # by logical start (ties: overlap anyway)
+        by_start = [records[i] for i in order]
+        first = [r[0] for r in by_start]
+        last = [r[0] + r[1] for r in by_start]
+        if all(map(operator.le, last, first[1:])):  # no overlap: every record is an extent (QEMU streams are ordered)
+            starts.extend(first)
+            ends.extend(last)
+            srcs.extend(r[2] for r in by_start)
             self.size = max(ends, default=0)
             return
         points = sorted({r[0] for r in records} | {r[0] + r[1] for r in records})

@@ -40,6 +40,12 @@ class FileSource:
             os.close(self._fd)
             raise
 
+    def fileno(self) -> int:
+        """The descriptor, for a reader's tight loop of small preads (a flattened stream's record headers)."""
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
     def read_at(self, file_offset: int, length: int) -> bytes:
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
