@@ -376,16 +376,26 @@ def _idt_page(text_vaddr: int) -> bytes:
     return b"".join(pack_gate(text_vaddr + OFF_DIVIDE_ERROR + 0x20 * vector) for vector in range(256))
 
 
-def _vmcoreinfo_text(
+# struct page and friends as VMCOREINFO prints them, by word size (§6.7 measured 6.1 values)
+PAGE_KEYS = {
+    8: ("SIZE(page)=64", "SIZE(list_head)=16", "OFFSET(page.flags)=0", "OFFSET(page.lru)=8",
+        "OFFSET(page.mapping)=24", "OFFSET(list_head.next)=0", "OFFSET(list_head.prev)=8"),
+    4: ("SIZE(page)=40", "SIZE(list_head)=8", "OFFSET(page.flags)=0", "OFFSET(page.lru)=4",
+        "OFFSET(page.mapping)=12", "OFFSET(list_head.next)=0", "OFFSET(list_head.prev)=4"),
+}  # fmt: skip
+
+
+def vmcoreinfo_text(
     *,
     release: str,
     build_id: str,
     syms: Mapping[str, int],
-    phys_base: int,
-    kaslr_offset: int,
-    extra: Sequence[str] = (),
+    word_size: int,
+    generic_keys: Sequence[str] = (),
+    arch_keys: Sequence[str] = (),
 ) -> bytes:
-    """The kernel's VMCOREINFO text, keys in kernel order (notes-and-vmcoreinfo.md §4)."""
+    """The kernel's VMCOREINFO text: the generic keys in kernel order, then the arch block (notes-and-vmcoreinfo.md
+    §4); every synthetic architecture writes it through here."""
     lines = [
         f"OSRELEASE={release}",
         f"BUILD-ID={build_id}",
@@ -394,24 +404,25 @@ def _vmcoreinfo_text(
         "OFFSET(uts_namespace.name)=0",
         f"SYMBOL(swapper_pg_dir)={syms['swapper_pg_dir']:x}",
         f"SYMBOL(_stext)={syms['_stext']:x}",
-        "SIZE(page)=64",
-        "SIZE(list_head)=16",
-        "OFFSET(page.flags)=0",
-        "OFFSET(page.lru)=8",
-        "OFFSET(page.mapping)=24",
-        "OFFSET(list_head.next)=0",
-        "OFFSET(list_head.prev)=8",
+        *PAGE_KEYS[word_size],
+        *generic_keys,
         "NUMBER(PG_lru)=4",
         "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129",
+        *arch_keys,
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _x86_64_keys(syms: Mapping[str, int], *, phys_base: int, kaslr_offset: int) -> list[str]:
+    """The x86_64 block of VMCOREINFO (phys-base-and-kaslr.md §2)."""
+    return [
         f"NUMBER(phys_base)={to_s64(phys_base)}",
         f"SYMBOL(init_top_pgt)={syms['init_top_pgt']:x}",
         "NUMBER(pgtable_l5_enabled)=0",
         f"KERNELOFFSET={kaslr_offset:x}",
         f"NUMBER(KERNEL_IMAGE_SIZE)={KERNEL_IMAGE_SIZE}",
         "NUMBER(sme_mask)=0",
-        *extra,
     ]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def _boot_log(release: str, memory_size: int, banner: str) -> list[kernel_data.LogRecord]:
@@ -636,14 +647,9 @@ def build_linux_image(
     memmap_pfns = range(memmap_pa // PAGE_SIZE, (memmap_pa + memmap_bytes + SIZE_2M) // PAGE_SIZE)
     data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, set(image_pfns) | set(memmap_pfns))
     build_id = rng.randbytes(20).hex()
-    text = _vmcoreinfo_text(
-        release=release,
-        build_id=build_id,
-        syms=syms,
-        phys_base=to_u64(pb),
-        kaslr_offset=kaslr_offset,
-        extra=(*sparse.vmcoreinfo, *ring.vmcoreinfo),
-    )
+    x86_keys = _x86_64_keys(syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset)
+    text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8,
+                           arch_keys=(*x86_keys, *sparse.vmcoreinfo, *ring.vmcoreinfo))  # fmt: skip
     if len(text) >= PAGE_SIZE:
         raise ValueError("VMCOREINFO text does not fit in one page")
     store.write(data_pfn * PAGE_SIZE, text)

@@ -19,7 +19,7 @@ Page-table shapes and the header ABI come from kdfix.arch; the entry bits from k
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdfix.arch import Arch, get_arch
@@ -60,6 +60,7 @@ from kdfix.generate.synthetic import (
     _firmware_pages,
     _PageStore,
     _text_corpus,
+    vmcoreinfo_text,
 )
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
@@ -103,14 +104,6 @@ OFF_VMAP_AREA = 0x213040
 OFF_PGD = 0x220000  # swapper_pg_dir
 OFF_TABLES = 0x221000  # further tables, bump-allocated
 OFF_TABLES_END = 0x300000
-
-# struct page and friends as VMCOREINFO prints them (§6.7 measured 6.1 values)
-_GENERIC_KEYS = {
-    8: ("SIZE(page)=64", "SIZE(list_head)=16", "OFFSET(page.flags)=0", "OFFSET(page.lru)=8",
-        "OFFSET(page.mapping)=24", "OFFSET(list_head.next)=0", "OFFSET(list_head.prev)=8"),
-    4: ("SIZE(page)=40", "SIZE(list_head)=8", "OFFSET(page.flags)=0", "OFFSET(page.lru)=4",
-        "OFFSET(page.mapping)=12", "OFFSET(list_head.next)=0", "OFFSET(list_head.prev)=4"),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,33 +163,6 @@ def _utsname_block(arch: Arch, release: str) -> bytes:
     uts = make_utsname(sysname="Linux", nodename=UTS_NODENAME, release=release, version=UTS_VERSION,
                        machine=arch.machines[0], domainname=UTS_DOMAINNAME)  # fmt: skip
     return NEW_UTSNAME.bind(arch.kdump_abi()).pack(uts)
-
-
-def _vmcoreinfo_text(
-    arch: Arch,
-    *,
-    release: str,
-    build_id: str,
-    syms: dict[str, int],
-    generic_keys: Sequence[str],
-    arch_keys: Sequence[str],
-) -> bytes:
-    """The kernel's VMCOREINFO: generic keys in kernel order, then the arch block (§1.1, §2.1)."""
-    lines = [
-        f"OSRELEASE={release}",
-        f"BUILD-ID={build_id}",
-        f"PAGESIZE={PAGE_SIZE}",
-        f"SYMBOL(init_uts_ns)={syms['init_uts_ns']:x}",
-        "OFFSET(uts_namespace.name)=0",
-        f"SYMBOL(swapper_pg_dir)={syms['swapper_pg_dir']:x}",
-        f"SYMBOL(_stext)={syms['_stext']:x}",
-        *_GENERIC_KEYS[arch.word_size],
-        *generic_keys,
-        "NUMBER(PG_lru)=4",
-        "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129",
-        *arch_keys,
-    ]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def _aarch64_keys(p: _Placement, kaslr_offset: int) -> list[str]:
@@ -350,8 +316,8 @@ def build_arch_image(
         arch_keys = _aarch64_keys(p, kaslr_offset)
     else:
         generic_keys, arch_keys = _i386_vmap_area(store, p, memory_size), ["CONFIG_X86_PAE=y"]
-    text = _vmcoreinfo_text(a, release=release, build_id=rng.randbytes(20).hex(), syms=syms,
-                            generic_keys=generic_keys, arch_keys=arch_keys)  # fmt: skip
+    text = vmcoreinfo_text(release=release, build_id=rng.randbytes(20).hex(), syms=syms, word_size=a.word_size,
+                           generic_keys=generic_keys, arch_keys=arch_keys)  # fmt: skip
     store.write(data_pfn * PAGE_SIZE, text)
     vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
     store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, a.kdump_abi()) + bytes(12))
