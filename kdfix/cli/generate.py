@@ -118,6 +118,7 @@ def _linux_image(arch: str, opts: GenerateOptions) -> tuple[DumpModel, SparseMem
     from kdfix.generate.synthetic import build_linux_image
     from kdfix.generate.synthetic_arch import build_arch_image
 
+    # Each builder's keywords spelled out, not one shared **dict: type checkers and help() see every call.
     try:
         if arch == "x86_64":
             return build_linux_image(

@@ -38,7 +38,7 @@ from kdfix.format.kdump import (
 )
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, notes_read_size, read_notes
-from kdfix.read.memory import ContainerMemory, ZeroRun, mask_runs, merge_runs
+from kdfix.read.memory import ContainerMemory, ZeroRun, mask_runs, zero_runs_over
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import align_up
 
@@ -493,18 +493,9 @@ class KdumpContainer:
     def zero_runs(self, start: int, end: int) -> Iterator[ZeroRun]:
         """Maximal runs ``(first, end, zero)`` over ``[start, end)``, ``zero`` where :meth:`is_zero_page` says so,
         from the descriptor table read in batches and tested at C speed (a map of millions of pages)."""
-        return merge_runs(self._zero_pieces(start, end))
-
-    def _zero_pieces(self, start: int, end: int) -> Iterator[ZeroRun]:
-        pos = start
-        for vstart, vend in self.valid.iter_runs(max(start, self.start_pfn), min(end, self.end_pfn)):
-            for dstart, dend in self.dumped.iter_runs(vstart, vend):
-                if dstart > pos:
-                    yield pos, dstart, False
-                yield from self._zero_batches(dstart, dend)
-                pos = dend
-        if pos < end:
-            yield pos, end, False
+        lo, hi = max(start, self.start_pfn), min(end, self.end_pfn)
+        dumped = (d for v in self.valid.iter_runs(lo, hi) for d in self.dumped.iter_runs(*v))
+        return zero_runs_over(start, end, ((a, b, self._zero_batches(a, b)) for a, b in dumped))
 
     def _zero_batches(self, start: int, end: int) -> Iterator[ZeroRun]:
         """Runs of a range of dumped pfns; descriptors past the end of the file are not zero, as one by one."""

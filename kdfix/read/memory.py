@@ -95,6 +95,23 @@ def merge_runs(runs: Iterable[ZeroRun]) -> Iterator[ZeroRun]:
         yield held
 
 
+def zero_runs_over(start: int, end: int, spans: Iterable[tuple[int, int, Iterable[ZeroRun]]]) -> Iterator[ZeroRun]:
+    """Merged runs over ``[start, end)`` from ``spans`` (ascending, disjoint ``(a, b, runs of [a, b))``), not zero
+    between them: a container's dumped runs, a split set's parts."""
+
+    def pieces() -> Iterator[ZeroRun]:
+        pos = start
+        for a, b, runs in spans:
+            if a > pos:
+                yield pos, a, False
+            yield from runs
+            pos = b
+        if pos < end:
+            yield pos, end, False
+
+    return merge_runs(pieces())
+
+
 class DictMemory:
     """PhysicalMemory over a {pfn: page bytes} mapping (generators, tests, fakes)."""
 

@@ -10,7 +10,7 @@ from kdfix.errors import AddressError, FormatError, KdfixError
 from kdfix.format.bitmap import Bitmap
 from kdfix.format.kdump import header_features, split_identity
 from kdfix.read.kdump import KdumpContainer, PageLocation
-from kdfix.read.memory import ZeroRun, merge_runs, read_range
+from kdfix.read.memory import ZeroRun, read_range, zero_runs_over
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -138,20 +138,8 @@ class SplitMemory:
 
     def zero_runs(self, start: int, end: int) -> Iterator[ZeroRun]:
         """Runs of :meth:`is_zero_page` over ``[start, end)``: each part's for its range, not zero between."""
-        return merge_runs(self._zero_pieces(start, end))
-
-    def _zero_pieces(self, start: int, end: int) -> Iterator[ZeroRun]:
-        pos = start
-        for part in self.split.parts:
-            a, b = max(pos, part.start_pfn), min(end, part.end_pfn)
-            if a >= b:
-                continue
-            if a > pos:
-                yield pos, a, False
-            yield from part.zero_runs(a, b)
-            pos = b
-        if pos < end:
-            yield pos, end, False
+        clipped = ((max(start, p.start_pfn), min(end, p.end_pfn), p) for p in self.split.parts)
+        return zero_runs_over(start, end, ((a, b, p.zero_runs(a, b)) for a, b, p in clipped if a < b))
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
         for part in self.split.parts:
