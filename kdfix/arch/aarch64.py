@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from kdfix.arch.base import MIN_PAGE_SIZE, QemuTarget, ReadFn
+from kdfix.arch.base import MIN_PAGE_SIZE, ArchBasics, QemuTarget, ReadFn
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_AARCH64
-from kdfix.format.layout import LP64_BE, LP64_LE, Abi, BoundLayout
+from kdfix.format.layout import LP64_BE, LP64_LE, Abi, Layout
 from kdfix.format.notes import ELF_PRSTATUS_AARCH64
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.units import U64_MASK
@@ -136,9 +137,11 @@ QEMU_TARGET = QemuTarget(block_size=65536, phys_base_key="NUMBER(PHYS_OFFSET)", 
 
 
 @dataclass(frozen=True)
-class Aarch64:
+class Aarch64(ArchBasics):
     """The aarch64 architecture (its instance is ``ARCH``)."""
 
+    abis: ClassVar[tuple[Abi, Abi]] = (LP64_LE, LP64_BE)
+    prstatus_layout: ClassVar[Layout[Any]] = ELF_PRSTATUS_AARCH64
     name: str = NAME
     e_machines: frozenset[int] = frozenset({EM_AARCH64})
     machines: tuple[str, ...] = ("aarch64", "arm64")
@@ -154,16 +157,6 @@ class Aarch64:
         "NUMBER(TCR_EL1_T1SZ)",
         "NUMBER(KERNELPACMASK)",
     )
-
-    @property
-    def qemu_block_size(self) -> int:
-        return self.qemu.block_size
-
-    def kdump_abi(self, byte_order: str = "<") -> Abi:
-        return LP64_LE if byte_order == "<" else LP64_BE
-
-    def prstatus(self, byte_order: str = "<") -> BoundLayout:
-        return ELF_PRSTATUS_AARCH64.bind(self.kdump_abi(byte_order))
 
     def user_mode(self, regs: dict[str, int]) -> bool | None:
         return None if "pstate" not in regs else regs["pstate"] & 0xF == 0  # PSTATE.M[3:0] = EL0t

@@ -6,11 +6,12 @@ arch-kernels-and-introspection.md §2.5 (elf_prstatus, ARM32 "pad" ABI), §2.6 (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from kdfix.arch.base import KernelSpace, QemuTarget
+from kdfix.arch.base import ArchBasics, KernelSpace, QemuTarget
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_ARM
-from kdfix.format.layout import ARM32_BE, ARM32_LE, Abi, BoundLayout
+from kdfix.format.layout import ARM32_BE, ARM32_LE, Abi, Layout
 from kdfix.format.notes import ELF_PRSTATUS_ARM
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 
@@ -22,9 +23,11 @@ QEMU_TARGET = QemuTarget(block_size=4096, phys_base_is_ram_start=True, elf_class
 
 
 @dataclass(frozen=True)
-class Arm:
+class Arm(ArchBasics):
     """The 32-bit ARM architecture (its instance is ``ARCH``): notes only."""
 
+    abis: ClassVar[tuple[Abi, Abi]] = (ARM32_LE, ARM32_BE)
+    prstatus_layout: ClassVar[Layout[Any]] = ELF_PRSTATUS_ARM
     name: str = NAME
     e_machines: frozenset[int] = frozenset({EM_ARM})
     machines: tuple[str, ...] = ("armv7l", "armv6l", "armv5tel", "arm")
@@ -35,16 +38,6 @@ class Arm:
     detect_methods: tuple[str, ...] = ()
     phys_base_key: str | None = None
     vmcoreinfo_keys: tuple[str, ...] = ()
-
-    @property
-    def qemu_block_size(self) -> int:
-        return self.qemu.block_size
-
-    def kdump_abi(self, byte_order: str = "<") -> Abi:
-        return ARM32_LE if byte_order == "<" else ARM32_BE
-
-    def prstatus(self, byte_order: str = "<") -> BoundLayout:
-        return ELF_PRSTATUS_ARM.bind(self.kdump_abi(byte_order))
 
     def user_mode(self, regs: dict[str, int]) -> bool | None:
         return None if "cpsr" not in regs else regs["cpsr"] & 0x1F == 0x10  # CPSR.M = USR

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from kdfix.errors import KdfixError
 
 if TYPE_CHECKING:
-    from kdfix.format.layout import Abi, BoundLayout
+    from kdfix.format.layout import Abi, BoundLayout, Layout
     from kdfix.notes.vmcoreinfo import VmcoreInfo
 
 ReadFn = Callable[[int, int], bytes]  # read(paddr, size) -> bytes; raises KdfixError when absent
@@ -80,6 +80,25 @@ class QemuTarget:
         if self.elf_class is None:
             return memory_end > 0xFFFFFFFF
         return self.elf_class == 64
+
+
+class ArchBasics:
+    """The Arch members every architecture derives the same way from its declarations: QEMU's block size from
+    its QemuTarget, the header ABI by byte order, the NT_PRSTATUS layout bound to that ABI."""
+
+    qemu: QemuTarget
+    abis: ClassVar[tuple[Abi, Abi]]  # (little endian, big endian)
+    prstatus_layout: ClassVar[Layout[Any]]
+
+    @property
+    def qemu_block_size(self) -> int:
+        return self.qemu.block_size
+
+    def kdump_abi(self, byte_order: str = "<") -> Abi:
+        return self.abis[0] if byte_order == "<" else self.abis[1]
+
+    def prstatus(self, byte_order: str = "<") -> BoundLayout:
+        return self.prstatus_layout.bind(self.kdump_abi(byte_order))
 
 
 @dataclass(frozen=True, slots=True)

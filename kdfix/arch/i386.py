@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from kdfix.arch.base import MIN_PAGE_SIZE, NO_VADDR, QemuTarget, ReadFn
+from kdfix.arch.base import MIN_PAGE_SIZE, NO_VADDR, ArchBasics, QemuTarget, ReadFn
 from kdfix.errors import UnsupportedError
 from kdfix.format.constants import EM_386
-from kdfix.format.layout import I386_BE, I386_LE, Abi, BoundLayout
+from kdfix.format.layout import I386_BE, I386_LE, Abi, Layout
 from kdfix.format.notes import ELF_PRSTATUS_I386
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 
@@ -103,9 +104,11 @@ QEMU_TARGET = QemuTarget(block_size=4096, machine_uname="i686", cpu_state_notes=
 
 
 @dataclass(frozen=True)
-class I386:
+class I386(ArchBasics):
     """The i386 architecture (its instance is ``ARCH``)."""
 
+    abis: ClassVar[tuple[Abi, Abi]] = (I386_LE, I386_BE)
+    prstatus_layout: ClassVar[Layout[Any]] = ELF_PRSTATUS_I386
     name: str = NAME
     e_machines: frozenset[int] = frozenset({EM_386})
     machines: tuple[str, ...] = ("i686", "i586", "i486", "i386")
@@ -116,16 +119,6 @@ class I386:
     detect_methods: tuple[str, ...] = ("vmcoreinfo_note", "vmcoreinfo_scan")
     phys_base_key: str | None = None
     vmcoreinfo_keys: tuple[str, ...] = (PAE_KEY,)
-
-    @property
-    def qemu_block_size(self) -> int:
-        return self.qemu.block_size
-
-    def kdump_abi(self, byte_order: str = "<") -> Abi:
-        return I386_LE if byte_order == "<" else I386_BE
-
-    def prstatus(self, byte_order: str = "<") -> BoundLayout:
-        return ELF_PRSTATUS_I386.bind(self.kdump_abi(byte_order))
 
     def user_mode(self, regs: dict[str, int]) -> bool | None:
         return None if "cs" not in regs else regs["cs"] & 3 == 3  # CPL 3 (the selector's RPL bits)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from kdfix.arch.base import MIN_PAGE_SIZE, PageMapping, QemuTarget, ReadFn, WalkBudgetExceeded
+from kdfix.arch.base import MIN_PAGE_SIZE, ArchBasics, PageMapping, QemuTarget, ReadFn, WalkBudgetExceeded
 from kdfix.errors import KdfixError, UnsupportedError
 from kdfix.format.constants import DEFAULT_LINK_TEXT, EM_X86_64, START_KERNEL_MAP
-from kdfix.format.layout import LP64_BE, LP64_LE, Abi, BoundLayout
+from kdfix.format.layout import LP64_BE, LP64_LE, Abi, Layout
 from kdfix.format.notes import ELF_PRSTATUS_X86_64
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.units import U64_MASK, to_s64
@@ -189,9 +190,11 @@ QEMU_TARGET = QemuTarget(
 
 
 @dataclass(frozen=True)
-class X86_64:
+class X86_64(ArchBasics):
     """The x86_64 architecture (its instance is ``ARCH``)."""
 
+    abis: ClassVar[tuple[Abi, Abi]] = (LP64_LE, LP64_BE)
+    prstatus_layout: ClassVar[Layout[Any]] = ELF_PRSTATUS_X86_64
     name: str = NAME
     e_machines: frozenset[int] = frozenset({EM_X86_64})
     machines: tuple[str, ...] = ("x86_64",)
@@ -216,16 +219,6 @@ class X86_64:
         "NUMBER(KERNEL_IMAGE_SIZE)",
     )
     link_text: int = DEFAULT_LINK_TEXT
-
-    @property
-    def qemu_block_size(self) -> int:
-        return self.qemu.block_size
-
-    def kdump_abi(self, byte_order: str = "<") -> Abi:
-        return LP64_LE if byte_order == "<" else LP64_BE
-
-    def prstatus(self, byte_order: str = "<") -> BoundLayout:
-        return ELF_PRSTATUS_X86_64.bind(self.kdump_abi(byte_order))
 
     def user_mode(self, regs: dict[str, int]) -> bool | None:
         return None if "cs" not in regs else regs["cs"] & 3 == 3  # CPL 3 (the selector's RPL bits)
