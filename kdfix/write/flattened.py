@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 
 from kdfix.errors import FormatError, TruncatedError
+from kdfix.faults import checkpoint
 from kdfix.format.constants import FLAT_END_OFFSET, FLAT_END_SIZE, FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
 from kdfix.format.flattened import FLAT_HEADER_BOUND, FLAT_RECORD_BOUND, FLAT_RECORD_SIZE
 from kdfix.write.sink import FileSink, Sink
@@ -88,10 +89,19 @@ def reassemble_extents(flat_path: str | os.PathLike[str], extents: Iterable[tupl
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
-            writeout = Writeout(sink.fileno())
+            out_fd = sink.fileno()
+            writeout = Writeout(out_fd)
+            copy = getattr(os, "copy_file_range", None)
             for start, end, src in extents:
-                _copy_payload(fd, src, sink, start, end - start, path)
+                checkpoint("sink.write")
+                try:  # the common case, inline: one kernel copy of the whole extent
+                    done = copy(fd, out_fd, end - start, src, start) if copy is not None else 0
+                except OSError:
+                    done = 0  # not across these files: the general path copies it (and names any error)
+                if done != end - start:
+                    _copy_payload(fd, src + done, sink, start + done, end - start - done, path)
                 writeout.advance(end)
+            sink.size = max(sink.size, size)
         finally:
             os.close(fd)
         os.truncate(sink.path, size)
