@@ -194,9 +194,9 @@ def main() -> None:
             out = work / "out"
 
             def timed(name: str, argv: list[str], env: dict[str, str] | None = None, **kw: object) -> None:
+                out.unlink(missing_ok=True)  # also when skipped: no later comparison reads another command's output
                 if only is not None and name.split(":", 1)[-1] not in only:
                     return
-                out.unlink(missing_ok=True)
                 m = run_measured(argv, env)
                 m["load_1m"] = round(os.getloadavg()[0], 2)
                 samples.setdefault(name, []).append(m)
