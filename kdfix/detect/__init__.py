@@ -71,72 +71,24 @@ def detect(
     roles are unambiguous. ``kdfix fix`` takes the same choice from here.
     """
     log: list[str] = []
-    found: list[Candidate] = []
-    for index, (name, strategy) in enumerate(strategies):
-        if progress is not None:
-            progress(index, len(strategies))
-        try:
-            candidate = strategy(model, memory, vmlinux_symbols=vmlinux_symbols, log=log, known=tuple(found))
-        except KdfixError as exc:  # a strategy should not raise on foreign data; keep going if one does
-            miss(log, name, f"failed: {exc}")
-            continue
-        if candidate is not None:
-            found.append(candidate)
-    if progress is not None:
-        progress(len(strategies), len(strategies))
-
+    found = _run_strategies(model, memory, strategies, vmlinux_symbols, log, progress)
     kernels = find_kernels(model, memory, vmlinux_symbols=vmlinux_symbols, file_vmcoreinfo=model.vmcoreinfo)
     choice = kernels.choose(kernel, file_vmcoreinfo=model.vmcoreinfo)
     if kernels.several and choice.kernel is not None:
         return _several_kernels(model, memory, log, found, kernels, choice, vmlinux_symbols)
 
     evidence = list(log)
-    verdicts: list[tuple[Candidate, tuple[Check, ...]]] = []
-    for candidate in found:
-        checks = validate_candidate(
-            candidate, memory, vmcoreinfo=_reference_vmcoreinfo(candidate, found), vmlinux_symbols=vmlinux_symbols
-        )
-        verdicts.append((candidate, checks))
-        evidence.extend(f"{candidate.method}: {line}" for line in candidate.evidence)
-        evidence.extend(f"{candidate.method}: {check}" for check in checks if check.passed is not None)
-    good = [(c, checks) for c, checks in verdicts if accepted(checks)]
-    for candidate, _ in verdicts:
-        if all(candidate is not c for c, _ in good):
-            evidence.append(f"{candidate.method}: rejected phys_base {candidate.phys_base:#x}")
+    good = _validated(found, memory, vmlinux_symbols, evidence)
     if not good:
         return DetectResult(None, None, "none", "none", evidence, None, found, kernels=kernels, choice=choice)
-
     order = {name: i for i, (name, _) in enumerate(strategies)}
-    groups: list[list[tuple[Candidate, tuple[Check, ...]]]] = []
-    for item in good:
-        for group in groups:
-            if all(_agrees(item[0], other) for other, _ in group):
-                group.append(item)
-                break
-        else:
-            groups.append([item])
-    groups.sort(key=lambda g: (-len({c.method for c, _ in g}), min(order.get(c.method, 99) for c, _ in g)))
+    groups = _agreeing_groups(good, order)
     best = groups[0]
-    best.sort(key=lambda item: order.get(item[0].method, 99))
     lead = best[0][0]
     methods = [c.method for c, _ in best]
     kernel_offset = next((c.kernel_offset for c, _ in best if c.kernel_offset is not None), None)
     vmcoreinfo = next((c.vmcoreinfo for c, _ in best if c.vmcoreinfo is not None), None)
-    is_confirmed = any(confirmed(checks) for _, checks in best)
-    confidence: Confidence
-    if len(set(methods)) >= 2 and is_confirmed:
-        confidence = "high"
-    elif len(set(methods)) >= 2 or is_confirmed:
-        confidence = "medium"
-    else:
-        confidence = "low"
-    if len(groups) > 1:
-        evidence.append(
-            "validated candidates disagree: "
-            + "; ".join(f"{g[0][0].method} {g[0][0].phys_base:#x}" for g in groups[1:])
-        )
-        if confidence == "high":
-            confidence = "medium"
+    confidence = _confidence(best, groups, evidence)
     evidence.append(f"agreeing methods: {', '.join(methods)}")
     return DetectResult(
         lead.phys_base,
@@ -150,6 +102,94 @@ def detect(
         kernels,
         choice,
     )
+
+
+Verdict = tuple[Candidate, tuple[Check, ...]]
+
+
+def _run_strategies(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    strategies: Sequence[tuple[str, Strategy]],
+    vmlinux_symbols: Mapping[str, int] | None,
+    log: list[str],
+    progress: Callable[[int, int], None] | None,
+) -> list[Candidate]:
+    """Every strategy's candidate, in order; each sees those found before it (``known``)."""
+    found: list[Candidate] = []
+    for index, (name, strategy) in enumerate(strategies):
+        if progress is not None:
+            progress(index, len(strategies))
+        try:
+            candidate = strategy(model, memory, vmlinux_symbols=vmlinux_symbols, log=log, known=tuple(found))
+        except KdfixError as exc:  # a strategy should not raise on foreign data; keep going if one does
+            miss(log, name, f"failed: {exc}")
+            continue
+        if candidate is not None:
+            found.append(candidate)
+    if progress is not None:
+        progress(len(strategies), len(strategies))
+    return found
+
+
+def _validated(
+    found: Sequence[Candidate],
+    memory: PhysicalMemory,
+    vmlinux_symbols: Mapping[str, int] | None,
+    evidence: list[str],
+) -> list[Verdict]:
+    """The candidates whose checks (§4) accept them, with those checks; the evidence says why of every one."""
+    verdicts: list[Verdict] = []
+    for candidate in found:
+        checks = validate_candidate(
+            candidate, memory, vmcoreinfo=_reference_vmcoreinfo(candidate, found), vmlinux_symbols=vmlinux_symbols
+        )
+        verdicts.append((candidate, checks))
+        evidence.extend(f"{candidate.method}: {line}" for line in candidate.evidence)
+        evidence.extend(f"{candidate.method}: {check}" for check in checks if check.passed is not None)
+    good = [(c, checks) for c, checks in verdicts if accepted(checks)]
+    for candidate, _ in verdicts:
+        if all(candidate is not c for c, _ in good):
+            evidence.append(f"{candidate.method}: rejected phys_base {candidate.phys_base:#x}")
+    return good
+
+
+def _agreeing_groups(good: Sequence[Verdict], order: Mapping[str, int]) -> list[list[Verdict]]:
+    """Validated candidates grouped by agreement, the best supported group first (most methods, then the
+    preferred method), each group in preference order."""
+    groups: list[list[Verdict]] = []
+    for item in good:
+        for group in groups:
+            if all(_agrees(item[0], other) for other, _ in group):
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    groups.sort(key=lambda g: (-len({c.method for c, _ in g}), min(order.get(c.method, 99) for c, _ in g)))
+    groups[0].sort(key=lambda item: order.get(item[0].method, 99))
+    return groups
+
+
+def _confidence(best: Sequence[Verdict], groups: Sequence[Sequence[Verdict]], evidence: list[str]) -> Confidence:
+    """high: two methods and a decisive check; medium: one of those; low: neither; a disagreeing group lowers
+    high to medium (and is named in the evidence)."""
+    methods = {c.method for c, _ in best}
+    is_confirmed = any(confirmed(checks) for _, checks in best)
+    confidence: Confidence
+    if len(methods) >= 2 and is_confirmed:
+        confidence = "high"
+    elif len(methods) >= 2 or is_confirmed:
+        confidence = "medium"
+    else:
+        confidence = "low"
+    if len(groups) > 1:
+        evidence.append(
+            "validated candidates disagree: "
+            + "; ".join(f"{g[0][0].method} {g[0][0].phys_base:#x}" for g in groups[1:])
+        )
+        if confidence == "high":
+            confidence = "medium"
+    return confidence
 
 
 def _several_kernels(
