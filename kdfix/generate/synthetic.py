@@ -535,6 +535,85 @@ def build_linux_image(
     ``pti`` points every CPU's CR3 at the user half of the PGD pair (bit 12 set, PCID bits, CR4.PCIDE).
     ``qemu_header_bug`` stores QEMU's hex misparse of ``NUMBER(phys_base)`` in the header (qemu-dumps.md §6).
     """
+    pb = _check_x86_64_request(memory_size, cpus, release, phys_base, kaslr_offset, firmware=firmware)
+    text_paddr = LINK_PHYS_START + pb + kaslr_offset
+    img = _X86Image(memory_size, text_paddr, DEFAULT_LINK_TEXT + kaslr_offset, random.Random(seed),
+                    _PageStore(memory_size // PAGE_SIZE))  # fmt: skip
+    syms = {name: va + kaslr_offset for name, va in X86_64_LINK_SYMBOLS.items()}
+    log, ring = _write_kernel_text(img, release)
+    memmap_pa, memmap_bytes, sparse = _write_mem_map(img)
+    pgd_paddr, cr3, cr4 = _write_page_tables(img, memmap_pa, memmap_bytes, pti=pti)
+
+    # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
+    image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
+    memmap_pfns = range(memmap_pa // PAGE_SIZE, (memmap_pa + memmap_bytes + SIZE_2M) // PAGE_SIZE)
+    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(img.rng, img.ram_pfns, set(image_pfns) | set(memmap_pfns))
+    build_id = img.rng.randbytes(20).hex()
+    x86_keys = _x86_64_keys(syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset)
+    text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8,
+                           arch_keys=(*x86_keys, *sparse.vmcoreinfo, *ring.vmcoreinfo))  # fmt: skip
+    if len(text) >= PAGE_SIZE:
+        raise ValueError("VMCOREINFO text does not fit in one page")
+    img.store.write(data_pfn * PAGE_SIZE, text)
+    vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
+    img.store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, LP64_LE) + bytes(12))
+
+    _write_filler(img, set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}, filler_fraction)
+    memory = _x86_64_memory(img, seed, firmware=firmware)
+    core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=img.text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
+    notes = [*core_notes, *qemu_notes, *([vmcoreinfo_note] if vmcoreinfo_in_notes else [])]
+    model = DumpModel(
+        utsname=make_utsname(machine="x86_64"),  # QEMU 7.2's header (qemu-dumps.md §6.2)
+        block_size=PAGE_SIZE,
+        max_mapnr=memory.max_pfn,
+        nr_cpus=cpus,
+        phys_base=_x86_64_header_phys_base(pb, vmcoreinfo_in_notes, qemu_header_bug=qemu_header_bug),
+        dump_level=1,
+        notes=tuple(notes),
+        vmcoreinfo=text if vmcoreinfo_in_notes else None,
+        e_machine=EM_X86_64,
+    )
+    # the header utsname as every kdfix writer fills it: the kernel's init_uts_ns when VMCOREINFO locates it
+    model = with_utsname(model, choose_utsname(model, memory))
+    truth = SyntheticTruth(
+        phys_base=to_u64(pb),
+        kaslr_offset=kaslr_offset,
+        text_paddr=text_paddr,
+        text_vaddr=img.text_vaddr,
+        init_uts_ns=syms["init_uts_ns"],
+        swapper_pg_dir=syms["swapper_pg_dir"],
+        linux_banner=syms["linux_banner"],
+        idt_table=syms["idt_table"],
+        pgd_paddr=pgd_paddr,
+        idt_paddr=img.kpa(OFF_IDT_TABLE),
+        vmcoreinfo_note_paddr=note_pfn * PAGE_SIZE,
+        vmcoreinfo_data_paddr=data_pfn * PAGE_SIZE,
+        release=release,
+        vmcoreinfo=text,
+        vmlinux_symbols=dict(X86_64_LINK_SYMBOLS),
+        log=tuple(r.text for r in log),
+        mem_map_paddr=memmap_pa,
+    )
+    return model, memory, truth
+
+
+# The x86_64 image's symbols at the link address (KASLR adds its offset to each).
+X86_64_LINK_SYMBOLS = {
+    "_text": DEFAULT_LINK_TEXT,
+    "_stext": DEFAULT_LINK_TEXT,
+    "asm_exc_divide_error": DEFAULT_LINK_TEXT + OFF_DIVIDE_ERROR,
+    "linux_banner": DEFAULT_LINK_TEXT + OFF_BANNER,
+    "init_uts_ns": DEFAULT_LINK_TEXT + OFF_INIT_UTS_NS,
+    "idt_table": DEFAULT_LINK_TEXT + OFF_IDT_TABLE,
+    "init_top_pgt": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
+    "swapper_pg_dir": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
+}
+
+
+def _check_x86_64_request(
+    memory_size: int, cpus: int, release: str, phys_base: int, kaslr_offset: int, *, firmware: bool
+) -> int:
+    """The signed phys_base of a request that fits (ValueError naming what does not)."""
     if memory_size <= 0 or memory_size % PAGE_SIZE:
         raise ValueError(f"memory size {memory_size:#x} must be a positive multiple of {PAGE_SIZE}")
     if memory_size < 8 * MiB:
@@ -562,35 +641,38 @@ def build_linux_image(
             f"kernel image at PA {text_paddr:#x} (0x1000000 + phys_base {pb:#x} + kaslr_offset {kaslr_offset:#x}) "
             f"does not fit in {memory_size:#x} bytes of memory"
         )
+    return pb
 
-    rng = random.Random(seed)
-    ram_pfns = memory_size // PAGE_SIZE
-    text_vaddr = DEFAULT_LINK_TEXT + kaslr_offset
-    store = _PageStore(ram_pfns)
 
-    def kva(off: int) -> int:
-        return text_vaddr + off
+@dataclass
+class _X86Image:
+    """The x86_64 image being built: where its kernel sits, the page store and the RNG every stage draws from
+    in turn (the order of draws is the image: the same seed gives the same bytes)."""
 
-    def kpa(off: int) -> int:
-        return text_paddr + off
+    memory_size: int
+    text_paddr: int
+    text_vaddr: int
+    rng: random.Random
+    store: _PageStore
 
-    link_syms = {
-        "_text": DEFAULT_LINK_TEXT,
-        "_stext": DEFAULT_LINK_TEXT,
-        "asm_exc_divide_error": DEFAULT_LINK_TEXT + OFF_DIVIDE_ERROR,
-        "linux_banner": DEFAULT_LINK_TEXT + OFF_BANNER,
-        "init_uts_ns": DEFAULT_LINK_TEXT + OFF_INIT_UTS_NS,
-        "idt_table": DEFAULT_LINK_TEXT + OFF_IDT_TABLE,
-        "init_top_pgt": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
-        "swapper_pg_dir": DEFAULT_LINK_TEXT + OFF_INIT_TOP_PGT,
-    }
-    syms = {name: va + kaslr_offset for name, va in link_syms.items()}
+    @property
+    def ram_pfns(self) -> int:
+        return self.memory_size // PAGE_SIZE
 
-    # Kernel text, handlers, banner, utsname, IDT.
+    def kva(self, off: int) -> int:
+        return self.text_vaddr + off
+
+    def kpa(self, off: int) -> int:
+        return self.text_paddr + off
+
+
+def _write_kernel_text(img: _X86Image, release: str) -> tuple[list[kernel_data.LogRecord], kernel_data.Placed]:
+    """Kernel text, exception handlers, banner, init_uts_ns, the IDT and the printk ring; (log, ring)."""
+    store, kpa, kva = img.store, img.kpa, img.kva
     for i in range(TEXT_PAGES):
-        store.write(kpa(i * PAGE_SIZE), _code_page(rng))
+        store.write(kpa(i * PAGE_SIZE), _code_page(img.rng))
     for i in range(3):
-        store.write(kpa((OFF_DIVIDE_ERROR & ~0xFFF) + i * PAGE_SIZE), _code_page(rng))
+        store.write(kpa((OFF_DIVIDE_ERROR & ~0xFFF) + i * PAGE_SIZE), _code_page(img.rng))
     for vector in range(256):  # endbr64; push $-1; jmp — recognisable handler heads
         store.write(kpa(OFF_DIVIDE_ERROR + 0x20 * vector), b"\xf3\x0f\x1e\xfa\x6a\xff\xe9" + bytes(4))
     banner = (
@@ -599,37 +681,44 @@ def build_linux_image(
     ).encode()
     store.write(kpa(OFF_BANNER), banner)
     store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(release))
-    store.write(kpa(OFF_IDT_TABLE), _idt_page(text_vaddr))
-    log = _boot_log(release, memory_size, banner.decode().rstrip("\n\0"))
+    store.write(kpa(OFF_IDT_TABLE), _idt_page(img.text_vaddr))
+    log = _boot_log(release, img.memory_size, banner.decode().rstrip("\n\0"))
     ring = kernel_data.printk_ring(
         log, prb=kva(OFF_PRB), rb=kva(OFF_PRINTK_RB_STATIC), clear_seq=kva(OFF_CLEAR_SEQ), descs=kva(OFF_PRB_DESCS),
         infos=kva(OFF_PRB_INFOS), data=kva(OFF_PRB_TEXT), count_bits=PRB_COUNT_BITS, size_bits=PRB_SIZE_BITS,
     )  # fmt: skip
     for va, blob in ring.blobs.items():
-        store.write(kpa(va - text_vaddr), blob)
+        store.write(kpa(va - img.text_vaddr), blob)
+    return log, ring
 
-    # SPARSEMEM_EXTREME (arch-kernels-and-introspection.md §6.2): vmemmap struct pages, then the root array and
-    # section pages (reached through the direct map), in one region of RAM outside the image.
-    image_pas = range(text_paddr, text_paddr + IMAGE_SIZE)
-    memmap_bytes = kernel_data.memmap_size(ram_pfns)
-    memmap_pa = _memmap_region(memory_size, image_pas, memmap_bytes + SIZE_2M)
+
+def _write_mem_map(img: _X86Image) -> tuple[int, int, kernel_data.Placed]:
+    """SPARSEMEM_EXTREME (arch-kernels-and-introspection.md §6.2): vmemmap struct pages, then the root array and
+    section pages (reached through the direct map), in one region of RAM outside the image; (PA, size, blobs)."""
+    image_pas = range(img.text_paddr, img.text_paddr + IMAGE_SIZE)
+    memmap_bytes = kernel_data.memmap_size(img.ram_pfns)
+    memmap_pa = _memmap_region(img.memory_size, image_pas, memmap_bytes + SIZE_2M)
     root_pa = memmap_pa + memmap_bytes
     sparse = kernel_data.sparse_mem_map(
-        ram_pfns, root=PAGE_OFFSET + root_pa, sections=PAGE_OFFSET + root_pa + kernel_data.ROOT_ARRAY_SIZE
+        img.ram_pfns, root=PAGE_OFFSET + root_pa, sections=PAGE_OFFSET + root_pa + kernel_data.ROOT_ARRAY_SIZE
     )
     for va, blob in sparse.blobs.items():
-        store.write(memmap_pa if va == kernel_data.VMEMMAP_BASE else va - PAGE_OFFSET, blob)  # else: direct map
+        img.store.write(memmap_pa if va == kernel_data.VMEMMAP_BASE else va - PAGE_OFFSET, blob)  # else: direct map
+    return memmap_pa, memmap_bytes, sparse
 
-    # Page tables (phys-base-and-kaslr.md §3C): image in 2 MiB pages from _text, direct map, cpu-entry-area IDT.
+
+def _write_page_tables(img: _X86Image, memmap_pa: int, memmap_bytes: int, *, pti: bool) -> tuple[int, int, int]:
+    """Page tables (phys-base-and-kaslr.md §3C): the image in 2 MiB pages from _text, the direct map, vmemmap and
+    the cpu-entry-area IDT; (PGD PA, CR3, CR4)."""
+    store, kpa, kva = img.store, img.kpa, img.kva
     alloc = table_allocator(kpa(OFF_TABLES), kpa(OFF_TABLES_END), store.write)
-
     pgd_paddr = kpa(OFF_INIT_TOP_PGT)
     store.write(pgd_paddr, bytes(2 * PAGE_SIZE))
     tables = PageTableBuilder(pgd_paddr, alloc, store.write_u64)
     for off in range(0, IMAGE_SIZE, SIZE_2M):
         flags = KERNEL_TEXT_LARGE if off < SIZE_2M else KERNEL_DATA_LARGE
         tables.map_2m(kva(off), kpa(off), flags)
-    for paddr in range(0, memory_size, SIZE_2M):
+    for paddr in range(0, img.memory_size, SIZE_2M):
         tables.map_2m(PAGE_OFFSET + paddr, paddr, KERNEL_DATA_LARGE)
     for off in range(0, memmap_bytes, SIZE_2M):
         tables.map_2m(kernel_data.VMEMMAP_BASE + off, memmap_pa + off, KERNEL_DATA_LARGE)
@@ -641,81 +730,36 @@ def build_linux_image(
         store.write(pgd_paddr + PAGE_SIZE + 8 * cea_index, entry)
         cr3 = pgd_paddr | 0x1000 | 0x801
         cr4 |= 1 << 17
+    return pgd_paddr, cr3, cr4
 
-    # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
-    image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
-    memmap_pfns = range(memmap_pa // PAGE_SIZE, (memmap_pa + memmap_bytes + SIZE_2M) // PAGE_SIZE)
-    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(rng, ram_pfns, set(image_pfns) | set(memmap_pfns))
-    build_id = rng.randbytes(20).hex()
-    x86_keys = _x86_64_keys(syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset)
-    text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8,
-                           arch_keys=(*x86_keys, *sparse.vmcoreinfo, *ring.vmcoreinfo))  # fmt: skip
-    if len(text) >= PAGE_SIZE:
-        raise ValueError("VMCOREINFO text does not fit in one page")
-    store.write(data_pfn * PAGE_SIZE, text)
-    vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
-    store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, LP64_LE) + bytes(12))
 
-    # Filler: zero pages mostly, some random and text-like pages.
-    corpus = _text_corpus(rng)
-    reserved = set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}
-    for pfn in rng.sample(range(ram_pfns), int(ram_pfns * filler_fraction)):
-        if pfn not in reserved and pfn not in store.pages:
-            store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
+def _write_filler(img: _X86Image, reserved: set[int], fraction: float) -> None:
+    """Filler: zero pages mostly, some random and text-like pages."""
+    corpus = _text_corpus(img.rng)
+    for pfn in img.rng.sample(range(img.ram_pfns), int(img.ram_pfns * fraction)):
+        if pfn not in reserved and pfn not in img.store.pages:
+            img.store.pages[pfn] = bytearray(_filler_page(img.rng, img.rng.randrange(4), corpus))
 
-    pages = {pfn: bytes(page) for pfn, page in store.pages.items()}
-    ranges = [(0, ram_pfns)]
+
+def _x86_64_memory(img: _X86Image, seed: int, *, firmware: bool) -> SparseMemory:
+    """RAM ``[0, memory_size)``, and the PC firmware ROM below 4 GiB when ``firmware`` (qemu-dumps.md §5)."""
+    pages = {pfn: bytes(page) for pfn, page in img.store.pages.items()}
+    ranges = [(0, img.ram_pfns)]
     if firmware:
         pages.update(_firmware_pages(seed))
         ranges.append((FIRMWARE_BASE // PAGE_SIZE, FIRMWARE_END // PAGE_SIZE))
-    max_pfn = ranges[-1][1]
-    memory = SparseMemory(pages, max_pfn, ranges=ranges)
+    return SparseMemory(pages, ranges[-1][1], ranges=ranges)
 
-    core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
-    notes = [*core_notes, *qemu_notes]
-    utsname = make_utsname(machine="x86_64")  # QEMU 7.2's header (qemu-dumps.md §6.2)
-    if vmcoreinfo_in_notes:
-        notes.append(vmcoreinfo_note)
-        header_pb = to_u64(pb)
-        if qemu_header_bug:
-            from kdfix.detect.vmcoreinfo_note import qemu_misparse
 
-            header_pb = qemu_misparse(str(pb)) or 0  # unparsable: QEMU keeps 0 (qemu-dumps.md §6 bug 1)
-    else:
-        header_pb = 0
-    model = DumpModel(
-        utsname=utsname,
-        block_size=PAGE_SIZE,
-        max_mapnr=max_pfn,
-        nr_cpus=cpus,
-        phys_base=header_pb,
-        dump_level=1,
-        notes=tuple(notes),
-        vmcoreinfo=text if vmcoreinfo_in_notes else None,
-        e_machine=EM_X86_64,
-    )
-    # the header utsname as every kdfix writer fills it: the kernel's init_uts_ns when VMCOREINFO locates it
-    model = with_utsname(model, choose_utsname(model, memory))
-    truth = SyntheticTruth(
-        phys_base=to_u64(pb),
-        kaslr_offset=kaslr_offset,
-        text_paddr=text_paddr,
-        text_vaddr=text_vaddr,
-        init_uts_ns=syms["init_uts_ns"],
-        swapper_pg_dir=syms["swapper_pg_dir"],
-        linux_banner=syms["linux_banner"],
-        idt_table=syms["idt_table"],
-        pgd_paddr=pgd_paddr,
-        idt_paddr=kpa(OFF_IDT_TABLE),
-        vmcoreinfo_note_paddr=note_pfn * PAGE_SIZE,
-        vmcoreinfo_data_paddr=data_pfn * PAGE_SIZE,
-        release=release,
-        vmcoreinfo=text,
-        vmlinux_symbols=dict(link_syms),
-        log=tuple(r.text for r in log),
-        mem_map_paddr=memmap_pa,
-    )
-    return model, memory, truth
+def _x86_64_header_phys_base(pb: int, vmcoreinfo_in_notes: bool, *, qemu_header_bug: bool) -> int:
+    """The header phys_base QEMU writes: from VMCOREINFO's NUMBER(phys_base), else 0 (qemu-dumps.md §6)."""
+    if not vmcoreinfo_in_notes:
+        return 0
+    if qemu_header_bug:
+        from kdfix.detect.vmcoreinfo_note import qemu_misparse
+
+        return qemu_misparse(str(pb)) or 0  # unparsable: QEMU keeps 0 (qemu-dumps.md §6 bug 1)
+    return to_u64(pb)
 
 
 def kernel_text_paddr(phys_base: int, kaslr_offset: int) -> int:
