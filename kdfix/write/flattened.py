@@ -42,6 +42,7 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
         pos = FLAT_HEADER_SIZE
         fd = f.fileno()
         unpack = FLAT_RECORD_BOUND.struct.unpack  # (offset, buf_size)
+        writeout = Writeout(sink.fileno()) if isinstance(sink, FileSink) else None
         while True:
             raw = os.pread(fd, FLAT_RECORD_SIZE, pos)
             if len(raw) < FLAT_RECORD_SIZE:
@@ -59,6 +60,8 @@ def reassemble_into(flat_path: str | os.PathLike[str], sink: Sink) -> int:
             _copy_payload(fd, pos, sink, offset, buf_size, path)
             pos += buf_size
             size = max(size, offset + buf_size)
+            if writeout is not None:
+                writeout.advance(size)
 
 
 def _copy_payload(fd: int, pos: int, sink: Sink, out: int, left: int, path: str) -> None:
