@@ -558,8 +558,9 @@ def build_linux_image(
     vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
     img.store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, LP64_LE) + bytes(12))
 
-    _write_filler(img, set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}, filler_fraction)
-    memory = _x86_64_memory(img, seed, firmware=firmware)
+    reserved = set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}
+    write_filler(img.rng, img.store, range(img.ram_pfns), reserved, filler_fraction)
+    memory = image_memory(img.store, (0, img.ram_pfns), firmware_seed=seed if firmware else None)
     core_notes, qemu_notes = _cpu_notes(cpus, text_vaddr=img.text_vaddr, cr3=cr3, cr4=cr4, memory_size=memory_size)
     notes = [*core_notes, *qemu_notes, *([vmcoreinfo_note] if vmcoreinfo_in_notes else [])]
     model = DumpModel(
@@ -675,10 +676,7 @@ def _write_kernel_text(img: _X86Image, release: str) -> tuple[list[kernel_data.L
         store.write(kpa((OFF_DIVIDE_ERROR & ~0xFFF) + i * PAGE_SIZE), _code_page(img.rng))
     for vector in range(256):  # endbr64; push $-1; jmp — recognisable handler heads
         store.write(kpa(OFF_DIVIDE_ERROR + 0x20 * vector), b"\xf3\x0f\x1e\xfa\x6a\xff\xe9" + bytes(4))
-    banner = (
-        f"Linux version {release} (kdfix@synthetic) (gcc (Debian 12.2.0-14) 12.2.0, "
-        f"GNU ld (GNU Binutils for Debian) 2.40) {UTS_VERSION}\n\0"
-    ).encode()
+    banner = linux_banner(release)
     store.write(kpa(OFF_BANNER), banner)
     store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(release))
     store.write(kpa(OFF_IDT_TABLE), _idt_page(img.text_vaddr))
@@ -733,20 +731,29 @@ def _write_page_tables(img: _X86Image, memmap_pa: int, memmap_bytes: int, *, pti
     return pgd_paddr, cr3, cr4
 
 
-def _write_filler(img: _X86Image, reserved: set[int], fraction: float) -> None:
-    """Filler: zero pages mostly, some random and text-like pages."""
-    corpus = _text_corpus(img.rng)
-    for pfn in img.rng.sample(range(img.ram_pfns), int(img.ram_pfns * fraction)):
-        if pfn not in reserved and pfn not in img.store.pages:
-            img.store.pages[pfn] = bytearray(_filler_page(img.rng, img.rng.randrange(4), corpus))
+def linux_banner(release: str) -> bytes:
+    """``linux_banner`` as the synthetic kernels hold it: Debian's compiler line, NUL-terminated."""
+    return (
+        f"Linux version {release} (kdfix@synthetic) (gcc (Debian 12.2.0-14) 12.2.0, "
+        f"GNU ld (GNU Binutils for Debian) 2.40) {UTS_VERSION}\n\0"
+    ).encode()
 
 
-def _x86_64_memory(img: _X86Image, seed: int, *, firmware: bool) -> SparseMemory:
-    """RAM ``[0, memory_size)``, and the PC firmware ROM below 4 GiB when ``firmware`` (qemu-dumps.md §5)."""
-    pages = {pfn: bytes(page) for pfn, page in img.store.pages.items()}
-    ranges = [(0, img.ram_pfns)]
-    if firmware:
-        pages.update(_firmware_pages(seed))
+def write_filler(rng: random.Random, store: _PageStore, ram: range, reserved: set[int], fraction: float) -> None:
+    """Filler over the pfns ``ram``: zero pages mostly, some random and text-like pages."""
+    corpus = _text_corpus(rng)
+    for pfn in rng.sample(ram, int(len(ram) * fraction)):
+        if pfn not in reserved and pfn not in store.pages:
+            store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
+
+
+def image_memory(store: _PageStore, ram: tuple[int, int], *, firmware_seed: int | None) -> SparseMemory:
+    """The built pages over the pfn range ``ram``, and the PC firmware ROM below 4 GiB when given its seed
+    (qemu-dumps.md §5)."""
+    pages = {pfn: bytes(page) for pfn, page in store.pages.items()}
+    ranges = [ram]
+    if firmware_seed is not None:
+        pages.update(_firmware_pages(firmware_seed))
         ranges.append((FIRMWARE_BASE // PAGE_SIZE, FIRMWARE_END // PAGE_SIZE))
     return SparseMemory(pages, ranges[-1][1], ranges=ranges)
 

@@ -45,8 +45,6 @@ from kdfix.generate.pagetables import (
 from kdfix.generate.synthetic import (
     DEFAULT_MEMORY,
     DEFAULT_RELEASE,
-    FIRMWARE_BASE,
-    FIRMWARE_END,
     IMAGE_SIZE,
     PAGE_SIZE,
     UTS_DOMAINNAME,
@@ -56,11 +54,11 @@ from kdfix.generate.synthetic import (
     SparseMemory,
     SyntheticTruth,
     _code_page,
-    _filler_page,
-    _firmware_pages,
     _PageStore,
-    _text_corpus,
+    image_memory,
+    linux_banner,
     vmcoreinfo_text,
+    write_filler,
 )
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
@@ -277,40 +275,20 @@ def build_arch_image(
     """
     a = _check_common(arch, memory_size, cpus, release)
     p = _PLACERS[arch](memory_size, phys_base, kaslr_offset)
-    ram_lo, ram_hi = p.ram_base // PAGE_SIZE, (p.ram_base + memory_size) // PAGE_SIZE
+    ram = range(p.ram_base // PAGE_SIZE, (p.ram_base + memory_size) // PAGE_SIZE)
     rng = random.Random(f"kdfix-synthetic-{arch}-{seed}")
-    store = _PageStore(ram_hi)
-
-    def kva(off: int) -> int:
-        return p.text_vaddr + off
-
-    def kpa(off: int) -> int:
-        return p.text_paddr + off
-
+    store = _PageStore(ram.stop)
     syms = {
         "_text": p.text_vaddr,
         "_stext": p.stext_vaddr,
-        "linux_banner": kva(OFF_BANNER),
-        "init_uts_ns": kva(OFF_INIT_UTS_NS),
-        "swapper_pg_dir": kva(OFF_PGD),
+        "linux_banner": p.text_vaddr + OFF_BANNER,
+        "init_uts_ns": p.text_vaddr + OFF_INIT_UTS_NS,
+        "swapper_pg_dir": p.text_vaddr + OFF_PGD,
     }
-    for i in range(TEXT_PAGES):
-        store.write(kpa((p.stext_vaddr - p.text_vaddr) + i * PAGE_SIZE), _code_page(rng))
-    banner = (
-        f"Linux version {release} (kdfix@synthetic) (gcc (Debian 12.2.0-14) 12.2.0, "
-        f"GNU ld (GNU Binutils for Debian) 2.40) {UTS_VERSION}\n\0"
-    ).encode()
-    store.write(kpa(OFF_BANNER), banner)
-    store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(a, release))
-
-    alloc = table_allocator(kpa(OFF_TABLES), kpa(OFF_TABLES_END), store.write)
-
-    pgd_paddr = kpa(OFF_PGD)
-    store.write(pgd_paddr, bytes(PAGE_SIZE))
-    _MAPPERS[arch](_BUILDERS[arch](pgd_paddr, alloc, store.write_u64), p, memory_size)
+    pgd_paddr = _write_kernel(a, p, store, rng, release, memory_size)
 
     image_pfns = set(range(p.text_paddr // PAGE_SIZE, (p.text_paddr + IMAGE_SIZE) // PAGE_SIZE))
-    data_pfn, note_pfn = _pick_pfns(rng, ram_lo, ram_hi, image_pfns)
+    data_pfn, note_pfn = _pick_pfns(rng, ram.start, ram.stop, image_pfns)
     if arch == "aarch64":
         generic_keys: list[str] = []
         arch_keys = _aarch64_keys(p, kaslr_offset)
@@ -322,27 +300,16 @@ def build_arch_image(
     vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
     store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, a.kdump_abi()) + bytes(12))
 
-    corpus = _text_corpus(rng)
-    reserved = image_pfns | {data_pfn, note_pfn}
-    for pfn in rng.sample(range(ram_lo, ram_hi), int((ram_hi - ram_lo) * filler_fraction)):
-        if pfn not in reserved and pfn not in store.pages:
-            store.pages[pfn] = bytearray(_filler_page(rng, rng.randrange(4), corpus))
-
-    pages = {pfn: bytes(page) for pfn, page in store.pages.items()}
-    ranges = [(ram_lo, ram_hi)]
-    if firmware and arch == "i386":
-        pages.update(_firmware_pages(seed))
-        ranges.append((FIRMWARE_BASE // PAGE_SIZE, FIRMWARE_END // PAGE_SIZE))
-    max_pfn = ranges[-1][1]
-    memory = SparseMemory(pages, max_pfn, ranges=ranges)
-
+    write_filler(rng, store, ram, image_pfns | {data_pfn, note_pfn}, filler_fraction)
+    firmware_seed = seed if firmware and arch == "i386" else None
+    memory = image_memory(store, (ram.start, ram.stop), firmware_seed=firmware_seed)
     notes = _cpu_notes(a, cpus, p, memory_size)
     if vmcoreinfo_in_notes:
         notes.append(vmcoreinfo_note)
     model = DumpModel(
         abi=a.kdump_abi(),
         block_size=PAGE_SIZE,
-        max_mapnr=max_pfn,
+        max_mapnr=memory.max_pfn,
         nr_cpus=cpus,
         # without VMCOREINFO: what QEMU puts there (the lowest RAM address on arm, 0 on x86; qemu-dumps.md §7)
         phys_base=p.header_phys_base if vmcoreinfo_in_notes else a.qemu.phys_base_is_ram_start * p.ram_base,
@@ -370,6 +337,23 @@ def build_arch_image(
         vmlinux_symbols={name: va - kaslr_offset for name, va in syms.items()},
     )
     return model, memory, truth
+
+
+def _write_kernel(a: Arch, p: _Placement, store: _PageStore, rng: random.Random, release: str, memory_size: int) -> int:
+    """Kernel text from _stext, the banner, init_uts_ns and the page tables; the PGD's PA."""
+
+    def kpa(off: int) -> int:
+        return p.text_paddr + off
+
+    for i in range(TEXT_PAGES):
+        store.write(kpa((p.stext_vaddr - p.text_vaddr) + i * PAGE_SIZE), _code_page(rng))
+    store.write(kpa(OFF_BANNER), linux_banner(release))
+    store.write(kpa(OFF_INIT_UTS_NS), _utsname_block(a, release))
+    alloc = table_allocator(kpa(OFF_TABLES), kpa(OFF_TABLES_END), store.write)
+    pgd_paddr = kpa(OFF_PGD)
+    store.write(pgd_paddr, bytes(PAGE_SIZE))
+    _MAPPERS[a.name](_BUILDERS[a.name](pgd_paddr, alloc, store.write_u64), p, memory_size)
+    return pgd_paddr
 
 
 __all__ = ["SYNTHETIC_ARCHES", "build_arch_image"]
