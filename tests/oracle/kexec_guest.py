@@ -26,6 +26,7 @@ import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.oracle import guest as _g
 from tests.oracle.guest import GroundTruth, GuestError
@@ -181,6 +182,62 @@ class KexecDumps:
     kernel_release: str
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     qemu_command: str = ""
+
+
+def check_kernel_roles(result: Any, guest: KexecDumps, want: GroundTruth) -> dict[str, Any]:
+    """What every architecture's two-kernel dump must detect (arch-kernels-and-introspection.md §3.3, §3.7): both
+    roles with each kernel's own phys_base, PA(_text) and command line, the capture kernel inside the reservation
+    the ELF core header's hole spans, the crashed kernel's crashkernel= of that size, and ``want``'s VMCOREINFO.
+    Returns the kernels by role for the architecture's own checks."""
+    assert result.kernels is not None
+    roles = {k.role: k for k in result.kernels.kernels}
+    assert sorted(roles) == ["crashed", "running"]
+    assert roles["crashed"].phys_base == guest.first.phys_base
+    assert roles["running"].phys_base == guest.capture.phys_base
+    assert roles["crashed"].text_paddr == guest.first.kernel_code_start
+    assert roles["running"].in_reservation is True and roles["crashed"].in_reservation is False
+    lo, hi = guest.crash_region
+    header = roles["crashed"].core_header
+    assert header is not None and header.reservation() == (lo, hi + 1)
+    # each kernel's command line from its own log, as /proc/cmdline showed it
+    assert roles["crashed"].cmdline == guest.first.cmdline and roles["running"].cmdline == guest.capture.cmdline
+    (ck,) = roles["crashed"].crashkernel
+    assert ck.size == hi + 1 - lo
+    assert result.vmcoreinfo is not None
+    assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
+    return roles
+
+
+def fix_for_role(guest: KexecDumps, out_dir: Path, role: str, want: GroundTruth) -> tuple[Any, Path, Path]:
+    """``fix_dump --kernel role`` of the kdump-zlib dump into a flattened file, converted to a plain one; both
+    checked to describe ``want`` (header phys_base, VMCOREINFO's _stext, one VMCOREINFO note). (result, flat,
+    plain)."""
+    import kdfix
+    from kdfix.fix import fix_dump
+    from kdfix.format.constants import NOTE_NAME_VMCOREINFO
+    from kdfix.write.convert import convert
+
+    flat = out_dir / "fixed.flat"
+    result = fix_dump(guest.kdump_zlib, output=flat, kernel=role)
+    assert result.status == "fixed", result.messages
+    assert result.phys_base == f"{want.phys_base:#x}"
+    assert result.detect["kernel"] == role
+    plain = out_dir / "fixed.kdump"
+    convert([flat], plain, flat=False)
+    with kdfix.open_dump(plain) as fixed:
+        assert fixed.sub_header.phys_base == want.phys_base
+        assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.symbol("_stext") == want.stext_va
+        assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
+    return result, flat, plain
+
+
+def prstatus_notes(path: Path) -> list[bytes]:
+    """The NT_PRSTATUS descriptors of a dump, in file order."""
+    import kdfix
+    from kdfix.format.constants import NOTE_NAME_CORE, NoteType
+
+    with kdfix.open_dump(path) as dump:
+        return [n.desc for n in dump.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,12 +15,9 @@ import pytest
 
 import kdfix
 from kdfix.detect import detect
-from kdfix.fix import fix_dump
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, NoteType
 from kdfix.notes.vmcoreinfo import VmcoreInfo
-from kdfix.write.convert import convert
 from tests.oracle.fixtures import require_tool
-from tests.oracle.kexec_guest import KexecDumps, capture_append
+from tests.oracle.kexec_guest import KexecDumps, capture_append, check_kernel_roles, fix_for_role, prstatus_notes
 from tests.oracle.tools import drgn_program, have_tool, makedumpfile_dump_dmesg
 
 pytestmark = pytest.mark.oracle
@@ -51,28 +48,11 @@ def test_detect_finds_both_kernels_with_roles(kexec_guest_aarch64: KexecDumps) -
                 assert result.arch == "aarch64"
                 assert result.phys_base == want.phys_base, (path, kernel)
                 assert result.confidence == "high", result.evidence
-                assert result.kernels is not None
-                roles = {k.role: k for k in result.kernels.kernels}
-                assert sorted(roles) == ["crashed", "running"]
-                assert roles["crashed"].phys_base == g.first.phys_base
-                assert roles["running"].phys_base == g.capture.phys_base
-                assert roles["crashed"].text_paddr == g.first.kernel_code_start
-                assert roles["running"].in_reservation is True and roles["crashed"].in_reservation is False
-                header = roles["crashed"].core_header
+                roles = check_kernel_roles(result, g, want)
                 lo, hi = g.crash_region
-                assert header is not None and header.reservation() == (lo, hi + 1)
-                assert lo <= header.paddr < hi
-                assert roles["crashed"].cmdline == g.first.cmdline and roles["running"].cmdline == g.capture.cmdline
-                (ck,) = roles["crashed"].crashkernel
-                assert ck.size == hi + 1 - lo and ck.region() is None  # the kernel chose where
+                assert lo <= roles["crashed"].core_header.paddr < hi
+                assert roles["crashed"].crashkernel[0].region() is None  # the kernel chose where
                 assert roles["running"].elfcorehdr is None  # arm64: elfcorehdr is in the DTB (§3.2)
-                assert result.vmcoreinfo is not None
-                assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
-
-
-def _prstatus(path: Path) -> list[bytes]:
-    with kdfix.open_dump(path) as dump:
-        return [n.desc for n in dump.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
 
 
 @pytest.mark.parametrize("role", ["crashed", "running"])
@@ -82,19 +62,9 @@ def test_fixed_kdump_describes_the_chosen_kernel(tmp_path: Path, kexec_guest_aar
         pytest.skip("makedumpfile:arm64 sysroot unavailable")
     g = kexec_guest_aarch64
     want, other = (g.first, g.capture) if role == "crashed" else (g.capture, g.first)
-    flat = tmp_path / "fixed.flat"
-    result = fix_dump(g.kdump_zlib, output=flat, kernel=role)
-    assert result.status == "fixed", result.messages
-    assert result.phys_base == f"{want.phys_base:#x}"
-    assert result.detect["kernel"] == role
-    plain = tmp_path / "fixed.kdump"
-    convert([flat], plain, flat=False)
-    with kdfix.open_dump(plain) as fixed:
-        assert fixed.sub_header.phys_base == want.phys_base
-        assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.symbol("_stext") == want.stext_va
-        assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
+    _result, flat, plain = fix_for_role(g, tmp_path, role, want)
     if role == "crashed":  # the registers at panic, as the capture kernel's /proc/vmcore carries them
-        assert _prstatus(plain) == g.vmcore_head.prstatus()
+        assert prstatus_notes(plain) == g.vmcore_head.prstatus()
     log = makedumpfile_dump_dmesg(plain, arch="aarch64")
     assert want.marker in log and other.marker not in log
     prog = drgn_program(flat)  # no platform, no vmcoreinfo hint

@@ -16,11 +16,9 @@ import kdfix
 from kdfix.cli.info import describe_dump
 from kdfix.detect import detect
 from kdfix.fix import fix_dump
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, NoteType
-from kdfix.write.convert import convert
 from tests.oracle.fixtures import require_tool
 from tests.oracle.guest import GroundTruth
-from tests.oracle.kexec_guest import KexecDumps
+from tests.oracle.kexec_guest import KexecDumps, check_kernel_roles, fix_for_role, prstatus_notes
 from tests.oracle.tools import crash_with_vmlinux, drgn_program, makedumpfile_dump_dmesg
 
 pytestmark = pytest.mark.oracle
@@ -32,11 +30,6 @@ CRASH_CASES = {("cpu0", "crashed"), ("cpu1", "running"), ("cpu0-vmcoreinfo", "cr
 def _truth(guest: KexecDumps, kernel: str) -> tuple[GroundTruth, GroundTruth]:
     """(the kernel the fixed dump must describe, the other one)."""
     return (guest.first, guest.capture) if kernel == "crashed" else (guest.capture, guest.first)
-
-
-def _prstatus(path: Path) -> list[bytes]:
-    with kdfix.open_dump(path) as dump:
-        return [n.desc for n in dump.notes if n.name == NOTE_NAME_CORE and n.type == NoteType.NT_PRSTATUS]
 
 
 def _variant(guest: KexecDumps) -> str:
@@ -52,30 +45,14 @@ def test_detect_reports_both_kernels_with_roles(kexec_guest: KexecDumps) -> None
                 result = detect(dump.model, dump.memory, kernel=kernel)  # type: ignore[arg-type]
                 assert result.phys_base == want.phys_base, (path, kernel)
                 assert result.confidence == "high", result.evidence
-                assert result.kernels is not None and result.choice is not None
-                roles = {k.role: k for k in result.kernels.kernels}
-                assert sorted(roles) == ["crashed", "running"]
-                assert roles["crashed"].phys_base == kexec_guest.first.phys_base
-                assert roles["running"].phys_base == kexec_guest.capture.phys_base
-                assert roles["crashed"].text_paddr == kexec_guest.first.kernel_code_start
-                assert roles["running"].in_reservation is True and roles["crashed"].in_reservation is False
+                assert result.choice is not None
+                roles = check_kernel_roles(result, kexec_guest, want)
                 header = roles["crashed"].core_header
-                assert header is not None and header.reservation() == (
-                    kexec_guest.crash_region[0],
-                    kexec_guest.crash_region[1] + 1,
-                )
                 assert header.cmdline is not None and b"elfcorehdr=" in header.cmdline[1]
-                # each kernel's command line from its own log, as /proc/cmdline showed it
-                assert roles["crashed"].cmdline == kexec_guest.first.cmdline
-                assert roles["running"].cmdline == kexec_guest.capture.cmdline
-                (ck,) = roles["crashed"].crashkernel
-                assert ck.size == kexec_guest.crash_region[1] + 1 - kexec_guest.crash_region[0]
                 assert not roles["running"].crashkernel and roles["running"].elfcorehdr == header.paddr
                 panicked = kexec_guest.config.panic_cpu
                 assert roles["running"].cpus == (panicked,)  # the capture kernel runs on the panicking vCPU
                 assert panicked not in roles["crashed"].cpus
-                assert result.vmcoreinfo is not None
-                assert b"SYMBOL(_stext)=%x" % want.stext_va in result.vmcoreinfo
 
 
 @pytest.mark.parametrize("role", ["crashed", "running"])
@@ -87,27 +64,19 @@ def test_fixed_kdump_describes_the_chosen_kernel(
     want, other = _truth(kexec_guest, role)
     with kdfix.open_dump(kexec_guest.kdump_zlib) as dump:
         detected = detect(dump.model, dump.memory, kernel=role)  # type: ignore[arg-type]
-    flat = tmp_path / "fixed.flat"
-    result = fix_dump(kexec_guest.kdump_zlib, output=flat, kernel=role)
-    assert result.status == "fixed", result.messages
-    assert result.phys_base == f"{want.phys_base:#x}" == f"{detected.phys_base:#x}"  # detect and fix agree
-    assert result.detect["kernel"] == role
+    result, flat, plain = fix_for_role(kexec_guest, tmp_path, role, want)
+    assert result.phys_base == f"{detected.phys_base:#x}"  # detect and fix agree
     assert any("two kernels in memory" in m and f"describes the {role} kernel" in m for m in result.messages)
-    plain = tmp_path / "fixed.kdump"
-    convert([flat], plain, flat=False)
     with kdfix.open_dump(plain) as fixed:
-        assert fixed.sub_header.phys_base == want.phys_base
-        assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.symbol("_stext") == want.stext_va
-        assert [n.name for n in fixed.notes].count(NOTE_NAME_VMCOREINFO) == 1
         again = detect(fixed.model, fixed.memory, kernel=role)  # type: ignore[arg-type]
         assert again.phys_base == want.phys_base
     # registers: the crashed kernel's at panic, exactly as its /proc/vmcore carries them; else QEMU's of the vCPU
     # that runs the capture kernel (the panicking one)
     panicked = kexec_guest.config.panic_cpu
     expected = (
-        kexec_guest.vmcore_head.prstatus() if role == "crashed" else [_prstatus(kexec_guest.kdump_zlib)[panicked]]
+        kexec_guest.vmcore_head.prstatus() if role == "crashed" else [prstatus_notes(kexec_guest.kdump_zlib)[panicked]]
     )
-    assert _prstatus(plain) == expected
+    assert prstatus_notes(plain) == expected
     log = makedumpfile_dump_dmesg(plain)
     assert want.marker in log and other.marker not in log
     prog = drgn_program(flat)  # no platform, no vmcoreinfo hint
@@ -139,7 +108,7 @@ def test_fixed_elf_describes_the_crashed_kernel(tmp_path: Path, kexec_guest: Kex
     with kdfix.open_dump(out) as fixed:
         assert fixed.vmcoreinfo is not None and fixed.vmcoreinfo.phys_base == first.phys_base
         assert fixed.vmcoreinfo.symbol("_stext") == first.stext_va
-    assert _prstatus(out) == kexec_guest.vmcore_head.prstatus()
+    assert prstatus_notes(out) == kexec_guest.vmcore_head.prstatus()
     log = makedumpfile_dump_dmesg(out)
     assert first.marker in log and capture.marker not in log
     prog = drgn_program(out)
