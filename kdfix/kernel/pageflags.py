@@ -484,12 +484,34 @@ def page_exclusion(
         return Exclusion(level, Bitmap(bytes(nbytes), nbits), counts, judged, round(time.monotonic() - began, 3))
     have = np.frombuffer(dumped.to_bytes(nbytes), dtype=np.uint8)
     have_k, nbits_k = _to_kernel_pages(have, nbits, dump_page, kernel_page)
-    out = np.zeros(have_k.size, dtype=np.uint8)
-    with_page = np.zeros(have_k.size, dtype=np.uint8)
-    carry: tuple[int, int] | None = None
     chunks = mem_map_chunks(
         reader, info, word_size=word_size, endian=endian, max_pfn=nbits_k, size_page=rules.size_page
     )
+    out, with_page, judged = _judge_chunks(reader, chunks, rules, level, have_k, kernel_page, counts, progress)
+    if level & PAGE_LEVEL_BITS:
+        no_page = have_k & ~with_page
+        counts[CLASS_NAMES[CLASS_NO_PAGE]] = int(np.unpackbits(no_page, bitorder="little")[:nbits_k].sum())
+        out |= no_page
+    excluded = _to_dump_pages(out, nbits_k, nbits, dump_page, kernel_page) & have
+    return Exclusion(level, Bitmap(excluded.tobytes(), nbits), counts, judged, round(time.monotonic() - began, 3))
+
+
+def _judge_chunks(
+    reader: VirtualReader,
+    chunks: Iterator[MemMapChunk],
+    rules: PageRules,
+    level: int,
+    have_k: np.ndarray,
+    kernel_page: int,
+    counts: dict[str, int],
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Judge the struct pages of the held kernel pfns ``have_k`` chunk by chunk, adding to ``counts``: (the
+    excluded kernel pfns, the pfns that have a struct page, how many struct pages were judged)."""
+    out = np.zeros(have_k.size, dtype=np.uint8)
+    with_page = np.zeros(have_k.size, dtype=np.uint8)
+    carry: tuple[int, int] | None = None
+    judged = 0
     for chunk in chunks:
         lo, hi = chunk.start_pfn, chunk.start_pfn + chunk.count
         _or_bits(with_page, lo, np.ones(chunk.count, dtype=bool))
@@ -507,12 +529,7 @@ def page_exclusion(
         _or_bits(out, lo, classes != CLASS_KEEP)
         if progress is not None:
             progress(judged)
-    if level & PAGE_LEVEL_BITS:
-        no_page = have_k & ~with_page
-        counts[CLASS_NAMES[CLASS_NO_PAGE]] = int(np.unpackbits(no_page, bitorder="little")[:nbits_k].sum())
-        out |= no_page
-    excluded = _to_dump_pages(out, nbits_k, nbits, dump_page, kernel_page) & have
-    return Exclusion(level, Bitmap(excluded.tobytes(), nbits), counts, judged, round(time.monotonic() - began, 3))
+    return out, with_page, judged
 
 
 def _to_kernel_pages(have: np.ndarray, nbits: int, dump_page: int, kernel_page: int) -> tuple[np.ndarray, int]:

@@ -181,25 +181,40 @@ def scan_stack(mem: VirtualReader, symbols: Kallsyms, sp: int, *, word_size: int
     return entries
 
 
+def _log_and_symbols(view: KernelView, notes: list[str]) -> tuple[KernelLog | None, Kallsyms | None]:
+    """The kernel log and kallsyms, each None (with a note saying why) when it cannot be read."""
+    log: KernelLog | None
+    try:
+        log = read_kernel_log(view.vmcoreinfo, view.memory, word_size=view.word_size, endian=view.endian)
+        notes.extend(f"kernel log: {d}" for d in log.damage)
+    except KdfixError as exc:
+        log = None
+        notes.append(f"kernel log unreadable: {exc}")
+    symbols: Kallsyms | None
+    try:
+        symbols = read_kallsyms(view.vmcoreinfo, view.memory, word_size=view.word_size, endian=view.endian)
+    except KdfixError as exc:
+        symbols = None
+        notes.append(f"kallsyms unreadable, addresses are not symbolized: {exc}")
+    return log, symbols
+
+
+def _last_lines(log: KernelLog | None, first: LogRecord | None) -> tuple[str, ...]:
+    """The LAST_LINES log lines up to the first crash message (or the log's end), as dmesg prints them."""
+    if log is None or not log.records:
+        return ()
+    upto = first.seq if first is not None else log.records[-1].seq
+    before = [r for r in log.records if r.seq <= upto and not r.dataless][-(LAST_LINES + 1) :]
+    return tuple(format_record(r) for r in before)
+
+
 def triage(*paths: str | os.PathLike[str]) -> TriageReport:
     """Summarize the crash in the dump at ``paths`` (several: one split set)."""
     notes: list[str] = []
     with open_dump(*paths) as dump:
         view = kernel_view(dump)
         info = view.vmcoreinfo
-        log: KernelLog | None
-        try:
-            log = read_kernel_log(info, view.memory, word_size=view.word_size, endian=view.endian)
-            notes.extend(f"kernel log: {d}" for d in log.damage)
-        except KdfixError as exc:
-            log = None
-            notes.append(f"kernel log unreadable: {exc}")
-        symbols: Kallsyms | None
-        try:
-            symbols = read_kallsyms(info, view.memory, word_size=view.word_size, endian=view.endian)
-        except KdfixError as exc:
-            symbols = None
-            notes.append(f"kallsyms unreadable, addresses are not symbolized: {exc}")
+        log, symbols = _log_and_symbols(view, notes)
         uts = read_utsname(view)
         if uts is None:
             notes.append("init_uts_ns unreadable: release from VMCOREINFO, version and machine unknown")
@@ -214,11 +229,7 @@ def triage(*paths: str | os.PathLike[str]) -> TriageReport:
             notes.append("no panic or oops message in the kernel log")
         elif task is None:
             notes.append("the log does not say which CPU crashed (no 'CPU: n PID: p' line after the message)")
-        last_lines: tuple[str, ...] = ()
-        if log is not None and log.records:
-            upto = first.seq if first is not None else log.records[-1].seq
-            before = [r for r in log.records if r.seq <= upto and not r.dataless][-(LAST_LINES + 1) :]
-            last_lines = tuple(format_record(r) for r in before)
+        last_lines = _last_lines(log, first)
         panic_cpu = task[0] if task is not None else None
         stack: list[StackEntry] = []
         stack_cpu = next((c.cpu for c in cpus if c.cpu == panic_cpu), None)
