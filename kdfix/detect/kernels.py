@@ -563,47 +563,69 @@ def find_kernels(
     placed = [_placed(model, memory, roots, entry) for entry in entries]
     if len(entries) > 1:
         headers = _core_headers_near(memory, [(p[2], p[1].crashtime) for p in placed])
+    log += _header_lines(headers)
+    kernels: list[Kernel] = []
+    reservation: tuple[int, int] | None = None
+    for entry, where in zip(entries, placed, strict=True):
+        kernel = _kernel(model, memory, entry, where, headers, several=len(entries) > 1)
+        if kernel.core_header is not None:
+            reservation = reservation or kernel.core_header.reservation()
+        kernels.append(kernel)
+    if reservation is not None:
+        log.append(f"crashkernel reservation [{reservation[0]:#x}, {reservation[1]:#x}) (the core header's hole)")
+    log += _reservation_agrees(kernels, reservation)
+    return Kernels(tuple(assign_roles(kernels, reservation)), tuple(headers), tuple(log))
+
+
+def _header_lines(headers: Sequence[CoreHeader]) -> list[str]:
+    """Log lines for the ELF core headers found: their notes and the command line that names them."""
+    lines = []
     for h in headers:
-        log.append(
+        lines.append(
             f"ELF core header at PA {h.paddr:#x}: {len(h.cpu_notes)} CPU note(s), VMCOREINFO note at "
             + (f"{h.vmcoreinfo_paddr:#x}" if h.vmcoreinfo_paddr is not None else "none")
         )
         if h.cmdline is not None:
             shown = h.cmdline[1][-160:].decode("latin-1", "replace")
-            log.append(f"command line at PA {h.cmdline[0]:#x} names it: {shown!r}")
-    kernels: list[Kernel] = []
-    reservation: tuple[int, int] | None = None
-    for entry, (text, info, text_paddr, cpus) in zip(entries, placed, strict=True):
-        header = next((h for h in headers if _describes(h, entry, text)), None)
-        evidence = list(entry.evidence)
-        if cpus:
-            evidence.append(f"executed by {', '.join(f'cpu{c}' for c in cpus)} (page tables map its _stext)")
-        if header is not None:
-            evidence.append(f"described by the ELF core header at PA {header.paddr:#x}")
-            reservation = reservation or header.reservation()
-        if info.crashtime is not None:
-            evidence.append(f"CRASHTIME={info.crashtime}: it panicked")
-        cmdline = command_line(model, memory, info) if len(entries) > 1 else None
-        evidence += _cmdline_evidence(cmdline)
-        kernels.append(
-            Kernel(
-                "unknown",
-                entry.phys_base,
-                entry.kernel_offset,
-                text,
-                tuple(entry.paddrs),
-                text_paddr,
-                cpus,
-                info.crashtime,
-                header,
-                tuple(evidence),
-                cmdline=cmdline,
-            )
-        )
-    if reservation is not None:
-        log.append(f"crashkernel reservation [{reservation[0]:#x}, {reservation[1]:#x}) (the core header's hole)")
-    log += _reservation_agrees(kernels, reservation)
-    return Kernels(tuple(assign_roles(kernels, reservation)), tuple(headers), tuple(log))
+            lines.append(f"command line at PA {h.cmdline[0]:#x} names it: {shown!r}")
+    return lines
+
+
+def _kernel(
+    model: DumpModel,
+    memory: PhysicalMemory,
+    entry: _Found,
+    where: tuple[bytes, VmcoreInfo, int | None, tuple[int, ...]],
+    headers: Sequence[CoreHeader],
+    *,
+    several: bool,
+) -> Kernel:
+    """One validated kernel with its evidence (the CPUs that run it, the core header describing it, CRASHTIME and,
+    among several kernels, its own command line); its role is assigned later."""
+    text, info, text_paddr, cpus = where
+    header = next((h for h in headers if _describes(h, entry, text)), None)
+    evidence = list(entry.evidence)
+    if cpus:
+        evidence.append(f"executed by {', '.join(f'cpu{c}' for c in cpus)} (page tables map its _stext)")
+    if header is not None:
+        evidence.append(f"described by the ELF core header at PA {header.paddr:#x}")
+    if info.crashtime is not None:
+        evidence.append(f"CRASHTIME={info.crashtime}: it panicked")
+    cmdline = command_line(model, memory, info) if several else None
+    evidence += _cmdline_evidence(cmdline)
+    return Kernel(
+        "unknown",
+        entry.phys_base,
+        entry.kernel_offset,
+        text,
+        tuple(entry.paddrs),
+        text_paddr,
+        cpus,
+        info.crashtime,
+        header,
+        tuple(evidence),
+        cmdline=cmdline,
+    )
 
 
 def _cmdline_evidence(cmdline: str | None) -> list[str]:
