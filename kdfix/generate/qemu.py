@@ -69,6 +69,7 @@ from .qemu_stream import (
 )
 
 QEMU_DUMP_LEVEL = 1
+QEMU_CACHE_PAGES = 4  # QEMU's descriptor and data write caches hold four pages each (qemu-dumps.md §2)
 QEMU_HEADER_VERSION = 6
 QEMU_COMPRESSORS = ("zlib", "lzo", "snappy")
 DEFAULT_QEMU_VERSION = "7.2"
@@ -591,6 +592,7 @@ def write_qemu_kdump(
             page_size=ps,
             flag=int(codec.flag),
             abi=guest.abi,
+            cache_bytes=QEMU_CACHE_PAGES * ps,
         )
         units = UnitTable(runs, ps)
         for sizes, stored in compressed_units(
