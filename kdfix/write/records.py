@@ -8,13 +8,12 @@ exactly one record, so a producer that must reproduce another tool's record sequ
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import Callable
 from typing import Protocol
 
 from kdfix.errors import WriteError
 from kdfix.format.flattened import FLAT_RECORD_BOUND
 from kdfix.write.sink import FLAT_END_MARKER, FileSink, flat_header, write_error
+from kdfix.write.writeback import Writeout
 
 
 class RecordOut(Protocol):
@@ -26,23 +25,7 @@ class RecordOut(Protocol):
 
 
 _FLAT_RECORD_HEADER = FLAT_RECORD_BOUND.struct.pack  # (offset, buf_size) in one call, for the hot loop
-_WRITEBACK_EVERY = 8 << 20  # start writing back the output every 8 MiB
-
-
-def _writeback_starter() -> Callable[[int, int, int, int], int] | None:
-    """libc ``sync_file_range`` (Linux), used with SYNC_FILE_RANGE_WRITE to start writing back what is already
-    written, so the final fsync of the output (kdfix.write.atomic) has little left to wait for; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+_WRITEBACK_EVERY = 8 << 20  # start the output's write-out every 8 MiB
 
 
 class FlatRecordOut:
@@ -57,9 +40,8 @@ class FlatRecordOut:
         self.records = 0
         self.size = 0
         self._write(flat_header())
-        self._start_writeback = _writeback_starter()
-        self._unsynced = 0  # bytes written since writeback was last started
-        self._synced = 0  # stream offset up to which writeback was started
+        self._writeout = Writeout(self._out.fileno(), _WRITEBACK_EVERY)
+        self._unsynced = 0  # bytes written since write-out was last started
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -78,18 +60,16 @@ class FlatRecordOut:
         if file_offset + size > self.size:
             self.size = file_offset + size
         self._unsynced += size + 16
-        if self._unsynced >= _WRITEBACK_EVERY and self._start_writeback is not None:
+        if self._unsynced >= _WRITEBACK_EVERY and self._writeout.enabled:
             self._writeback()
 
     def _writeback(self) -> None:
-        """Hand the buffer to the kernel and start (not wait for) its writeback; advisory, errors are ignored."""
+        """Hand the buffer to the kernel and start (not wait for) its write-out (kdfix.write.writeback)."""
         try:
             self._out.flush()
         except OSError as exc:
             raise write_error(exc, self.path) from exc
-        end = self._out.tell()
-        self._start_writeback(self._out.fileno(), self._synced, end - self._synced, 2)  # type: ignore[misc]
-        self._synced = end
+        self._writeout.advance(self._out.tell())
         self._unsynced = 0
 
     def close(self) -> None:
