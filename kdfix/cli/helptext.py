@@ -16,8 +16,8 @@ import typer.core
 PLAIN_METAVARS = {"str": "TEXT", "int": "N", "int range": "N", "path": "PATH", "float": "X", "float range": "X"}
 
 
-def _no_type(ctx: Any) -> None:
-    return None
+def _shown_as(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
+    return shown
 
 
 class HelpfulCommand(typer.core.TyperCommand):
@@ -27,14 +27,13 @@ class HelpfulCommand(typer.core.TyperCommand):
         params = super().get_params(ctx)
         for param in params:
             if isinstance(param, typer.core.TyperArgument):
-                param.display_type_rich = _no_type  # type: ignore[method-assign]
-                # the usage line shows the metavar as written (DUMP..., not {DUMP...}... or {dump})
+                # the usage line and the argument list show the metavar as written (DUMP..., not {DUMP...}:path)
                 name = param.metavar or (param.name or "ARG").upper()
                 shown = name if param.required else f"[{name}]"
-                param._usage_display_name = functools.partial(str, shown)  # type: ignore[method-assign]
+                param.make_metavar = functools.partial(_shown_as, shown)  # type: ignore[method-assign]
             elif isinstance(param, typer.core.TyperOption) and param.metavar is None and not param.is_flag:
-                kind = param.display_type(ctx).strip("<>")
-                param.metavar = PLAIN_METAVARS.get(kind.removeprefix("list[").removesuffix("]"), "VALUE")
+                kind = (param.type.get_metavar(param=param, ctx=ctx) or param.type.name).strip("<>")
+                param.metavar = PLAIN_METAVARS.get(kind, "VALUE")
         return params
 
     def get_short_help_str(self, limit: int = 45) -> str:
