@@ -13,7 +13,7 @@ from kdfix.errors import KdfixError
 from kdfix.units import to_s64
 
 if TYPE_CHECKING:
-    from kdfix.detect import DetectResult
+    from kdfix.detect.candidate import DetectResult
     from kdfix.detect.kernels import Wanted
 
 KernelOption = Annotated[
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         Sources, in order: VMCOREINFO, a memory scan, a CR3 walk, the IDT, the banner, the ELF PT_LOAD.
         Exit 1 if a dump's phys_base could not be determined.
         """
-        from kdfix.detect import detect
+        from kdfix.detect.combine import detect
         from kdfix.kernel.system_map import read_system_map
         from kdfix.read.probe import open_dump
 

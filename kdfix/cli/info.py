@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 
 def _kernel_problems(dump: Dump) -> list[str]:
-    """ "two kernels in memory: ..." when the CPU notes hint at a running kdump capture kernel (kernels.py)."""
-    from kdfix.detect.kernels import several_kernels_problem
+    """ "two kernels in memory: ..." when the CPU notes hint at a running kdump capture kernel (cpu_hints.py)."""
+    from kdfix.detect.cpu_hints import several_kernels_problem
 
     try:
         line = several_kernels_problem(dump.model, dump.memory)

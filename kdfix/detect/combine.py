@@ -1,12 +1,4 @@
-"""Recover the header phys_base and KERNELOFFSET of a dump: one strategy per module, validated and cross-checked.
-
-Which methods run, and what "phys_base" means (x86_64 phys_base, aarch64 PHYS_OFFSET, i386 0), is the dump's
-architecture's to say (kdfix.arch).
-
-Each strategy is ``find_by_<method>(model, memory, *, vmlinux_symbols, log, known) -> Candidate | None``
-(phys-base-and-kaslr.md §2-§3), written as a ``@strategy(METHOD)`` body over an Attempt (candidate.py);
-``validate.py`` turns candidates into Checks (§4); ``detect()`` combines them.
-"""
+"""detect(): run every strategy that applies, validate each candidate and cross-check them (package docstring)."""
 
 from __future__ import annotations
 
@@ -20,7 +12,7 @@ from kdfix.detect.elf_text_load import find_by_elf_text_load
 from kdfix.detect.idt_gate import find_by_idt_gate
 from kdfix.detect.kernels import Choice, Kernel, Kernels, Wanted, find_kernels
 from kdfix.detect.validate import accepted, confirmed, validate_candidate
-from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note, qemu_misparse, unmisparse_qemu_phys_base
+from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
 from kdfix.detect.vmcoreinfo_scan import find_by_vmcoreinfo_scan
 from kdfix.errors import KdfixError
 from kdfix.model import DumpModel
@@ -238,25 +230,3 @@ def _several_kernels(
 
 def _as_candidate(k: Kernel) -> Candidate:
     return Candidate("kernels", k.phys_base, k.kernel_offset, k.vmcoreinfo)
-
-
-__all__ = [
-    "STRATEGIES",
-    "Candidate",
-    "Check",
-    "Choice",
-    "DetectResult",
-    "Kernel",
-    "Kernels",
-    "Strategy",
-    "detect",
-    "find_by_banner",
-    "find_by_cr3_walk",
-    "find_by_elf_text_load",
-    "find_by_idt_gate",
-    "find_by_vmcoreinfo_note",
-    "find_by_vmcoreinfo_scan",
-    "find_kernels",
-    "qemu_misparse",
-    "unmisparse_qemu_phys_base",
-]

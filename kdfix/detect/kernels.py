@@ -26,22 +26,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from kdfix.arch import Arch, KernelSpace, recognise
-from kdfix.arch.x86_64 import WalkBudgetExceeded, find_first_mapping
+from kdfix.arch import recognise
 from kdfix.detect.candidate import Candidate
 from kdfix.detect.cmdline import Crashkernel, command_line, parse_crashkernel
-from kdfix.detect.cr3_walk import iter_qemu_cpu_states, pgd_choices
+from kdfix.detect.cpu_hints import CpuRoot, cpu_image_bases, cpu_roots, cpu_runs, kernel_space
 from kdfix.detect.validate import confirmed, validate_candidate
 from kdfix.detect.vmcoreinfo_scan import iter_granule_heads, iter_page_heads, iter_scanned_copies
 from kdfix.errors import FormatError, KdfixError
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, START_KERNEL_MAP, NoteType
+from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_QEMU, NOTE_NAME_VMCOREINFO, NoteType
 from kdfix.format.elf import ELFDATA2MSB, ET_CORE, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout
 from kdfix.format.layout import Abi
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, iter_notes
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from kdfix.read.memory import PhysicalMemory
-from kdfix.units import U64_MASK, to_s64
+from kdfix.units import to_s64
 
 Role = Literal["crashed", "running", "only", "unknown"]
 Wanted = Literal["crashed", "running"]
@@ -235,48 +234,6 @@ def _same_text(a: bytes, b: bytes) -> bool:
 
 # --------------------------------------------------------------------------------------------------------------
 # per-CPU page-table roots. Only x86_64 QEMU dumps carry them (CR3 in the QEMU note, phys-base-and-kaslr.md §3C);
-# QEMU's arm64 dumps have no TTBR (arch-kernels-and-introspection.md §1.6), so there the roles rest on the core
-# header and the reservation alone. The walk itself is the kernel's arch (KernelSpace.walk from another root).
-
-
-@dataclass(frozen=True, slots=True)
-class CpuRoot:
-    """The page-table roots a vCPU may be using (with PTI, CR3 may name the user half: both are tried)."""
-
-    cpu: int
-    roots: tuple[int, ...]
-    levels: int
-
-
-def cpu_roots(model: DumpModel) -> list[CpuRoot]:
-    """The page-table root of every vCPU with paging on, from the dump's CPU notes."""
-    return [CpuRoot(c.cpu, tuple(pgd_choices(c.cr3)), c.levels) for c in iter_qemu_cpu_states(model) if c.paging]
-
-
-def kernel_space(model: DumpModel, info: VmcoreInfo) -> tuple[Arch, KernelSpace] | None:
-    """The architecture and address space of the kernel ``info`` describes, or None when they cannot be told."""
-    found = recognise(model, info)
-    if found is None:
-        return None
-    try:
-        return found.arch, found.arch.kernel_space(info)
-    except KdfixError:
-        return None
-
-
-def cpu_runs(read: ReadFn, root: CpuRoot, space: KernelSpace, stext: int) -> bool:
-    """True when the tables at ``root`` map the kernel's ``_stext`` to that kernel's own physical ``_stext``."""
-    expected = space.image_paddr(stext)
-    for pgd in root.roots:
-        try:
-            moved = replace(space, root_paddr=pgd)  # type: ignore[type-var]
-            if moved.walk(read, stext) == expected:
-                return True
-        except (KdfixError, TypeError):
-            continue
-    return False
-
-
 def notes_of_cpus(notes: Sequence[Note], cpus: Iterable[int]) -> tuple[Note, ...]:
     """``notes`` without the per-CPU notes (NT_PRSTATUS, QEMU CPU state) of vCPUs not in ``cpus``.
 
@@ -292,48 +249,6 @@ def notes_of_cpus(notes: Sequence[Note], cpus: Iterable[int]) -> tuple[Note, ...
                 continue
         out.append(note)
     return tuple(out)
-
-
-def foreign_cpus(model: DumpModel, memory: PhysicalMemory, vmcoreinfo: bytes) -> list[int] | None:
-    """vCPUs whose page tables do not map the kernel ``vmcoreinfo`` describes: they run another kernel.
-
-    Cheap (a few page-table reads per vCPU): ``fix`` and ``info`` use it to decide whether a dump that carries
-    VMCOREINFO needs the full search for other kernels. None when the dump has no usable CPU roots.
-    """
-    info = VmcoreInfo.parse(vmcoreinfo)
-    roots, known, stext = cpu_roots(model), kernel_space(model, info), info.symbol("_stext")
-    if known is None or stext is None or not roots:
-        return None
-    return [r.cpu for r in roots if not cpu_runs(memory.read, r, known[1], stext)]
-
-
-def cpu_image_bases(model: DumpModel, memory: PhysicalMemory) -> set[int]:
-    """The distinct phys_base values the vCPUs' page tables imply (first kernel-image mapping, §3C); cheap."""
-    bases: set[int] = set()
-    for root in cpu_roots(model):
-        for pgd in root.roots:
-            try:
-                m = find_first_mapping(memory.read, pgd, levels=root.levels, skipped=[])
-            except (WalkBudgetExceeded, KdfixError):
-                continue
-            if m is not None:
-                bases.add((m.paddr - (m.vaddr - START_KERNEL_MAP)) & U64_MASK)
-                break
-    return bases
-
-
-def several_kernels_problem(model: DumpModel, memory: PhysicalMemory) -> str | None:
-    """``info``'s problem line when vCPUs hint at another kernel (then every kernel is searched), else None.
-
-    The hint is cheap: vCPUs that do not execute the dump's own VMCOREINFO kernel, or, without VMCOREINFO,
-    vCPUs whose page tables map different kernel images. A capture kernel alone on a one-vCPU guest gives no
-    hint without VMCOREINFO in the file; ``kdfix detect`` searches memory in any case.
-    """
-    text = model.vmcoreinfo
-    hinted = bool(foreign_cpus(model, memory, text)) if text is not None else len(cpu_image_bases(model, memory)) > 1
-    if not hinted:
-        return None
-    return find_kernels(model, memory, file_vmcoreinfo=text).problem()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -716,20 +631,14 @@ __all__ = [
     "WANTED",
     "Choice",
     "CoreHeader",
-    "CpuRoot",
     "Kernel",
     "Kernels",
     "Role",
     "Wanted",
     "assign_roles",
-    "cpu_image_bases",
-    "cpu_roots",
-    "cpu_runs",
     "find_core_headers",
     "find_kernels",
-    "foreign_cpus",
     "notes_of_cpus",
     "parse_core_header",
     "parse_elfcorehdr",
-    "several_kernels_problem",
 ]

@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol
 
 from kdfix.arch import Arch, recognise
 from kdfix.arch.base import NO_VADDR
-from kdfix.detect import detect
-from kdfix.detect.kernels import Choice, Kernels, foreign_cpus, notes_of_cpus
+from kdfix.detect.combine import detect
+from kdfix.detect.cpu_hints import foreign_cpus
+from kdfix.detect.kernels import Choice, Kernels, notes_of_cpus
 from kdfix.detect.validate import validate_candidate
 from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
 from kdfix.errors import UnsupportedError

@@ -158,16 +158,21 @@ class Layout(Generic[R]):
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"{name}: duplicate field names")
-        if record_type is None:
+        self._record_type = record_type
+
+    @property
+    def record_type(self) -> type[R]:
+        """The record class; an untyped one is made on first use (making a dataclass costs start-up time)."""
+        if self._record_type is None:
             made = dataclasses.make_dataclass(
-                _camel(name),
+                _camel(self.name),
                 [(f.name, Any, dataclasses.field(default_factory=_default_factory(f))) for f in self.fields],
                 frozen=True,
                 slots=True,
+                namespace={"__doc__": f"A decoded ``{self.name}`` (see kdfix.format)."},
             )
-            made.__doc__ = f"A decoded ``{name}`` (see kdfix.format)."
-            record_type = made
-        self.record_type: type[R] = record_type
+            self._record_type = made
+        return self._record_type
 
     @classmethod
     def declare(cls, name: str, record_type: type[R]) -> Layout[R]:

@@ -143,11 +143,3 @@ QEMU_CPU_STATE: Layout[Any] = Layout(
     ],
 )
 QEMU_CPU_STATE_SIZES = {1: 440, 0: 432}
-
-Nhdr = NHDR.record_type
-PrstatusX86_64 = ELF_PRSTATUS_X86_64.record_type
-PrstatusI386 = ELF_PRSTATUS_I386.record_type
-PrstatusAarch64 = ELF_PRSTATUS_AARCH64.record_type
-PrstatusArm = ELF_PRSTATUS_ARM.record_type
-QemuCpuState = QEMU_CPU_STATE.record_type
-QemuCpuSegment = QEMU_CPU_SEGMENT.record_type

@@ -30,7 +30,7 @@ def find_vmcoreinfo(dump: Dump) -> tuple[VmcoreInfo, str]:
     """The dump's VMCOREINFO, else the kernel's own note found in memory by kdfix.detect."""
     if dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease is not None:
         return dump.vmcoreinfo, "file"
-    from kdfix.detect import detect
+    from kdfix.detect.combine import detect
 
     result = detect(dump.model, dump.memory)
     if result.vmcoreinfo is None:

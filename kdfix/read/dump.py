@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -527,6 +525,9 @@ def _check_kdump_pages(
     dump: Dump, parts: tuple[KdumpContainer, ...] | list[KdumpContainer], workers: int
 ) -> Iterator[tuple[int, list[dict[str, Any]], list[MissingRun]]]:
     """Yield (pages checked, bad pages, missing runs) per chunk; in ``workers`` processes when that is worth it."""
+    import multiprocessing  # here: a process pool is not worth its import for commands that read a few pages
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     if (
         workers <= 1
         or sum(p.num_dumped for p in parts) < 2 * _CHUNK_PAGES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -68,3 +69,19 @@ def test_version_and_help_import_no_dump_machinery() -> None:
     after_version, after_help = [line for line in proc.stderr.splitlines() if line.startswith("LOADED")]
     assert after_version == "LOADED []"
     assert "'kdfix." not in after_help and "'rich" not in after_help and "pydantic" not in after_help, after_help
+
+
+def test_info_imports_no_detection_strategy(synthetic_plain: tuple[Path, object]) -> None:
+    """Start-up (issue 14, item 11): ``kdfix info`` loads the readers and the cheap two-kernel hint, not the
+    strategies, the kernel-log decoder, a process pool or pydantic."""
+    path, _ = synthetic_plain
+    heavy = ("kdfix.detect.combine", "kdfix.detect.kernels", "kdfix.kernel", "concurrent.futures", "pydantic")
+    code = (
+        f"import sys; sys.argv = ['kdfix', 'info', {str(path)!r}]\n"
+        "from kdfix.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("LOADED")] == ["LOADED []"]

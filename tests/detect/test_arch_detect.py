@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdfix.detect import detect
 from kdfix.detect.candidate import Candidate
+from kdfix.detect.combine import detect
 from kdfix.detect.validate import accepted, validate_candidate
 from kdfix.read.memory import DictMemory
 from tests.arch.guests import aarch64_guest, i386_guest

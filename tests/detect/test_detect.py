@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdfix.detect import STRATEGIES, detect, find_by_cr3_walk, find_by_vmcoreinfo_note, find_by_vmcoreinfo_scan
+from kdfix.detect.combine import STRATEGIES, detect
+from kdfix.detect.cr3_walk import find_by_cr3_walk
 from kdfix.detect.validate import accepted, confirmed, validate_candidate
+from kdfix.detect.vmcoreinfo_note import find_by_vmcoreinfo_note
+from kdfix.detect.vmcoreinfo_scan import find_by_vmcoreinfo_scan
 from kdfix.errors import CodecError
 from kdfix.generate.synthetic import SparseMemory, build_linux_image
 from kdfix.model import DumpModel

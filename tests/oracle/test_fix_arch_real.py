@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kdfix import open_dump
-from kdfix.detect import detect
+from kdfix.detect.combine import detect
 from kdfix.fix import fix_dump
 from kdfix.kernel.dmesg import dmesg
 from kdfix.kernel.printk import iter_lines

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import kdfix
-from kdfix.detect import detect
+from kdfix.detect.combine import detect
 from kdfix.notes.vmcoreinfo import VmcoreInfo
 from tests.oracle.fixtures import require_tool
 from tests.oracle.kexec_guest import KexecDumps, capture_append, check_kernel_roles, fix_for_role, prstatus_notes

@@ -14,7 +14,7 @@ import pytest
 
 import kdfix
 from kdfix.cli.info import describe_dump
-from kdfix.detect import detect
+from kdfix.detect.combine import detect
 from kdfix.fix import fix_dump
 from tests.oracle.fixtures import require_tool
 from tests.oracle.guest import GroundTruth
