@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 
 from kdfix.errors import KdfixError
-from kdfix.kernel.printk import read_kernel_log
 from kdfix.kernel.vmem import Endian
 from kdfix.model import DumpModel
 from kdfix.notes.vmcoreinfo import VmcoreInfo
@@ -80,6 +79,7 @@ def command_line(model: DumpModel, memory: PhysicalMemory, info: VmcoreInfo) -> 
     """The ``Kernel command line:`` the kernel ``info`` describes printed into its own log, or None when its log
     cannot be read or has lost that line (the ring wrapped)."""
     from kdfix.arch import kernel_reader
+    from kdfix.kernel.printk import read_kernel_log  # here: only a fix that weighs two kernels reads a log
 
     try:
         mem = kernel_reader(model, memory, info)

@@ -38,11 +38,10 @@ from kdfix.fix.rewrite import foreign_layout, standard_copy
 from kdfix.fix.split import SplitFixResult, fix_split_set
 from kdfix.lock import dump_lock
 from kdfix.read.dump import Dump
-from kdfix.read.flattened import FlattenedSource
+from kdfix.read.flattened import FlattenedSource, reassembles
 from kdfix.read.probe import open_dump
 from kdfix.read.readiness import FLATTENED_FINDING, reader_findings
 from kdfix.write.atomic import atomic_output
-from kdfix.write.convert import convert, reassembles
 from kdfix.write.recheck import SAMPLE_PAGES, Health, health, recheck
 
 log = logging.getLogger(__name__)
@@ -319,6 +318,8 @@ def _write_patched_copy(path: str, output: str, physical: PhysicalPlan | None, r
     """``-o``: a patched copy (reassembled or flattened when ``reformat``), verified before it replaces OUT."""
     patches = physical or PhysicalPlan((), {}, 0)
     if reformat:
+        from kdfix.write.convert import convert  # here: a patched copy needs none of the writers convert loads
+
         with atomic_output(output, mode_from=path) as tmp, scratch_file(output) as patched:
             copy_and_patch(path, patched, patches, progress)
             convert([patched], tmp, flat=flat, progress=progress, recheck_pages=SAMPLE_PAGES)  # undecoded

@@ -35,9 +35,7 @@ from kdfix.read.memory import DictMemory, PhysicalMemory
 from kdfix.read.probe import open_dump
 from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.atomic import reason
-from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.flattened import reassemble, reassemble_extents
-from kdfix.write.kdump import write_kdump
 from kdfix.write.sink import flat_record_header
 from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
 from kdfix.write.utsname import utsname_record
@@ -219,7 +217,8 @@ def reassemble_and_patch(src: str, dst: str, plan: Plan, source: FlattenedSource
     """Write the reassembled file of the flattened stream ``src`` to ``dst`` (``makedumpfile -R``; the kernel
     copies the record payloads, from the extent index of ``source``, the reader of ``src`` that built one, if
     given), then apply ``plan`` at its dump offsets, which are that file's own offsets; returns the apparent
-    bytes written."""
+    bytes written. ``dst`` is an atomic_output temp file, fsynced when published: the disk writes it while the
+    caller verifies it."""
     if source is not None:
         size = reassemble_extents(src, source.iter_extents(), source.size, dst)
     else:
@@ -228,7 +227,6 @@ def reassemble_and_patch(src: str, dst: str, plan: Plan, source: FlattenedSource
     fd = os.open(dst, os.O_WRONLY)
     try:
         written = size + _write_all(fd, physical.writes)
-        os.fsync(fd)
     finally:
         os.close(fd)
     return written
@@ -240,6 +238,8 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
     The headers are written first over holes; then each segment's bytes are copied from the input file extent by
     extent (SEEK_DATA), so holes stay holes and the time follows the data, not the segments' size.
     """
+    from kdfix.write.elf import LoadSegment, write_elf  # here: a header patch needs no writer
+
     assert dump.elf is not None
     model = dump.model
     if plan.elf_notes is not None:  # several kernels: the chosen kernel's notes, VMCOREINFO among them
@@ -282,6 +282,8 @@ def rewrite_elf(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = No
 def rewrite_kdump(dump: Dump, plan: Plan, tmp: str, progress: Progress | None = None) -> int:
     """Write the KDUMP file anew into ``tmp`` (plain, not flattened) with the plan's header values, in blocks of
     ``block_size`` (re-blocked from larger ones) and the plan's header ABI; returns the bytes written."""
+    from kdfix.write.kdump import write_kdump  # here: a header patch needs no writer
+
     rw = plan.rewrite_kdump
     assert rw is not None and dump.kdump is not None
     model = dump.model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Iterator
 
@@ -72,6 +73,31 @@ class Bitmap:
         if bits:
             count += (self._data[base + full] & ((1 << bits) - 1)).bit_count()
         return count
+
+    def select(self, k: int) -> int:
+        """The pfn of the set bit of rank ``k`` (0-based: ``rank(pfn) == k`` and the bit is set), by the
+        section prefix sums, then words, then bits; ValueError when fewer than ``k + 1`` bits are set."""
+        if self._ranks is None:
+            self._ranks = self._build_ranks()
+        if not 0 <= k < self._ranks[-1]:
+            raise ValueError(f"no set bit of rank {k} in a bitmap with {self._ranks[-1]} set")
+        section = bisect.bisect_right(self._ranks, k) - 1
+        left = k - self._ranks[section]
+        at = section * _SECTION_BYTES
+        while True:
+            word = int.from_bytes(self._data[at : at + 8], "little")
+            n = word.bit_count()
+            if left < n:
+                break
+            left -= n
+            at += 8
+        for byte in word.to_bytes(8, "little"):
+            bits = _BITS[byte]
+            if left < len(bits):
+                return at * 8 + bits[left]
+            left -= len(bits)
+            at += 1
+        raise AssertionError("unreachable: the word holds the bit")  # pragma: no cover
 
     def count(self, start: int = 0, end: int | None = None) -> int:
         """Number of set bits in ``[start, end)``."""

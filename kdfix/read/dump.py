@@ -428,7 +428,9 @@ def _elf_missing_runs(elf: ElfContainer) -> list[MissingRun]:
     return sorted(runs, key=lambda r: r.start_pfn)
 
 
-_CHUNK_PAGES = 16384  # dumped pages per parallel verify task
+_CHUNK_PAGES = 16384  # dumped pages per parallel verify task, at most
+_MIN_CHUNK_PAGES = 2048  # and at least: a task costs a round trip to a worker
+_TASKS_PER_WORKER = 4
 _worker_dump: Dump | None = None
 
 
@@ -438,14 +440,7 @@ def _pfn_chunks(part: KdumpContainer, pages: int) -> list[tuple[int, int]]:
     base = bitmap.rank(start)
     bounds = [start]
     for target in range(pages, bitmap.count(start, end), pages):
-        lo, hi = bounds[-1], end  # smallest pfn with `target` dumped pages before it
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if bitmap.rank(mid) - base < target:
-                lo = mid + 1
-            else:
-                hi = mid
-        bounds.append(lo)
+        bounds.append(bitmap.select(base + target - 1) + 1)  # the first pfn with `target` dumped pages before it
     bounds.append(end)
     return list(itertools.pairwise(bounds))
 
@@ -536,12 +531,20 @@ def _check_kdump_pages(
         for part in parts:
             yield _check_range(part, part.start_pfn, part.end_pfn)
         return
-    tasks = [(i, a, b) for i, part in enumerate(parts) for a, b in _pfn_chunks(part, _CHUNK_PAGES)]
+    # a few tasks per worker, so that none is left with the last big one while the others wait
+    total = sum(p.num_dumped for p in parts)
+    chunk = max(_MIN_CHUNK_PAGES, min(_CHUNK_PAGES, -(-total // (workers * _TASKS_PER_WORKER))))
+    tasks = [(i, a, b) for i, part in enumerate(parts) for a, b in _pfn_chunks(part, chunk)]
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_check_range_in_worker, tuple(dump.paths), i, a, b) for i, a, b in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+    global _worker_dump
+    _worker_dump = dump  # forked workers inherit the open dump (its indexes built, pread shares the descriptors)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_check_range_in_worker, tuple(dump.paths), i, a, b) for i, a, b in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        _worker_dump = None
 
 
 def default_workers() -> int:

@@ -34,6 +34,14 @@ def probe_flattened(head: bytes) -> bool:
     return FLAT_HEADER_BOUND.unpack(head).type == FLAT_TYPE
 
 
+def reassembles(dump: object) -> bool:
+    """True for a complete flattened stream read without problems: its reassembled file is the dump as read."""
+    if getattr(dump, "container", None) != "flattened" or getattr(dump, "problems", None):
+        return False
+    source = getattr(getattr(dump, "kdump", None), "source", None)
+    return bool(getattr(source, "end_marker", False))
+
+
 class FlattenedSource:
     """A Source answering reads of the reassembled file from the records of a flattened stream.
 

@@ -46,6 +46,7 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
     checked = 0
     bad: list[tuple[int, KdfixError]] = []
     chunk, chunk_lo, chunk_hi = b"", 0, 0
+    chunk_whole = True  # no byte of the chunk is a hole: its pages need no hole test of their own
     while True:
         batch = list(islice(pfns, BATCH))
         if not batch:
@@ -62,19 +63,22 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
         for offset, stored, flags, _page_flags in unpack(raw):
             if offset in zero_offsets and stored == bs and not flags & _COMPRESSION:
                 continue
-            if stored > bs or offset <= 0 or offset + stored > size or (holes is not None and holes(offset, stored)):
+            if stored > bs or offset <= 0 or offset + stored > size:
                 sound = False
                 break
             if chunk_lo <= offset and offset + stored <= chunk_hi:
                 data = chunk[offset - chunk_lo : offset - chunk_lo + stored]
+                whole = chunk_whole
             elif offset < chunk_lo:  # data out of pfn order: read just this page (chunks never overlap)
                 data = src.read_at(offset, stored)
+                whole = holes is None
             else:
                 chunk_lo = offset
                 chunk = src.read_at(offset, max(DATA_CHUNK, stored))
                 chunk_hi = offset + len(chunk)
+                chunk_whole = whole = holes is None or not holes(chunk_lo, len(chunk))
                 data = chunk[:stored]
-            if len(data) != stored:
+            if len(data) != stored or (not whole and holes is not None and holes(offset, stored)):
                 sound = False
                 break
             try:

@@ -29,6 +29,7 @@ from kdfix.errors import UnsupportedError
 from kdfix.format.constants import MAX_DUMP_LEVEL, NOTE_NAME_ERASEINFO, DumpLevel
 from kdfix.format.kdump import PAGE_DESC, PAGE_DESC_SIZE
 from kdfix.model import DumpModel
+from kdfix.read.flattened import reassembles
 from kdfix.read.probe import open_dump
 from kdfix.write.atomic import atomic_output
 from kdfix.write.elf import LoadSegment, write_elf
@@ -207,14 +208,6 @@ def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: 
     if to != "kdump" or not passthrough or flat or split or dump_level is not None:
         return False
     return reassembles(dump)
-
-
-def reassembles(dump: object) -> bool:
-    """True for a complete flattened stream read without problems: its reassembled file is the dump as read."""
-    if getattr(dump, "container", None) != "flattened" or getattr(dump, "problems", None):
-        return False
-    source = getattr(getattr(dump, "kdump", None), "source", None)
-    return bool(getattr(source, "end_marker", False))
 
 
 def _stored_counts(container: object) -> tuple[int, int, int, int]:

@@ -108,6 +108,7 @@ def reassemble_extents(flat_path: str | os.PathLike[str], extents: Iterable[tupl
         finally:
             os.close(fd)
         os.truncate(sink.path, size)
+        writeout.finish()
     finally:
         sink.close()
     return size

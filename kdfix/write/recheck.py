@@ -69,18 +69,8 @@ def _sample_pfns(part: KdumpContainer, count: int) -> list[int]:
     if n <= count:
         return list(part.dumped.iter_set(part.start_pfn, part.end_pfn))
     ranks = sorted({round(i * (n - 1) / (count - 1)) for i in range(count)})
-    pfns = []
     base = part.dumped.rank(part.start_pfn)
-    for r in ranks:  # the pfn of rank r: binary search on rank (bitmaps are cheap to rank)
-        lo, hi = part.start_pfn, part.end_pfn
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if part.dumped.rank(mid + 1) - base <= r:
-                lo = mid + 1
-            else:
-                hi = mid
-        pfns.append(lo)
-    return pfns
+    return [part.dumped.select(base + r) for r in ranks]
 
 
 def health(dump: Dump, pages: int | str = SAMPLE_PAGES, workers: int = 1) -> Health:

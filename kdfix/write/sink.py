@@ -66,11 +66,19 @@ class FileSink:
 
     def __init__(self, path: str | os.PathLike[str], *, truncate: bool = True) -> None:
         self.path = os.fspath(path)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         try:
-            self._fd: int | None = os.open(self.path, flags, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
             raise write_error(exc, self.path) from exc
+        try:
+            # Truncated only when not empty already (the atomic temp file is): on ext4 truncating an empty file
+            # still marks it for a block allocation and write-out at close, which then waits for the disk.
+            if truncate and os.fstat(fd).st_size:
+                os.ftruncate(fd, 0)
+        except OSError as exc:
+            os.close(fd)
+            raise write_error(exc, self.path) from exc
+        self._fd: int | None = fd
         self.size = 0  # length of the file so far (highest byte written + 1)
 
     def write_at(self, file_offset: int, data: bytes | bytearray | memoryview) -> None:

@@ -55,5 +55,23 @@ class Writeout:
             self.enabled = start_writeout(self.fd, self.done, upto - self.done)
             self.done = upto
 
+    def finish(self) -> None:
+        """Start the write-out of everything after the last request, from a thread: the request itself waits
+        while ext4 allocates the blocks and the disk queue fills, so the caller verifies the copy meanwhile
+        instead of waiting in its fsync. The thread works on its own descriptor (the caller may close its own)."""
+        if not self.enabled:
+            return
+        import threading
+
+        fd, offset = os.dup(self.fd), self.done
+
+        def run() -> None:
+            try:
+                start_writeout(fd, offset, 0)  # length 0: to the end of the file
+            finally:
+                os.close(fd)
+
+        threading.Thread(target=run, name="kdfix-writeout", daemon=True).start()
+
 
 __all__ = ["STEP", "Writeout", "start_writeout"]

@@ -85,3 +85,34 @@ def test_info_imports_no_detection_strategy(synthetic_plain: tuple[Path, object]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.startswith("LOADED")] == ["LOADED []"]
+
+
+def test_fix_of_a_flattened_stream_imports_no_page_writer(synthetic_flat: tuple[Path, object], tmp_path: Path) -> None:
+    """Start-up (issue 16, the fix bar): ``fix -o`` of a flattened stream reassembles and patches it, so it loads
+    neither the KDUMP/ELF/split page writers, their process pool, nor the kernel-log decoder."""
+    path, _ = synthetic_flat
+    out = tmp_path / "fixed"
+    heavy = ("kdfix.write.kdump", "kdfix.write.elf", "kdfix.write.split", "kdfix.write.parallel",
+             "kdfix.write.convert", "kdfix.kernel.printk", "multiprocessing")  # fmt: skip
+    code = (
+        f"import sys; sys.argv = ['kdfix', 'fix', {str(path)!r}, '-o', {str(out)!r}]\n"
+        "from kdfix.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and "fixed" in proc.stdout, proc.stdout
+    assert [line for line in proc.stderr.splitlines() if line.startswith("LOADED")] == ["LOADED []"]
+
+
+def test_the_write_package_gives_every_name_it_lists() -> None:
+    """kdfix.write imports its modules on first use: each name in ``__all__`` resolves, to its own module's."""
+    import importlib
+
+    import kdfix.write as write
+
+    for name in write.__all__:
+        obj = getattr(write, name)
+        assert obj.__module__.startswith("kdfix.write."), name
+        assert getattr(importlib.import_module(obj.__module__), name) is obj
