@@ -13,6 +13,7 @@ import itertools
 import operator
 import os
 from array import array
+from collections.abc import Iterator
 
 from kdfix.errors import FormatError
 from kdfix.format.constants import FLAT_HEADER_SIZE, FLAT_SIGNATURE, FLAT_TYPE
@@ -69,8 +70,11 @@ class FlattenedSource:
         if hdr.type != FLAT_TYPE:
             raise FormatError(f"type {hdr.type} is not {FLAT_TYPE}", field="flat_header.type",
                               offset=FLAT_HEADER_BOUND.offset_of("type"))  # fmt: skip
-        records: list[tuple[int, int, int]] = []  # (logical start, size, stream offset of payload)
-        append, unpack_from, read = records.append, _RECORD.unpack_from, self.stream.read_at
+        # (logical start, size, stream offset of payload) per record, in three arrays: 24 bytes a record, not a
+        # tuple of three ints (about 160), so a stream of many records is indexed in little memory
+        offsets, sizes, payloads = array("q"), array("q"), array("q")
+        put_offset, put_size, put_payload = offsets.append, sizes.append, payloads.append
+        unpack_from, read = _RECORD.unpack_from, self.stream.read_at
         fileno = getattr(self.stream, "fileno", None)
         fd, pread = (fileno() if fileno is not None else None), os.pread  # one header: a bare pread
         size = self.stream.size
@@ -97,7 +101,9 @@ class FlattenedSource:
             payload = pos + FLAT_RECORD_SIZE
             end = payload + buf_size
             if offset >= 0 and buf_size > 0 and offset + buf_size <= MAX_LOGICAL_SIZE and end <= size:
-                append((offset, buf_size, payload))  # the common case: one comparison chain
+                put_offset(offset)  # the common case: one comparison chain
+                put_size(buf_size)
+                put_payload(payload)
                 pos = end
                 large = buf_size >= _LARGE_RECORD
                 continue
@@ -122,28 +128,32 @@ class FlattenedSource:
                 f"{max(avail, 0):#x} present; no end marker"
             )
             if avail > 0:
-                append((offset, avail, payload))
+                put_offset(offset)
+                put_size(avail)
+                put_payload(payload)
             break
-        self.record_count = len(records)
-        self._build(records)
+        self.record_count = len(offsets)
+        self._build(offsets, sizes, payloads)
 
-    def _build(self, records: list[tuple[int, int, int]]) -> None:
+    def _build(self, offsets: array[int], sizes: array[int], payloads: array[int]) -> None:
         """Turn the records into disjoint extents, each byte taken from the last record that wrote it.
 
-        A sweep over the sorted record boundaries with a heap of the open records keyed by record
+        Records in ascending order without overlap (QEMU's and makedumpfile's streams) are the extents as they
+        are. Otherwise a sweep over the sorted record boundaries with a heap of the open records keyed by record
         number: O(n log n) whatever the overlap (a stream may rewrite any byte any number of times).
         """
-        starts, ends, srcs = self._starts, self._ends, self._src
-        order = sorted(range(len(records)), key=records.__getitem__)  # by logical start (ties: overlap anyway)
-        by_start = [records[i] for i in order]
-        first = [r[0] for r in by_start]
-        last = [r[0] + r[1] for r in by_start]
-        if all(map(operator.le, last, first[1:])):  # no overlap: every record is an extent (QEMU streams are ordered)
-            starts.extend(first)
-            ends.extend(last)
-            srcs.extend(r[2] for r in by_start)
+        ends = array("q", map(operator.add, offsets, sizes))
+        if all(map(operator.le, ends, offsets[1:])):  # each record ends where or before the next one starts
+            self._starts, self._ends, self._src = offsets, ends, payloads
             self.size = max(ends, default=0)
             return
+        del ends
+        self._sweep(list(zip(offsets, sizes, payloads, strict=True)))
+
+    def _sweep(self, records: list[tuple[int, int, int]]) -> None:
+        """The extents of records that overlap or come out of order (see _build)."""
+        starts, ends, srcs = self._starts, self._ends, self._src
+        order = sorted(range(len(records)), key=records.__getitem__)  # by logical start (ties: overlap anyway)
         points = sorted({r[0] for r in records} | {r[0] + r[1] for r in records})
         open_records: list[tuple[int, int]] = []  # (-record number, end): the heap top is the last write
         k = 0
@@ -170,9 +180,9 @@ class FlattenedSource:
     def extent_count(self) -> int:
         return len(self._starts)
 
-    def iter_extents(self) -> list[tuple[int, int, int]]:
+    def iter_extents(self) -> Iterator[tuple[int, int, int]]:
         """The index: (logical start, logical end, stream offset) in ascending order."""
-        return list(zip(self._starts, self._ends, self._src, strict=True))
+        return zip(self._starts, self._ends, self._src, strict=True)
 
     @functools.cached_property
     def has_holes(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -42,9 +43,10 @@ def test_last_write_wins():
     records = [(0, b"AAAAAAAA"), (2, b"bb"), (6, b"cccc"), (1, b"D")]
     src = FlattenedSource(BytesSource(stream(records)))
     assert src.read_at(0, src.size) == replay(records) == b"ADbbAAcccc"
-    starts = [e[0] for e in src.iter_extents()]
+    extents = list(src.iter_extents())
+    starts = [e[0] for e in extents]
     assert starts == sorted(starts)
-    assert all(a[1] <= b[0] for a, b in zip(src.iter_extents(), src.iter_extents()[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(extents))
 
 
 @given(

@@ -128,7 +128,7 @@ def test_cut_flattened_stream(dumps: dict[str, list[Path]], tmp_path: Path, keep
     full = dumps["flat"][0]
     cut = _cut(full, keep, tmp_path)
     stream_end = cut.stat().st_size
-    extents = FlattenedSource(FileSource(full)).iter_extents()
+    extents = list(FlattenedSource(FileSource(full)).iter_extents())
 
     def present(offset: int, size: int) -> bool:  # every logical byte comes from a record byte before the cut
         need = offset

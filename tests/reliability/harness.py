@@ -136,7 +136,7 @@ def flattened_fields(path: str, *, max_records: int = 6) -> list[FieldSlot]:
         stream = f.read()
     out = list(_slots(FLAT_HEADER_BOUND, 0, "flat_header"))
     flat = FlattenedSource(BytesSource(stream))
-    extents = flat.iter_extents()
+    extents = list(flat.iter_extents())
     pos = 4096
     for i in range(max_records):
         if pos + FLAT_RECORD_SIZE > len(stream):
