@@ -138,17 +138,25 @@ class FlattenedSource:
     def _build(self, offsets: array[int], sizes: array[int], payloads: array[int]) -> None:
         """Turn the records into disjoint extents, each byte taken from the last record that wrote it.
 
-        Records in ascending order without overlap (QEMU's and makedumpfile's streams) are the extents as they
-        are. Otherwise a sweep over the sorted record boundaries with a heap of the open records keyed by record
-        number: O(n log n) whatever the overlap (a stream may rewrite any byte any number of times).
+        Records that do not overlap (QEMU's and makedumpfile's streams: QEMU interleaves its descriptor and data
+        records) are the extents as they are, sorted by offset. Otherwise a sweep over the sorted record
+        boundaries with a heap of the open records keyed by record number: O(n log n) whatever the overlap (a
+        stream may rewrite any byte any number of times).
         """
-        ends = array("q", map(operator.add, offsets, sizes))
-        if all(map(operator.le, ends, offsets[1:])):  # each record ends where or before the next one starts
-            self._starts, self._ends, self._src = offsets, ends, payloads
+        starts, lengths, srcs = offsets, sizes, payloads
+        if not all(map(operator.le, offsets, offsets[1:])):  # not ascending: sorted copies
+            order = sorted(range(len(offsets)), key=offsets.__getitem__)
+            starts = array("q", [offsets[i] for i in order])
+            lengths = array("q", [sizes[i] for i in order])
+            srcs = array("q", [payloads[i] for i in order])
+            del order
+        ends = array("q", map(operator.add, starts, lengths))
+        if all(map(operator.le, ends, starts[1:])):  # each record ends where or before the next one starts
+            self._starts, self._ends, self._src = starts, ends, srcs
             self.size = max(ends, default=0)
             return
-        del ends
-        self._sweep(list(zip(offsets, sizes, payloads, strict=True)))
+        del starts, lengths, srcs, ends
+        self._sweep(list(zip(offsets, sizes, payloads, strict=True)))  # in stream order: the last write wins
 
     def _sweep(self, records: list[tuple[int, int, int]]) -> None:
         """The extents of records that overlap or come out of order (see _build)."""
