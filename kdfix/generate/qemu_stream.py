@@ -11,26 +11,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kdfix.errors import FormatError
+
+# the unit compression machinery, shared with write_kdump (re-exported here)
+from kdfix.write.page_cache import DEDUP_CACHE_BYTES, DEDUP_SLOTS, LocalPageCache, PageCache
 from kdfix.write.page_records import PageEmitter, bitmap_chunks
-from kdfix.write.parallel import (  # the unit compression machinery, shared with write_kdump (re-exported here)
-    DEDUP_CACHE_BYTES,
-    DEDUP_SLOTS,
+from kdfix.write.page_units import (
     UNIT_PAGES,
     FileRangeSource,
-    LocalPageCache,
     MemorySource,
-    PageCache,
     PageSource,
     PfnUnits,
     Piece,
     SourceSpec,
     Unit,
-    UnitCompressor,
-    compressed_units,
     fill_unit,
-    page_compressor,
 )
+from kdfix.write.parallel import compressed_units
 from kdfix.write.records import FlatRecordOut, RawRecordOut
+from kdfix.write.unit_compressor import UnitCompressor, page_compressor
 
 __all__ = [
     "DEDUP_CACHE_BYTES",

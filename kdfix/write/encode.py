@@ -1,6 +1,7 @@
 """Page encoding for writers that pass stored pages through: re-encode a page, detect zero pages.
 
-Pages compressed from memory go through kdfix.write.parallel (units, page cache, worker processes).
+Pages compressed from memory go through kdfix.write.page_units, page_cache, unit_compressor and parallel (the
+worker processes).
 """
 
 from __future__ import annotations

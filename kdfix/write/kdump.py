@@ -28,7 +28,8 @@ from kdfix.model import DumpModel
 from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write.encode import EncodedPage, is_zero, is_zero_stored, pass_through_pages
-from kdfix.write.parallel import compressed_units, plan_memory
+from kdfix.write.page_units import plan_memory
+from kdfix.write.parallel import compressed_units
 from kdfix.write.sink import FileSink, FlattenedSink, Sink, output_path, output_size
 
 Progress = Callable[[int, int], None]
@@ -289,7 +290,7 @@ def write_unit_area(
     zero_page: bool,
     progress: Progress | None = None,
 ) -> tuple[int, _Counts]:
-    """:func:`write_page_area` for compressed units (``(sizes, stored)`` of kdfix.write.parallel's UnitCompressor):
+    """:func:`write_page_area` for compressed units (``(sizes, stored)`` of a UnitCompressor):
     the same bytes, written in the same batches (so a flattened stream has the same records)."""
     bs = layout.block_size
     packer = desc_packer(layout.abi)

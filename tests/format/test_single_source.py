@@ -21,6 +21,7 @@ STRUCT_FORMAT = re.compile(r"struct\.(Struct|pack|unpack|pack_into|unpack_from|i
 # kernel lays out (page-table entries), which the arch layer owns.
 STRUCT_ALLOWED = {
     "write/parallel.py": "helper-process IPC records",
+    "write/page_cache.py": "the shared-memory index of the page-dedup cache",
     "arch/": "page-table entries and kernel words in guest memory",
     "detect/paging.py": "x86_64 page-table entries in guest memory",
     "generate/pagetables.py": "x86_64 page-table entries built in synthetic guest memory",

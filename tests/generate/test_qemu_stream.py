@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 import kdfix
 import kdfix.generate.qemu as q
 import kdfix.generate.qemu_stream as qs
-import kdfix.write.parallel as par  # the unit compression machinery qemu_stream re-exports
+import kdfix.write.parallel as par  # compressed_units, which makes the caches
+import kdfix.write.unit_compressor as uc  # UnitCompressor, which hashes and fills units
 from kdfix.errors import FormatError, WriteError
 from kdfix.generate.qemu import generate_qemu
 from tests.generate import qemu_helpers as h
@@ -203,7 +204,7 @@ def test_dedup_cache_never_changes_output(
     _small_units(monkeypatch, SMALL_UNIT)
     _use_caches(monkeypatch, local=CACHES[cache][0], ring=CACHES[cache][1], slots=CACHES[cache][2])
     if HASHES[hash_name] is not None:
-        monkeypatch.setattr(par, "hash", HASHES[hash_name], raising=False)  # shadows the builtin for par only
+        monkeypatch.setattr(uc, "hash", HASHES[hash_name], raising=False)  # shadows the builtin there only
     if workers > 1:
         _in_helpers(monkeypatch, tmp_path / "started", _nothing)  # a helper surely compresses some units
     out = tmp_path / "out"
@@ -241,7 +242,7 @@ def test_kdump_source_dedup_under_collisions(
     src = tmp_path / "ref.kdump"
     src.write_bytes(reference)
     _small_units(monkeypatch, SMALL_UNIT)
-    monkeypatch.setattr(par, "hash", HASHES["constant"], raising=False)
+    monkeypatch.setattr(uc, "hash", HASHES["constant"], raising=False)
     for workers in (1, 2):
         generate_qemu(src, tmp_path / f"again{workers}", workers=workers)
         assert _diff((tmp_path / f"again{workers}").read_bytes(), reference) is None, f"workers={workers}"
@@ -279,7 +280,7 @@ def test_page_cache_confirms_proposals(tmp_path: Path) -> None:
     for cache in (qs.LocalPageCache(), qs.PageCache(1 << 16, 16)):
         comp = qs.UnitCompressor(source, "zlib", PS, cache=cache)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(par, "hash", lambda page: 1, raising=False)
+            mp.setattr(uc, "hash", lambda page: 1, raising=False)
             for first in range(3):  # one page per unit: every hit is confirmed from the source
                 unit = qs.Unit(first, 1, (qs.Piece(0, first * PS, PS),))
                 _sizes, stored = comp(unit)
@@ -390,7 +391,7 @@ def _in_helpers(mp: pytest.MonkeyPatch, marker: Path, act: Callable[[], None]) -
                 time.sleep(0.005)
         return real(source, unit, page_size)
 
-    mp.setattr(par, "fill_unit", fill_unit)
+    mp.setattr(uc, "fill_unit", fill_unit)
 
 
 def _assert_clean(outdir: Path) -> None:

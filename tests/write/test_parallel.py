@@ -1,4 +1,4 @@
-"""kdfix.write.parallel as write_kdump uses it: zero_page=False, bitmap runs, and helpers that reopen a kdump input."""
+"""Page units as write_kdump uses them: zero_page=False, bitmap runs, and helpers that reopen a kdump input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kdfix.format.bitmap import Bitmap
 from kdfix.read.memory import DictMemory
 from kdfix.write import write_kdump
 from kdfix.write.convert import convert
-from kdfix.write.parallel import UNIT_PAGES, plan_memory
+from kdfix.write.page_units import UNIT_PAGES, plan_memory
 from tests import strategies as S
 from tests.roundtrip import assert_same_pages, file_bytes
 

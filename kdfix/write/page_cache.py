@@ -1,0 +1,111 @@
+"""The page-dedup cache of the page writers: a page equal to one compressed recently is not compressed again.
+
+:class:`PageCache` lives in shared memory, for every process of one run (forked helpers too);
+:class:`LocalPageCache` is its one-process form. Both are bounded, whatever the dump's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import struct
+from collections import OrderedDict
+from typing import Any
+
+DEDUP_CACHE_BYTES = 16 << 20  # stored bytes of recently compressed pages kept for reuse (shared by all processes)
+DEDUP_SLOTS = 1 << 17  # index entries of the page cache (direct-mapped by page hash)
+
+
+def shared_map(size: int) -> mmap.mmap:
+    """Anonymous shared memory (visible across fork), populated up front: pages are zeroed once, here."""
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(-1, size, flags=flags)
+
+
+class PageCache:
+    """Recently compressed pages, in shared memory so that every process of one run (forked helpers too) uses it.
+
+    An index entry maps a page's ``hash()`` to where a page with that hash was read (``src``) and to its stored
+    bytes in a ring of ``ring_bytes``; an entry whose bytes the ring has since overwritten is ignored. The hash
+    only proposes a candidate: the caller confirms it by comparing the page with the bytes at ``src``. Forked
+    processes share the hash secret, so their hashes agree. Memory is fixed: the index plus the ring.
+    """
+
+    _ENTRY = struct.Struct("<qqqii")  # key, src, ring position, stored size, kind (0 empty, 1 stored, 2 raw)
+    _WPOS = struct.Struct("<q")  # total bytes ever written to the ring (at offset 0)
+
+    def __init__(self, ring_bytes: int = DEDUP_CACHE_BYTES, slots: int = DEDUP_SLOTS, *, lock: Any = None) -> None:
+        self._mask = slots - 1
+        self._index = 8
+        self._ring = 8 + slots * self._ENTRY.size
+        self._ring_bytes = ring_bytes
+        self._mm = shared_map(self._ring + ring_bytes)
+        self._lock = lock if lock is not None else contextlib.nullcontext()
+
+    def get(self, key: int) -> tuple[int, bytes | None] | None:
+        """``(src, stored bytes or None for a raw page)`` of the page last put with ``key``, if still held."""
+        at = self._index + (key & self._mask) * self._ENTRY.size
+        mm = self._mm
+        with self._lock:
+            k, src, pos, size, kind = self._ENTRY.unpack_from(mm, at)
+            if kind == 0 or k != key:
+                return None
+            if kind == 2:
+                return src, None
+            (wpos,) = self._WPOS.unpack_from(mm, 0)
+            if pos < wpos - self._ring_bytes:
+                return None
+            start = self._ring + pos % self._ring_bytes
+            return src, mm[start : start + size]
+
+    def put(self, key: int, src: int, packed: bytes | None) -> None:
+        at = self._index + (key & self._mask) * self._ENTRY.size
+        mm, ring = self._mm, self._ring_bytes
+        with self._lock:
+            if packed is None:
+                self._ENTRY.pack_into(mm, at, key, src, 0, 0, 2)
+                return
+            size = len(packed)
+            if size > ring:
+                return
+            (wpos,) = self._WPOS.unpack_from(mm, 0)
+            if wpos % ring + size > ring:  # keep every item contiguous: skip the ring's tail
+                wpos += ring - wpos % ring
+            start = self._ring + wpos % ring
+            mm[start : start + size] = packed
+            self._ENTRY.pack_into(mm, at, key, src, wpos, size, 1)
+            self._WPOS.pack_into(mm, 0, wpos + size)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            self._mm.close()
+
+
+class LocalPageCache:
+    """:class:`PageCache` for a single process: a FIFO dict of at most ``ring_bytes`` (stored bytes plus a fixed
+    charge per entry, so raw pages, which store nothing, cannot grow it without bound)."""
+
+    ENTRY_COST = 384  # measured: an OrderedDict entry with its key, tuple and source offset, in CPython 3.11
+
+    def __init__(self, ring_bytes: int = DEDUP_CACHE_BYTES) -> None:
+        self._items: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
+        self._bytes = 0
+        self._limit = ring_bytes
+        self.get = self._items.get
+
+    def put(self, key: int, src: int, packed: bytes | None) -> None:
+        items, cost = self._items, self.ENTRY_COST
+        old = items.get(key)
+        if old is not None:
+            self._bytes -= cost + (len(old[1]) if old[1] is not None else 0)
+        items[key] = (src, packed)  # a replaced entry keeps its place in the FIFO
+        self._bytes += cost + (len(packed) if packed is not None else 0)
+        while self._bytes > self._limit:
+            dropped = items.popitem(last=False)[1][1]
+            self._bytes -= cost + (len(dropped) if dropped is not None else 0)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        self._items.clear()
