@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -76,15 +77,23 @@ def test_info_imports_no_detection_strategy(synthetic_plain: tuple[Path, object]
     strategies, the kernel-log decoder, a process pool or pydantic."""
     path, _ = synthetic_plain
     heavy = ("kdfix.detect.combine", "kdfix.detect.kernels", "kdfix.kernel", "concurrent.futures", "pydantic")
+    assert _loaded_by(["info", str(path)], heavy)[1] == []
+
+
+def _loaded_by(argv: list[str], prefixes: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(stdout, the modules starting with one of ``prefixes``) after ``kdfix ARGV`` ran, in a fresh interpreter,
+    successfully."""
     code = (
-        f"import sys; sys.argv = ['kdfix', 'info', {str(path)!r}]\n"
+        f"import sys; sys.argv = ['kdfix', *{argv!r}]\n"
         "from kdfix.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        f"print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
+        f"print('LOADED', sorted(m for m in sys.modules if m.startswith({prefixes!r})), file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stderr.splitlines() if line.startswith("LOADED")] == ["LOADED []"]
+    loaded = [line for line in proc.stderr.splitlines() if line.startswith("LOADED ")]
+    assert len(loaded) == 1, proc.stderr
+    return proc.stdout, ast.literal_eval(loaded[0].removeprefix("LOADED "))
 
 
 def test_fix_of_a_flattened_stream_imports_no_page_writer(synthetic_flat: tuple[Path, object], tmp_path: Path) -> None:
@@ -94,16 +103,9 @@ def test_fix_of_a_flattened_stream_imports_no_page_writer(synthetic_flat: tuple[
     out = tmp_path / "fixed"
     heavy = ("kdfix.write.kdump", "kdfix.write.elf", "kdfix.write.split", "kdfix.write.parallel",
              "kdfix.write.convert", "kdfix.kernel.printk", "multiprocessing")  # fmt: skip
-    code = (
-        f"import sys; sys.argv = ['kdfix', 'fix', {str(path)!r}, '-o', {str(out)!r}]\n"
-        "from kdfix.cli import main\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        f"print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert out.exists() and "fixed" in proc.stdout, proc.stdout
-    assert [line for line in proc.stderr.splitlines() if line.startswith("LOADED")] == ["LOADED []"]
+    stdout, loaded = _loaded_by(["fix", str(path), "-o", str(out)], heavy)
+    assert out.exists() and "fixed" in stdout, stdout
+    assert loaded == []
 
 
 def test_the_write_package_gives_every_name_it_lists() -> None:
