@@ -106,63 +106,33 @@ def convert(
     """
     began = time.monotonic()
     paths = tuple(os.fspath(p) for p in inputs)
+    if dump_level is not None and not 0 <= dump_level <= MAX_DUMP_LEVEL:
+        raise UnsupportedError(f"dump level {dump_level} is not 0..{MAX_DUMP_LEVEL}", field="dump_level")
+    if utsname not in (None, *UTSNAME_MODES):
+        raise UnsupportedError(f"utsname mode {utsname!r}: choose auto or keep", field="utsname")
     with open_dump(*paths) as dump:
         in_kdump = dump.container != "elf"
         to = to or ("kdump" if in_kdump else "elf")
         if to not in TARGETS:
             raise UnsupportedError(f"unknown output format {to!r}; choose kdump or elf")
-        if dump_level is not None and not 0 <= dump_level <= MAX_DUMP_LEVEL:
-            raise UnsupportedError(f"dump level {dump_level} is not 0..{MAX_DUMP_LEVEL}", field="dump_level")
         exclusion = None
         if dump_level is not None and dump_level & ~DumpLevel.EXCLUDE_ZERO:
             from kdfix.kernel.pageflags import dump_exclusion  # numpy and the kernel view, only when filtering
 
             exclusion = dump_exclusion(dump, dump_level)
         exclude = exclusion.excluded if exclusion is not None else None
-        model: DumpModel = dump.model
         if to == "elf":
             if codec not in (None, "none") or flat or split:
                 raise UnsupportedError("ELF output has no compression, flattening or split")
-            zero = bool(dump_level is not None and dump_level & DumpLevel.EXCLUDE_ZERO)
-            segments = None
-            if dump.elf is not None and not zero and exclude is None:
-                segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
-            with atomic_output(output, mode_from=paths[0]) as tmp:
-                result = write_elf(tmp, model, dump.memory, progress=progress, segments=segments,
-                                   exclude_zero=zero, exclude=exclude)  # fmt: skip
-                recheck(tmp, pages=recheck_pages, what="the converted file")
+            result = _write_elf_output(dump, paths[0], output, dump_level, exclude, progress, recheck_pages)
             return _result(paths, dump.container, (os.fspath(output),), "elf", "none", result, False, began,
                            exclusion=exclusion)  # fmt: skip
 
         in_codec = dump.compression if in_kdump else None
         codec = codec or in_codec or DEFAULT_CODEC
         flat = (dump.container == "flattened") if flat is None else flat
-        if in_kdump:
-            zero_page = _uses_zero_page(dump) if dump_level is None else bool(dump_level & DumpLevel.EXCLUDE_ZERO)
-            if dump_level is not None:
-                # pages the input left out stay out (its bits are kept), but zero pages are stored again without bit 1
-                kept = model.dump_level & ~DumpLevel.EXCLUDE_ZERO
-                model = dataclasses.replace(model, dump_level=int(kept | dump_level))
-        else:
-            # ELF input: QEMU's choice (dump_level 1, zero pages kept and sharing the zero page).
-            level = DumpLevel.EXCLUDE_ZERO if dump_level is None else dump_level
-            zero_page = bool(level & DumpLevel.EXCLUDE_ZERO)
-            notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
-            model = dataclasses.replace(model, dump_level=int(level), notes=notes)
-            # the header layout the architecture's makedumpfile and crash read (32-bit on i386,
-            # arch-kernels-and-introspection.md §2.6), not the ELF class QEMU happened to write
-            found = recognise(model)
-            if found is not None:
-                model = dataclasses.replace(model, abi=found.arch.kdump_abi(model.abi.byte_order))
-        if utsname not in (None, *UTSNAME_MODES):
-            raise UnsupportedError(f"utsname mode {utsname!r}: choose auto or keep", field="utsname")
-        if (utsname or ("keep" if in_kdump else "auto")) == "auto":
-            choice = choose_utsname(model, dump.memory)
-            model = with_utsname(model, choice)
-            uts_source = choice.source if choice.changes else f"kept ({choice.source})"
-            messages = choice.messages if choice.changes else (*choice.messages, f"utsname kept: {choice.source}")
-        else:
-            uts_source, messages = "kept (the input's)", ()
+        model, zero_page = _kdump_model(dump, dump_level)
+        model, uts_source, messages = _choose_utsname(dump, model, utsname or ("keep" if in_kdump else "auto"))
         passthrough = in_kdump and codec == in_codec
         if model.utsname == dump.model.utsname and _is_reassembly(dump, to, passthrough, flat, split, dump_level):
             with atomic_output(output, mode_from=paths[0]) as tmp:
@@ -188,15 +158,65 @@ def convert(
                 tmps = [stack.enter_context(atomic_output(n, mode_from=paths[0])) for n in names]
                 result = write_split(tmps, model, dump.memory, **options)  # type: ignore[arg-type]
                 recheck(tmps, pages=recheck_pages, what="the converted split set")
-            kind = "split-flattened" if flat else "split"
-            return _result(paths, dump.container, tuple(names), kind, codec, result, passthrough, began,
-                           uts_source, messages, exclusion=exclusion)  # fmt: skip
-        with atomic_output(output, mode_from=paths[0]) as tmp:
-            result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
-            recheck(tmp, pages=recheck_pages, what="the converted file")
-        kind = "flattened" if flat else "kdump"
-        return _result(paths, dump.container, (os.fspath(output),), kind, codec, result, passthrough, began,
-                       uts_source, messages, exclusion=exclusion)  # fmt: skip
+            outputs, kind = tuple(names), "split-flattened" if flat else "split"
+        else:
+            with atomic_output(output, mode_from=paths[0]) as tmp:
+                result = write_kdump(tmp, model, dump.memory, **options)  # type: ignore[arg-type]
+                recheck(tmp, pages=recheck_pages, what="the converted file")
+            outputs, kind = (os.fspath(output),), "flattened" if flat else "kdump"
+        return _result(paths, dump.container, outputs, kind, codec, result, passthrough, began, uts_source,
+                       messages, exclusion=exclusion)  # fmt: skip
+
+
+def _write_elf_output(dump: Any, mode_from: str, output: str | os.PathLike[str], dump_level: int | None,
+                      exclude: Any, progress: Progress | None, recheck_pages: int | str) -> WriteResult:  # fmt: skip
+    """The ELF output, atomically and rechecked: an ELF input keeps its PT_LOADs unless pages are left out."""
+    zero = bool(dump_level is not None and dump_level & DumpLevel.EXCLUDE_ZERO)
+    segments = None
+    if dump.elf is not None and not zero and exclude is None:
+        segments = [LoadSegment(s.paddr, s.vaddr, s.memsz) for s in dump.elf.segments]
+    with atomic_output(output, mode_from=mode_from) as tmp:
+        result = write_elf(tmp, dump.model, dump.memory, progress=progress, segments=segments, exclude_zero=zero,
+                           exclude=exclude)  # fmt: skip
+        recheck(tmp, pages=recheck_pages, what="the converted file")
+    return result
+
+
+def _kdump_model(dump: Any, dump_level: int | None) -> tuple[DumpModel, bool]:
+    """The model a KDUMP output is written from, and whether its zero pages share the zero page.
+
+    A KDUMP input keeps what it left out (its dump_level bits) and adds ``dump_level``'s. An ELF input gets
+    QEMU's choice (dump_level 1, zero pages kept and sharing the zero page) unless told otherwise, loses its
+    eraseinfo note, and gets the header layout its architecture's makedumpfile and crash read (32-bit on i386,
+    arch-kernels-and-introspection.md §2.6), not the ELF class QEMU happened to write.
+    """
+    model: DumpModel = dump.model
+    if dump.container != "elf":
+        zero_page = _uses_zero_page(dump) if dump_level is None else bool(dump_level & DumpLevel.EXCLUDE_ZERO)
+        if dump_level is not None:
+            # pages the input left out stay out (its bits are kept), but zero pages are stored again without bit 1
+            kept = model.dump_level & ~DumpLevel.EXCLUDE_ZERO
+            model = dataclasses.replace(model, dump_level=int(kept | dump_level))
+        return model, zero_page
+    level = DumpLevel.EXCLUDE_ZERO if dump_level is None else dump_level
+    notes = tuple(n for n in model.notes if n.name != NOTE_NAME_ERASEINFO)
+    model = dataclasses.replace(model, dump_level=int(level), notes=notes)
+    found = recognise(model)
+    if found is not None:
+        model = dataclasses.replace(model, abi=found.arch.kdump_abi(model.abi.byte_order))
+    return model, bool(level & DumpLevel.EXCLUDE_ZERO)
+
+
+def _choose_utsname(dump: Any, model: DumpModel, mode: str) -> tuple[DumpModel, str, tuple[str, ...]]:
+    """(model, where its utsname comes from, messages): "auto" fills a utsname that is not sane
+    (write/utsname.choose_utsname), "keep" keeps the input's."""
+    if mode != "auto":
+        return model, "kept (the input's)", ()
+    choice = choose_utsname(model, dump.memory)
+    model = with_utsname(model, choice)
+    if choice.changes:
+        return model, choice.source, tuple(choice.messages)
+    return model, f"kept ({choice.source})", (*choice.messages, f"utsname kept: {choice.source}")
 
 
 def _is_reassembly(dump: object, to: str, passthrough: bool, flat: bool, split: int | None,
