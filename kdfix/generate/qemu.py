@@ -52,6 +52,7 @@ from kdfix.units import cstr, pad4
 
 if TYPE_CHECKING:
     from kdfix.model import DumpModel
+    from kdfix.write.records import RecordOut
 
 from .qemu_stream import (
     FileRangeSource,
@@ -557,14 +558,7 @@ def write_qemu_kdump(
     an EM_386 dump of a guest that was not in long mode).
     """
     version = qemu_version if isinstance(qemu_version, QemuVersion) else QemuVersion.parse(qemu_version)
-    if compress not in QEMU_COMPRESSORS:
-        raise UnsupportedError(
-            f"QEMU compresses with {', '.join(QEMU_COMPRESSORS)}, not {compress!r}", field="compress"
-        )
-    if raw and not version.has_raw:
-        raise UnsupportedError(f"kdump-raw-* formats exist from QEMU 8.2, not {version}", field="raw")
-    if workers < 1:
-        raise UnsupportedError("--workers must be at least 1", field="workers")
+    _check_request(compress, raw, version, workers)
     if qemu_target is not None:
         guest = dataclasses.replace(guest, target=choose_target(guest, qemu_target))
     ps = guest.page_size
@@ -585,21 +579,7 @@ def write_qemu_kdump(
         for chunk, data in bitmap_chunks(runs, ps):  # item 4, 1st and 2nd in lockstep
             out.record(lay.offset_bitmap + chunk * ps, data)
             out.record(lay.offset_bitmap + lay.len_bitmap + chunk * ps, data)
-        emitter = PageEmitter(
-            out,
-            data_offset=lay.data_offset,
-            num_dumpable=lay.num_dumpable,
-            page_size=ps,
-            flag=int(codec.flag),
-            abi=guest.abi,
-            cache_bytes=QEMU_CACHE_PAGES * ps,
-        )
-        units = UnitTable(runs, ps)
-        for sizes, stored in compressed_units(
-            units, source=guest.page_source, spec=guest.spec, codec=compress, page_size=ps, workers=workers
-        ):
-            emitter.add(sizes, stored)
-        end = emitter.finish()  # items 5-6
+        emitter, end = _write_pages(out, guest, lay, runs, compress, int(codec.flag), workers)  # items 5-6
         out.close()  # item 7 (flattened end marker)
     except BaseException:
         out.abort()
@@ -627,6 +607,33 @@ def write_qemu_kdump(
         arch=guest.arch.name,
         qemu_target=guest.qemu_target.name,
     )
+
+
+def _check_request(compress: str, raw: bool, version: QemuVersion, workers: int) -> None:
+    """Refuse what the QEMU version cannot write (qemu-dumps.md §9) and a worker count below one."""
+    if compress not in QEMU_COMPRESSORS:
+        raise UnsupportedError(
+            f"QEMU compresses with {', '.join(QEMU_COMPRESSORS)}, not {compress!r}", field="compress"
+        )
+    if raw and not version.has_raw:
+        raise UnsupportedError(f"kdump-raw-* formats exist from QEMU 8.2, not {version}", field="raw")
+    if workers < 1:
+        raise UnsupportedError("--workers must be at least 1", field="workers")
+
+
+def _write_pages(out: RecordOut, guest: QemuGuest, lay: QemuLayout, runs: list[tuple[int, int, list[GuestBlock]]],
+                 compress: str, flag: int, workers: int) -> tuple[PageEmitter, int]:  # fmt: skip
+    """Descriptors and page data through QEMU's two four-page write caches (qemu-dumps.md §2 items 5-6), the
+    pages compressed by units in ``workers`` processes; returns the finished emitter and the data's end."""
+    ps = guest.page_size
+    emitter = PageEmitter(out, data_offset=lay.data_offset, num_dumpable=lay.num_dumpable, page_size=ps, flag=flag,
+                          abi=guest.abi, cache_bytes=QEMU_CACHE_PAGES * ps)  # fmt: skip
+    units = UnitTable(runs, ps)
+    for sizes, stored in compressed_units(
+        units, source=guest.page_source, spec=guest.spec, codec=compress, page_size=ps, workers=workers
+    ):
+        emitter.add(sizes, stored)
+    return emitter, emitter.finish()
 
 
 def generate_qemu(
