@@ -544,19 +544,12 @@ def build_linux_image(
     memmap_pa, memmap_bytes, sparse = _write_mem_map(img)
     pgd_paddr, cr3, cr4 = _write_page_tables(img, memmap_pa, memmap_bytes, pti=pti)
 
-    # VMCOREINFO: text page and note buffer, outside the image (notes-and-vmcoreinfo.md §4).
     image_pfns = range(text_paddr // PAGE_SIZE, (text_paddr + IMAGE_SIZE) // PAGE_SIZE)
     memmap_pfns = range(memmap_pa // PAGE_SIZE, (memmap_pa + memmap_bytes + SIZE_2M) // PAGE_SIZE)
-    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(img.rng, img.ram_pfns, set(image_pfns) | set(memmap_pfns))
-    build_id = img.rng.randbytes(20).hex()
-    x86_keys = _x86_64_keys(syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset)
-    text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8,
-                           arch_keys=(*x86_keys, *sparse.vmcoreinfo, *ring.vmcoreinfo))  # fmt: skip
-    if len(text) >= PAGE_SIZE:
-        raise ValueError("VMCOREINFO text does not fit in one page")
-    img.store.write(data_pfn * PAGE_SIZE, text)
+    keys = (*_x86_64_keys(syms, phys_base=to_u64(pb), kaslr_offset=kaslr_offset), *sparse.vmcoreinfo,
+            *ring.vmcoreinfo)  # fmt: skip
+    text, data_pfn, note_pfn = _write_vmcoreinfo(img, set(image_pfns) | set(memmap_pfns), release, syms, keys)
     vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
-    img.store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, LP64_LE) + bytes(12))
 
     reserved = set(image_pfns) | set(memmap_pfns) | {data_pfn, note_pfn}
     write_filler(img.rng, img.store, range(img.ram_pfns), reserved, filler_fraction)
@@ -597,6 +590,21 @@ def build_linux_image(
     )
     return model, memory, truth
 
+
+
+def _write_vmcoreinfo(img: _X86Image, taken: set[int], release: str, syms: dict[str, int],
+                      keys: tuple[str, ...]) -> tuple[bytes, int, int]:  # fmt: skip
+    """The VMCOREINFO text page and note buffer, on two RAM pages outside ``taken`` (notes-and-vmcoreinfo.md §4):
+    (text, text page pfn, note page pfn)."""
+    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(img.rng, img.ram_pfns, taken)
+    build_id = img.rng.randbytes(20).hex()
+    text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8, arch_keys=keys)
+    if len(text) >= PAGE_SIZE:
+        raise ValueError("VMCOREINFO text does not fit in one page")
+    img.store.write(data_pfn * PAGE_SIZE, text)
+    note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
+    img.store.write(note_pfn * PAGE_SIZE, pack_note(note, LP64_LE) + bytes(12))
+    return text, data_pfn, note_pfn
 
 # The x86_64 image's symbols at the link address (KASLR adds its offset to each).
 X86_64_LINK_SYMBOLS = {
