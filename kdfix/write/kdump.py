@@ -215,6 +215,15 @@ class _Counts:
     compressed: int = 0
 
 
+def _shared_zero_page(sink: Sink, data_start: int, block_size: int, zero_page: bool) -> tuple[int | None, int]:
+    """(offset of the shared zero page or None, where the next page's data goes): with ``zero_page`` the data
+    region starts with one all-zero block that every zero page's descriptor points at (kdump-format.md §7)."""
+    if not zero_page:
+        return None, data_start
+    sink.write_at(data_start, bytes(block_size))
+    return data_start, data_start + block_size
+
+
 def write_page_area(
     sink: Sink,
     layout: KdumpLayout,
@@ -231,12 +240,7 @@ def write_page_area(
     packer = desc_packer(layout.abi)
     desc_size = packer.size
     counts = _Counts()
-    pos = data_start
-    zero_offset = None
-    if zero_page:
-        zero_offset = pos
-        sink.write_at(pos, bytes(bs))
-        pos += bs
+    zero_offset, pos = _shared_zero_page(sink, data_start, bs, zero_page)
     desc_buf = bytearray()
     desc_pos = layout.data_offset
     data_buf = bytearray()
@@ -297,12 +301,8 @@ def write_unit_area(
     pack = packer.pack
     desc_limit = DESC_BATCH * packer.size
     counts = _Counts()
-    pos = data_start
-    zero_desc = b""
-    if zero_page:
-        zero_desc = pack(pos, bs, 0, 0)
-        sink.write_at(pos, bytes(bs))
-        pos += bs
+    zero_offset, pos = _shared_zero_page(sink, data_start, bs, zero_page)
+    zero_desc = pack(zero_offset, bs, 0, 0) if zero_offset is not None else b""
     desc_buf = bytearray()
     desc_pos = layout.data_offset
     data_buf = bytearray()
