@@ -159,7 +159,7 @@ class FlattenedSource:
         self._sweep(list(zip(offsets, sizes, payloads, strict=True)))  # in stream order: the last write wins
 
     def _sweep(self, records: list[tuple[int, int, int]]) -> None:
-        """The extents of records that overlap or come out of order (see _build)."""
+        """The extents of records that overlap (see _build): each byte from the last record that wrote it."""
         starts, ends, srcs = self._starts, self._ends, self._src
         order = sorted(range(len(records)), key=records.__getitem__)  # by logical start (ties: overlap anyway)
         points = sorted({r[0] for r in records} | {r[0] + r[1] for r in records})
