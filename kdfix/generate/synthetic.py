@@ -591,7 +591,6 @@ def build_linux_image(
     return model, memory, truth
 
 
-
 def _write_vmcoreinfo(img: _X86Image, taken: set[int], release: str, syms: dict[str, int],
                       keys: tuple[str, ...]) -> tuple[bytes, int, int]:  # fmt: skip
     """The VMCOREINFO text page and note buffer, on two RAM pages outside ``taken`` (notes-and-vmcoreinfo.md §4):
@@ -605,6 +604,7 @@ def _write_vmcoreinfo(img: _X86Image, taken: set[int], release: str, syms: dict[
     note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
     img.store.write(note_pfn * PAGE_SIZE, pack_note(note, LP64_LE) + bytes(12))
     return text, data_pfn, note_pfn
+
 
 # The x86_64 image's symbols at the link address (KASLR adds its offset to each).
 X86_64_LINK_SYMBOLS = {
