@@ -36,7 +36,7 @@ from kdfix.read.probe import open_dump
 from kdfix.read.reblock import ReblockedMemory
 from kdfix.write.atomic import reason
 from kdfix.write.flattened import reassemble, reassemble_extents
-from kdfix.write.sink import flat_record_header
+from kdfix.write.sink import flat_record_header, open_emptied
 from kdfix.write.sparse import SparseFileSink, copy_extents, copy_sparse, data_extents
 from kdfix.write.utsname import utsname_record
 
@@ -202,14 +202,17 @@ def apply_in_place(path: str, physical: PhysicalPlan) -> tuple[int, str]:
 
 
 def copy_and_patch(src: str, dst: str, physical: PhysicalPlan, progress: Progress | None = None) -> int:
-    """Copy ``src`` to ``dst`` (an open temp path) keeping its holes, then apply the writes there; returns the
-    apparent bytes written (the size copied plus the patches)."""
-    with open(src, "rb") as fin, open(dst, "r+b" if os.path.exists(dst) else "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        fout.truncate(0)
-        copy_sparse(fin.fileno(), fout.fileno(), size, progress)
-        written = size + _write_all(fout.fileno(), physical.writes)
-        os.fsync(fout.fileno())
+    """Copy ``src`` to ``dst`` (an atomic_output temp or scratch path) keeping its holes, then apply the writes
+    there; returns the apparent bytes written (the size copied plus the patches). Not fsynced here: the atomic
+    output is when published, so the disk writes it while the caller verifies it."""
+    with open(src, "rb") as fin:
+        fd = open_emptied(dst)
+        try:
+            size = os.fstat(fin.fileno()).st_size
+            copy_sparse(fin.fileno(), fd, size, progress)
+            written = size + _write_all(fd, physical.writes)
+        finally:
+            os.close(fd)
     return written
 
 

@@ -32,7 +32,7 @@ from kdfix.format.constants import (
     NoteType,
 )
 from kdfix.format.kdump import NEW_UTSNAME
-from kdfix.format.layout import LP64_LE
+from kdfix.format.layout import LP64_LE, Abi
 from kdfix.format.notes import (
     ELF_PRSTATUS_X86_64,
     QEMU_CPU_SEGMENT,
@@ -447,14 +447,25 @@ def _memmap_region(memory_size: int, image: range, size: int) -> int:
     raise ValueError(f"memory size {memory_size:#x} leaves no room for the struct page array ({size:#x} bytes)")
 
 
-def _pick_vmcoreinfo_pfns(rng: random.Random, max_pfn: int, reserved: Container[int]) -> tuple[int, int]:
-    """Text page and note page (two pages apart, as measured in phys-base-and-kaslr.md §3B)."""
-    low = min(0x100, max_pfn // 4)
+def pick_vmcoreinfo_pfns(rng: random.Random, first: int, stop: int, reserved: Container[int]) -> tuple[int, int]:
+    """VMCOREINFO text page and note page, two pages apart (as measured in phys-base-and-kaslr.md §3B), the text
+    page in ``[first, stop - 2)`` and neither in ``reserved``."""
     for _ in range(10_000):
-        text_pfn = rng.randrange(low, max_pfn - 2)
+        text_pfn = rng.randrange(first, stop - 2)
         if text_pfn not in reserved and text_pfn + 2 not in reserved:
             return text_pfn, text_pfn + 2
     raise ValueError("no room for the VMCOREINFO pages")
+
+
+def place_vmcoreinfo(store: _PageStore, text: bytes, data_pfn: int, note_pfn: int, abi: Abi) -> Note:
+    """Write the VMCOREINFO text page and the kernel's note buffer holding it (notes-and-vmcoreinfo.md §4), as
+    ``crash_save_vmcoreinfo`` leaves them; returns the note."""
+    if len(text) >= PAGE_SIZE:
+        raise ValueError("VMCOREINFO text does not fit in one page")
+    store.write(data_pfn * PAGE_SIZE, text)
+    note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
+    store.write(note_pfn * PAGE_SIZE, pack_note(note, abi) + bytes(12))  # and the empty note that ends the buffer
+    return note
 
 
 def _cpu_notes(cpus: int, *, text_vaddr: int, cr3: int, cr4: int, memory_size: int) -> tuple[list[Note], list[Note]]:
@@ -593,16 +604,11 @@ def build_linux_image(
 
 def _write_vmcoreinfo(img: _X86Image, taken: set[int], release: str, syms: dict[str, int],
                       keys: tuple[str, ...]) -> tuple[bytes, int, int]:  # fmt: skip
-    """The VMCOREINFO text page and note buffer, on two RAM pages outside ``taken`` (notes-and-vmcoreinfo.md §4):
-    (text, text page pfn, note page pfn)."""
-    data_pfn, note_pfn = _pick_vmcoreinfo_pfns(img.rng, img.ram_pfns, taken)
+    """The VMCOREINFO text page and note buffer, on two RAM pages outside ``taken``: (text, text pfn, note pfn)."""
+    data_pfn, note_pfn = pick_vmcoreinfo_pfns(img.rng, min(0x100, img.ram_pfns // 4), img.ram_pfns, taken)
     build_id = img.rng.randbytes(20).hex()
     text = vmcoreinfo_text(release=release, build_id=build_id, syms=syms, word_size=8, arch_keys=keys)
-    if len(text) >= PAGE_SIZE:
-        raise ValueError("VMCOREINFO text does not fit in one page")
-    img.store.write(data_pfn * PAGE_SIZE, text)
-    note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
-    img.store.write(note_pfn * PAGE_SIZE, pack_note(note, LP64_LE) + bytes(12))
+    place_vmcoreinfo(img.store, text, data_pfn, note_pfn, LP64_LE)
     return text, data_pfn, note_pfn
 
 

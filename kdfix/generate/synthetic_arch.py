@@ -27,7 +27,7 @@ from kdfix.arch.aarch64 import IMAGE_TEXT_OFFSET
 from kdfix.arch.i386 import LINK_TEXT as I386_LINK_TEXT
 from kdfix.arch.i386 import MAXMEM as I386_MAXMEM
 from kdfix.arch.i386 import PAGE_OFFSET as I386_PAGE_OFFSET
-from kdfix.format.constants import NOTE_NAME_CORE, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, NoteType
+from kdfix.format.constants import NOTE_NAME_CORE, NoteType
 from kdfix.format.kdump import NEW_UTSNAME
 from kdfix.format.notes import AARCH64_USER_REGS, ELF_PRSTATUS_AARCH64, ELF_PRSTATUS_I386, I386_USER_REGS
 from kdfix.generate.pagetables import (
@@ -57,11 +57,13 @@ from kdfix.generate.synthetic import (
     _PageStore,
     image_memory,
     linux_banner,
+    pick_vmcoreinfo_pfns,
+    place_vmcoreinfo,
     vmcoreinfo_text,
     write_filler,
 )
 from kdfix.model import DumpModel, make_utsname
-from kdfix.notes.framing import Note, pack_note
+from kdfix.notes.framing import Note
 from kdfix.units import U64_MASK
 from kdfix.write.utsname import choose_utsname, with_utsname
 
@@ -238,15 +240,6 @@ def _cpu_notes(arch: Arch, cpus: int, p: _Placement, memory_size: int) -> list[N
     return notes
 
 
-def _pick_pfns(rng: random.Random, lo: int, hi: int, reserved: set[int]) -> tuple[int, int]:
-    """VMCOREINFO text page and note page, two pages apart, in RAM ``[lo, hi)`` outside ``reserved``."""
-    for _ in range(10_000):
-        text_pfn = rng.randrange(lo + (hi - lo) // 8, hi - 2)
-        if text_pfn not in reserved and text_pfn + 2 not in reserved:
-            return text_pfn, text_pfn + 2
-    raise ValueError("no room for the VMCOREINFO pages")
-
-
 _PLACERS: dict[str, Callable[[int, int | None, int], _Placement]] = {"aarch64": _place_aarch64, "i386": _place_i386}
 _TableFactory = Callable[[int, Callable[[], int], Callable[[int, int], None]], RadixTableBuilder]
 _BUILDERS: dict[str, _TableFactory] = {"aarch64": aarch64_builder, "i386": i386_pae_builder}
@@ -288,7 +281,7 @@ def build_arch_image(
     pgd_paddr = _write_kernel(a, p, store, rng, release, memory_size)
 
     image_pfns = set(range(p.text_paddr // PAGE_SIZE, (p.text_paddr + IMAGE_SIZE) // PAGE_SIZE))
-    data_pfn, note_pfn = _pick_pfns(rng, ram.start, ram.stop, image_pfns)
+    data_pfn, note_pfn = pick_vmcoreinfo_pfns(rng, ram.start + len(ram) // 8, ram.stop, image_pfns)
     if arch == "aarch64":
         generic_keys: list[str] = []
         arch_keys = _aarch64_keys(p, kaslr_offset)
@@ -296,9 +289,7 @@ def build_arch_image(
         generic_keys, arch_keys = _i386_vmap_area(store, p, memory_size), ["CONFIG_X86_PAE=y"]
     text = vmcoreinfo_text(release=release, build_id=rng.randbytes(20).hex(), syms=syms, word_size=a.word_size,
                            generic_keys=generic_keys, arch_keys=arch_keys)  # fmt: skip
-    store.write(data_pfn * PAGE_SIZE, text)
-    vmcoreinfo_note = Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, text)
-    store.write(note_pfn * PAGE_SIZE, pack_note(vmcoreinfo_note, a.kdump_abi()) + bytes(12))
+    vmcoreinfo_note = place_vmcoreinfo(store, text, data_pfn, note_pfn, a.kdump_abi())
 
     write_filler(rng, store, ram, image_pfns | {data_pfn, note_pfn}, filler_fraction)
     firmware_seed = seed if firmware and arch == "i386" else None

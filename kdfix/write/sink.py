@@ -61,22 +61,30 @@ FLAT_END_MARKER = FLAT_RECORD_BOUND.pack(FLAT_RECORD.make(offset=FLAT_END_OFFSET
 _NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
+def open_emptied(path: str) -> int:
+    """Open ``path`` for writing, created or emptied, and return the descriptor.
+
+    Truncated only when not empty already (an atomic temp file is empty): on ext4 truncating even an empty file
+    marks it for block allocation and write-out at close, and the close then waits for the disk.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class FileSink:
     """Positional writes (pwrite) into a regular file; unwritten ranges stay holes that read as zero."""
 
     def __init__(self, path: str | os.PathLike[str], *, truncate: bool = True) -> None:
         self.path = os.fspath(path)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = open_emptied(self.path) if truncate else os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise write_error(exc, self.path) from exc
-        try:
-            # Truncated only when not empty already (the atomic temp file is): on ext4 truncating an empty file
-            # still marks it for a block allocation and write-out at close, which then waits for the disk.
-            if truncate and os.fstat(fd).st_size:
-                os.ftruncate(fd, 0)
-        except OSError as exc:
-            os.close(fd)
             raise write_error(exc, self.path) from exc
         self._fd: int | None = fd
         self.size = 0  # length of the file so far (highest byte written + 1)

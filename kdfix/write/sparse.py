@@ -70,6 +70,7 @@ def copy_sparse(src_fd: int, dst_fd: int, size: int, progress: Progress | None =
             if progress is not None:
                 progress(b, size)
     os.ftruncate(dst_fd, size)  # a trailing hole
+    writeout.finish()
     if progress is not None:
         progress(size, size)
     return copied
