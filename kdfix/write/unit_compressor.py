@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 
-from kdfix.codecs import codec_named
+from kdfix.codecs import codec_named, deflate_bound
 from kdfix.write.page_cache import LocalPageCache, PageCache
 from kdfix.write.page_units import PageSource, Unit, fill_unit, zeros
 
@@ -16,6 +16,10 @@ class UnitCompressor:
     A page whose bytes equal a recently compressed page is not compressed again: the codecs are pure functions
     of the page, so the earlier result is the same bytes. The :class:`PageCache` proposes the earlier page by
     hash; it is used only after re-reading that page from the source and comparing it in full.
+
+    With zlib, a high-entropy page that :mod:`kdfix.codecs.deflate_bound` proves incompressible is stored raw
+    without the attempt, as the attempt would have ended. The proofs start once a unit stored a page raw (random
+    data comes in runs) and stop after a unit with no such page, so compressible dumps pay nothing for them.
     """
 
     def __init__(
@@ -33,6 +37,9 @@ class UnitCompressor:
         self._zero_page = zeros(page_size)
         self.cache = cache if cache is not None else LocalPageCache()
         self.hits = 0
+        self.proven_raw = 0
+        self._provable = codec == "zlib" and deflate_bound.applies(page_size)
+        self._raw_seen = False  # the last unit stored a page raw: look for provably raw pages in this one
         # zero_page=False: an all-zero page is stored like any other (its own compressed bytes, or raw)
         self._zero_stored: bytes | None = None
         if not zero_page:
@@ -67,6 +74,8 @@ class UnitCompressor:
         sizes = array("I", bytes(4 * npages))
         out: list[bytes] = []
         hits = 0
+        raw = self._proven_raw(data, npages) if self._raw_seen else frozenset()
+        stored_raw = len(raw)
         view = memoryview(data)
         for i in range(npages):
             at = i * ps
@@ -76,6 +85,10 @@ class UnitCompressor:
                     sizes[i] = len(zero_stored)
                 continue
             page = view[at : at + ps].tobytes()
+            if i in raw:
+                out.append(page)
+                sizes[i] = ps
+                continue
             key = hash(page)
             hit = get(key)
             if hit is not None and (
@@ -89,6 +102,7 @@ class UnitCompressor:
                 packed = compress(page)
                 if len(packed) >= ps:
                     packed = None
+                    stored_raw += 1
                 if base is not None:
                     put(key, base + at, packed)
             if packed is None:
@@ -99,7 +113,18 @@ class UnitCompressor:
                 sizes[i] = len(packed)
         view.release()
         self.hits += hits
+        self.proven_raw += len(raw)
+        self._raw_seen = self._provable and stored_raw > 0
         return sizes.tobytes(), b"".join(out)
+
+    def _proven_raw(self, data: bytes | bytearray, npages: int) -> frozenset[int]:
+        """Pages of ``data`` that zlib provably cannot shrink, when enough look random to pay for the proof."""
+        ps, zero_page, worth = self.page_size, self._zero_page, deflate_bound.worth_proving
+        likely = [i for i in range(npages) if not data.startswith(zero_page, i * ps) and worth(data, i * ps)]
+        if len(likely) < deflate_bound.MIN_BATCH:
+            return frozenset()
+        proofs = deflate_bound.incompressible(data, likely, ps)
+        return frozenset(i for i, proven in zip(likely, proofs, strict=True) if proven)
 
 
 def page_compressor(codec: str) -> Callable[[bytes], bytes]:
