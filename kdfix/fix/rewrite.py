@@ -25,6 +25,7 @@ from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump, verify_dump
 from kdfix.read.memory import PhysicalMemory, read_range
 from kdfix.read.probe import open_dump
+from kdfix.read.runs import Backing, Run, held_runs
 
 
 def foreign_layout(dump: Dump) -> str | None:
@@ -96,6 +97,13 @@ class ZeroPagesPresent:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return held_runs(self, start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None
 
 
 def write_standard(dump: Dump, target: str) -> None:

@@ -54,6 +54,7 @@ from kdfix.generate.pagetables import (
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
 from kdfix.read.memory import read_range
+from kdfix.read.runs import Backing, Run, held_runs
 from kdfix.units import to_s64, to_u64
 from kdfix.write.utsname import choose_utsname, with_utsname
 
@@ -196,6 +197,13 @@ class SparseMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return held_runs(self, start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None
 
 
 def _fmt_ranges(ranges: Sequence[tuple[int, int]]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import io
 import itertools
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from kdfix.format.elf import ELF_EHDR, ELFCLASS64, ident_abi
 from kdfix.format.layout import Abi
 from kdfix.notes.framing import MAX_KEPT_NOTES, Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory
-from kdfix.read.source import Source, read_exact, source_path
+from kdfix.read.runs import Backing, Run, RunKind, bitmap_runs
+from kdfix.read.source import FileSource, Source, read_exact, source_path
 from kdfix.units import ceil_div
 
 PT_LOAD = 1
@@ -237,6 +239,59 @@ class ElfContainer:
             if s.end > paddr:
                 out.append(s)
         return out
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        """Runs covering ``[start_pfn, end_pfn)`` of ``[0, max_pfn)`` (kdfix.read.runs): raw STORED where a page lies
+        in one segment's file bytes, ZERO in its ``memsz > filesz`` tail, PARTIAL for a page that is not inside
+        one segment (pieces as ``page()`` fills them), EXCLUDED where no PT_LOAD reaches."""
+        end = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
+        return bitmap_runs(self.dumped, start_pfn, end, self._touched_runs)
+
+    def _touched_runs(self, first: int, end: int) -> Iterator[Run]:
+        """Runs of ``[first, end)``, every page of which some segment touches."""
+        ps = self.page_size
+        pfn = first
+        while pfn < end:
+            lo = pfn * ps
+            segs = self._segments_for(lo, lo + ps)
+            if len(segs) == 1:
+                s = segs[0]
+                after = bisect.bisect_right(self._starts, s.paddr)
+                # pages before the next segment's first page are this segment's alone
+                limit = min(end, self._starts[after] // ps if after < len(self._starts) else end)
+                file_end = s.paddr + s.filesz
+                if s.paddr <= lo and lo + ps <= file_end:
+                    stop = min(limit, file_end // ps)
+                    yield Run(pfn, stop - pfn, RunKind.STORED, s.file_offset + lo - s.paddr, source=self.source)
+                    pfn = stop
+                    continue
+                if file_end <= lo and lo + ps <= s.end:
+                    stop = min(limit, s.end // ps)
+                    yield Run(pfn, stop - pfn, RunKind.ZERO)
+                    pfn = stop
+                    continue
+            yield self._page_run(pfn, segs)
+            pfn += 1
+
+    def _page_run(self, pfn: int, segs: list[ElfSegment]) -> Run:
+        """One page not inside a single segment's file bytes or tail: the pieces ``_fill`` copies, in its order."""
+        ps = self.page_size
+        lo = pfn * ps
+        pieces = []
+        for s in segs:
+            a, b = max(lo, s.paddr), min(lo + ps, s.paddr + s.filesz)
+            if a < b:
+                pieces.append((a - lo, s.file_offset + a - s.paddr, b - a))
+        if not pieces:
+            return Run(pfn, 1, RunKind.ZERO)
+        return Run(pfn, 1, RunKind.PARTIAL, pieces=tuple(pieces), source=self.source)
+
+    @property
+    def backing(self) -> Backing | None:
+        """The regular file whose PT_LOAD bytes are the pages (read with pread at file offsets), if there is one."""
+        if isinstance(self.source, FileSource) and os.path.isfile(self.source.path):
+            return Backing(self.source.path, raw=True)
+        return None
 
     @property
     def valid(self) -> Bitmap:

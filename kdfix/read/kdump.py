@@ -7,6 +7,7 @@ against the file size before it is used; nothing is allocated from an unchecked 
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from kdfix.format.kdump import (
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.notes.framing import Note, notes_read_size, read_notes
 from kdfix.read.memory import ContainerMemory, ZeroRun, mask_runs, zero_runs_over
+from kdfix.read.runs import Backing, Run, RunBuilder, RunKind, bitmap_runs
 from kdfix.read.source import Source, read_exact, source_path
 from kdfix.units import align_up
 
@@ -594,12 +596,77 @@ class KdumpContainer:
                 yield (missing if missing is not None else -1), trunc
                 return
 
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        """Runs covering ``[start_pfn, end_pfn)`` of ``[0, max_mapnr)`` (kdfix.read.runs): the descriptors' stored
+        blocks coalesced where they lie back to back, shared zero pages as ZERO (§7), pfns outside this part's
+        range MISSING. A descriptor that cannot locate its bytes raises, as reading its page does."""
+        end = self.max_mapnr if end_pfn is None else min(end_pfn, self.max_mapnr)
+        return bitmap_runs(self.dumped, start_pfn, end, self._dumped_runs)
+
+    def _dumped_runs(self, first: int, end: int) -> Iterator[Run]:
+        """Runs of the dumped pfns ``[first, end)``: MISSING outside ``[start_pfn, end_pfn)``."""
+        lo, hi = max(first, self.start_pfn), min(end, self.end_pfn)
+        if lo >= hi:
+            yield Run(first, end - first, RunKind.MISSING)
+            return
+        if first < lo:
+            yield Run(first, lo - first, RunKind.MISSING)
+        yield from self._stored_runs(lo, hi)
+        if hi < end:
+            yield Run(hi, end - hi, RunKind.MISSING)
+
+    def _stored_runs(self, first: int, end: int) -> Iterator[Run]:
+        """Coalesced runs of the consecutive dumped pfns ``[first, end)``, descriptors read in batches."""
+        bs, src = self.block_size, self.source
+        zero_offsets = self._zero_page_offsets()
+        unpack = PAGE_DESC.bind(self.abi).struct.iter_unpack
+        translate = self._make_desc if self.dialect == "kdumpling" else None
+        table = self.data_offset + PAGE_DESC_SIZE * (self.dumped.rank(first) - self._rank_base)
+        run: RunBuilder | None = None
+        for batch in range(first, end, _DESC_BATCH):
+            n = min(_DESC_BATCH, end - batch)
+            at = table + PAGE_DESC_SIZE * (batch - first)
+            raw = src.read_at(at, PAGE_DESC_SIZE * n) if at < src.size else b""
+            have = len(raw) // PAGE_DESC_SIZE
+            for i, values in enumerate(unpack(raw[: have * PAGE_DESC_SIZE])):
+                if translate is not None:
+                    d = translate(*values)
+                    values = (d.offset, d.size, d.flags, d.page_flags)
+                offset, size, flags, _ = values
+                if offset in zero_offsets and size == bs and not flags & _COMPRESSION_MASK:
+                    if run is not None and not run.add_zero():
+                        yield run.build()
+                        run = None
+                    if run is None:
+                        run = RunBuilder(batch + i, src, zero=True)
+                    continue
+                if size > bs or offset <= 0 or offset + size > src.size:
+                    self._check_desc(batch + i, at + PAGE_DESC_SIZE * i, PageDesc(offset, size, flags, 0))
+                if run is not None and not run.add(offset, size, flags):
+                    yield run.build()
+                    run = None
+                if run is None:
+                    run = RunBuilder(batch + i, src, offset=offset, size=size, flags=flags, page_size=bs)
+            if have < n:
+                raise TruncatedError(f"descriptor of pfn {batch + have:#x} is past the end of the file",
+                                     field="page_desc", offset=at + PAGE_DESC_SIZE * have, path=self.path)  # fmt: skip
+        if run is not None:
+            yield run.build()
+
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(pfn, page) of dumped pages in ascending order; raises at the first page that cannot be read."""
         for loc, result in self.iter_page_results(start_pfn, end_pfn):
             if isinstance(result, KdfixError):
                 raise result
             yield loc.pfn, result  # type: ignore[union-attr]
+
+    @property
+    def backing(self) -> Backing | None:
+        """A one-file dump (plain or flattened) that ``kdfix.open_dump`` reopens as this memory; None for a part of
+        a split set or a source that is not a regular file."""
+        if self.split or not isinstance(self.path, str) or not os.path.isfile(self.path):
+            return None
+        return Backing(self.path, raw=False)
 
     @property
     def memory(self) -> KdumpMemory:

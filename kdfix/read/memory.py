@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
+from kdfix.read.runs import Backing, Run, held_runs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +47,15 @@ class PhysicalMemory(Protocol):
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         """Read a physical byte range; missing pages raise AddressError unless ``zero_fill``."""
+        ...
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        """Where and how the pages of ``[start_pfn, end_pfn)`` are stored, covering it exactly (kdfix.read.runs)."""
+        ...
+
+    @property
+    def backing(self) -> Backing | None:
+        """The file another process reopens to read the same pages; None if there is none (see Backing)."""
         ...
 
 
@@ -159,6 +169,13 @@ class DictMemory:
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
 
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return held_runs(self, start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None
+
 
 class PageContainer(Protocol):
     """What ContainerMemory needs of a container: its bitmaps, presence and zero-page hint, and page reads."""
@@ -178,6 +195,11 @@ class PageContainer(Protocol):
     def page(self, pfn: int) -> bytes: ...
 
     def iter_pages(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]: ...
+
+    @property
+    def backing(self) -> Backing | None: ...
 
 
 class ContainerMemory:
@@ -217,3 +239,10 @@ class ContainerMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)  # type: ignore[arg-type]
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return self.container.runs(start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return self.container.backing

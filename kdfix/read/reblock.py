@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
 from kdfix.read.memory import PhysicalMemory
+from kdfix.read.runs import Backing, Run, held_runs
 from kdfix.units import ceil_div
 
 
@@ -75,3 +76,10 @@ class ReblockedMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return self.source.read(paddr, size, zero_fill=zero_fill)  # physical bytes do not depend on the blocking
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return held_runs(self, start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None

@@ -11,6 +11,7 @@ from kdfix.format.bitmap import Bitmap
 from kdfix.format.kdump import header_features, split_identity
 from kdfix.read.kdump import KdumpContainer, PageLocation
 from kdfix.read.memory import ZeroRun, read_range, zero_runs_over
+from kdfix.read.runs import Backing, Run, RunKind, bitmap_runs
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -147,3 +148,28 @@ class SplitMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return read_range(self, paddr, size, zero_fill=zero_fill)
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        """Each part's runs over its range; dumped pfns in no part are MISSING (kdfix.read.runs)."""
+        end = self.max_pfn if end_pfn is None else min(end_pfn, self.max_pfn)
+        pos = max(0, start_pfn)
+        for part in self.split.parts:
+            lo, hi = max(pos, part.start_pfn), min(end, part.end_pfn)
+            if lo >= hi:
+                continue
+            if pos < lo:
+                yield from self._gap(pos, lo)
+            yield from part.runs(lo, hi)
+            pos = hi
+        if pos < end:
+            yield from self._gap(pos, end)
+
+    def _gap(self, start: int, end: int) -> Iterator[Run]:
+        def missing(a: int, b: int) -> Iterator[Run]:
+            yield Run(a, b - a, RunKind.MISSING)
+
+        return bitmap_runs(self.dumped, start, end, missing)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None  # several files: forked helpers keep the parts open
