@@ -34,9 +34,13 @@ class Codec:
                 f"{self.name} pages need the Python module {self.module!r}: pip install {self.package}"
             ) from exc
 
+    def require(self) -> None:
+        """Raise UnsupportedError now if the codec's Python module is missing (before any output is written)."""
+        self._lib()
+
     def available(self) -> bool:
         try:
-            self._lib()
+            self.require()
         except UnsupportedError:
             return False
         return True

@@ -151,10 +151,10 @@ def _iter_heads_kdump(container: Any, start: int, end: int, granule: int) -> Ite
         return
     src = container.source
     size = src.size
-    zero_offsets = container._zero_page_offsets()
+    zero_offsets = container.zero_page_offsets()
     unpack = PAGE_DESC.bind(container.abi).struct.iter_unpack
     pfns = container.iter_dumped_pfns(start, end)
-    index = container.dumped.rank(start) - container._rank_base
+    index = container.table_index(start)
     whole = granule < ps
     chunk, chunk_lo, chunk_hi = b"", 0, 0
     while True:
@@ -229,7 +229,7 @@ def iter_page_heads(
         not callable(getattr(memory, "page_head", None))
         and callable(getattr(container, "iter_locations", None))
         and hasattr(container, "source")
-        and hasattr(container, "_zero_page_offsets")
+        and hasattr(container, "zero_page_offsets")
     ):
         yield from _iter_heads_kdump(container, start, end, step)
         return

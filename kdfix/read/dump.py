@@ -123,6 +123,13 @@ class Dump:
         return self.memory.page_size
 
     @property
+    def kdump_parts(self) -> list[KdumpContainer]:
+        """The KDUMP containers in pfn order: the one file, or every part of a split set given; [] for ELF."""
+        if self.split is not None:
+            return sorted(self.split.parts, key=lambda p: p.start_pfn)
+        return [self.kdump] if self.kdump is not None else []
+
+    @property
     def status_flags(self) -> list[str]:
         if self.kdump is not None:
             return status_flag_names(self.kdump.status, diskdump=self.kdump.is_diskdump)

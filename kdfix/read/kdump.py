@@ -341,10 +341,15 @@ class KdumpContainer:
                 paddr=pfn * self.block_size,
             )
 
+    def table_index(self, pfn: int) -> int:
+        """Index in this file's descriptor table of the first dumped pfn at or after ``pfn``: its rank in the 2nd
+        bitmap, counted from this part's start (§7, §9)."""
+        return self.dumped.rank(pfn) - self._rank_base
+
     def descriptor_offset(self, pfn: int) -> int:
         """File offset of the page descriptor of a dumped pfn (rank in the 2nd bitmap, §7)."""
         self._check_pfn(pfn)
-        return self.data_offset + PAGE_DESC_SIZE * (self.dumped.rank(pfn) - self._rank_base)
+        return self.data_offset + PAGE_DESC_SIZE * self.table_index(pfn)
 
     def descriptor(self, pfn: int) -> PageDesc:
         """The page descriptor of a dumped pfn."""
@@ -394,7 +399,7 @@ class KdumpContainer:
             return
         unpack = PAGE_DESC.bind(self.abi).struct.iter_unpack
         make = self._make_desc
-        index = self.dumped.rank(start) - self._rank_base
+        index = self.table_index(start)
         pfns = self.iter_dumped_pfns(start, end)
         src = self.source
         while True:
@@ -472,7 +477,7 @@ class KdumpContainer:
         except KdfixError as exc:
             raise exc.with_context(path=self.path) from None
 
-    def _zero_page_offsets(self) -> set[int]:
+    def zero_page_offsets(self) -> set[int]:
         """Offsets of the shared zero page (§7): candidate positions whose bs bytes are all zero."""
         if self._zero_offsets is None:
             found = set()
@@ -496,7 +501,7 @@ class KdumpContainer:
         return (
             desc.size == self.block_size
             and not desc.flags & COMPRESSION_FLAGS
-            and desc.offset in self._zero_page_offsets()
+            and desc.offset in self.zero_page_offsets()
         )
 
     def zero_runs(self, start: int, end: int) -> Iterator[ZeroRun]:
@@ -511,9 +516,9 @@ class KdumpContainer:
         import numpy as np
 
         bs, src = self.block_size, self.source
-        zero_offsets = np.fromiter(self._zero_page_offsets(), dtype=np.int64)
+        zero_offsets = np.fromiter(self.zero_page_offsets(), dtype=np.int64)
         table_type = PAGE_DESC.bind(self.abi).numpy_dtype()
-        index = self.dumped.rank(start) - self._rank_base
+        index = self.table_index(start)
         for first in range(start, end, _ZERO_BATCH):
             n = min(_ZERO_BATCH, end - first)
             off = self.data_offset + PAGE_DESC_SIZE * (index + first - start)
@@ -538,7 +543,7 @@ class KdumpContainer:
         missing descriptor and the iteration ends.
         """
         bs = self.block_size
-        zero_offsets = self._zero_page_offsets()
+        zero_offsets = self.zero_page_offsets()
         zero = bytes(bs)
         src = self.source
         locations = self.iter_locations(start, end)
@@ -618,10 +623,10 @@ class KdumpContainer:
     def _stored_runs(self, first: int, end: int) -> Iterator[Run]:
         """Coalesced runs of the consecutive dumped pfns ``[first, end)``, descriptors read in batches."""
         bs, src = self.block_size, self.source
-        zero_offsets = self._zero_page_offsets()
+        zero_offsets = self.zero_page_offsets()
         unpack = PAGE_DESC.bind(self.abi).struct.iter_unpack
         translate = self._make_desc if self.dialect == "kdumpling" else None
-        table = self.data_offset + PAGE_DESC_SIZE * (self.dumped.rank(first) - self._rank_base)
+        table = self.data_offset + PAGE_DESC_SIZE * self.table_index(first)
         run: RunBuilder | None = None
         for batch in range(first, end, _DESC_BATCH):
             n = min(_DESC_BATCH, end - batch)

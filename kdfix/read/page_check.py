@@ -37,12 +37,12 @@ def check_pages(part: KdumpContainer, start: int, end: int) -> tuple[int, list[t
     bs = part.block_size
     src = part.source
     size = src.size
-    zero_offsets = part._zero_page_offsets()
+    zero_offsets = part.zero_page_offsets()
     holes = src.hole_bytes if isinstance(src, FlattenedSource) and src.has_holes else None
     unpack = PAGE_DESC.bind(part.abi).struct.iter_unpack
     inflate = zlib.decompress
     pfns = part.iter_dumped_pfns(start, end)
-    index = part.dumped.rank(start) - part._rank_base
+    index = part.table_index(start)
     checked = 0
     bad: list[tuple[int, KdfixError]] = []
     chunk, chunk_lo, chunk_hi = b"", 0, 0

@@ -35,13 +35,14 @@ from kdfix.write.atomic import atomic_output
 from kdfix.write.elf import LoadSegment, write_elf
 from kdfix.write.flattened import reassemble
 from kdfix.write.kdump import Progress, WriteResult, write_kdump
-from kdfix.write.passthrough import iter_stored_pages, kdump_parts
+from kdfix.write.passthrough import iter_stored_pages
 from kdfix.write.recheck import recheck
 from kdfix.write.split import write_split
 from kdfix.write.utsname import choose_utsname, with_utsname
 
 if TYPE_CHECKING:
     from kdfix.kernel.pageflags import Exclusion
+    from kdfix.read.dump import Dump
 
 TARGETS = ("kdump", "elf")
 UTSNAME_MODES = ("auto", "keep")
@@ -78,9 +79,9 @@ def split_names(output: str | os.PathLike[str], parts: int) -> list[str]:
     return [f"{base}.{i}" for i in range(1, parts + 1)]
 
 
-def _uses_zero_page(dump: object) -> bool:
+def _uses_zero_page(dump: Dump) -> bool:
     """True if any descriptor of the input points at a shared zero page (kdump-format.md §7)."""
-    return any(part._zero_page_offsets() for part in kdump_parts(dump))
+    return any(part.zero_page_offsets() for part in dump.kdump_parts)
 
 
 def convert(
@@ -148,7 +149,7 @@ def convert(
             zero_page=zero_page,
             workers=workers,
             progress=progress,
-            page_source=iter_stored_pages(dump) if passthrough else None,
+            page_source=iter_stored_pages(dump.memory) if passthrough else None,
             phys_base_from_vmcoreinfo=not in_kdump,
             exclude=exclude,
         )
@@ -235,7 +236,7 @@ def _stored_counts(container: object) -> tuple[int, int, int, int]:
     part: Any = container
     total = part.dumped.count()
     desc = PAGE_DESC.bind(part.abi).struct
-    zero_offsets = part._zero_page_offsets()
+    zero_offsets = part.zero_page_offsets()
     # a layout that reads as {i64 offset, u32 size, u32 flags, u64 page_flags} in this machine's byte order (LP64
     # little-endian dumps here) is counted with strided arrays at C speed; any other through struct
     probe = desc.pack(-2, 3, 5, 7) if desc.size == PAGE_DESC_SIZE == 24 else b""

@@ -502,7 +502,7 @@ def write_memory_pages(
     ``total`` is the number of dumped pages in the range; page data starts at ``data_start`` (default: right
     after ``total`` descriptors; a split part passes the room for the global count, kdump-format.md §9)."""
     the_codec = codec_named(codec)
-    the_codec._lib()  # fail early (UnsupportedError) when the codec library is missing
+    the_codec.require()
     plan = plan_memory(memory, bitmaps.dumped, start_pfn=start_pfn, end_pfn=end_pfn)
     try:
         if plan.units.pages != total:

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from kdfix.errors import FormatError, WriteError
 from kdfix.format.bitmap import Bitmap
-
-if TYPE_CHECKING:
-    from kdfix.read.elf import ElfContainer
+from kdfix.read.runs import Run, RunKind
 
 UNIT_PAGES = 256  # pages per compression unit (1 MiB with 4 KiB pages)
 
@@ -211,66 +209,40 @@ class MemoryPlan:
 def plan_memory(memory: Any, dumped: Bitmap, *, start_pfn: int = 0, end_pfn: int | None = None) -> MemoryPlan:
     """Units over the set bits of ``dumped`` in ``[start_pfn, end_pfn)`` and where their bytes come from.
 
-    An ELF memory on a regular file is read with pread at file offsets (PT_LOAD pieces, zeros elsewhere, as
-    kdfix.read.elf fills pages); helpers reopen the file. A single-file kdump or flattened dump is read
-    through its memory (pages decoded) and helpers reopen it with kdfix.open_dump. Memories without a
-    container (DictMemory, synthetic memories) are inherited by forked helpers; anything else stays in this
-    process.
+    Decided by the memory's runs and backing (kdfix.read.runs), not by its container: a memory whose pages lie raw
+    in a regular file (an ELF core) is read with pread at the file offsets its runs give, zeros elsewhere, and
+    helpers reopen the file; one that kdfix.open_dump reopens (a one-file KDUMP or flattened dump) is read through
+    the memory, pages decoded, and helpers reopen it; any other is inherited by the forked helpers.
     """
-    ps = memory.page_size
     runs = list(dumped.iter_runs(start_pfn, end_pfn))
-    container = getattr(memory, "container", None)
-    elf = _elf_file(container)
-    if elf is not None:
-        elf_container, elf_path = elf
-        source = FileRangeSource(elf_path)
+    backing = memory.backing
+    if backing is not None and backing.raw:
+        ps = memory.page_size
+        source = FileRangeSource(backing.path)
 
-        def make_elf(first: int, end: int) -> Unit:
-            lo, hi = first * ps, end * ps
-            pieces = []
-            for seg in elf_container._segments_for(lo, hi):
-                a = max(lo, seg.paddr)
-                b = min(hi, seg.paddr + min(seg.filesz, seg.memsz))
-                if a < b:
-                    pieces.append(Piece(a - lo, seg.file_offset + (a - seg.paddr), b - a))
-            return Unit(first, end - first, tuple(pieces))
+        def make_file(first: int, end: int) -> Unit:
+            return Unit(first, end - first, tuple(file_pieces(memory.runs(first, end), first, ps)))
 
-        return MemoryPlan(PfnUnits(runs, make_elf), source, SourceSpec("elf", elf_path), source.close)
+        return MemoryPlan(PfnUnits(runs, make_file), source, SourceSpec("elf", backing.path), source.close)
 
     def make_mem(first: int, end: int) -> Unit:
+        ps = memory.page_size
         return Unit(first, end - first, (Piece(0, first * ps, (end - first) * ps),))
 
     source2 = MemorySource(memory)
-    spec: SourceSpec | None = None
-    if container is None:
-        spec = SourceSpec("inherit", "", source2)
-    else:
-        path = _single_dump_file(container)
-        if path is not None:
-            spec = SourceSpec("dump", path)
+    spec = SourceSpec("dump", backing.path) if backing is not None else SourceSpec("inherit", "", source2)
     return MemoryPlan(PfnUnits(runs, make_mem), source2, spec, lambda: None)
 
 
-def _elf_file(container: Any) -> tuple[ElfContainer, str] | None:
-    """An ELF container read from a regular file with pread, and that file's path; else None."""
-    from kdfix.read.elf import ElfContainer
-    from kdfix.read.source import FileSource
-
-    if isinstance(container, ElfContainer) and isinstance(container.source, FileSource):
-        path = container.source.path
-        return (container, path) if os.path.isfile(path) else None
-    return None
-
-
-def _single_dump_file(container: Any) -> str | None:
-    """The path of a one-file KDUMP (or flattened) container that kdfix.open_dump reopens as the same memory."""
-    from kdfix.read.kdump import KdumpContainer
-
-    if not isinstance(container, KdumpContainer):
-        return None
-    path = getattr(container, "path", None)
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    if getattr(container, "split", False):
-        return None
-    return path
+def file_pieces(runs: Iterable[Run], first_pfn: int, page_size: int) -> Iterator[Piece]:
+    """The file bytes of raw STORED and PARTIAL runs as pieces of a unit starting at ``first_pfn`` (ZERO runs
+    and pages not in the file are left zero)."""
+    for run in runs:
+        at = (run.start_pfn - first_pfn) * page_size
+        if run.kind is RunKind.STORED:
+            if not run.raw:
+                raise WriteError(f"pfn {run.start_pfn:#x} is not stored raw in its file", field="runs")
+            yield Piece(at, run.offset, run.count * page_size)
+        elif run.kind is RunKind.PARTIAL:
+            for in_page, offset, length in run.pieces:
+                yield Piece(at + in_page, offset, length)

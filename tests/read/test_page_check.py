@@ -103,7 +103,7 @@ def test_pages_out_of_file_order_are_read_one_by_one(tmp_path: Path) -> None:
     with open_dump(path) as dump:
         part = dump.kdump
         assert part is not None
-        zero = part._zero_page_offsets()
+        zero = part.zero_page_offsets()
         descs = []
         for loc in part.iter_locations():
             if loc.desc.offset not in zero:  # type: ignore[attr-defined]

@@ -101,15 +101,21 @@ def test_kdump_runs_locate_the_written_pages(memory: DictMemory, codec: str, zer
             assert_matches_input(dump.memory, memory._pages)
 
 
+def write_three_parts(tmp: str, memory: DictMemory, codec: str, drop_middle: bool) -> tuple[list[Path], int, int]:
+    """A split set of three parts written from ``memory``: the parts to open (without the middle one with
+    ``drop_middle``) and the middle part's pfn range."""
+    paths = [Path(tmp) / f"part{i}" for i in range(3)]
+    write_split(paths, make_model(max_mapnr=memory.max_pfn), memory, codec=codec)
+    with open_dump(paths[1]) as middle:
+        lo, hi = middle.kdump.start_pfn, middle.kdump.end_pfn
+    return ([paths[0], paths[2]] if drop_middle else paths), lo, hi
+
+
 @_SETTINGS
 @given(memory=memories(min_pages=3), codec=codecs, drop_middle=st.booleans())
 def test_split_runs_mark_pages_of_a_missing_part(memory: DictMemory, codec: str, drop_middle: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / f"part{i}" for i in range(3)]
-        write_split(paths, make_model(max_mapnr=memory.max_pfn), memory, codec=codec)
-        with open_dump(paths[1]) as middle:
-            lo, hi = middle.kdump.start_pfn, middle.kdump.end_pfn
-        given_parts = [paths[0], paths[2]] if drop_middle else paths
+        given_parts, lo, hi = write_three_parts(tmp, memory, codec, drop_middle)
         with open_dump(*given_parts) as dump:
             missing = {pfn for pfn in memory._pages if lo <= pfn < hi} if drop_middle else set()
             assert_matches_input(dump.memory, memory._pages, missing)

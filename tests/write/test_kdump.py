@@ -232,7 +232,7 @@ def test_write_read_write_is_byte_identical(tmp_path_factory, model, memory, cod
     with kdfix.open_dump(first) as dump:
         again = d / "again"
         write_kdump(again, dump.model, dump.memory, codec=dump.compression, flat=flat, zero_page=zero_page,
-                    page_source=iter_stored_pages(dump), phys_base_from_vmcoreinfo=False)  # fmt: skip
+                    page_source=iter_stored_pages(dump.memory), phys_base_from_vmcoreinfo=False)  # fmt: skip
         assert file_bytes(again) == file_bytes(first)
         # …and re-encoding from decoded pages gives the same bytes too (deterministic codecs).
         third = d / "third"
