@@ -59,17 +59,50 @@ def incompressible(data: bytes | bytearray, indices: list[int], page_size: int) 
 
     if not indices:
         return []
-    pages = np.frombuffer(data, np.uint8, len(data) // page_size * page_size).reshape(-1, page_size)[indices]
-    counts = np.stack([np.bincount(page, minlength=256) for page in pages])
+    n = len(indices)
+    work = _scratch(n, page_size)
+    every = np.frombuffer(data, np.uint8, len(data) // page_size * page_size).reshape(-1, page_size)
+    pages = np.take(every, indices, axis=0, out=work.pages[:n])
+    counts = work.counts[:n]
+    for i, page in enumerate(pages):
+        counts[i] = np.bincount(page, minlength=256)
     proven = _literal_bound(counts, np.zeros(len(pages), np.int64), page_size)  # covered bytes only lower it
     rows = np.flatnonzero(proven)
     if rows.size:
-        counts, segments = counts[rows], np.zeros(rows.size, np.int64)
-        for i, mask in _covered_bytes(pages[rows]):
-            counts[i] -= np.bincount(pages[rows[i]][mask], minlength=256)
+        if rows.size < n:
+            counts, pages = counts[rows], pages[rows]
+        segments = np.zeros(rows.size, np.int64)
+        for i, mask in _covered_bytes(pages, work):
+            counts[i] -= np.bincount(pages[i][mask], minlength=256)
             segments[i] = np.count_nonzero(mask[1:] & ~mask[:-1]) + int(mask[0])
         proven[rows] = _literal_bound(counts, segments, page_size)
     return proven.tolist()
+
+
+class _Scratch:
+    """Arrays one batch of proofs works in (each batch uses their first rows), kept between batches: fresh arrays
+    of a MiB or more are mapped anew by the allocator each time, and those page faults cost as much as the sort.
+    One per process: the page writers compress in processes, not threads."""
+
+    def __init__(self, rows: int, page_size: int) -> None:
+        import numpy as np
+
+        self.rows = rows
+        self.pages = np.empty((rows, page_size), np.uint8)
+        self.counts = np.empty((rows, 256), np.int64)
+        self.keys = np.empty((rows, page_size - 2), np.uint32)
+        self.ordered = np.empty((rows, page_size - 2), np.uint32)
+        self.repeats = np.empty((rows, page_size - 3), bool)
+
+
+_SCRATCH: dict[int, _Scratch] = {}  # by page size
+
+
+def _scratch(rows: int, page_size: int) -> _Scratch:
+    held = _SCRATCH.get(page_size)
+    if held is None or held.rows < rows:
+        held = _SCRATCH[page_size] = _Scratch(max(rows, 256), page_size)
+    return held
 
 
 def _literal_bound(counts: np.ndarray, segments: np.ndarray, page_size: int) -> np.ndarray:
@@ -117,31 +150,32 @@ def _dual_tables(page_size: int) -> tuple[tuple[float, np.ndarray], ...]:
     return tuple(tables)
 
 
-def _trigrams(pages: np.ndarray) -> np.ndarray:
-    """Each page's trigrams as 24-bit integers, position by position."""
+def _trigrams(pages: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Each page's trigrams as 24-bit integers, position by position, into ``out`` (rows x (size - 2))."""
     import numpy as np
 
     pages = np.ascontiguousarray(pages)
     n, size = pages.shape
     quads = np.ndarray((n, size - 3), ">u4", pages, 0, (size, 1))  # big-endian 4-grams at every offset
-    out = np.empty((n, size - 2), np.uint32)
     np.right_shift(quads, 8, out=out[:, :-1], casting="unsafe")
-    out[:, -1] = quads[:, -1] & 0xFFFFFF
+    np.bitwise_and(quads[:, -1], 0xFFFFFF, out=out[:, -1], casting="unsafe")
     return out
 
 
-def _covered_bytes(pages: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+def _covered_bytes(pages: np.ndarray, work: _Scratch) -> Iterator[tuple[int, np.ndarray]]:
     """Per page with a repeated trigram: its index and the mask of bytes inside one (pages without are skipped)."""
     import numpy as np
 
-    ordered = _trigrams(pages)
+    n = len(pages)
+    keys = _trigrams(pages, work.keys[:n])
+    ordered = work.ordered[:n]
+    np.copyto(ordered, keys)
     ordered.sort(axis=1)
-    repeats = ordered[:, 1:] == ordered[:, :-1]
+    repeats = np.equal(ordered[:, 1:], ordered[:, :-1], out=work.repeats[:n])
     for row in np.flatnonzero(repeats.any(1)).tolist():
-        keys = _trigrams(pages[row : row + 1])[0]
         mask = np.zeros(pages.shape[1], bool)
         for key in set(ordered[row, 1:][repeats[row]].tolist()):  # a few values: compares beat np.isin
-            starts = np.flatnonzero(keys == key)
+            starts = np.flatnonzero(keys[row] == key)
             for shift in (0, 1, 2):
                 mask[starts + shift] = True
         yield row, mask
