@@ -6,9 +6,11 @@ format declarations, or from per-page reads of real QEMU fixtures (``page()``, w
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from kdfix.errors import AddressError
 from kdfix.format.elf import ET_CORE, PT_LOAD, Ehdr, Elf64Phdr, e_ident, ehdr_layout, phdr_layout
 from kdfix.format.kdump import PAGE_DESC
 from kdfix.format.layout import LP64_LE
+from kdfix.read.dump import Dump
 from kdfix.read.memory import DictMemory, PhysicalMemory
 from kdfix.read.runs import RUN_PAGES, Run, RunKind
 from kdfix.write import write_kdump, write_split
@@ -187,6 +190,17 @@ def build_elf(segments: list[tuple[int, int, int]], seed: int) -> tuple[bytes, d
     return ehdr.pack(header) + b"".join(headers) + b"".join(blobs), pages, max_pfn
 
 
+@contextlib.contextmanager
+def opened_elf(segments: list[tuple[int, int, int]], seed: int) -> Iterator[tuple[Dump, dict[int, bytes], int]]:
+    """The ELF of :func:`build_elf` in a temporary file, opened: the dump, the pages it holds and the pfn bound."""
+    elf, pages, max_pfn = build_elf(segments, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "core"
+        path.write_bytes(elf)
+        with open_dump(path) as dump:
+            yield dump, pages, max_pfn
+
+
 @st.composite
 def elf_segments(draw: st.DrawFn) -> list[tuple[int, int, int]]:
     """Up to five PT_LOADs at byte granularity: page-aligned or not, sharing pages, with memsz > filesz tails."""
@@ -206,19 +220,15 @@ def elf_segments(draw: st.DrawFn) -> list[tuple[int, int, int]]:
 @_SETTINGS
 @given(segments=elf_segments(), seed=st.integers(0, 250))
 def test_elf_runs_locate_segment_bytes(segments: list[tuple[int, int, int]], seed: int) -> None:
-    elf, pages, max_pfn = build_elf(segments, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "core"
-        path.write_bytes(elf)
-        with open_dump(path) as dump:
-            memory = dump.memory
-            assert memory.max_pfn == max_pfn
-            got, kinds = located(memory, checked_runs(memory))
-            assert got == pages
-            assert kinds[RunKind.EXCLUDED] == set(range(max_pfn)) - set(pages) and not kinds[RunKind.MISSING]
-            assert all(not any(pages[pfn]) for pfn in kinds[RunKind.ZERO])
-            backing = memory.backing
-            assert backing is not None and backing.raw and Path(backing.path) == path
+    with opened_elf(segments, seed) as (dump, pages, max_pfn):
+        memory = dump.memory
+        assert memory.max_pfn == max_pfn
+        got, kinds = located(memory, checked_runs(memory))
+        assert got == pages
+        assert kinds[RunKind.EXCLUDED] == set(range(max_pfn)) - set(pages) and not kinds[RunKind.MISSING]
+        assert all(not any(pages[pfn]) for pfn in kinds[RunKind.ZERO])
+        backing = memory.backing
+        assert backing is not None and backing.raw and Path(backing.path) == Path(dump.paths[0])
 
 
 # ---- real QEMU fixtures: runs agree with per-page reads ---------------------------------------------------

@@ -17,7 +17,7 @@ from kdfix.write import write_kdump
 from kdfix.write.page_units import fill_unit, open_source, plan_memory
 from kdfix.write.passthrough import iter_stored_pages
 from tests.read.test_kdump import make_model
-from tests.read.test_runs import PS, build_elf, elf_segments, write_three_parts
+from tests.read.test_runs import PS, elf_segments, opened_elf, write_three_parts
 from tests.strategies import codecs, memories
 
 _SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,19 +36,15 @@ def unit_pages(plan_source: object, units: object) -> dict[int, bytes]:
 @given(segments=elf_segments(), seed=st.integers(0, 250))
 def test_units_of_an_elf_file_are_its_pages(segments: list[tuple[int, int, int]], seed: int) -> None:
     """An ELF core is planned from its runs as file pieces; helpers reopen the file and read the same bytes."""
-    elf, pages, _ = build_elf(segments, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "core"
-        path.write_bytes(elf)
-        with open_dump(path) as dump:
-            plan = plan_memory(dump.memory, dump.memory.dumped)
-            try:
-                assert plan.spec is not None and plan.spec.kind == "elf"
-                assert unit_pages(plan.source, plan.units) == pages
-                helper = open_source(plan.spec)
-                assert unit_pages(helper, plan.units) == pages
-            finally:
-                plan.close()
+    with opened_elf(segments, seed) as (dump, pages, _):
+        plan = plan_memory(dump.memory, dump.memory.dumped)
+        try:
+            assert plan.spec is not None and plan.spec.kind == "elf"
+            assert unit_pages(plan.source, plan.units) == pages
+            helper = open_source(plan.spec)
+            assert unit_pages(helper, plan.units) == pages
+        finally:
+            plan.close()
 
 
 @_SETTINGS
