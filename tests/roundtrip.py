@@ -17,7 +17,7 @@ from kdfix.notes.framing import Note
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write import write_elf, write_kdump, write_split
 from kdfix.write.elf import elf_notes
-from kdfix.write.kdump import WriteResult, pack_main_header, plan_kdump
+from kdfix.write.kdump import HeaderValues, WriteResult, pack_main_header, plan_kdump
 
 SPLIT_PARTS = 3
 
@@ -40,7 +40,7 @@ def write_container(
 def abi_probes_back(model: DumpModel, memory: PhysicalMemory, codec: str = "zlib") -> bool:
     """True if probe_abi recognises the main header's ABI (word size and byte order)."""
     layout = plan_kdump(model, max(model.max_mapnr, memory.max_pfn))
-    head = pack_main_header(model, layout, codec_named(codec).flag)
+    head = pack_main_header(HeaderValues.of(model), layout, codec_named(codec).flag)
     abi = probe_abi(head.ljust(model.block_size, b"\0"))
     return abi is not None and (abi.word_size, abi.byte_order) == (model.abi.word_size, model.abi.byte_order)
 

@@ -1,6 +1,6 @@
 """Where each region of a KDUMP file lies, from the few numbers that decide it (kdump-format.md §1, Formulas).
 
-:func:`plan_file` is the forward direction, used by every writer (kdfix's own, the QEMU-style generator):
+:func:`plan_file` is the forward direction, used by every writer (through kdfix.write.kdump.plan_layout):
 from (ABI, header version, block size, max_mapnr, bytes stored after the sub header) to every derived header
 field and region offset. :meth:`FileLayout.from_header` is the inverse, used by readers and fixers: the regions a
 header read off a file declares, and whether its derived fields agree with the formulas.
@@ -99,7 +99,7 @@ def _offset_note(abi: Abi, version: int, block_size: int) -> int:
 def plan_file(abi: Abi, header_version: int, block_size: int, max_mapnr: int, *, after_sub_header: int) -> FileLayout:
     """The layout of a file whose sub header is followed by ``after_sub_header`` bytes (notes, VMCOREINFO).
 
-    Both writers put the notes right after the sub header; ``sub_hdr_size`` counts the blocks of both, and
+    The notes go right after the sub header; ``sub_hdr_size`` counts the blocks of both, and
     ``bitmap_blocks`` counts both bitmaps (kdump-format.md §1, Formulas).
     """
     sub_size = KDUMP_SUB_HEADER.bind(abi, header_version).size

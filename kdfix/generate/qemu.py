@@ -1,9 +1,10 @@
 """``kdfix generate --style qemu``: the kdump file QEMU's ``dump-guest-memory`` would write for the same memory.
 
 The guest is taken from QEMU's own ELF dump (its PT_LOADs are QEMU's guest-physical blocks and its PT_NOTE holds
-QEMU's notes verbatim) or from any dump kdfix can open. Headers, notes, bitmaps, record order and chunking follow
-qemu-dumps.md §2-§6 and kdump-format.md §1, §7, §11; the page half lives in :mod:`kdfix.generate.qemu_stream`.
-Written from that description; no QEMU code is used.
+QEMU's notes verbatim) or from any dump kdfix can open. This module holds QEMU's policy (qemu-dumps.md §2-§7,
+§9): note order, header values per QEMU version, the phys_base misparse, record order and chunking. The layout
+and header packing are kdfix's one KDUMP writer's (:mod:`kdfix.write.kdump`, kdump-format.md §1, §3-§4); the page
+half lives in :mod:`kdfix.generate.qemu_stream`. Written from that description; no QEMU code is used.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from kdfix.arch.base import QEMU_UNKNOWN_MACHINE
 from kdfix.codecs import codec_named
 from kdfix.errors import FormatError, KdfixError, UnsupportedError
 from kdfix.format.constants import (
-    KDUMP_SIGNATURE,
     NOTE_NAME_CORE,
     NOTE_NAME_KDFIX,
     NOTE_NAME_QEMU,
@@ -32,8 +32,6 @@ from kdfix.format.constants import (
     NoteType,
 )
 from kdfix.format.elf import PN_XNUM, PT_LOAD, PT_NOTE, ehdr_layout, ident_abi, phdr_layout, shdr_layout
-from kdfix.format.file_layout import plan_file
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER
 from kdfix.format.layout import LP64_LE, Abi
 from kdfix.format.notes import (
     ELF_PRSTATUS_X86_64,
@@ -49,6 +47,7 @@ from kdfix.model import make_utsname
 from kdfix.notes.framing import Note, iter_notes, pack_note
 from kdfix.notes.vmcoreinfo import qemu_misparse
 from kdfix.units import cstr, pad4
+from kdfix.write.kdump import HeaderValues, KdumpLayout, pack_main_header, pack_sub_header, plan_layout
 
 if TYPE_CHECKING:
     from kdfix.model import DumpModel
@@ -410,26 +409,16 @@ def _header_target(model: DumpModel, arch: Arch) -> Arch | None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Headers (qemu-dumps.md §3, kdump-format.md §1)
+# Headers: QEMU's values through kdfix.write's layout and header packing (qemu-dumps.md §3, kdump-format.md §1)
 
 
 @dataclass(frozen=True)
-class QemuLayout:
-    """The derived numbers of a QEMU-style file."""
+class QemuPlan:
+    """The layout of a QEMU-style file and QEMU's numbers that are not layout."""
 
-    page_size: int
-    note_size: int
-    sub_hdr_size: int
-    max_mapnr: int
-    len_bitmap: int
-    bitmap_blocks: int
-    offset_note: int
-    offset_bitmap: int
-    data_offset: int
-    num_dumpable: int
-    offset_vmcoreinfo: int
-    size_vmcoreinfo: int
-    phys_base: int
+    layout: KdumpLayout
+    phys_base: int  # the sub header's, after QEMU's misparse (§6.1)
+    num_dumpable: int  # pages the 2nd bitmap marks
 
 
 def _kdfix_note(version: QemuVersion) -> bytes:
@@ -449,67 +438,43 @@ def build_notes(guest: QemuGuest, version: QemuVersion, *, mark: bool) -> tuple[
     return blob, guest_at
 
 
-def compute_layout(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: list) -> QemuLayout:
+def _guest_vmcoreinfo(notes: bytes, guest_at: int | None) -> tuple[int, int] | None:
+    """(offset in ``notes``, size) of the guest note's desc when that note is VMCOREINFO, which QEMU then points
+    offset_vmcoreinfo at (qemu-dumps.md §7); the note is read as QEMU copied it, padding included."""
+    if guest_at is None:
+        return None
+    hdr = NHDR.bind(LP64_LE).unpack(notes, guest_at)
+    name_at = guest_at + NHDR_SIZE
+    if notes[name_at : name_at + hdr.n_namesz] != NOTE_NAME_VMCOREINFO + b"\0":
+        return None
+    return name_at + pad4(hdr.n_namesz), hdr.n_descsz
+
+
+def plan_qemu(guest: QemuGuest, notes: bytes, guest_at: int | None, runs: list) -> QemuPlan:
+    """Layout, phys_base and page count of QEMU's file for ``guest`` with ``notes`` after the sub header."""
     ps = guest.page_size
     max_mapnr = guest.blocks[-1].end // ps  # dump_paddr_to_pfn of the last block end
-    file = plan_file(guest.abi, QEMU_HEADER_VERSION, ps, max_mapnr, after_sub_header=len(notes))
-    offset_note = file.offset_note
-    offset_vmcoreinfo = size_vmcoreinfo = 0
+    desc = _guest_vmcoreinfo(notes, guest_at)
+    layout = plan_layout(guest.abi, QEMU_HEADER_VERSION, ps, max_mapnr, notes, vmcoreinfo_in_notes=desc)
     phys_base = guest.default_phys_base
-    if guest_at is not None:
-        hdr = NHDR.bind(LP64_LE).unpack(notes, guest_at)
-        name = notes[guest_at + NHDR_SIZE : guest_at + NHDR_SIZE + hdr.n_namesz]
-        if name == NOTE_NAME_VMCOREINFO + b"\0":
-            desc_at = guest_at + NHDR_SIZE + pad4(hdr.n_namesz)
-            offset_vmcoreinfo = offset_note + desc_at
-            size_vmcoreinfo = hdr.n_descsz
-            phys_base = qemu_phys_base(notes[desc_at : desc_at + hdr.n_descsz], guest.arch, phys_base)
+    if desc is not None:
+        at, size = desc
+        phys_base = qemu_phys_base(notes[at : at + size], guest.arch, phys_base)
     if not guest.elf_class64:
-        phys_base &= 0xFFFFFFFF
-    return QemuLayout(
-        page_size=ps,
-        note_size=len(notes),
-        sub_hdr_size=file.sub_hdr_size,
-        max_mapnr=max_mapnr,
-        len_bitmap=file.bitmap_len,
-        bitmap_blocks=file.bitmap_blocks,
-        offset_note=offset_note,
-        offset_bitmap=file.bitmap1_offset,
-        data_offset=file.data_offset,
-        num_dumpable=sum(end - first for first, end, _ in runs),
-        offset_vmcoreinfo=offset_vmcoreinfo,
-        size_vmcoreinfo=size_vmcoreinfo,
-        phys_base=phys_base,
-    )
+        phys_base &= 0xFFFFFFFF  # an ELFCLASS32 dump stores it in 32 bits, whatever the header ABI
+    return QemuPlan(layout, phys_base, sum(end - first for first, end, _ in runs))
 
 
-def build_headers(guest: QemuGuest, lay: QemuLayout, version: QemuVersion, status: int) -> tuple[bytes, bytes]:
-    """The main header (464/452 bytes) and sub header (104/80 bytes) exactly as QEMU fills them."""
-    abi = guest.abi
-    main = DISK_DUMP_HEADER.make(
-        signature=KDUMP_SIGNATURE,
-        header_version=QEMU_HEADER_VERSION,
+def build_headers(guest: QemuGuest, plan: QemuPlan, version: QemuVersion, codec_flag: int) -> tuple[bytes, bytes]:
+    """The main header (464/452 bytes) and sub header (104/80 bytes) as QEMU fills them: signature, version 6,
+    only utsname.machine, the codec's status flag, nr_cpus, dump_level 1; timestamps and counters stay zero."""
+    values = HeaderValues(
         utsname=make_utsname(machine=version.machine_uname(guest.qemu_target)),
-        status=status,
-        block_size=lay.page_size,
-        sub_hdr_size=lay.sub_hdr_size,
-        bitmap_blocks=lay.bitmap_blocks,
-        max_mapnr=min(lay.max_mapnr, 0xFFFFFFFF),
         nr_cpus=guest.nr_cpus,
-    )
-    sub = KDUMP_SUB_HEADER.make(
-        phys_base=lay.phys_base,
         dump_level=QEMU_DUMP_LEVEL,
-        offset_vmcoreinfo=lay.offset_vmcoreinfo,
-        size_vmcoreinfo=lay.size_vmcoreinfo,
-        offset_note=lay.offset_note,
-        size_note=lay.note_size,
-        max_mapnr_64=lay.max_mapnr,
     )
-    return (
-        DISK_DUMP_HEADER.bind(abi, QEMU_HEADER_VERSION).pack(main),
-        KDUMP_SUB_HEADER.bind(abi, QEMU_HEADER_VERSION).pack(sub),
-    )
+    main = pack_main_header(values, plan.layout, codec_flag)
+    return main, pack_sub_header(values, plan.layout, phys_base=plan.phys_base)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -567,25 +532,26 @@ def write_qemu_kdump(
 
     runs = page_runs(guest.blocks, ps)
     notes, guest_at = build_notes(guest, version, mark=mark)
-    lay = compute_layout(guest, notes, guest_at, runs)
-    main, sub = build_headers(guest, lay, version, int(codec.flag))
+    plan = plan_qemu(guest, notes, guest_at, runs)
+    lay = plan.layout
+    main, sub = build_headers(guest, plan, version, int(codec.flag))
 
     path = os.fspath(out_path)
     out = RawRecordOut(path) if raw else FlatRecordOut(path)
     try:
         out.record(0, main)  # qemu-dumps.md §2 items 1-3
         out.record(ps, sub)
-        out.record(lay.offset_note, notes)
+        out.record(lay.offset_note, lay.notes_blob)
         for chunk, data in bitmap_chunks(runs, ps):  # item 4, 1st and 2nd in lockstep
-            out.record(lay.offset_bitmap + chunk * ps, data)
-            out.record(lay.offset_bitmap + lay.len_bitmap + chunk * ps, data)
-        emitter, end = _write_pages(out, guest, lay, runs, compress, int(codec.flag), workers)  # items 5-6
+            out.record(lay.bitmap1_offset + chunk * ps, data)
+            out.record(lay.bitmap2_offset + chunk * ps, data)
+        emitter, end = _write_pages(out, guest, plan, runs, compress, int(codec.flag), workers)  # items 5-6
         out.close()  # item 7 (flattened end marker)
     except BaseException:
         out.abort()
         raise
-    if emitter.pages != lay.num_dumpable:
-        raise FormatError(f"enumerated {emitter.pages} pages, expected {lay.num_dumpable}", field="bitmap")
+    if emitter.pages != plan.num_dumpable:
+        raise FormatError(f"enumerated {emitter.pages} pages, expected {plan.num_dumpable}", field="bitmap")
     return QemuResult(
         path=path,
         format=f"kdump-{'raw-' if raw else ''}{compress}",
@@ -599,8 +565,8 @@ def write_qemu_kdump(
         compressed_pages=emitter.pages - emitter.zero_pages - emitter.raw_pages,
         max_mapnr=lay.max_mapnr,
         nr_cpus=guest.nr_cpus,
-        note_size=lay.note_size,
-        phys_base=lay.phys_base,
+        note_size=lay.size_note,
+        phys_base=plan.phys_base,
         vmcoreinfo=lay.size_vmcoreinfo > 0,
         marked=mark,
         workers=workers,
@@ -621,13 +587,13 @@ def _check_request(compress: str, raw: bool, version: QemuVersion, workers: int)
         raise UnsupportedError("--workers must be at least 1", field="workers")
 
 
-def _write_pages(out: RecordOut, guest: QemuGuest, lay: QemuLayout, runs: list[tuple[int, int, list[GuestBlock]]],
+def _write_pages(out: RecordOut, guest: QemuGuest, plan: QemuPlan, runs: list[tuple[int, int, list[GuestBlock]]],
                  compress: str, flag: int, workers: int) -> tuple[PageEmitter, int]:  # fmt: skip
     """Descriptors and page data through QEMU's two four-page write caches (qemu-dumps.md §2 items 5-6), the
     pages compressed by units in ``workers`` processes; returns the finished emitter and the data's end."""
     ps = guest.page_size
-    emitter = PageEmitter(out, data_offset=lay.data_offset, num_dumpable=lay.num_dumpable, page_size=ps, flag=flag,
-                          abi=guest.abi, cache_bytes=QEMU_CACHE_PAGES * ps)  # fmt: skip
+    emitter = PageEmitter(out, data_offset=plan.layout.data_offset, num_dumpable=plan.num_dumpable, page_size=ps,
+                          flag=flag, abi=guest.abi, cache_bytes=QEMU_CACHE_PAGES * ps)  # fmt: skip
     units = UnitTable(runs, ps)
     for sizes, stored in compressed_units(
         units, source=guest.page_source, spec=guest.spec, codec=compress, page_size=ps, workers=workers

@@ -1,8 +1,9 @@
 """The KDUMP-compressed writer: model + physical memory → a file laid out as in kdump-format.md §1.
 
 Layout per kdump-format.md §1 (formulas), header fields per §3-§4, flags per §5, descriptors and the
-shared zero page per §6-§7, VMCOREINFO placement per notes-and-vmcoreinfo.md §5. Memory use does not
-grow with the dump: the descriptor table is reserved from the 2nd-bitmap count, page data is streamed
+shared zero page per §6-§7, VMCOREINFO placement per notes-and-vmcoreinfo.md §5. :func:`plan_layout` and
+the header packers take plain values, so the QEMU-style generator writes through them too. Memory use does
+not grow with the dump: the descriptor table is reserved from the 2nd-bitmap count, page data is streamed
 and descriptors are written in batches.
 """
 
@@ -14,17 +15,23 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kdfix.arch import recognise
 from kdfix.codecs import Codec, codec_named
 from kdfix.errors import WriteError
 from kdfix.format.bitmap import Bitmap
-from kdfix.format.constants import COMPRESSION_FLAGS, KDUMP_HEADER_VERSION, NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO
+from kdfix.format.constants import (
+    COMPRESSION_FLAGS,
+    KDUMP_HEADER_VERSION,
+    KDUMP_SIGNATURE,
+    NOTE_NAME_VMCOREINFO,
+    NOTE_TYPE_VMCOREINFO,
+)
 from kdfix.format.file_layout import FileLayout, plan_file
-from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL, header_features, since
+from kdfix.format.kdump import DISK_DUMP_HEADER, KDUMP_SUB_HEADER, PAGE_DESC, TIMEVAL, Utsname, header_features, since
 from kdfix.format.layout import Abi
-from kdfix.model import DumpModel
+from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, note_offsets, pack_notes
 from kdfix.read.memory import PhysicalMemory
 from kdfix.write.encode import EncodedPage, is_zero, is_zero_stored, pass_through_pages
@@ -67,36 +74,54 @@ class WriteResult:
 
 def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
     """Compute the layout of a KDUMP file for ``model`` with ``max_mapnr`` pfns (no I/O)."""
-    version = model.header_version
-    if not 0 <= version <= KDUMP_HEADER_VERSION:
-        raise WriteError(f"header_version {version} is not 0..{KDUMP_HEADER_VERSION}", field="header_version")
-    bs = model.block_size
-    if bs <= 0 or bs & (bs - 1):
-        raise WriteError(f"block_size {bs} is not a power of two", field="block_size")
-    abi = model.abi
-    sub = KDUMP_SUB_HEADER.bind(abi, version)
-    offset_note = bs + sub.size  # where notes_blob goes (kdump-format.md §1, both writers)
-    can = header_features(version)
+    can = header_features(model.header_version)
     notes = notes_to_write(model) if can.notes else ()
-    blob = pack_notes(notes, abi)
-    size_note = len(blob)
+    in_notes, text = _vmcoreinfo_place(model, notes) if can.vmcoreinfo else (None, None)
+    return plan_layout(
+        model.abi,
+        model.header_version,
+        model.block_size,
+        max_mapnr,
+        pack_notes(notes, model.abi),
+        vmcoreinfo_in_notes=in_notes,
+        vmcoreinfo_text=text,
+        notes=notes,
+    )
+
+
+def plan_layout(
+    abi: Abi,
+    header_version: int,
+    block_size: int,
+    max_mapnr: int,
+    notes_blob: bytes,
+    *,
+    vmcoreinfo_in_notes: tuple[int, int] | None = None,
+    vmcoreinfo_text: bytes | None = None,
+    notes: tuple[Note, ...] = (),
+) -> KdumpLayout:
+    """The layout of a KDUMP file whose sub header is followed by ``notes_blob`` (packed notes; no I/O).
+
+    VMCOREINFO is either a note's desc inside the blob, ``vmcoreinfo_in_notes`` = (offset in the blob, size),
+    or ``vmcoreinfo_text`` stored right after the blob (v3 has no notes; or a text that differs from the note):
+    notes-and-vmcoreinfo.md §5. Every KDUMP writer plans through here (kdfix's own, the QEMU-style generator).
+    """
+    if not 0 <= header_version <= KDUMP_HEADER_VERSION:
+        raise WriteError(f"header_version {header_version} is not 0..{KDUMP_HEADER_VERSION}", field="header_version")
+    if block_size <= 0 or block_size & (block_size - 1):
+        raise WriteError(f"block_size {block_size} is not a power of two", field="block_size")
+    blob_offset = block_size + KDUMP_SUB_HEADER.bind(abi, header_version).size  # kdump-format.md §1
     off_vi = size_vi = 0
-    if can.vmcoreinfo:
-        vmcoreinfo = model.vmcoreinfo
-        vi_note = next((n for n, _ in _with_offsets(notes) if n.name == NOTE_NAME_VMCOREINFO), None)
-        if vi_note is not None and (vmcoreinfo is None or vmcoreinfo == vi_note.desc):
-            note_off = dict((id(n), o) for n, o in _with_offsets(notes))[id(vi_note)]
-            off_vi = offset_note + note_off + vi_note.desc_offset
-            size_vi = len(vi_note.desc)
-        elif vmcoreinfo is not None:
-            # v3 (no notes), or a text that differs from the note: store it right after the notes.
-            off_vi = offset_note + len(blob)
-            size_vi = len(vmcoreinfo)
-            blob += vmcoreinfo
-    file = plan_file(abi, version, bs, max_mapnr, after_sub_header=len(blob))
+    blob = notes_blob
+    if vmcoreinfo_in_notes is not None:
+        off_vi, size_vi = blob_offset + vmcoreinfo_in_notes[0], vmcoreinfo_in_notes[1]
+    elif vmcoreinfo_text is not None:
+        off_vi, size_vi = blob_offset + len(blob), len(vmcoreinfo_text)
+        blob += vmcoreinfo_text
+    file = plan_file(abi, header_version, block_size, max_mapnr, after_sub_header=len(blob))
     return KdumpLayout(
         **{f.name: getattr(file, f.name) for f in dataclasses.fields(FileLayout)},
-        size_note=size_note,
+        size_note=len(notes_blob),
         offset_vmcoreinfo=off_vi,
         size_vmcoreinfo=size_vi,
         notes_blob=blob,
@@ -104,15 +129,23 @@ def plan_kdump(model: DumpModel, max_mapnr: int) -> KdumpLayout:
     )
 
 
+def _vmcoreinfo_place(model: DumpModel, notes: tuple[Note, ...]) -> tuple[tuple[int, int] | None, bytes | None]:
+    """Where ``model``'s VMCOREINFO goes: its note's desc (offset in the packed notes, size) when the note holds
+    the text, else the text itself to store after the notes (None when there is no VMCOREINFO)."""
+    vmcoreinfo = model.vmcoreinfo
+    for note, note_offset in zip(notes, note_offsets(notes), strict=True):
+        if note.name == NOTE_NAME_VMCOREINFO:
+            if vmcoreinfo is None or vmcoreinfo == note.desc:
+                return (note_offset + note.desc_offset, len(note.desc)), None
+            break
+    return None, vmcoreinfo
+
+
 def notes_to_write(model: DumpModel) -> tuple[Note, ...]:
     notes = tuple(model.notes)
     if model.vmcoreinfo is not None and model.vmcoreinfo_note() is None:
         notes += (Note(NOTE_NAME_VMCOREINFO, NOTE_TYPE_VMCOREINFO, model.vmcoreinfo),)
     return notes
-
-
-def _with_offsets(notes: tuple[Note, ...]) -> list[tuple[Note, int]]:
-    return list(zip(notes, note_offsets(notes), strict=True))
 
 
 def header_phys_base(model: DumpModel, *, from_vmcoreinfo: bool = True) -> int:
@@ -127,42 +160,67 @@ def header_phys_base(model: DumpModel, *, from_vmcoreinfo: bool = True) -> int:
     return model.phys_base
 
 
-def pack_main_header(model: DumpModel, layout: KdumpLayout, codec_flag: int) -> bytes:
+@dataclass(frozen=True)
+class HeaderValues:
+    """The header fields a writer is given, not derived from the layout (kdump-format.md §3-§4); a field left
+    unset is zero, as in a producer that does not fill it (QEMU)."""
+
+    signature: bytes = KDUMP_SIGNATURE
+    utsname: Utsname = field(default_factory=make_utsname)
+    tv_sec: int = 0
+    tv_usec: int = 0
+    status: int = 0  # flags besides the codec's (DumpModel.status)
+    total_ram_blocks: int = 0
+    device_blocks: int = 0
+    written_blocks: int = 0
+    current_cpu: int = 0
+    nr_cpus: int = 0
+    dump_level: int = 0
+
+    @classmethod
+    def of(cls, model: DumpModel) -> HeaderValues:
+        """The values ``model`` holds."""
+        return cls(**{f.name: getattr(model, f.name) for f in dataclasses.fields(cls)})
+
+
+def pack_main_header(values: HeaderValues, layout: KdumpLayout, codec_flag: int) -> bytes:
     """The main header bytes (only ``sizeof(header)``; the rest of block 0 stays zero)."""
     record = DISK_DUMP_HEADER.make(
-        signature=model.signature,
+        signature=values.signature,
         header_version=layout.header_version,
-        utsname=model.utsname,
-        timestamp=TIMEVAL.make(tv_sec=model.tv_sec, tv_usec=model.tv_usec),
-        status=codec_flag | (model.status & ~COMPRESSION_FLAGS),
+        utsname=values.utsname,
+        timestamp=TIMEVAL.make(tv_sec=values.tv_sec, tv_usec=values.tv_usec),
+        status=codec_flag | (values.status & ~COMPRESSION_FLAGS),
         block_size=layout.block_size,
         sub_hdr_size=layout.sub_hdr_size,
         bitmap_blocks=layout.bitmap_blocks,
         max_mapnr=min(layout.max_mapnr, U32_MAX),
-        total_ram_blocks=model.total_ram_blocks,
-        device_blocks=model.device_blocks,
-        written_blocks=model.written_blocks,
-        current_cpu=model.current_cpu,
-        nr_cpus=model.nr_cpus,
+        total_ram_blocks=values.total_ram_blocks,
+        device_blocks=values.device_blocks,
+        written_blocks=values.written_blocks,
+        current_cpu=values.current_cpu,
+        nr_cpus=values.nr_cpus,
     )
     return layout.main_header.pack(record)
 
 
 def pack_sub_header(
-    model: DumpModel,
+    values: HeaderValues,
     layout: KdumpLayout,
     *,
     phys_base: int,
-    offset_eraseinfo: int,
+    eraseinfo: tuple[int, int] = (0, 0),
     split_range: tuple[int, int] | None = None,
 ) -> bytes:
-    """The sub header bytes for ``layout.header_version`` (fields of later versions are not written)."""
+    """The sub header bytes for ``layout.header_version`` (fields of later versions are not written).
+
+    ``eraseinfo`` is (file offset, size) of the eraseinfo text, (0, 0) for none."""
     word_mask = layout.abi.word_mask
     start, end = split_range if split_range is not None else (0, 0)
-    with_erase = header_features(layout.header_version).eraseinfo and bool(model.eraseinfo)
+    offset_eraseinfo, size_eraseinfo = eraseinfo if header_features(layout.header_version).eraseinfo else (0, 0)
     record = KDUMP_SUB_HEADER.make(
         phys_base=phys_base & word_mask,
-        dump_level=model.dump_level,
+        dump_level=values.dump_level,
         split=1 if split_range is not None else 0,
         start_pfn=start & word_mask,
         end_pfn=end & word_mask,
@@ -170,8 +228,8 @@ def pack_sub_header(
         size_vmcoreinfo=layout.size_vmcoreinfo,
         offset_note=layout.offset_note,
         size_note=layout.size_note,
-        offset_eraseinfo=offset_eraseinfo if with_erase else 0,
-        size_eraseinfo=len(model.eraseinfo) if with_erase else 0,
+        offset_eraseinfo=offset_eraseinfo,
+        size_eraseinfo=size_eraseinfo,
         start_pfn_64=start,
         end_pfn_64=end,
         max_mapnr_64=layout.max_mapnr,
@@ -532,7 +590,7 @@ def write_memory_pages(
 
 def write_header_area(sink: Sink, model: DumpModel, layout: KdumpLayout, codec_flag: int, bitmaps: Bitmaps) -> None:
     """Main header, notes area and both bitmaps (the sub header is written last, once offsets are known)."""
-    sink.write_at(0, pack_main_header(model, layout, codec_flag))
+    sink.write_at(0, pack_main_header(HeaderValues.of(model), layout, codec_flag))
     # The sub header needs offset_eraseinfo (the end of the page data), so write_tail writes it once, last.
     if layout.notes_blob:
         sink.write_at(layout.sub_header.size + layout.block_size, layout.notes_blob)
@@ -552,15 +610,15 @@ def write_tail(
 ) -> int:
     """Eraseinfo after the page data, then the sub header; return the end of the file."""
     end = data_end
-    offset_eraseinfo = 0
+    eraseinfo = (0, 0)
     if header_features(layout.header_version).eraseinfo and model.eraseinfo:
-        offset_eraseinfo = data_end
+        eraseinfo = (data_end, len(model.eraseinfo))
         sink.write_at(data_end, model.eraseinfo)
         end += len(model.eraseinfo)
-    sink.write_at(
-        layout.block_size,
-        pack_sub_header(model, layout, phys_base=phys_base, offset_eraseinfo=offset_eraseinfo, split_range=split_range),
+    sub = pack_sub_header(
+        HeaderValues.of(model), layout, phys_base=phys_base, eraseinfo=eraseinfo, split_range=split_range
     )
+    sink.write_at(layout.block_size, sub)
     # A dump with no pages and no bitmap bytes (max_mapnr 0) has written nothing past the sub header: pad the file to
     # the end of its header blocks, which readers check against the file size (kdump-format.md §1).
     header_end = layout.bitmap2_offset + layout.bitmap_len
@@ -599,6 +657,7 @@ def _written_vmcoreinfo(layout: KdumpLayout) -> bytes | None:
 
 
 __all__ = [
+    "HeaderValues",
     "KdumpLayout",
     "WriteResult",
     "build_bitmaps",
@@ -608,5 +667,6 @@ __all__ = [
     "pack_main_header",
     "pack_sub_header",
     "plan_kdump",
+    "plan_layout",
     "write_kdump",
 ]

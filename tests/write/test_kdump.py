@@ -150,10 +150,11 @@ def test_phys_base_comes_from_vmcoreinfo_decimal(text: bytes, model_value: int, 
 def test_max_mapnr_above_32_bits_is_clamped_in_the_main_header() -> None:
     model = DumpModel(max_mapnr=(1 << 32) + 5)
     layout = plan_kdump(model, model.max_mapnr)
-    from kdfix.write.kdump import pack_main_header, pack_sub_header
+    from kdfix.write.kdump import HeaderValues, pack_main_header, pack_sub_header
 
-    main = DISK_DUMP_HEADER.bind(LP64_LE).unpack(pack_main_header(model, layout, 1))
-    sub = KDUMP_SUB_HEADER.bind(LP64_LE).unpack(pack_sub_header(model, layout, phys_base=0, offset_eraseinfo=0))
+    values = HeaderValues.of(model)
+    main = DISK_DUMP_HEADER.bind(LP64_LE).unpack(pack_main_header(values, layout, 1))
+    sub = KDUMP_SUB_HEADER.bind(LP64_LE).unpack(pack_sub_header(values, layout, phys_base=0))
     assert main.max_mapnr == 0xFFFFFFFF
     assert sub.max_mapnr_64 == (1 << 32) + 5
 
