@@ -163,7 +163,9 @@ def header_phys_base(model: DumpModel, *, from_vmcoreinfo: bool = True) -> int:
 @dataclass(frozen=True)
 class HeaderValues:
     """The header fields a writer is given, not derived from the layout (kdump-format.md §3-§4); a field left
-    unset is zero, as in a producer that does not fill it (QEMU)."""
+    unset is zero, as in a producer that does not fill it (QEMU).
+
+    The names are DumpModel's on purpose (``of`` copies them by name): the QEMU generator has no model to give."""
 
     signature: bytes = KDUMP_SIGNATURE
     utsname: Utsname = field(default_factory=make_utsname)
