@@ -23,9 +23,8 @@ from kdfix.format.constants import NOTE_NAME_CORE, NoteType
 from kdfix.model import DumpModel
 from kdfix.notes.framing import Note
 from kdfix.read.dump import Dump, verify_dump
-from kdfix.read.memory import PhysicalMemory, read_range
+from kdfix.read.memory import HeldPages, PhysicalMemory
 from kdfix.read.probe import open_dump
-from kdfix.read.runs import Backing, Run, held_runs
 
 
 def foreign_layout(dump: Dump) -> str | None:
@@ -51,7 +50,7 @@ def _padded_notes(model: DumpModel) -> tuple[Note, ...]:
     return tuple(out)
 
 
-class ZeroPagesPresent:
+class ZeroPagesPresent(HeldPages):
     """The memory with every valid page dumped: the ones the 2nd bitmap leaves out are zero pages.
 
     kdumpling drops zero pages from the 2nd bitmap (with dump_level 1) meaning "all zero"; other readers take
@@ -94,16 +93,6 @@ class ZeroPagesPresent:
                 nxt = next(stored, None)
             else:
                 yield pfn, self._zero
-
-    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
-        return read_range(self, paddr, size, zero_fill=zero_fill)
-
-    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
-        return held_runs(self, start_pfn, end_pfn)
-
-    @property
-    def backing(self) -> Backing | None:
-        return None
 
 
 def write_standard(dump: Dump, target: str) -> None:

@@ -53,8 +53,7 @@ from kdfix.generate.pagetables import (
 )
 from kdfix.model import DumpModel, make_utsname
 from kdfix.notes.framing import Note, pack_note
-from kdfix.read.memory import read_range
-from kdfix.read.runs import Backing, Run, held_runs
+from kdfix.read.memory import HeldPages
 from kdfix.units import to_s64, to_u64
 from kdfix.write.utsname import choose_utsname, with_utsname
 
@@ -121,7 +120,7 @@ class SyntheticTruth:
         return to_s64(self.phys_base)
 
 
-class SparseMemory:
+class SparseMemory(HeldPages):
     """PhysicalMemory whose pfn ``ranges`` are valid and dumped (both bitmaps alike, as QEMU writes them,
     qemu-dumps.md §5); pfns in the holes between ranges are not in the dump. Only non-zero pages are stored.
 
@@ -194,16 +193,6 @@ class SparseMemory:
         for lo, hi in self._ranges:
             for pfn in range(max(lo, start_pfn), min(hi, end)):
                 yield pfn, self._pages.get(pfn, self._zero)
-
-    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
-        return read_range(self, paddr, size, zero_fill=zero_fill)
-
-    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
-        return held_runs(self, start_pfn, end_pfn)
-
-    @property
-    def backing(self) -> Backing | None:
-        return None
 
 
 def _fmt_ranges(ranges: Sequence[tuple[int, int]]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
@@ -122,7 +122,22 @@ def zero_runs_over(start: int, end: int, spans: Iterable[tuple[int, int, Iterabl
     return merge_runs(pieces())
 
 
-class DictMemory:
+class HeldPages:
+    """What every memory that holds or computes its pages itself (no file behind them) answers alike: byte reads
+    through ``page()``, runs without a stored extent (kdfix.read.runs), no backing file."""
+
+    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
+        return read_range(cast(PhysicalMemory, self), paddr, size, zero_fill=zero_fill)
+
+    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
+        return held_runs(cast(PhysicalMemory, self), start_pfn, end_pfn)
+
+    @property
+    def backing(self) -> Backing | None:
+        return None
+
+
+class DictMemory(HeldPages):
     """PhysicalMemory over a {pfn: page bytes} mapping (generators, tests, fakes)."""
 
     def __init__(
@@ -165,16 +180,6 @@ class DictMemory:
         for pfn in sorted(self._pages):
             if pfn >= start_pfn and (end_pfn is None or pfn < end_pfn):
                 yield pfn, self._pages[pfn]
-
-    def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
-        return read_range(self, paddr, size, zero_fill=zero_fill)
-
-    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
-        return held_runs(self, start_pfn, end_pfn)
-
-    @property
-    def backing(self) -> Backing | None:
-        return None
 
 
 class PageContainer(Protocol):

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 from kdfix.errors import AddressError
 from kdfix.format.bitmap import Bitmap
-from kdfix.read.memory import PhysicalMemory
-from kdfix.read.runs import Backing, Run, held_runs
+from kdfix.read.memory import HeldPages, PhysicalMemory
 from kdfix.units import ceil_div
 
 
@@ -20,7 +19,7 @@ def _expand(bitmap: Bitmap, ratio: int, nbits: int) -> Bitmap:
     return Bitmap.from_pfns((pfn * ratio + i for pfn in bitmap.iter_set() for i in range(ratio)), nbits)
 
 
-class ReblockedMemory:
+class ReblockedMemory(HeldPages):
     """PhysicalMemory over ``source`` in pages of ``page_size`` bytes (a divisor of the source's block size).
 
     A page is present when its block is; pages of a block are sliced from one decode of it.
@@ -76,10 +75,3 @@ class ReblockedMemory:
 
     def read(self, paddr: int, size: int, *, zero_fill: bool = False) -> bytes:
         return self.source.read(paddr, size, zero_fill=zero_fill)  # physical bytes do not depend on the blocking
-
-    def runs(self, start_pfn: int = 0, end_pfn: int | None = None) -> Iterator[Run]:
-        return held_runs(self, start_pfn, end_pfn)
-
-    @property
-    def backing(self) -> Backing | None:
-        return None
