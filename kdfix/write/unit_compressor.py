@@ -9,6 +9,10 @@ from kdfix.codecs import codec_named, deflate_bound
 from kdfix.write.page_cache import LocalPageCache, PageCache
 from kdfix.write.page_units import PageSource, Unit, fill_unit, zeros
 
+# Pages a compressor stores raw before it starts proving pages incompressible: loading numpy for the proofs costs
+# about 50 ms once, as much as some 800 failed zlib attempts at about 65 µs each on 4 KiB pages.
+RAW_BEFORE_PROOFS = 800
+
 
 class UnitCompressor:
     """Reads and compresses units in one process as QEMU compresses pages (qemu-dumps.md §5).
@@ -19,7 +23,8 @@ class UnitCompressor:
 
     With zlib, a high-entropy page that :mod:`kdfix.codecs.deflate_bound` proves incompressible is stored raw
     without the attempt, as the attempt would have ended. The proofs start once a unit stored a page raw (random
-    data comes in runs) and stop after a unit with no such page, so compressible dumps pay nothing for them.
+    data comes in runs) and stop after a unit with no such page, so compressible dumps pay nothing for them; they
+    wait until :data:`RAW_BEFORE_PROOFS` pages were stored raw, so a few raw pages do not pay for loading numpy.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class UnitCompressor:
         self.proven_raw = 0
         self._provable = codec == "zlib" and deflate_bound.applies(page_size)
         self._raw_seen = False  # the last unit stored a page raw: look for provably raw pages in this one
+        self._raw_total = 0  # pages stored raw so far
         # zero_page=False: an all-zero page is stored like any other (its own compressed bytes, or raw)
         self._zero_stored: bytes | None = None
         if not zero_page:
@@ -114,7 +120,8 @@ class UnitCompressor:
         view.release()
         self.hits += hits
         self.proven_raw += len(raw)
-        self._raw_seen = self._provable and stored_raw > 0
+        self._raw_total += stored_raw
+        self._raw_seen = self._provable and stored_raw > 0 and self._raw_total >= RAW_BEFORE_PROOFS
         return sizes.tobytes(), b"".join(out)
 
     def _proven_raw(self, data: bytes | bytearray, npages: int) -> frozenset[int]:

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from kdfix.arch import get_arch
+from kdfix.codecs import deflate_bound
 from kdfix.errors import FormatError, KdfixError, UnsupportedError
 from kdfix.generate.qemu import QemuVersion, generate_qemu, qemu_phys_base
+from kdfix.write import unit_compressor
 from tests.generate import qemu_helpers as h
 
 PS = 4096
@@ -127,10 +129,25 @@ def _decode(kdump: bytes, pfn: int, data_offset: int, rank: int) -> tuple[bytes,
     return stored, (off, size, flags, pflags)
 
 
-def test_synthetic_structure(synth_elf: tuple[Path, dict[int, bytes]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("raw_before_proofs", [unit_compressor.RAW_BEFORE_PROOFS, 0])
+def test_synthetic_structure(
+    synth_elf: tuple[Path, dict[int, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw_before_proofs: int
+) -> None:
+    """Also with the incompressibility proofs from the first raw page on: the guest's 653 random pages are fewer
+    than RAW_BEFORE_PROOFS, so by default no proof runs, and with 0 the proofs decide most raw pages."""
     src, expected = synth_elf
+    monkeypatch.setattr(unit_compressor, "RAW_BEFORE_PROOFS", raw_before_proofs)
+    proofs: list[bool] = []
+    prove = deflate_bound.incompressible
+
+    def counted(data: bytes, indices: list[int], page_size: int) -> list[bool]:
+        proofs.extend(proven := prove(data, indices, page_size))
+        return proven
+
+    monkeypatch.setattr(deflate_bound, "incompressible", counted)
     out = tmp_path / "out.kdump"
     res = generate_qemu(src, out)
+    assert (sum(proofs) > 300) if raw_before_proofs == 0 else not proofs
     stream = out.read_bytes()
     records = h.parse_flat(stream)
     kdump = h.reassemble(records)
