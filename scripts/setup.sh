@@ -111,7 +111,10 @@ repo=$PWD
 set +e
 (cd / && "$PY" - "$repo" <<'PY')
 import importlib.metadata as md, pathlib, sys, tomllib
-from packaging.requirements import Requirement
+try:
+    from packaging.requirements import Requirement
+except ModuleNotFoundError:
+    sys.exit("python packages: packaging missing")
 repo = pathlib.Path(sys.argv[1])
 project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
 for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
@@ -119,10 +122,13 @@ for line in [*project["dependencies"], *project["optional-dependencies"]["test"]
     try:
         version = md.version(req.name)
     except md.PackageNotFoundError:
-        sys.exit(f"{req.name} missing")
+        sys.exit(f"python packages: {req.name} missing")
     if not req.specifier.contains(version, prereleases=True):
-        sys.exit(f"{req.name} {version} does not satisfy {req}")
-import kdfix
+        sys.exit(f"python packages: {req.name} {version} does not satisfy {req}")
+try:
+    import kdfix
+except ModuleNotFoundError:
+    sys.exit("python packages: kdfix not installed")
 if pathlib.Path(kdfix.__file__).resolve().parent != repo / "kdfix":
     print(f"kdfix is imported from {kdfix.__file__}, not from {repo}", file=sys.stderr)
     sys.exit(3)
