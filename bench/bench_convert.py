@@ -91,7 +91,8 @@ def main() -> None:
         elf = args.elf
     else:
         parser.error("give an ELF path or --boot MIB")
-    kdfix = [sys.executable, "-m", "kdfix"]
+    # -P: the tree is the one on PYTHONPATH; plain -m would import the kdfix in the caller's directory
+    kdfix = [sys.executable, "-P", "-m", "kdfix"]
     sys.path.insert(0, str(ROOT))
     import kdfix as lib
 

@@ -214,7 +214,8 @@ def main() -> None:
                     peer_reference.unlink()
                 for prefix, tree in trees:
                     env = _installed_env(tree, work / f"pycache-{prefix}")
-                    kd = [sys.executable, "-m", "kdfix"]
+                    # -P: the tree is the one on PYTHONPATH; plain -m would import the kdfix in the caller's directory
+                    kd = [sys.executable, "-P", "-m", "kdfix"]
                     for w in (1, 2):
                         name = f"{prefix}:generate_w{w}"
                         timed(name, [*kd, "generate", "--style", "qemu", "--from", str(elf), "-o", str(out),
