@@ -78,11 +78,14 @@ def atomic_output(path: str | os.PathLike[str], *, mode_from: str | os.PathLike[
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        kept = "kept its old content" if existed else "was not created"
         if isinstance(exc, OSError) and not isinstance(exc, KdfixError):
-            kept = "kept its old content" if existed else "was not created"
             source = f"; {os.fspath(mode_from)} is untouched" if mode_from is not None else ""
             raise WriteError(f"writing failed: {reason(exc)}; the partial temp file was removed, {target} {kept}"
                              f"{source}", path=target) from exc  # fmt: skip
+        if isinstance(exc, KdfixError) and exc.path == tmp:  # e.g. the recheck of what was written: the temp file
+            exc.path = target  # is gone, so the error names the output, which the user knows
+            exc.message = f"{exc.message.replace(tmp, target)}; {target} {kept}"
         raise
 
 

@@ -290,6 +290,8 @@ def test_fix_of_an_unreadable_dump_is_not_fixed(tmp_path: Path, fixable: dict[st
     assert sha256(dump) == before and not os.path.exists(journal_path(dump))
     line = _one_line(run_kdfix("fix", dump, "-o", tmp_path / "out"), 1)
     assert not os.path.exists(tmp_path / "out") and sha256(dump) == before
+    # the error names the output (its temp file is gone) and says it was not created
+    assert ".kdfix-tmp" not in line and f"{tmp_path / 'out'}: " in line and "was not created" in line, line
     assert [p for p in os.listdir(tmp_path) if p.endswith(".kdfix-tmp")] == []
 
 
