@@ -63,12 +63,11 @@ def incompressible(data: bytes | bytearray, indices: list[int], page_size: int) 
 
 
 def _incompressible(data: bytes | bytearray, indices: list[int], page_size: int) -> list[bool]:
+    """:func:`incompressible` for one pass of 1 to ``SCRATCH_ROWS`` pages."""
     import numpy as np
 
-    if not indices:
-        return []
     n = len(indices)
-    work = _scratch(n, page_size)
+    work = _scratch(page_size)
     every = np.frombuffer(data, np.uint8, len(data) // page_size * page_size).reshape(-1, page_size)
     pages = np.take(every, indices, axis=0, out=work.pages[:n])
     counts = work.counts[:n]
@@ -95,7 +94,6 @@ class _Scratch:
     def __init__(self, rows: int, page_size: int) -> None:
         import numpy as np
 
-        self.rows = rows
         self.pages = np.empty((rows, page_size), np.uint8)
         self.counts = np.empty((rows, 256), np.int64)
         self.keys = np.empty((rows, page_size - 2), np.uint32)
@@ -106,10 +104,10 @@ class _Scratch:
 _SCRATCH: dict[int, _Scratch] = {}  # by page size
 
 
-def _scratch(rows: int, page_size: int) -> _Scratch:
+def _scratch(page_size: int) -> _Scratch:
     held = _SCRATCH.get(page_size)
-    if held is None or held.rows < rows:
-        held = _SCRATCH[page_size] = _Scratch(max(rows, SCRATCH_ROWS), page_size)
+    if held is None:
+        held = _SCRATCH[page_size] = _Scratch(SCRATCH_ROWS, page_size)
     return held
 
 
