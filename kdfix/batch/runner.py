@@ -238,14 +238,20 @@ class _Stop:
 
 
 def _remove_stale_temps(paths: Sequence[str]) -> None:
-    """Remove ``.NAME.*.kdfix-tmp`` files beside ``paths`` (left by a SIGKILLed run; atomic.py names them so), and
-    ``..NAME.*.kdfix-tmp``: the temp file of a write whose own target was a temp file (fix -o reassembling)."""
+    """Remove ``.NAME.*.kdfix-tmp`` files beside ``paths`` (atomic.py names them so), and ``..NAME.*.kdfix-tmp``:
+    the temp file of a write whose own target was a temp file (fix -o reassembling). They are left by a SIGKILLed
+    run, and by a Ctrl-C that lands where atomic_output cannot clean up (inside mkstemp, before its ``try``)."""
     for p in paths:
         where, name = glob.escape(os.path.dirname(p)), glob.escape(os.path.basename(p))
         for prefix in (".", ".."):
             for tmp in glob.glob(os.path.join(where, f"{prefix}{name}.*{TEMP_SUFFIX}")):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+
+def _job_files(job: Job) -> tuple[str, ...]:
+    """The files a job writes, beside which its temp files are."""
+    return job.outputs or job.dump.files
 
 
 def _skipped_outcome(s: SkippedFile) -> Outcome:
@@ -299,7 +305,7 @@ def run_batch(
     dumps, skipped = _still_to_do(found, shard, done, result.summary)
     jobs = _make_jobs(dumps, out_root, dry_run, fix_options)
     if resume:
-        _remove_stale_temps([p for j in jobs for p in (j.outputs or j.dump.files)])
+        _remove_stale_temps([p for j in jobs for p in _job_files(j)])
     # a dry run writes a report only when asked for one by name
     writer = ReportWriter(report_path, append=resume) if report_path and (explicit_report or not dry_run) else None
     recorder = _Recorder(result, writer, len(jobs), sum(d.size_bytes for d in dumps), progress, on_outcome)
@@ -417,6 +423,7 @@ def _run_inline(jobs: Sequence[Job], stop: _Stop, finished: Callable[[Job, Outco
             outcome = process(prepared)
         except KeyboardInterrupt:
             stop.requested = True
+            _remove_stale_temps(_job_files(prepared))
             return
         finally:
             stop.inline_job = False
@@ -473,13 +480,14 @@ def _run_pool(
                         os.kill(proc.pid, signal.SIGINT)
             done, _ = wait(list(running), timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
             broken = False
-            orphaned: list[Job] = []  # jobs whose worker died: their temp files are left behind
+            orphaned: list[Job] = []  # jobs whose worker died or was interrupted: temp files may be left behind
             for fut in done:
                 job = running.pop(fut)
                 try:
                     outcome = fut.result()
-                except KeyboardInterrupt:
-                    continue  # aborted by Ctrl-C: no outcome, --resume redoes it
+                except KeyboardInterrupt:  # aborted by Ctrl-C: no outcome, --resume redoes it
+                    orphaned.append(job)
+                    continue
                 except BrokenProcessPool:
                     broken = True
                     orphaned.append(job)
@@ -494,9 +502,9 @@ def _run_pool(
                                       error="worker process died (killed or crashed) while fixing this file",
                                       started=round(time.time(), 3))  # fmt: skip
                 finished(job, outcome)
+            _remove_stale_temps([p for j in orphaned for p in _job_files(j)])
             if broken:
                 executor.shutdown(wait=False, cancel_futures=True)
-                _remove_stale_temps([p for j in orphaned for p in (j.outputs or j.dump.files)])
                 executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                                initargs=(immediate,))  # fmt: skip
     finally:

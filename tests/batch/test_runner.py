@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdfix import open_dump
-from kdfix.batch import parse_shard, read_report, run_batch
+from kdfix.batch import parse_shard, read_report, run_batch, runner
 from kdfix.errors import KdfixError
 from kdfix.fix.journal import undo
 from tests.batch.synthetic import Templates, build_archive, put
@@ -188,3 +188,23 @@ def test_out_dir_inside_root_is_not_walked(tmp_path: Path, templates: Templates)
     run_batch([tmp_path], out_dir=tmp_path / "fixed", workers=1)
     again = run_batch([tmp_path], out_dir=tmp_path / "fixed", workers=1)
     assert [o.path for o in again.outcomes] == ["a"]
+
+
+def _interrupted_after_a_temp_file(job: runner.Job) -> runner.Outcome:
+    """A job that Ctrl-C stops where atomic_output cannot clean up: its temp file exists, nothing removes it."""
+    assert job.outputs is not None
+    out = Path(job.outputs[0])
+    (out.parent / f".{out.name}.x1y2z3.kdfix-tmp").write_bytes(b"partial")
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupted_job_leaves_no_temp_file(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Invariant: after Ctrl-C, whatever point of a job it stopped, no temp file of that job is left in the out-dir
+    (the batch removes them as it does a killed worker's); --resume redoes the job."""
+    monkeypatch.setattr(runner, "process", _interrupted_after_a_temp_file)
+    out = tmp_path / "out"
+    run_batch([archive], out_dir=out, workers=workers)
+    assert not list(out.rglob("*.kdfix-tmp"))
