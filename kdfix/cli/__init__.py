@@ -8,6 +8,7 @@ the command function (start-up time: bench/bench_startup.py).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Iterable
@@ -88,4 +89,9 @@ def main() -> None:
         sys.stdout.write(f"kdfix {__version__}\n")
         return
     module = _module_for(sys.argv[1:])
-    build_app([module] if module is not None else COMMAND_MODULES)()
+    try:
+        build_app([module] if module is not None else COMMAND_MODULES)()
+    finally:
+        # The work is done: spare the interpreter's exit its cycle searches through every object the command
+        # created or imported (measured on a generate: 22 ms from its last line to its exit, 5 ms with this).
+        gc.freeze()
