@@ -118,3 +118,23 @@ def test_the_write_package_gives_every_name_it_lists() -> None:
         obj = getattr(write, name)
         assert obj.__module__.startswith("kdfix.write."), name
         assert getattr(importlib.import_module(obj.__module__), name) is obj
+
+
+def test_the_collector_is_frozen_once_a_command_is_done(tmp_path: Path) -> None:
+    """The interpreter's exit then searches no object of the run for cycles (start-up and exit time, issue 16):
+    after a command that succeeded and after one that failed."""
+    code = (
+        "import gc, sys\n"
+        "from kdfix.cli import main\n"
+        f"for argv in (['kdfix', 'info', '--help'], ['kdfix', 'info', {str(tmp_path / 'missing')!r}]):\n"
+        "    sys.argv = argv\n"
+        "    gc.unfreeze()\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        code = e.code\n"
+        "    print('FROZEN', bool(code), gc.get_freeze_count() > 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("FROZEN")] == [
+        "FROZEN False True",
+        "FROZEN True True",
+    ]
