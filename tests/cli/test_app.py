@@ -42,9 +42,14 @@ def test_the_script_imports_only_the_command_it_runs():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in sys.modules if m.startswith(('kdfix.fix', 'kdfix.batch', 'kdfix.generate'))))"
     )
+    assert _python(code).stdout.strip().splitlines()[-1] == "[]"
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE`` in a fresh interpreter, which must exit 0."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    return proc
 
 
 def test_single_command_app_still_needs_the_command_name():
@@ -65,9 +70,7 @@ def test_version_and_help_import_no_dump_machinery() -> None:
         "    try:\n        main()\n    except SystemExit:\n        pass\n"
         f"    print('LOADED', sorted(m for m in sys.modules if m.startswith({heavy!r})), file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    after_version, after_help = [line for line in proc.stderr.splitlines() if line.startswith("LOADED")]
+    after_version, after_help = [line for line in _python(code).stderr.splitlines() if line.startswith("LOADED")]
     assert after_version == "LOADED []"
     assert "'kdfix." not in after_help and "'rich" not in after_help and "pydantic" not in after_help, after_help
 
@@ -132,9 +135,7 @@ def test_the_collector_is_frozen_once_a_command_is_done(tmp_path: Path) -> None:
         "    try:\n        main()\n    except SystemExit as e:\n        code = e.code\n"
         "    print('FROZEN', bool(code), gc.get_freeze_count() > 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stdout.splitlines() if line.startswith("FROZEN")] == [
+    assert [line for line in _python(code).stdout.splitlines() if line.startswith("FROZEN")] == [
         "FROZEN False True",
         "FROZEN True True",
     ]
