@@ -44,7 +44,7 @@ class UnitCompressor:
         self.hits = 0
         self.proven_raw = 0
         self._provable = codec == "zlib" and deflate_bound.applies(page_size)
-        self._raw_seen = False  # the last unit stored a page raw: look for provably raw pages in this one
+        self._prove_next = False  # look for provably raw pages in the next unit (see the class docstring)
         self._raw_total = 0  # pages stored raw so far
         # zero_page=False: an all-zero page is stored like any other (its own compressed bytes, or raw)
         self._zero_stored: bytes | None = None
@@ -80,7 +80,7 @@ class UnitCompressor:
         sizes = array("I", bytes(4 * npages))
         out: list[bytes] = []
         hits = 0
-        raw = self._proven_raw(data, npages) if self._raw_seen else frozenset()
+        raw = self._proven_raw(data, npages) if self._prove_next else frozenset()
         stored_raw = len(raw)
         view = memoryview(data)
         for i in range(npages):
@@ -121,7 +121,7 @@ class UnitCompressor:
         self.hits += hits
         self.proven_raw += len(raw)
         self._raw_total += stored_raw
-        self._raw_seen = self._provable and stored_raw > 0 and self._raw_total >= RAW_BEFORE_PROOFS
+        self._prove_next = self._provable and stored_raw > 0 and self._raw_total >= RAW_BEFORE_PROOFS
         return sizes.tobytes(), b"".join(out)
 
     def _proven_raw(self, data: bytes | bytearray, npages: int) -> frozenset[int]:
