@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from kdfix.errors import FormatError
 
 # the unit compression machinery, shared with write_kdump (re-exported here)
-from kdfix.write.page_cache import DEDUP_CACHE_BYTES, DEDUP_SLOTS, LocalPageCache, PageCache
+from kdfix.write.page_cache import DEDUP_CACHE_BYTES, DEDUP_ENTRIES, DEDUP_SLOTS, LocalPageCache, PageCache
 from kdfix.write.page_records import PageEmitter, bitmap_chunks
 from kdfix.write.page_units import (
     UNIT_PAGES,
@@ -32,6 +32,7 @@ from kdfix.write.unit_compressor import UnitCompressor, page_compressor
 
 __all__ = [
     "DEDUP_CACHE_BYTES",
+    "DEDUP_ENTRIES",
     "DEDUP_SLOTS",
     "UNIT_PAGES",
     "FileRangeSource",

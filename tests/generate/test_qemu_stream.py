@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import os
 import random
@@ -113,14 +114,15 @@ def _small_units(mp: pytest.MonkeyPatch, unit_pages: int) -> None:
 
 
 class _CheckedLocalCache(qs.LocalPageCache):
-    """LocalPageCache that checks its own accounting after every put and counts proposals (gets that found an
-    entry) and evictions."""
+    """LocalPageCache that checks its own bounds after every put and counts proposals (gets that found an entry)
+    and evictions."""
 
-    limit = qs.DEDUP_CACHE_BYTES
+    ring_bytes = qs.DEDUP_CACHE_BYTES
+    entries = qs.DEDUP_ENTRIES
     seen: list[_CheckedLocalCache] = []
 
-    def __init__(self, ring_bytes: int | None = None) -> None:
-        super().__init__(self.limit if ring_bytes is None else ring_bytes)
+    def __init__(self) -> None:
+        super().__init__(self.ring_bytes, self.entries)
         self.puts = self.proposals = self.peak = 0
         inner = self.get
 
@@ -135,13 +137,22 @@ class _CheckedLocalCache(qs.LocalPageCache):
     def put(self, key: int, src: int, packed: bytes | None) -> None:
         super().put(key, src, packed)
         self.puts += 1
-        charged = sum(self.ENTRY_COST + len(p or b"") for _, p in self._items.values())
-        assert charged == self._bytes <= self._limit, "LocalPageCache accounting is off"
+        _check_local_bounds(self)
         self.peak = max(self.peak, len(self))
 
     @property
     def evictions(self) -> int:
         return self.puts - len(self)  # a replaced key is not an eviction, but puts >= len always
+
+
+def _check_local_bounds(cache: qs.LocalPageCache) -> None:
+    """The held entries fit the index, and their bytes lie whole in the ring, apart, and not yet overwritten."""
+    ring = cache._ring_bytes
+    assert len(cache) <= cache._entries and len(cache._ring) == max(ring, 1)
+    spans = sorted((pos, size) for _, pos, size in cache._items.values() if size >= 0)
+    for pos, size in spans:
+        assert cache._wpos - ring <= pos and pos + size <= cache._wpos and pos % ring + size <= ring
+    assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(spans)), "two held entries share ring bytes"
 
 
 class _CheckedSharedCache(qs.PageCache):
@@ -163,19 +174,20 @@ class _CheckedSharedCache(qs.PageCache):
         super().close()
 
 
-def _use_caches(mp: pytest.MonkeyPatch, *, local: int, ring: int, slots: int) -> None:
+def _use_caches(mp: pytest.MonkeyPatch, *, local: tuple[int, int], ring: int, slots: int) -> None:
     _CheckedLocalCache.seen, _CheckedSharedCache.seen = [], []
-    mp.setattr(_CheckedLocalCache, "limit", local)
+    mp.setattr(_CheckedLocalCache, "ring_bytes", local[0])
+    mp.setattr(_CheckedLocalCache, "entries", local[1])
     mp.setattr(_CheckedSharedCache, "ring", ring)
     mp.setattr(_CheckedSharedCache, "slots", slots)
     mp.setattr(par, "LocalPageCache", _CheckedLocalCache)
     mp.setattr(par, "PageCache", _CheckedSharedCache)
 
 
-CACHES = {  # name: (LocalPageCache bytes, PageCache ring bytes, PageCache index slots)
-    "default": (qs.DEDUP_CACHE_BYTES, qs.DEDUP_CACHE_BYTES, qs.DEDUP_SLOTS),
-    "zero": (0, 0, 1),
-    "tiny": (3 * qs.LocalPageCache.ENTRY_COST + 200, 600, 4),
+CACHES = {  # name: ((LocalPageCache ring bytes, entries), PageCache ring bytes, PageCache index slots)
+    "default": ((qs.DEDUP_CACHE_BYTES, qs.DEDUP_ENTRIES), qs.DEDUP_CACHE_BYTES, qs.DEDUP_SLOTS),
+    "zero": ((0, 0), 0, 1),
+    "tiny": ((600, 3), 600, 4),
 }
 
 HASHES: dict[str, Callable[[bytes], int] | None] = {
@@ -218,7 +230,7 @@ def test_dedup_cache_never_changes_output(
         if cache == "default":
             assert local.proposals > 50, "the cache was never consulted with a hit: the test proves nothing"
         if cache == "zero":
-            assert len(local) == 0 == local._bytes
+            assert len(local) == 0 == local._wpos
     else:
         (shared,) = _CheckedSharedCache.seen
         assert shared.written >= 0
@@ -315,36 +327,44 @@ def test_shared_ring_returns_only_what_was_put(puts: list[tuple[int, int | None]
         cache.close()
 
 
-@given(st.lists(st.tuples(st.integers(0, 30), st.one_of(st.none(), st.integers(1, 600))), max_size=80))
-def test_local_cache_stays_within_its_bytes(puts: list[tuple[int, int | None]]) -> None:
-    """Invariant: LocalPageCache charges every entry (ENTRY_COST plus stored bytes, raw pages included) and never
-    holds more than its limit; what it returns is the last put for that key."""
-    limit = 1200
-    cache = qs.LocalPageCache(limit)
+@given(
+    st.integers(1, 1200),
+    st.integers(0, 6),
+    st.lists(st.tuples(st.integers(0, 30), st.one_of(st.none(), st.integers(1, 600))), max_size=80),
+)
+def test_local_cache_returns_only_what_was_put(ring: int, entries: int, puts: list[tuple[int, int | None]]) -> None:
+    """Invariant: after any sequence of puts into a small ring and index (wrapping many times), get(key) is None or
+    exactly the (src, bytes) of the last put with that key; the last put is held when it fits; the held entries
+    stay within the index and their bytes whole in the ring's fixed mapping."""
+    cache = qs.LocalPageCache(ring, entries)
     last: dict[int, tuple[int, bytes | None]] = {}
-    for n, (key, size) in enumerate(puts):
-        packed = None if size is None else bytes([n & 0xFF]) * size
-        cache.put(key, n, packed)
-        last[key] = (n, packed)
-        charged = sum(cache.ENTRY_COST + len(p or b"") for _, p in cache._items.values())
-        assert charged == cache._bytes <= limit
-        assert len(cache) <= limit // cache.ENTRY_COST
-        for k, v in cache._items.items():
-            assert v == last[k]
+    try:
+        for n, (key, size) in enumerate(puts):
+            packed = None if size is None else bytes([n & 0xFF]) * size + n.to_bytes(4, "little")
+            cache.put(key, n, packed)
+            last[key] = (n, packed)
+            if entries and (packed is None or len(packed) <= ring):
+                assert cache.get(key) == (n, packed)
+            _check_local_bounds(cache)
+            for k in range(31):
+                got = cache.get(k)
+                assert got is None or got == last.get(k), f"key {k} after put {n}"
+    finally:
+        cache.close()
 
 
 def test_tiny_cache_is_bounded_and_evicts(
     dedup_guest: tuple[Path, dict[int, bytes], bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Invariant: with a tiny cache the memory stays bounded (LocalPageCache: charged bytes <= limit after every
-    put, entries evicted; PageCache: fixed mapping, ring overwritten many times) and the output is unchanged."""
+    """Invariant: with a tiny cache the memory stays bounded (LocalPageCache: its bounds hold after every put,
+    entries evicted, ring wrapped; PageCache: fixed mapping, ring overwritten many times) and the output is
+    unchanged."""
     src, _, reference = dedup_guest
     _small_units(monkeypatch, SMALL_UNIT)
-    local_limit = 4 * qs.LocalPageCache.ENTRY_COST + 300
-    _use_caches(monkeypatch, local=local_limit, ring=700, slots=4)
+    _use_caches(monkeypatch, local=(700, 4), ring=700, slots=4)
     generate_qemu(src, tmp_path / "w1", workers=1)
     (local,) = _CheckedLocalCache.seen
-    assert local.evictions > 100 and local.peak <= local_limit // qs.LocalPageCache.ENTRY_COST
+    assert local.evictions > 100 and local.peak <= 4 and local._wpos > 2 * 700  # the ring wrapped
     generate_qemu(src, tmp_path / "w2", workers=2)
     (shared,) = _CheckedSharedCache.seen
     assert shared.written > 2 * 700  # the ring wrapped: earlier entries were overwritten
