@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py                                   # 8 GiB guest, 1 GiB random + 256 MiB text
     python bench/bench_scale.py --memory-mib 512 --random-mib 0 --text-mib 0 --repeat 3
+    python bench/bench_scale.py --memory-mib 128 --random-mib 16 --text-mib 4   # the default's mix at 1/64 size
     python bench/bench_scale.py --baseline /tmp/old               # also time another kdfix tree, interleaved
     python bench/bench_scale.py --keep DIR / --from-dir DIR       # keep the dumps / reuse them (no QEMU timing)
 
