@@ -17,7 +17,7 @@ from typing import Any
 # 13 MiB of pages 50 MiB apart, more than 16 MiB of stored bytes between them): 17% fewer pages compressed.
 DEDUP_CACHE_BYTES = 32 << 20
 DEDUP_SLOTS = 1 << 17  # index entries of the page cache (direct-mapped by page hash)
-# Index entries of the one-process cache (about 290 bytes each). On the bench's guests 16 Ki entries find 99.7% of
+# Index entries of the one-process cache (about 250 bytes each). On the bench's guests 16 Ki entries find 99.7% of
 # the hits 32 Ki find; 8 Ki lost two thirds of them on the 128 MiB guest with random data, whose raw pages fill it.
 DEDUP_ENTRIES = 1 << 14
 
