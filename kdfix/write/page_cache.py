@@ -12,7 +12,7 @@ import struct
 from collections import OrderedDict
 from typing import Any
 
-# Stored bytes of recently compressed pages kept for reuse (shared by all processes). 32 MiB reaches from a
+# Stored bytes of recently compressed pages kept for reuse (one ring for all processes of a run). 32 MiB reaches from a
 # KASLR x86 kernel's image back to the copy its decompressor left in low memory (on the bench's 512 MiB guest
 # 13 MiB of pages 50 MiB apart, more than 16 MiB of stored bytes between them): 17% fewer pages compressed.
 DEDUP_CACHE_BYTES = 32 << 20
@@ -20,6 +20,12 @@ DEDUP_SLOTS = 1 << 17  # index entries of the page cache (direct-mapped by page 
 # Index entries of the one-process cache (about 250 bytes each). On the bench's guests 16 Ki entries find 99.7% of
 # the hits 32 Ki find; 8 Ki lost two thirds of them on the 128 MiB guest with random data, whose raw pages fill it.
 DEDUP_ENTRIES = 1 << 14
+
+
+def _placed(wpos: int, size: int, ring: int) -> int:
+    """Where in a ring's write stream an item of ``size`` bytes goes when the stream is at ``wpos``: there, or at
+    the ring's next start if it would wrap, so every item stays contiguous (the ring's tail is skipped)."""
+    return wpos if wpos % ring + size <= ring else wpos + ring - wpos % ring
 
 
 def shared_map(size: int) -> mmap.mmap:
@@ -74,9 +80,7 @@ class PageCache:
             size = len(packed)
             if size > ring:
                 return
-            (wpos,) = self._WPOS.unpack_from(mm, 0)
-            if wpos % ring + size > ring:  # keep every item contiguous: skip the ring's tail
-                wpos += ring - wpos % ring
+            wpos = _placed(self._WPOS.unpack_from(mm, 0)[0], size, ring)
             start = self._ring + wpos % ring
             mm[start : start + size] = packed
             self._ENTRY.pack_into(mm, at, key, src, wpos, size, 1)
@@ -126,8 +130,7 @@ class LocalPageCache:
             size = len(packed)
             if not 0 < size <= ring:
                 return
-            if wpos % ring + size > ring:  # keep every item contiguous: skip the ring's tail
-                wpos += ring - wpos % ring
+            wpos = _placed(wpos, size, ring)
             reused = wpos + size - ring  # bytes of the stream before this are overwritten by this write
             while items and next(iter(items.values()))[1] < reused:
                 items.popitem(last=False)
